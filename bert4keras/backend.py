@@ -1,0 +1,179 @@
+"""Small ``keras.ops`` helpers shared by the layers and models.
+
+Everything here runs on every Keras 3 backend (TensorFlow, JAX, PyTorch). The
+one backend-specific piece is :func:`check_max_length`, which on TensorFlow adds
+a run-time assertion for sequence lengths that are unknown when the graph is
+traced.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+#: Additive attention bias for positions that must not be attended to. Added
+#: to float32 scores it makes ``exp`` underflow to exactly 0, like the large
+#: negative constants of Google BERT (-10000) and Hugging Face (dtype min).
+NEG_INF = -1e12
+
+
+def gelu_erf(x):
+    """Exact GELU, ``0.5 x (1 + erf(x / sqrt(2)))`` (Hendrycks & Gimpel 2016).
+
+    This is the ``gelu`` of Google's BERT and of Hugging Face ``transformers``.
+    """
+    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
+
+
+def gelu_tanh(x):
+    """GELU with the tanh approximation (GPT-2's ``gelu_new``)."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+_ACTIVATIONS = {
+    "gelu": gelu_erf,
+    "gelu_erf": gelu_erf,
+    "gelu_python": gelu_erf,
+    "gelu_new": gelu_tanh,
+    "gelu_tanh": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": "relu",
+    "swish": "silu",
+    "silu": "silu",
+    "tanh": "tanh",
+    "linear": "linear",
+}
+
+
+def get_activation(name):
+    """Map an activation name from a Google or Hugging Face config to Keras.
+
+    Args:
+        name: e.g. ``'gelu'`` (exact erf GELU), ``'gelu_new'`` (tanh
+            approximation), ``'relu'``, ``'swish'``; a callable passes through.
+
+    Returns:
+        A callable or a Keras activation name.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if callable(name) or name is None:
+        return name
+    key = str(name).lower()
+    if key not in _ACTIVATIONS:
+        raise ValueError(
+            "Unknown activation %r; known: %s" % (name, ", ".join(sorted(_ACTIVATIONS)))
+        )
+    return _ACTIVATIONS[key]
+
+
+def sequence_masking(x, mask, value=0.0, axis=1):
+    """Set the positions of ``x`` where ``mask`` is 0 to ``value``.
+
+    Args:
+        x: tensor, e.g. ``(batch, seq_len, hidden)``.
+        mask: ``(batch, seq_len)``, 1/True for real tokens, or None (no-op).
+        value: the fill value; ``'-inf'`` / ``'inf'`` mean -/+1e12.
+        axis: the axis of ``x`` that ``mask`` runs along.
+
+    Returns:
+        A tensor of the shape of ``x``.
+    """
+    if mask is None:
+        return x
+    if value == "-inf":
+        value = NEG_INF
+    elif value == "inf":
+        value = -NEG_INF
+    axis = axis % len(x.shape)
+    mask = ops.cast(mask, x.dtype)
+    for _ in range(axis - 1):
+        mask = ops.expand_dims(mask, 1)
+    for _ in range(len(x.shape) - axis - 1):
+        mask = ops.expand_dims(mask, -1)
+    return x * mask + ops.cast(value, x.dtype) * (1 - mask)
+
+
+def padding_visibility(token_ids):
+    """``(batch, 1, 1, seq_len)`` float32: 1 for keys that are not [PAD] (id 0)."""
+    keep = ops.cast(ops.not_equal(token_ids, 0), "float32")
+    return keep[:, None, None, :]
+
+
+def causal_visibility(seq_len):
+    """``(1, 1, seq_len, seq_len)`` float32: query i sees keys j <= i (GPT)."""
+    idx = ops.arange(seq_len)
+    keep = ops.cast(idx[None, :] <= idx[:, None], "float32")
+    return keep[None, None]
+
+
+def unilm_visibility(segment_ids):
+    """``(batch, 1, seq_len, seq_len)`` float32 UniLM seq2seq visibility.
+
+    Source tokens (segment 0) see the whole source; target tokens (segment 1)
+    see the source and the target up to themselves (Dong et al. 2019, UniLM).
+    Key j is visible to query i iff ``cumsum(s)[j] <= cumsum(s)[i]``.
+    """
+    idx = ops.cumsum(ops.cast(segment_ids, "int32"), axis=1)
+    keep = ops.cast(idx[:, None, :] <= idx[:, :, None], "float32")
+    return keep[:, None]
+
+
+def visibility_to_bias(keep):
+    """Turn a 0/1 visibility tensor into an additive float32 attention bias."""
+    return (1.0 - keep) * NEG_INF
+
+
+def check_max_length(seq_len, max_length, what="input"):
+    """Raise a clear error when a sequence is longer than a position table.
+
+    Args:
+        seq_len: a Python int or, when traced without a static shape, a
+            scalar tensor.
+        max_length: the number of rows of the position table.
+        what: the layer name, quoted in the message.
+
+    Raises:
+        ValueError: statically, when ``seq_len`` is a known int.
+        tf.errors.InvalidArgumentError: at run time, on the TensorFlow backend
+            when the length was not known while tracing.
+    """
+    message = (
+        "%s: sequence length exceeds max_position=%d; truncate the input "
+        "(e.g. Tokenizer.encode(..., maxlen=%d)) or build the model with a "
+        "larger max_position" % (what, max_length, max_length)
+    )
+    if isinstance(seq_len, int):
+        if seq_len > max_length:
+            raise ValueError("%s (got length %d)" % (message, seq_len))
+        return None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.debugging.assert_less_equal(
+            tf.cast(seq_len, "int32"), tf.constant(max_length, "int32"), message=message
+        )
+    return None
+
+
+def multilabel_categorical_crossentropy(y_true, y_pred):
+    """Multi-label softmax cross-entropy (Su 2020, "softmax + CE for multi-label").
+
+    ``loss = log(1 + sum_{neg} e^{s}) + log(1 + sum_{pos} e^{-s})``.
+
+    Args:
+        y_true: 0/1 labels, same shape as ``y_pred``, e.g. ``(batch, classes)``.
+        y_pred: raw scores (no sigmoid/softmax), same shape.
+
+    Returns:
+        ``(batch, ...)`` loss with the last axis reduced.
+    """
+    y_true = ops.cast(y_true, y_pred.dtype)
+    y_pred = (1 - 2 * y_true) * y_pred
+    y_neg = y_pred - y_true * (-NEG_INF)
+    y_pos = y_pred - (1 - y_true) * (-NEG_INF)
+    zeros = ops.zeros_like(y_pred[..., :1])
+    y_neg = ops.concatenate([y_neg, zeros], axis=-1)
+    y_pos = ops.concatenate([y_pos, zeros], axis=-1)
+    return ops.logsumexp(y_neg, axis=-1) + ops.logsumexp(y_pos, axis=-1)
