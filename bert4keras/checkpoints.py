@@ -167,7 +167,18 @@ def open_checkpoint(path):
     path = os.fspath(path)
     if is_hf_directory(path):
         return SafetensorsReader(path)
-    if os.path.isdir(path) or os.path.exists(path + ".index") or path.endswith(".index"):
+    if os.path.isdir(path):
+        has_tf = os.path.exists(os.path.join(path, "checkpoint")) or glob.glob(
+            os.path.join(path, "*.index"))
+        if not has_tf:
+            bins = [f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth", ".h5"))]
+            raise CheckpointError(
+                "No checkpoint in directory %r: neither a TF checkpoint ('checkpoint' file or "
+                "*.index) nor *.safetensors%s" % (path, (
+                    "; found %s, which is not read: convert it to safetensors first"
+                    % ", ".join(sorted(bins))) if bins else ""))
+        return TFCheckpointReader(path)
+    if os.path.exists(path + ".index") or path.endswith(".index"):
         return TFCheckpointReader(path)
     raise CheckpointError(
         "Checkpoint not found: %r is neither a TF checkpoint prefix (no %r) nor a directory "

@@ -1,0 +1,112 @@
+"""Shared fixtures: small random Hugging Face BERT models and the same weights
+in Google's TF checkpoint format, written independently of bert4keras."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+SMALL_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, type_vocab_size=2,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def hf_to_google_name(name):
+    """Hugging Face BERT name -> (Google checkpoint name, transpose?).
+
+    Follows the layout of google-research/bert ``modeling.py``: dense kernels are
+    ``[in, out]`` (torch Linear stores ``[out, in]``), NSP ``output_weights`` is
+    ``[2, hidden]`` like torch, LayerNorm is gamma/beta. Written here on its own
+    so that the fixture does not reuse bert4keras's name map.
+    """
+    if not name.startswith(("bert.", "cls.")):
+        name = "bert." + name
+    if name == "cls.predictions.bias":
+        return "cls/predictions/output_bias", False
+    if name == "cls.seq_relationship.weight":
+        return "cls/seq_relationship/output_weights", False
+    if name == "cls.seq_relationship.bias":
+        return "cls/seq_relationship/output_bias", False
+    transpose = False
+    name = re.sub(r"layer\.(\d+)", r"layer_\1", name)
+    if "LayerNorm" in name:
+        name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+    elif "embeddings." in name and name.endswith(".weight"):
+        name = name[: -len(".weight")]
+    elif name.endswith(".weight"):
+        name = name[: -len(".weight")] + ".kernel"
+        transpose = True
+    return name.replace(".", "/"), transpose
+
+
+def write_google_checkpoint(state_dict, prefix, drop=()):
+    """Save a torch state dict as a TF1 checkpoint with tf.compat.v1's Saver,
+    as Google's own BERT code saved its releases."""
+    import tensorflow as tf
+
+    tensors = {}
+    for key, value in state_dict.items():
+        if key.endswith("position_ids") or key.startswith("cls.predictions.decoder"):
+            continue
+        name, transpose = hf_to_google_name(key)
+        array = value.detach().cpu().numpy()
+        tensors[name] = array.T if transpose else array
+    for name in drop:
+        tensors.pop(name)
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, prefix)
+    return tensors
+
+
+def google_config(hf_config):
+    keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "intermediate_size", "hidden_act", "hidden_dropout_prob",
+            "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+            "initializer_range"]
+    return {k: getattr(hf_config, k) for k in keys}
+
+
+@pytest.fixture(scope="session")
+def hf_bert(tmp_path_factory):
+    """(directory, torch BertForPreTraining) for a random small BERT."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(**SMALL_BERT)).eval()
+    with torch.no_grad():  # non-trivial LayerNorm/bias values so a swap would show
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("hf_bert")
+    model.save_pretrained(path)
+    return str(path), model
+
+
+@pytest.fixture(scope="session")
+def google_bert(hf_bert, tmp_path_factory):
+    """Directory with bert_config.json + bert_model.ckpt.* of the same weights."""
+    _, model = hf_bert
+    path = tmp_path_factory.mktemp("google_bert")
+    write_google_checkpoint(model.state_dict(), str(path / "bert_model.ckpt"))
+    with open(path / "bert_config.json", "w") as f:
+        json.dump(google_config(model.config), f)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def sample_inputs():
+    """token ids (with padding in row 1) and segment ids, (3, 11) int32."""
+    rng = np.random.RandomState(0)
+    ids = rng.randint(1, SMALL_BERT["vocab_size"], (3, 11)).astype("int32")
+    seg = rng.randint(0, 2, (3, 11)).astype("int32")
+    ids[1, 7:] = 0
+    seg[1, 7:] = 0
+    return ids, seg
