@@ -21,6 +21,7 @@ setup(
         "safetensors",
         "tqdm",
         "jieba",
+        "tensorboard",
     ],
     extras_require={
         "test": [
