@@ -1,0 +1,1014 @@
+"""Vocabulary helpers and the BERT WordPiece tokenizer.
+
+The tokenizer follows Google BERT's ``tokenization.py`` (``BasicTokenizer`` +
+``WordpieceTokenizer``) and keeps the interface of the original bert4keras
+``Tokenizer`` (by Su Jianlin): ``tokenize``, ``encode``, ``decode``,
+``rematch``, ``token_to_id`` and friends.
+
+Where Google's code and Hugging Face ``transformers.BertTokenizer`` (the Rust
+``tokenizers`` ``BertNormalizer`` + ``BertPreTokenizer`` + ``WordPiece``)
+disagree, we side with Hugging Face, because that is what checkpoints are
+used with today and the test-suite checks id-for-id equality with it on real
+text.  The points where this matters:
+
+* text cleanup drops every character of Unicode category ``Cc``, ``Cf``,
+  ``Co`` (private use) and ``Cs`` except ``\\t``, ``\\n`` and ``\\r``, plus
+  NUL and U+FFFD.  (Google drops only ``Cc``/``Cf``; the original bert4keras
+  turned private-use characters into ``[UNK]``.)  Unassigned code points
+  (``Cn``) are kept.
+* whitespace is ``\\t``, ``\\n``, ``\\r`` and every character of category
+  ``Z`` -- including the line/paragraph separators U+2028/U+2029, which
+  Google's code glued to neighbouring letters.
+* the special tokens (``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]``,
+  ``[MASK]``) are recognised verbatim in the raw text and never split
+  (``never_split``), as Hugging Face does with its added tokens.
+* lower-casing maps every character on its own (a capital sigma always
+  becomes ``σ``; Python's ``str.lower`` would produce a final ``ς``).
+* the CJK ranges split off as single characters are those of Hugging Face
+  ``tokenizers``, which start CJK Extension E at U+2B920 instead of Google's
+  U+2B820.
+
+Character classes come from Python's ``unicodedata`` (the Unicode version of
+the running interpreter); for characters added to Unicode after the tables
+compiled into ``tokenizers`` they can differ, which does not occur in
+ordinary text.
+
+The hot path runs on precompiled regular expressions and a per-word cache,
+so no per-character Python code runs for text that has been seen before.
+"""
+
+import itertools
+import os
+import re
+import unicodedata
+
+__all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer"]
+
+# CJK blocks that are split into single characters (see module docstring).
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B920, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+_CONTROL_CATEGORIES = frozenset(("Cc", "Cf", "Co", "Cs"))
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_WORD_CACHE_LIMIT = 200_000
+
+
+def _is_ascii_punct(code):
+    return 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+
+
+def _ranges_to_class(ranges):
+    """Inclusive ``(first, last)`` code point ranges -> the inside of a regex
+    character class (adjacent ranges merged)."""
+    merged = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return "".join("\\U%08x" % a if a == b else "\\U%08x-\\U%08x" % (a, b) for a, b in merged)
+
+
+class _CharTables:
+    """Regex character classes for the cleanup and splitting rules.
+
+    Built once (a fraction of a second) from ``unicodedata`` by one scan over
+    all code points; the classes are exactly the static classifiers of
+    :class:`Tokenizer` (``_is_control`` etc.) applied to every code point.
+    """
+
+    def __init__(self):
+        # runs of equal category over all code points (a few thousand runs)
+        cats = map(unicodedata.category, map(chr, range(0x110000)))
+        drop, space, punct, marks = [(0xFFFD, 0xFFFD)], [(9, 10), (13, 13)], [], []
+        start = 0
+        for cat, run in itertools.groupby(cats):
+            end = start + sum(1 for _ in run) - 1
+            if cat in _CONTROL_CATEGORIES:
+                drop.append((start, end))
+            elif cat[0] == "Z":
+                space.append((start, end))
+            elif cat[0] == "P":
+                punct.append((start, end))
+            elif cat == "Mn":
+                marks.append((start, end))
+            start = end + 1
+        # ASCII symbols count as punctuation (Google BERT); \t \n \r are kept
+        punct.extend(((33, 47), (58, 64), (91, 96), (123, 126)))
+        drop = _subtract(_subtract(drop, (9, 10)), (13, 13))
+        cjk = list(_CJK_RANGES)
+        # plain classes (the classifiers' definitions, used by the tests)
+        self.drop = _ranges_to_class(drop)
+        self.space = _ranges_to_class(space)
+        self.punct = _ranges_to_class(punct)
+        self.marks = _ranges_to_class(marks)
+        self.cjk = _ranges_to_class(cjk)
+        # fast regexes: see _one_of
+        self.drop_re = re.compile(_one_of(drop) + "+")
+        self.drop_marks_re = re.compile(_one_of(drop + marks) + "+")
+        self._word_res = {
+            split_cjk: re.compile("%s|%s+" % (_one_of(single), _none_of(single + space)))
+            for split_cjk, single in ((True, punct + cjk), (False, punct))
+        }
+
+    def word_re(self, split_cjk):
+        """Regex whose ``findall`` gives the words of cleaned text: a single
+        CJK character (when ``split_cjk``), a single punctuation character, or
+        a maximal run of other non-space characters."""
+        return self._word_res[bool(split_cjk)]
+
+
+_ASTRAL = "\\U00010000-\\U0010ffff"
+
+
+def _split_bmp(ranges):
+    bmp, astral = [], []
+    for first, last in ranges:
+        if first <= 0xFFFF:
+            bmp.append((first, min(last, 0xFFFF)))
+        if last > 0xFFFF:
+            astral.append((max(first, 0x10000), last))
+    return _ranges_to_class(bmp), _ranges_to_class(astral)
+
+
+def _one_of(ranges):
+    """Regex for one character in ``ranges``.
+
+    Python's ``re`` tests the characters of a class below U+10000 with one
+    bitmap lookup but the ranges above it one after the other, for every
+    character of the text.  Testing the astral ranges only for astral
+    characters makes cleanup several times faster on ordinary text.
+    """
+    bmp, astral = _split_bmp(ranges)
+    if not astral:
+        return "[%s]" % bmp
+    if not bmp:
+        return "(?=[%s])[%s]" % (_ASTRAL, astral)
+    return "(?:[%s]|(?=[%s])[%s])" % (bmp, _ASTRAL, astral)
+
+
+def _none_of(ranges):
+    """Regex for one character not in ``ranges`` (see :func:`_one_of`)."""
+    bmp, astral = _split_bmp(ranges)
+    return "(?:[^%s%s]|(?=[%s])[^\\x00-\\uffff%s])" % (bmp, _ASTRAL, _ASTRAL, astral)
+
+
+def _subtract(ranges, hole):
+    """Inclusive ranges minus the inclusive range ``hole``."""
+    out = []
+    for first, last in ranges:
+        if last < hole[0] or first > hole[1]:
+            out.append((first, last))
+            continue
+        if first < hole[0]:
+            out.append((first, hole[0] - 1))
+        if last > hole[1]:
+            out.append((hole[1] + 1, last))
+    return out
+
+
+_TABLES = None
+
+
+def _tables():
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = _CharTables()
+    return _TABLES
+
+
+# ---------------------------------------------------------------------------
+# Vocabulary files
+# ---------------------------------------------------------------------------
+
+
+def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
+    """Read a BERT ``vocab.txt`` (one token per line, id = line number).
+
+    Follows ``load_vocab`` of the original bert4keras.  Each line, with only
+    its line break removed, is a token (as Google's and Hugging Face's
+    readers do: the Chinese vocabulary really contains U+2028 as a token, so
+    lines are not split on other whitespace).  A token listed twice keeps the
+    id of its last line, as in Hugging Face.
+
+    Args:
+        dict_path: path of the vocabulary file.
+        encoding: its text encoding.
+        simplified: if true, drop the tokens the tokenizer can never produce
+            and renumber the rest (see Returns).
+        startswith: with ``simplified``, tokens to put first, in this order,
+            e.g. ``['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']``.  They are
+            kept even if the filter would drop them.
+
+    Returns:
+        ``token_dict`` (token -> id), or with ``simplified=True`` a pair
+        ``(new_token_dict, keep_tokens)`` where ``keep_tokens[new_id]`` is the
+        token's id in the file, so ``embeddings[keep_tokens]`` slices a
+        checkpoint's embedding matrix to the new vocabulary.  Dropped are the
+        ``[unused*]`` tokens and every token longer than one character whose
+        stem (the token without a leading ``##``) contains a CJK character or
+        punctuation: the tokenizer splits those characters off on their own,
+        so such tokens never come out of it.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be decoded with ``encoding``, is empty, or
+            a ``startswith`` token is not in it.
+        OSError: the file cannot be read otherwise.
+    """
+    path = os.fspath(dict_path)
+    try:
+        with open(path, encoding=encoding) as reader:
+            lines = reader.read().split("\n")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"vocabulary file not found: {path!r}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"vocabulary file {path!r} is not valid {encoding}: {err}") from None
+    except OSError as err:
+        raise OSError(f"cannot read vocabulary file {path!r}: {err}") from err
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise ValueError(f"vocabulary file {path!r} is empty")
+    token_dict = {}
+    for index, token in enumerate(lines):
+        token_dict[token] = index
+    if not simplified:
+        return token_dict
+
+    new_token_dict, keep_tokens = {}, []
+    for token in startswith or ():
+        if token not in token_dict:
+            raise ValueError(f"startswith token {token!r} is not in {path!r}")
+        if token not in new_token_dict:
+            new_token_dict[token] = len(new_token_dict)
+            keep_tokens.append(token_dict[token])
+    for token, index in sorted(token_dict.items(), key=lambda item: item[1]):
+        if token in new_token_dict or _is_redundant(token):
+            continue
+        new_token_dict[token] = len(new_token_dict)
+        keep_tokens.append(index)
+    return new_token_dict, keep_tokens
+
+
+def _is_redundant(token):
+    """True for vocabulary entries the WordPiece tokenizer never emits."""
+    if token.startswith("[unused") and token.endswith("]"):
+        return True
+    if len(token) > 1:
+        for ch in Tokenizer.stem(token):
+            if Tokenizer._is_cjk_character(ch) or Tokenizer._is_punctuation(ch):
+                return True
+    return False
+
+
+def save_vocab(dict_path, token_dict, encoding="utf-8"):
+    """Write ``token_dict`` as a ``vocab.txt``, one token per line by id.
+
+    Follows ``save_vocab`` of the original bert4keras.  The ids must be
+    ``0 .. len(token_dict) - 1`` so that line number == id on reading back.
+
+    Args:
+        dict_path: output path.
+        token_dict: mapping token -> id.
+        encoding: text encoding of the file.
+
+    Raises:
+        ValueError: the ids are not exactly ``0 .. n-1`` or a token contains a
+            line break (it could not be read back).
+    """
+    items = sorted(token_dict.items(), key=lambda item: item[1])
+    if [index for _, index in items] != list(range(len(items))):
+        raise ValueError("token ids must be exactly 0 .. len(token_dict) - 1")
+    for token, _ in items:
+        if "\n" in token or "\r" in token:
+            raise ValueError(f"token {token!r} contains a line break")
+    with open(os.fspath(dict_path), "w", encoding=encoding, newline="\n") as writer:
+        for token, _ in items:
+            writer.write(token + "\n")
+
+
+def _truncate(maxlen, index, sequences, keep):
+    """Pop ``sequences[i][index]`` from the longest sequence (first on ties)
+    until the total length is <= ``maxlen``; as ``truncate_sequences`` of
+    the original bert4keras.  ``keep`` is the number of elements (special
+    tokens) that must stay in each sequence."""
+    lengths = [len(s) for s in sequences]
+    if maxlen < keep * len(sequences):
+        raise ValueError(f"maxlen={maxlen} leaves no room for the special tokens")
+    total = sum(lengths)
+    while total > maxlen:
+        i = lengths.index(max(lengths))
+        sequences[i].pop(index)
+        lengths[i] -= 1
+        total -= 1
+
+
+# ---------------------------------------------------------------------------
+# Tokenizers
+# ---------------------------------------------------------------------------
+
+
+class TokenizerBase:
+    """Shared part of the tokenizers: start/end tokens, truncation, ``encode``.
+
+    Follows ``TokenizerBase`` of the original bert4keras.  Subclasses provide
+    ``_tokenize(text) -> list of str``, ``token_to_id`` and ``id_to_token``.
+
+    Args:
+        token_start: token put in front of every sequence (``None``: none).
+        token_end: token appended to every sequence (``None``: none).
+        pre_tokenize: optional function ``text -> iterable of str`` (e.g.
+            ``jieba.lcut``) applied first; a piece that is a vocabulary token
+            is kept whole, the others are tokenized further.
+        token_translate: optional dict token -> token applied to the output
+            of the tokenizer (and inverted by ``decode``).
+    """
+
+    _token_pad = "[PAD]"
+    _token_unk = "[UNK]"
+    _token_mask = "[MASK]"
+
+    def __init__(self, token_start="[CLS]", token_end="[SEP]", pre_tokenize=None,
+                 token_translate=None):
+        self._token_start = token_start
+        self._token_end = token_end
+        self._pre_tokenize = pre_tokenize
+        self._token_translate = dict(token_translate or {})
+        self._token_translate_inv = {v: k for k, v in self._token_translate.items()}
+
+    def tokenize(self, text, maxlen=None):
+        """Split ``text`` into tokens, with the start and end tokens.
+
+        Args:
+            text: a string.
+            maxlen: if given, drop tokens before the end token until at most
+                ``maxlen`` tokens remain.
+
+        Returns:
+            A list of token strings.
+        """
+        tokens = self._tokenize(text)
+        if self._token_start is not None:
+            tokens.insert(0, self._token_start)
+        if self._token_end is not None:
+            tokens.append(self._token_end)
+        if maxlen is not None:
+            keep = (self._token_start is not None) + (self._token_end is not None)
+            _truncate(maxlen, -1 - (self._token_end is not None), [tokens], keep)
+        return tokens
+
+    def token_to_id(self, token):
+        """Id of one token (implemented by subclasses)."""
+        raise NotImplementedError
+
+    def id_to_token(self, i):
+        """Token of one id (implemented by subclasses)."""
+        raise NotImplementedError
+
+    def tokens_to_ids(self, tokens):
+        """Map a list of tokens to ids (unknown tokens -> the unknown id)."""
+        return [self.token_to_id(token) for token in tokens]
+
+    def ids_to_tokens(self, ids):
+        """Map a list of ids to tokens."""
+        return [self.id_to_token(int(i)) for i in ids]
+
+    def encode(self, first_text, second_text=None, maxlen=None, pattern="S*E*E",
+               truncate_from="right"):
+        """Token ids and segment ids of one text or a text pair.
+
+        Follows ``encode`` of the original bert4keras.  With
+        ``pattern='S*E*E'`` a pair is ``[CLS] A [SEP] B [SEP]``; with
+        ``'S*ES*E'`` it is ``[CLS] A [SEP] [CLS] B [SEP]``.  Segment ids are 0
+        for the first part and 1 for the second.
+
+        Args:
+            first_text: a string, or an already tokenized list (with start
+                and end tokens, as :meth:`tokenize` returns it).
+            second_text: optional second string or token list.
+            maxlen: maximum total length; tokens are removed one at a time
+                from the currently longer sequence (the first on ties).
+            pattern: ``'S*E*E'`` or ``'S*ES*E'``.
+            truncate_from: ``'right'`` (drop the last real token), ``'left'``
+                (drop the first real token) or an int position.
+
+        Returns:
+            ``(token_ids, segment_ids)``, two lists of ints.
+
+        Raises:
+            ValueError: unknown ``pattern``/``truncate_from``, or ``maxlen``
+                too small to hold the special tokens.
+        """
+        if pattern not in ("S*E*E", "S*ES*E"):
+            raise ValueError(f"unknown pattern {pattern!r}")
+        first = self.tokenize(first_text) if isinstance(first_text, str) else list(first_text)
+        if second_text is None:
+            second = None
+        elif isinstance(second_text, str):
+            second = self.tokenize(second_text)
+        else:
+            second = list(second_text)
+
+        if maxlen is not None:
+            if truncate_from == "right":
+                index = -1 - (self._token_end is not None)
+            elif truncate_from == "left":
+                index = int(self._token_start is not None)
+            elif isinstance(truncate_from, int):
+                index = truncate_from
+            else:
+                raise ValueError(f"unknown truncate_from {truncate_from!r}")
+            keep = (self._token_start is not None) + (self._token_end is not None)
+            sequences = [first] if second is None else [first, second]
+            if second is not None and pattern == "S*E*E" and self._token_start is not None:
+                maxlen += 1  # the second start token is dropped below
+            _truncate(maxlen, index, sequences, keep)
+
+        token_ids = self.tokens_to_ids(first)
+        segment_ids = [0] * len(token_ids)
+        if second is not None:
+            if pattern == "S*E*E" and self._token_start is not None:
+                second = second[1:]
+            second_ids = self.tokens_to_ids(second)
+            token_ids.extend(second_ids)
+            segment_ids.extend([1] * len(second_ids))
+        return token_ids, segment_ids
+
+    def decode(self, ids):
+        """Text of a list of ids (implemented by subclasses)."""
+        raise NotImplementedError
+
+    def _tokenize(self, text):
+        raise NotImplementedError
+
+
+class Tokenizer(TokenizerBase):
+    """BERT WordPiece tokenizer.
+
+    Follows Google BERT's ``FullTokenizer`` and the ``Tokenizer`` of the
+    original bert4keras, and gives the same ids as Hugging Face
+    ``transformers.BertTokenizer`` with the same ``do_lower_case``,
+    ``strip_accents``, ``tokenize_chinese_chars`` and
+    ``max_input_chars_per_word`` (our ``word_maxlen``); see the module
+    docstring for the fine points.
+
+    Processing: special tokens in ``never_split`` are cut out of the raw
+    text; the rest is cleaned (control, format, private-use characters,
+    NUL and U+FFFD dropped), lower-cased and stripped of accents (NFD, then
+    combining marks ``Mn`` removed) if asked, split on whitespace, around
+    every punctuation character and around every CJK character, and every
+    word is split greedily longest-match-first into vocabulary pieces
+    (continuations prefixed ``##``).  A word longer than ``word_maxlen``
+    characters or one that cannot be split becomes ``[UNK]``.
+
+    Args:
+        token_dict_or_path: a dict token -> id or the path of a
+            ``vocab.txt`` (read with :func:`load_vocab`).
+        do_lower_case: lower-case the text (and strip accents, unless
+            ``strip_accents`` says otherwise).  Google's Chinese and uncased
+            English models need ``True``; the default ``False`` is the
+            original bert4keras default.
+        word_maxlen: words with more characters become ``[UNK]`` (Google:
+            200, Hugging Face: 100).
+        token_start, token_end, pre_tokenize, token_translate: see
+            :class:`TokenizerBase`.
+        strip_accents: ``None`` follows ``do_lower_case`` (as in Hugging
+            Face); ``True``/``False`` force it.
+        tokenize_chinese_chars: split off every CJK character (default).
+        never_split: tokens recognised verbatim (case-sensitive) in the raw
+            text; default: those of ``[PAD] [UNK] [CLS] [SEP] [MASK]`` in the
+            vocabulary.  Pass ``()`` to turn this off.
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`load_vocab`.
+        ValueError: the vocabulary has no ``[UNK]`` token.
+    """
+
+    def __init__(self, token_dict_or_path, do_lower_case=False, word_maxlen=200,
+                 token_start="[CLS]", token_end="[SEP]", pre_tokenize=None,
+                 token_translate=None, strip_accents=None, tokenize_chinese_chars=True,
+                 never_split=None):
+        super().__init__(token_start=token_start, token_end=token_end,
+                         pre_tokenize=pre_tokenize, token_translate=token_translate)
+        if isinstance(token_dict_or_path, (str, os.PathLike)):
+            token_dict = load_vocab(token_dict_or_path)
+        else:
+            token_dict = dict(token_dict_or_path)
+        if self._token_unk not in token_dict:
+            raise ValueError(f"the vocabulary has no {self._token_unk} token")
+        self._token_dict = token_dict
+        self._token_dict_inv = {v: k for k, v in token_dict.items()}
+        self._vocab_size = len(token_dict)
+        self._do_lower_case = bool(do_lower_case)
+        self._strip_accents = self._do_lower_case if strip_accents is None else bool(strip_accents)
+        self._word_maxlen = word_maxlen
+        self._tokenize_chinese_chars = bool(tokenize_chinese_chars)
+
+        for name in ("pad", "unk", "mask", "start", "end"):
+            token = getattr(self, "_token_%s" % name)
+            setattr(self, "_token_%s_id" % name, token_dict.get(token) if token else None)
+        self._unk_id = self._token_unk_id
+
+        if never_split is None:
+            never_split = [t for t in _SPECIAL_TOKENS if t in token_dict]
+        self._never_split = tuple(t for t in never_split if t)
+        if self._never_split:
+            alternatives = sorted(set(self._never_split), key=len, reverse=True)
+            self._special_re = re.compile("|".join(map(re.escape, alternatives)))
+        else:
+            self._special_re = None
+
+        # the longest vocabulary piece, first-piece and ## continuation, bounds
+        # the WordPiece search
+        self._max_first = max((len(t) for t in token_dict if not t.startswith("##")), default=1)
+        self._max_cont = max((len(t) - 2 for t in token_dict if t.startswith("##")), default=1)
+
+        tables = _tables()
+        self._word_re = tables.word_re(self._tokenize_chinese_chars)
+        self._clean_re = tables.drop_marks_re if self._strip_accents else tables.drop_re
+        self._make_caches()
+
+    def _make_caches(self):
+        # per-word results; a word is looked up once, then served from here
+        self._char_cache = {}
+        self._piece_cache = _Cache(self._word_pieces)
+        self._token_cache = _Cache(self._word_tokens)
+        self._id_cache = _Cache(self._word_ids)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("_char_cache", "_piece_cache", "_token_cache", "_id_cache"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._make_caches()
+
+    # -- vocabulary ---------------------------------------------------------
+
+    @property
+    def token_dict(self):
+        """The vocabulary, token -> id (do not modify)."""
+        return self._token_dict
+
+    @property
+    def vocab_size(self):
+        """Number of tokens in the vocabulary."""
+        return self._vocab_size
+
+    def token_to_id(self, token):
+        """Id of ``token``; the ``[UNK]`` id for unknown tokens."""
+        return self._token_dict.get(token, self._unk_id)
+
+    def tokens_to_ids(self, tokens):
+        """Ids of a list of tokens (unknown ones -> the ``[UNK]`` id)."""
+        get, unk = self._token_dict.get, self._unk_id
+        return [get(token, unk) for token in tokens]
+
+    def id_to_token(self, i):
+        """Token of id ``i``.
+
+        Raises:
+            KeyError: ``i`` is not an id of the vocabulary.
+        """
+        try:
+            return self._token_dict_inv[i]
+        except KeyError:
+            raise KeyError(f"id {i!r} is not in the vocabulary") from None
+
+    # -- tokenization -------------------------------------------------------
+
+    def _normalize(self, text):
+        """Cleanup + lower-casing + accent stripping of a whole string."""
+        if self._do_lower_case:
+            if "\u03a3" in text:  # per-character lower case, no final sigma
+                text = text.replace("\u03a3", "\u03c3")
+            text = text.lower()
+        if self._strip_accents and not text.isascii():
+            text = unicodedata.normalize("NFD", text)
+        return self._clean_re.sub("", text)
+
+    def _normalize_char(self, ch):
+        """The same normalisation for one character (used for offsets)."""
+        out = self._char_cache.get(ch)
+        if out is None:
+            out = ch
+            if self._do_lower_case:
+                out = "\u03c3" if out == "\u03a3" else out.lower()
+            if self._strip_accents:
+                out = unicodedata.normalize("NFD", out)
+            out = self._clean_re.sub("", out)
+            self._char_cache[ch] = out
+        return out
+
+    def _word_pieces(self, word):
+        """Greedy longest-match-first WordPiece split of one word (a tuple)."""
+        vocab = self._token_dict
+        if len(word) > self._word_maxlen:
+            return (self._token_unk,)
+        if word in vocab:
+            return (word,)
+        pieces, start, n = [], 0, len(word)
+        while start < n:
+            end = min(n, start + (self._max_cont if start else self._max_first))
+            while end > start:
+                piece = word[start:end]
+                if start:
+                    piece = "##" + piece
+                if piece in vocab:
+                    break
+                end -= 1
+            else:
+                return (self._token_unk,)
+            pieces.append(piece)
+            start = end
+        return tuple(pieces)
+
+    def _word_tokens(self, word):
+        tokens = self._piece_cache[word]
+        if self._token_translate:
+            tokens = tuple(self._token_translate.get(t) or t for t in tokens)
+        return tokens
+
+    def _word_ids(self, word):
+        return tuple(self.tokens_to_ids(self._token_cache[word]))
+
+    def _segments(self, text):
+        """Yield ``(start, end, is_special)`` pieces of the raw text."""
+        pos = 0
+        if self._special_re is not None:
+            for m in self._special_re.finditer(text):
+                if m.start() > pos:
+                    yield pos, m.start(), False
+                yield m.start(), m.end(), True
+                pos = m.end()
+        if pos < len(text):
+            yield pos, len(text), False
+
+    def _words(self, text):
+        """Normalised words and verbatim special tokens of ``text``."""
+        if self._special_re is None or self._special_re.search(text) is None:
+            return self._word_re.findall(self._normalize(text))
+        words = []
+        for start, end, special in self._segments(text):
+            if special:
+                words.append(text[start:end])
+            else:
+                words.extend(self._word_re.findall(self._normalize(text[start:end])))
+        return words
+
+    def _pre_pieces(self, text):
+        """With ``pre_tokenize``: list of (normalised whole token or None, raw piece)."""
+        out = []
+        for piece in self._pre_tokenize(text):
+            if piece in self._never_split:
+                out.append((piece, piece))
+                continue
+            norm = self._normalize(piece)
+            out.append((norm if norm in self._token_dict else None, piece))
+        return out
+
+    def _tokenize(self, text):
+        """Tokens of ``text`` without start/end tokens."""
+        if self._pre_tokenize is not None:
+            tokens = []
+            for whole, piece in self._pre_pieces(text):
+                if whole is not None:
+                    tokens.append(self._token_translate.get(whole) or whole)
+                else:
+                    tokens.extend(self._tokens_of_words(self._words(piece)))
+            return tokens
+        return self._tokens_of_words(self._words(text))
+
+    def _tokens_of_words(self, words):
+        cache = self._token_cache
+        tokens = []
+        for word in words:
+            if word in self._never_split:
+                tokens.append(self._token_translate.get(word) or word)
+            else:
+                tokens.extend(cache[word])
+        if len(cache) > _WORD_CACHE_LIMIT:
+            self._clear_caches()
+        return tokens
+
+    def encode(self, first_text, second_text=None, maxlen=None, pattern="S*E*E",
+               truncate_from="right"):
+        """Token ids and segment ids; see :meth:`TokenizerBase.encode`.
+
+        A single text without ``maxlen`` takes a faster path (ids cached per
+        word) with the same result.
+        """
+        if (second_text is None and maxlen is None and isinstance(first_text, str)
+                and self._pre_tokenize is None and pattern in ("S*E*E", "S*ES*E")):
+            ids = self._ids_of_text(first_text)
+            return ids, [0] * len(ids)
+        return super().encode(first_text, second_text, maxlen, pattern, truncate_from)
+
+    def _ids_of_text(self, text):
+        cache, words = self._id_cache, self._words(text)
+        ids = [] if self._token_start_id is None else [self._token_start_id]
+        if self._special_re is None:
+            for word in words:
+                ids.extend(cache[word])
+        else:
+            never, get, unk = self._never_split, self._token_dict.get, self._unk_id
+            for word in words:
+                if word in never:
+                    ids.append(get(self._token_translate.get(word) or word, unk))
+                else:
+                    ids.extend(cache[word])
+        if self._token_end_id is not None:
+            ids.append(self._token_end_id)
+        if len(cache) > _WORD_CACHE_LIMIT:
+            self._clear_caches()
+        return ids
+
+    def _clear_caches(self):
+        self._piece_cache.clear()
+        self._token_cache.clear()
+        self._id_cache.clear()
+        self._char_cache.clear()
+
+    # -- offsets --------------------------------------------------------------
+
+    def _tokenize_with_spans(self, text):
+        """Tokens of ``text`` (as :meth:`_tokenize`) and, for each, the list of
+        indices of the characters of ``text`` it came from (a ``[UNK]``
+        covers its whole word).  Returns ``None`` if a ``pre_tokenize`` piece
+        cannot be found in the text."""
+        tokens, spans = [], []
+        if self._pre_tokenize is not None:
+            pos = 0
+            for whole, piece in self._pre_pieces(text):
+                start = text.find(piece, pos)
+                if start < 0:
+                    return None
+                end = start + len(piece)
+                if whole is not None:
+                    tokens.append(whole)
+                    spans.append([i for i in range(start, end) if self._normalize_char(text[i])])
+                else:
+                    self._spans_of_plain(text, start, end, tokens, spans)
+                pos = end
+        else:
+            self._spans_of_plain(text, 0, len(text), tokens, spans)
+        if self._token_translate:
+            translate = self._token_translate
+            tokens = [translate.get(t) or t for t in tokens]
+        if len(self._piece_cache) > _WORD_CACHE_LIMIT:
+            self._clear_caches()
+        return tokens, spans
+
+    def _spans_of_plain(self, text, start, end, tokens, spans):
+        """Append the (untranslated) tokens of ``text[start:end]`` and their
+        character indices to ``tokens`` and ``spans``."""
+        piece_cache, finditer = self._piece_cache, self._word_re.finditer
+        for a, b, special in self._segments(text[start:end]):
+            a, b = a + start, b + start
+            seg = text[a:b]
+            if special:
+                tokens.append(seg)
+                spans.append(list(range(a, b)))
+                continue
+            norm = self._normalize(seg)
+            if norm == seg or (seg.isascii() and len(norm) == len(seg)):
+                # character i of norm is character a + i of text
+                for m in finditer(norm):
+                    s, e = m.span()
+                    raw = piece_cache[m.group()]
+                    if len(raw) == 1:  # the whole word, or [UNK] for it
+                        tokens.append(raw[0])
+                        spans.append([a + s] if e - s == 1 else list(range(a + s, a + e)))
+                        continue
+                    s += a
+                    for k, piece in enumerate(raw):
+                        e = s + (len(piece) - 2 if k else len(piece))
+                        tokens.append(piece)
+                        spans.append(list(range(s, e)))
+                        s = e
+                continue
+            chars, mapping = [], []
+            for i in range(a, b):
+                out = self._normalize_char(text[i])
+                if out:
+                    chars.append(out)
+                    mapping.extend([i] * len(out))
+            for m in finditer("".join(chars)):
+                s, e = m.span()
+                raw = piece_cache[m.group()]
+                if len(raw) == 1:
+                    tokens.append(raw[0])
+                    spans.append(_unique(mapping[s:e]))
+                    continue
+                for k, piece in enumerate(raw):
+                    e = s + (len(piece) - 2 if k else len(piece))
+                    tokens.append(piece)
+                    spans.append(_unique(mapping[s:e]))
+                    s = e
+
+    def rematch(self, text, tokens):
+        """Map tokens back to the characters of the original ``text``.
+
+        Follows ``rematch`` of the original bert4keras, but computes the
+        offsets while tokenizing, so they are exact even where normalisation
+        changes the length of the text (dropped control characters, ``İ``,
+        Hangul syllables decomposed by NFD).
+
+        Args:
+            text: the original string.
+            tokens: its tokens, e.g. ``tokenize(text)`` (possibly truncated
+                from either end).
+
+        Returns:
+            One list per token with the indices into ``text`` of the
+            characters it came from: ``[]`` for the start/end/pad tokens and
+            for tokens that cannot be located; a ``[UNK]`` produced by the
+            tokenizer gets the indices of its whole word.  Indices need not be
+            contiguous (dropped characters are skipped), and several tokens
+            share an index when one character was normalised into several
+            (e.g. a Hangul syllable into its jamo).
+        """
+        tokens = list(tokens)
+        own = self._tokenize_with_spans(text)
+        # leave out the added start token, the end token and trailing padding
+        lo, hi = 0, len(tokens)
+        while hi > lo and tokens[hi - 1] == self._token_pad:
+            hi -= 1
+        if hi > lo and self._token_end is not None and tokens[hi - 1] == self._token_end:
+            hi -= 1
+        if hi > lo and self._token_start is not None and tokens[lo] == self._token_start:
+            lo += 1
+        core = list(range(lo, hi))
+        result = [[] for _ in tokens]
+        if own is None:
+            return self._rematch_by_search(text, tokens, core, result)
+        own_tokens, own_spans = own
+        wanted = [tokens[i] for i in core]
+        if not wanted:
+            return result
+        # the usual case: the tokens are a contiguous run of our own tokens
+        first, n = wanted[0], len(wanted)
+        for a in range(len(own_tokens) - n + 1):
+            if own_tokens[a] == first and own_tokens[a:a + n] == wanted:
+                for k, i in enumerate(core):
+                    result[i] = list(own_spans[a + k])
+                return result
+        # otherwise: walk forward, matching token by token
+        j = 0
+        for i in core:
+            for k in range(j, len(own_tokens)):
+                if own_tokens[k] == tokens[i]:
+                    result[i] = list(own_spans[k])
+                    j = k + 1
+                    break
+        return result
+
+    def _rematch_by_search(self, text, tokens, core, result):
+        """Fallback: find each token's stem in the normalised text, in order."""
+        chars, mapping = [], []
+        for i, ch in enumerate(text):
+            out = self._normalize_char(ch)
+            chars.append(out)
+            mapping.extend([i] * len(out))
+        norm, offset = "".join(chars), 0
+        for i in core:
+            token = self._token_translate_inv.get(tokens[i], tokens[i])
+            if self._is_special(token):
+                continue
+            stem = self.stem(token)
+            start = norm.find(stem, offset) if stem else -1
+            if start >= 0:
+                result[i] = _unique(mapping[start:start + len(stem)])
+                offset = start + len(stem)
+        return result
+
+    # -- decoding -------------------------------------------------------------
+
+    _NO_SPACE_BEFORE = frozenset(".,!?;:%)]}'-/")
+    _NO_SPACE_AFTER = frozenset("([{$#@'-/")
+
+    def decode(self, ids, tokens=None):
+        """Turn ids (or ``tokens``) back into readable text.
+
+        Follows ``decode`` of the original bert4keras: bracketed special
+        tokens (``[CLS]``, ``[SEP]``, ``[PAD]``, ``[UNK]`` ...) are dropped,
+        ``##`` pieces are glued to the previous token, CJK characters and CJK
+        (non-ASCII) punctuation are joined without spaces, other words are
+        separated by single spaces, no space goes before ``. , ! ? ; : % ) ]
+        }`` or after ``( [ { $ # @``, ``-``, ``/`` and ``'`` are glued on both
+        sides, and numbers like ``3 . 14`` or ``1 , 000`` become ``3.14`` and
+        ``1,000``.  Decoding cannot undo lower-casing or recover dropped
+        whitespace exactly.
+
+        Args:
+            ids: token ids (ignored when ``tokens`` is given).
+            tokens: optional list of tokens to decode instead.
+
+        Returns:
+            The text, stripped.
+        """
+        if tokens is None:
+            tokens = self.ids_to_tokens(ids)
+        tokens = [self._token_translate_inv.get(t, t) for t in tokens]
+        out, last = [], ""
+        for token in tokens:
+            if not token or self._is_special(token):
+                continue
+            if token.startswith("##") and len(token) > 2 and out:
+                piece = token[2:]
+                out.append(piece)
+                last = piece
+                continue
+            if out and self._space_between(last, token):
+                out.append(" ")
+            out.append(token)
+            last = token
+        text = "".join(out)
+        # 3 . 14 -> 3.14, 10 : 30 -> 10:30, 1 , 000 -> 1,000 (groups of three)
+        text = re.sub(r"(\d[.:]) (?=\d)", r"\1", text)
+        text = re.sub(r"(\d,) (?=\d{3}(?!\d))", r"\1", text)
+        return text.strip()
+
+    def _space_between(self, left, right):
+        a, b = left[-1], right[0]
+        if self._is_cjk_character(a) or self._is_cjk_character(b):
+            return False
+        if (ord(a) > 127 and self._is_punctuation(a)) or (ord(b) > 127 and self._is_punctuation(b)):
+            return False
+        if len(right) == 1 and b in self._NO_SPACE_BEFORE:
+            return False
+        if len(left) == 1 and a in self._NO_SPACE_AFTER:
+            return False
+        return True
+
+    # -- character classes ------------------------------------------------------
+
+    @staticmethod
+    def stem(token):
+        """The token without a leading ``##`` (a WordPiece continuation)."""
+        return token[2:] if token[:2] == "##" else token
+
+    @staticmethod
+    def _is_space(ch):
+        """Whitespace: ``\\t``, ``\\n``, ``\\r`` or Unicode category ``Z*``."""
+        return ch in "\t\n\r" or unicodedata.category(ch)[0] == "Z"
+
+    @staticmethod
+    def _is_punctuation(ch):
+        """Punctuation: printable non-alphanumeric ASCII or category ``P*``
+        (Google BERT's definition)."""
+        return _is_ascii_punct(ord(ch)) or unicodedata.category(ch)[0] == "P"
+
+    @staticmethod
+    def _is_cjk_character(ch):
+        """A character of the CJK blocks that are split off one by one."""
+        code = ord(ch)
+        for a, b in _CJK_RANGES:
+            if a <= code <= b:
+                return True
+        return False
+
+    @staticmethod
+    def _is_control(ch):
+        """A character removed by the cleanup: category ``Cc``, ``Cf``,
+        ``Co`` or ``Cs``, except ``\\t``, ``\\n``, ``\\r`` (which are
+        whitespace).  NUL and U+FFFD are removed too."""
+        if ch in "\t\n\r":
+            return False
+        return unicodedata.category(ch) in _CONTROL_CATEGORIES
+
+    @staticmethod
+    def _is_special(ch):
+        """A bracketed special token such as ``[CLS]`` or ``[unused1]``."""
+        return bool(ch) and ch[0] == "[" and ch[-1] == "]" and len(ch) > 2
+
+
+class _Cache(dict):
+    """dict that computes missing values with ``func(key)``."""
+
+    def __init__(self, func):
+        super().__init__()
+        self._func = func
+
+    def __missing__(self, key):
+        value = self[key] = self._func(key)
+        return value
+
+
+def _unique(indices):
+    """Drop consecutive repeats (one character normalised into several)."""
+    out = []
+    for i in indices:
+        if not out or out[-1] != i:
+            out.append(i)
+    return out
