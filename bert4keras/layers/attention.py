@@ -1,0 +1,143 @@
+"""Attention: the attention-bias builder and multi-head attention.
+
+Shapes use ``batch``, ``q_len``, ``k_len``, ``hidden``, ``heads``.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from bert4keras import backend as B
+from bert4keras.layers.core import register
+
+
+@register
+class AttentionMask(keras.layers.Layer):
+    """Builds the additive attention bias from token ids (and segment ids).
+
+    Inputs: ``token_ids`` ``(batch, seq_len)`` (id 0 is [PAD]) or
+    ``[token_ids, segment_ids]`` for ``mode='unilm'``.
+
+    Output: float32 ``(batch, 1, q_len, k_len)`` (``(batch, 1, 1, k_len)`` for
+    ``mode='padding'``) with 0 where attention is allowed and -1e12 elsewhere.
+
+    Modes: ``'padding'`` (keys that are [PAD] are hidden: a BERT encoder),
+    ``'lm'`` (plus causal: GPT-style language model), ``'unilm'`` (plus the
+    UniLM seq2seq rule over segment ids; Dong et al. 2019).
+    """
+
+    def __init__(self, mode="padding", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("padding", "lm", "unilm"):
+            raise ValueError("AttentionMask mode must be padding, lm or unilm; got %r" % mode)
+        self.mode = mode
+
+    def call(self, inputs):
+        if self.mode == "unilm":
+            token_ids, segment_ids = inputs
+        else:
+            token_ids = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        keep = B.padding_visibility(token_ids)
+        if self.mode == "lm":
+            keep = keep * B.causal_visibility(ops.shape(token_ids)[1])
+        elif self.mode == "unilm":
+            keep = keep * B.unilm_visibility(segment_ids)
+        return B.visibility_to_bias(keep)
+
+    def compute_output_spec(self, inputs):
+        token_ids = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        batch, seq_len = token_ids.shape[0], token_ids.shape[1]
+        q_len = 1 if self.mode == "padding" else seq_len
+        return keras.KerasTensor((batch, 1, q_len, seq_len), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode)
+        return config
+
+
+@register
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017).
+
+    Inputs: ``[q, k, v]`` or ``[q, k, v, bias]`` with ``q`` ``(batch, q_len,
+    hidden)``, ``k``/``v`` ``(batch, k_len, hidden)`` and an additive float
+    ``bias`` broadcastable to ``(batch, heads, q_len, k_len)`` (see
+    :class:`AttentionMask`).
+
+    Output: ``(batch, q_len, out_dim)``.
+
+    Weights, in this order (the checkpoint maps rely on it): ``q_dense``,
+    ``k_dense``, ``v_dense``, ``o_dense``, each a kernel and (``use_bias``) a
+    bias. Scores and softmax are computed in float32 under mixed precision.
+    """
+
+    def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
+                 attention_scale=True, attention_dropout=0.0,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.heads = int(heads)
+        self.head_size = int(head_size)
+        self.out_dim = int(out_dim or heads * head_size)
+        self.key_size = int(key_size or head_size)
+        self.use_bias = use_bias
+        self.attention_scale = attention_scale
+        self.attention_dropout = float(attention_dropout or 0.0)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        dense = dict(use_bias=use_bias, kernel_initializer=self.kernel_initializer,
+                     dtype=self.dtype_policy)
+        self.q_dense = keras.layers.Dense(self.key_size * self.heads, name="q_dense", **dense)
+        self.k_dense = keras.layers.Dense(self.key_size * self.heads, name="k_dense", **dense)
+        self.v_dense = keras.layers.Dense(self.head_size * self.heads, name="v_dense", **dense)
+        self.o_dense = keras.layers.Dense(self.out_dim, name="o_dense", **dense)
+        self.dropout = keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        q_shape, k_shape, v_shape = input_shape[:3]
+        self.q_dense.build(q_shape)
+        self.k_dense.build(k_shape)
+        self.v_dense.build(v_shape)
+        self.o_dense.build(tuple(q_shape[:-1]) + (self.head_size * self.heads,))
+        self.built = True
+
+    def _split_heads(self, x, size):
+        shape = ops.shape(x)
+        return ops.reshape(x, (shape[0], shape[1], self.heads, size))
+
+    def call(self, inputs, training=None):
+        q, k, v = inputs[:3]
+        bias = inputs[3] if len(inputs) > 3 else None
+        qw = ops.transpose(self._split_heads(self.q_dense(q), self.key_size), (0, 2, 1, 3))
+        kw = ops.transpose(self._split_heads(self.k_dense(k), self.key_size), (0, 2, 3, 1))
+        vw = ops.transpose(self._split_heads(self.v_dense(v), self.head_size), (0, 2, 1, 3))
+        scores = ops.cast(ops.matmul(qw, kw), "float32")  # (batch, heads, q_len, k_len)
+        if self.attention_scale:
+            scores = scores / math.sqrt(self.key_size)
+        if bias is not None:
+            scores = scores + ops.cast(bias, "float32")
+        probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        if self.attention_dropout:
+            probs = self.dropout(probs, training=training)
+        o = ops.matmul(probs, vw)  # (batch, heads, q_len, head_size)
+        o = ops.transpose(o, (0, 2, 1, 3))
+        shape = ops.shape(o)
+        o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
+        return self.o_dense(o)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (self.out_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            heads=self.heads,
+            head_size=self.head_size,
+            out_dim=self.out_dim,
+            key_size=self.key_size,
+            use_bias=self.use_bias,
+            attention_scale=self.attention_scale,
+            attention_dropout=self.attention_dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

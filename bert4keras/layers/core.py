@@ -1,0 +1,214 @@
+"""Core layers: embeddings, bias, slicing, normalization, feed-forward.
+
+All layers use ``keras.ops`` only, keep the original bert4keras names and
+weight orders (which the checkpoint name maps in :mod:`bert4keras.models` rely
+on), have ``get_config`` and are registered for serialization, so a ``.keras``
+file of a fine-tuned model loads back with plain ``keras.saving.load_model``.
+
+Shapes use ``batch``, ``seq_len``, ``hidden``.
+"""
+
+import keras
+from keras import ops
+
+from bert4keras import backend as B
+
+register = keras.saving.register_keras_serializable(package="bert4keras")
+
+
+@register
+class Embedding(keras.layers.Layer):
+    """Token embedding whose table can also serve as a tied output projection.
+
+    ``mode='embedding'``: ``(batch, seq_len)`` ids -> ``(batch, seq_len, output_dim)``.
+    ``mode='dense'``: ``(batch, seq_len, output_dim)`` -> ``(batch, seq_len,
+    input_dim)`` logits ``x @ E^T`` (the MLM head of BERT shares the table).
+
+    Weights: ``embeddings`` ``(input_dim, output_dim)``.
+    """
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+        )
+        self.built = True
+
+    def call(self, inputs, mode="embedding"):
+        table = ops.cast(self.embeddings, self.compute_dtype)
+        if mode == "embedding":
+            return ops.take(table, ops.cast(inputs, "int32"), axis=0)
+        if mode == "dense":
+            return ops.matmul(inputs, ops.transpose(table))
+        raise ValueError("Embedding mode must be 'embedding' or 'dense', got %r" % mode)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_dim=self.input_dim,
+            output_dim=self.output_dim,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+        )
+        return config
+
+
+@register
+class BiasAdd(keras.layers.Layer):
+    """Adds a trainable bias over the last axis (BERT's ``MLM-Bias``)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
+        self.built = True
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, inputs.dtype)
+
+
+@register
+class TokenSlice(keras.layers.Layer):
+    """``(batch, seq_len, hidden) -> (batch, hidden)``: the vector at ``index``.
+
+    BERT's ``Pooler`` takes the [CLS] vector (index 0).
+    """
+
+    def __init__(self, index=0, **kwargs):
+        super().__init__(**kwargs)
+        self.index = int(index)
+
+    def call(self, inputs):
+        return inputs[:, self.index]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + tuple(input_shape[2:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(index=self.index)
+        return config
+
+
+@register
+class LayerNormalization(keras.layers.Layer):
+    """Layer normalization (Ba et al. 2016), optionally conditional.
+
+    ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta`` over the last axis,
+    computed in float32. With ``conditional=True`` the inputs are ``[x, c]``
+    and ``gamma``/``beta`` are shifted by zero-initialised projections of
+    ``c`` (the conditional LayerNorm of bert4keras, used for relation
+    extraction). Input/output ``(batch, seq_len, hidden)``.
+
+    Weights: ``gamma`` then ``beta`` (then ``beta_dense``, ``gamma_dense``).
+    """
+
+    def __init__(self, center=True, scale=True, epsilon=1e-12, conditional=False, **kwargs):
+        super().__init__(**kwargs)
+        self.center = center
+        self.scale = scale
+        self.epsilon = float(epsilon)
+        self.conditional = conditional
+
+    def build(self, input_shape):
+        shape = input_shape[0] if self.conditional else input_shape
+        dim = shape[-1]
+        if self.scale:
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+        if self.center:
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+        if self.conditional:
+            cond_shape = input_shape[1]
+            if self.center:
+                self.beta_dense = keras.layers.Dense(dim, use_bias=False,
+                                                     kernel_initializer="zeros", name="beta_dense")
+                self.beta_dense.build(cond_shape)
+            if self.scale:
+                self.gamma_dense = keras.layers.Dense(dim, use_bias=False,
+                                                      kernel_initializer="zeros", name="gamma_dense")
+                self.gamma_dense.build(cond_shape)
+        self.built = True
+
+    def call(self, inputs):
+        if self.conditional:
+            x, cond = inputs
+            cond = ops.cast(cond, "float32")
+            for _ in range(len(x.shape) - len(cond.shape)):
+                cond = ops.expand_dims(cond, 1)
+        else:
+            x = inputs
+        dtype = x.dtype
+        x = ops.cast(x, "float32")
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        x = x - mean
+        var = ops.mean(ops.square(x), axis=-1, keepdims=True)
+        x = x * ops.rsqrt(var + self.epsilon)
+        if self.scale:
+            gamma = ops.cast(self.gamma, "float32")
+            if self.conditional:
+                gamma = gamma + ops.cast(self.gamma_dense(cond), "float32")
+            x = x * gamma
+        if self.center:
+            beta = ops.cast(self.beta, "float32")
+            if self.conditional:
+                beta = beta + ops.cast(self.beta_dense(cond), "float32")
+            x = x + beta
+        return ops.cast(x, dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0] if self.conditional else input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(center=self.center, scale=self.scale, epsilon=self.epsilon,
+                      conditional=self.conditional)
+        return config
+
+
+@register
+class FeedForward(keras.layers.Layer):
+    """Position-wise feed-forward block: ``Dense(units, act) -> Dense(hidden)``.
+
+    Input/output ``(batch, seq_len, hidden)``. Weights: ``i0_dense`` kernel and
+    bias, then ``o_dense`` kernel and bias.
+    """
+
+    def __init__(self, units, activation="relu", use_bias=True,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = activation
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.i0_dense = keras.layers.Dense(self.units, activation=B.get_activation(activation),
+                                           use_bias=use_bias, name="i0_dense",
+                                           kernel_initializer=self.kernel_initializer,
+                                           dtype=self.dtype_policy)
+        self.o_dense = None
+
+    def build(self, input_shape):
+        self.i0_dense.build(input_shape)
+        self.o_dense = keras.layers.Dense(input_shape[-1], use_bias=self.use_bias, name="o_dense",
+                                          kernel_initializer=self.kernel_initializer,
+                                          dtype=self.dtype_policy)
+        self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
+        self.built = True
+
+    def call(self, inputs):
+        return self.o_dense(self.i0_dense(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        activation = self.activation
+        if callable(activation):
+            activation = keras.activations.serialize(activation)
+        config.update(units=self.units, activation=activation, use_bias=self.use_bias,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+        return config
