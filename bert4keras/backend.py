@@ -17,6 +17,7 @@ from keras import ops
 NEG_INF = -1e12
 
 
+@keras.saving.register_keras_serializable(package="bert4keras")
 def gelu_erf(x):
     """Exact GELU, ``0.5 x (1 + erf(x / sqrt(2)))`` (Hendrycks & Gimpel 2016).
 
@@ -25,6 +26,7 @@ def gelu_erf(x):
     return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
 
 
+@keras.saving.register_keras_serializable(package="bert4keras")
 def gelu_tanh(x):
     """GELU with the tanh approximation (GPT-2's ``gelu_new``)."""
     return keras.activations.gelu(x, approximate=True)
@@ -177,3 +179,80 @@ def multilabel_categorical_crossentropy(y_true, y_pred):
     y_neg = ops.concatenate([y_neg, zeros], axis=-1)
     y_pos = ops.concatenate([y_pos, zeros], axis=-1)
     return ops.logsumexp(y_neg, axis=-1) + ops.logsumexp(y_pos, axis=-1)
+
+
+def sinusoidal_embeddings(positions, output_dim):
+    """Interleaved sinusoidal embeddings ``[sin t0, cos t0, sin t1, cos t1, ...]``.
+
+    ``t_i = position * 10000^(-2i / output_dim)`` (Vaswani et al. 2017, with
+    sin/cos interleaved as RoFormer and NEZHA store them).
+
+    Args:
+        positions: float tensor of any shape ``(...)``.
+        output_dim: an even width ``d``.
+
+    Returns:
+        float32 tensor ``(..., d)``.
+    """
+    if output_dim % 2:
+        raise ValueError("sinusoidal embeddings need an even width, got %d" % output_dim)
+    inv_freq = 10000.0 ** (-2.0 * (ops.arange(output_dim // 2, dtype="float32") / output_dim))
+    angles = ops.cast(positions, "float32")[..., None] * inv_freq
+    table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
+    return ops.reshape(table, tuple(ops.shape(angles)[:-1]) + (output_dim,))
+
+
+def apply_rotary_position_embeddings(sinusoidal, *tensors):
+    """Rotate pairs ``(x[2i], x[2i+1])`` by the angles of ``sinusoidal`` (RoPE).
+
+    RoFormer (Su et al. 2021, https://kexue.fm/archives/8265): with
+    ``sinusoidal = [sin t0, cos t0, sin t1, cos t1, ...]`` (see
+    :func:`sinusoidal_embeddings`), each pair becomes
+    ``(x0 cos t - x1 sin t, x1 cos t + x0 sin t)``.
+
+    Args:
+        sinusoidal: ``(batch|1, seq_len, d)``.
+        *tensors: ``(batch, seq_len, heads, d)`` each.
+
+    Returns:
+        A list of the rotated tensors, same shapes.
+    """
+    sinusoidal = ops.cast(sinusoidal, tensors[0].dtype)[:, :, None, :]
+    cos = ops.repeat(sinusoidal[..., 1::2], 2, axis=-1)
+    sin = ops.repeat(sinusoidal[..., 0::2], 2, axis=-1)
+    outputs = []
+    for x in tensors:
+        rotated = ops.reshape(ops.stack([-x[..., 1::2], x[..., 0::2]], axis=-1), ops.shape(x))
+        outputs.append(x * cos + rotated * sin)
+    return outputs
+
+
+def t5_relative_position_buckets(q_len, k_len, num_buckets=32, max_distance=128,
+                                 bidirectional=True):
+    """T5's bucket of each (query, key) distance (Raffel et al. 2020).
+
+    ``d = key - query``. Bidirectional: half the buckets for ``d > 0``; the
+    other direction is folded (unidirectional: ``d > 0`` shares bucket 0).
+    Of the remaining ``n`` buckets, distances below ``n // 2`` get one
+    bucket each and larger ones are spaced logarithmically up to
+    ``max_distance`` (everything farther shares the last bucket) -- the
+    ``_relative_position_bucket`` of mesh-tensorflow / T5, computed in float32
+    like the reference.
+
+    Returns:
+        int32 ``(q_len, k_len)`` bucket ids in ``[0, num_buckets)``.
+    """
+    distance = ops.arange(k_len)[None, :] - ops.arange(q_len)[:, None]
+    buckets = ops.zeros_like(distance)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + ops.cast(distance > 0, "int32") * num_buckets
+        n = ops.abs(distance)
+    else:
+        n = ops.maximum(-distance, 0)
+    max_exact = num_buckets // 2
+    log_ratio = ops.log(ops.cast(ops.maximum(n, 1), "float32") / max_exact)
+    log_ratio = log_ratio / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    large = max_exact + ops.cast(log_ratio, "int32")
+    large = ops.minimum(large, num_buckets - 1)
+    return ops.cast(buckets + ops.where(n < max_exact, n, large), "int32")

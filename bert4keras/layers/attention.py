@@ -64,19 +64,38 @@ class MultiHeadAttention(keras.layers.Layer):
     Inputs: ``[q, k, v]`` or ``[q, k, v, bias]`` with ``q`` ``(batch, q_len,
     hidden)``, ``k``/``v`` ``(batch, k_len, hidden)`` and an additive float
     ``bias`` broadcastable to ``(batch, heads, q_len, k_len)`` (see
-    :class:`AttentionMask`).
+    :class:`AttentionMask`); with a position mode (``p_bias``) one more input,
+    always last, ``[q, k, v, (bias), position]``:
+
+    * ``p_bias='typical_relative'`` (NEZHA; Shaw et al. 2018): ``position``
+      ``(q_len, k_len, key_size)`` (a :class:`RelativePositionEmbedding`) is
+      added to the keys in the scores, ``q_i . (k_j + r_ij)``, and to the
+      values in the output, ``sum_j a_ij (v_j + r_ij)``; needs
+      ``key_size == head_size``.
+    * ``p_bias='rotary'`` (RoFormer): ``position`` ``(batch|1, seq_len,
+      key_size)`` (a :class:`SinusoidalPositionEmbedding` with
+      ``merge_mode='zero'``) rotates the projected queries and keys (RoPE);
+      self-attention only (``q_len == k_len``).
+    * ``p_bias='t5_relative'`` (T5): ``position`` ``(q_len, k_len, heads)`` is
+      added to the scores.
 
     Output: ``(batch, q_len, out_dim)``.
 
     Weights, in this order (the checkpoint maps rely on it): ``q_dense``,
     ``k_dense``, ``v_dense``, ``o_dense``, each a kernel and (``use_bias``) a
-    bias. Scores and softmax are computed in float32 under mixed precision.
+    bias; ``p_bias`` adds no weights. Scores and softmax are computed in
+    float32 under mixed precision.
     """
+
+    P_BIAS_MODES = (None, "typical_relative", "rotary", "t5_relative")
 
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
                  attention_scale=True, attention_dropout=0.0,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", p_bias=None, **kwargs):
         super().__init__(**kwargs)
+        if p_bias not in self.P_BIAS_MODES:
+            raise ValueError("p_bias must be one of %s, got %r" % (self.P_BIAS_MODES, p_bias))
+        self.p_bias = p_bias
         self.heads = int(heads)
         self.head_size = int(head_size)
         self.out_dim = int(out_dim or heads * head_size)
@@ -85,6 +104,10 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_scale = attention_scale
         self.attention_dropout = float(attention_dropout or 0.0)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if p_bias == "typical_relative" and self.key_size != self.head_size:
+            raise ValueError("p_bias='typical_relative' shares one table between keys and values, "
+                             "so key_size (%d) must equal head_size (%d)"
+                             % (self.key_size, self.head_size))
         dense = dict(use_bias=use_bias, kernel_initializer=self.kernel_initializer,
                      dtype=self.dtype_policy)
         self.q_dense = keras.layers.Dense(self.key_size * self.heads, name="q_dense", **dense)
@@ -107,11 +130,23 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         q, k, v = inputs[:3]
-        bias = inputs[3] if len(inputs) > 3 else None
-        qw = ops.transpose(self._split_heads(self.q_dense(q), self.key_size), (0, 2, 1, 3))
-        kw = ops.transpose(self._split_heads(self.k_dense(k), self.key_size), (0, 2, 3, 1))
-        vw = ops.transpose(self._split_heads(self.v_dense(v), self.head_size), (0, 2, 1, 3))
+        extra = list(inputs[3:])
+        position = extra.pop() if self.p_bias else None
+        bias = extra[0] if extra else None
+        qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
+        kw = self._split_heads(self.k_dense(k), self.key_size)
+        vw = self._split_heads(self.v_dense(v), self.head_size)
+        if self.p_bias == "rotary":
+            qw, kw = B.apply_rotary_position_embeddings(position, qw, kw)
+        qw = ops.transpose(qw, (0, 2, 1, 3))
+        kw = ops.transpose(kw, (0, 2, 3, 1))
+        vw = ops.transpose(vw, (0, 2, 1, 3))
         scores = ops.cast(ops.matmul(qw, kw), "float32")  # (batch, heads, q_len, k_len)
+        if self.p_bias == "typical_relative":
+            position = ops.cast(position, qw.dtype)
+            scores = scores + ops.cast(ops.einsum("bhqd,qkd->bhqk", qw, position), "float32")
+        elif self.p_bias == "t5_relative":
+            scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[None]
         if self.attention_scale:
             scores = scores / math.sqrt(self.key_size)
         if bias is not None:
@@ -120,6 +155,8 @@ class MultiHeadAttention(keras.layers.Layer):
         if self.attention_dropout:
             probs = self.dropout(probs, training=training)
         o = ops.matmul(probs, vw)  # (batch, heads, q_len, head_size)
+        if self.p_bias == "typical_relative":
+            o = o + ops.einsum("bhqk,qkd->bhqd", probs, ops.cast(position, probs.dtype))
         o = ops.transpose(o, (0, 2, 1, 3))
         shape = ops.shape(o)
         o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
@@ -139,5 +176,6 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_scale=self.attention_scale,
             attention_dropout=self.attention_dropout,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            p_bias=self.p_bias,
         )
         return config

@@ -96,7 +96,7 @@ class TokenSlice(keras.layers.Layer):
 
 @register
 class LayerNormalization(keras.layers.Layer):
-    """Layer normalization (Ba et al. 2016), optionally conditional.
+    """Layer normalization (Ba et al. 2016), optionally conditional or RMS.
 
     ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta`` over the last axis,
     computed in float32. With ``conditional=True`` the inputs are ``[x, c]``
@@ -104,15 +104,22 @@ class LayerNormalization(keras.layers.Layer):
     ``c`` (the conditional LayerNorm of bert4keras, used for relation
     extraction). Input/output ``(batch, seq_len, hidden)``.
 
+    With ``zero_mean=False, center=False`` it is T5's RMS norm (Zhang &
+    Sennrich 2019): ``y = x / sqrt(mean(x^2) + epsilon) * gamma``, no mean
+    subtraction and no ``beta`` (``zero_mean`` is the original toolkit's
+    keyword).
+
     Weights: ``gamma`` then ``beta`` (then ``beta_dense``, ``gamma_dense``).
     """
 
-    def __init__(self, center=True, scale=True, epsilon=1e-12, conditional=False, **kwargs):
+    def __init__(self, center=True, scale=True, epsilon=1e-12, conditional=False,
+                 zero_mean=True, **kwargs):
         super().__init__(**kwargs)
         self.center = center
         self.scale = scale
         self.epsilon = float(epsilon)
         self.conditional = conditional
+        self.zero_mean = bool(zero_mean)
 
     def build(self, input_shape):
         shape = input_shape[0] if self.conditional else input_shape
@@ -143,8 +150,8 @@ class LayerNormalization(keras.layers.Layer):
             x = inputs
         dtype = x.dtype
         x = ops.cast(x, "float32")
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        x = x - mean
+        if self.zero_mean:
+            x = x - ops.mean(x, axis=-1, keepdims=True)
         var = ops.mean(ops.square(x), axis=-1, keepdims=True)
         x = x * ops.rsqrt(var + self.epsilon)
         if self.scale:
@@ -165,7 +172,7 @@ class LayerNormalization(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(center=self.center, scale=self.scale, epsilon=self.epsilon,
-                      conditional=self.conditional)
+                      conditional=self.conditional, zero_mean=self.zero_mean)
         return config
 
 
@@ -173,25 +180,42 @@ class LayerNormalization(keras.layers.Layer):
 class FeedForward(keras.layers.Layer):
     """Position-wise feed-forward block: ``Dense(units, act) -> Dense(hidden)``.
 
+    ``activation`` may also be a list (the original toolkit's gated form):
+    one input projection per activation, multiplied together before the
+    output projection. ``['gelu_new', 'linear']`` is T5.1.1's gated GELU,
+    ``o(gelu(x W_i0) * (x W_i1))`` (Shazeer 2020, "GLU Variants").
+
     Input/output ``(batch, seq_len, hidden)``. Weights: ``i0_dense`` kernel and
-    bias, then ``o_dense`` kernel and bias.
+    bias, (``i1_dense``, ... for a list of activations), then ``o_dense``
+    kernel and bias (no biases with ``use_bias=False``).
     """
 
     def __init__(self, units, activation="relu", use_bias=True,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
-        self.activation = activation
+        self.activation = list(activation) if isinstance(activation, (list, tuple)) \
+            else activation
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.i0_dense = keras.layers.Dense(self.units, activation=B.get_activation(activation),
-                                           use_bias=use_bias, name="i0_dense",
-                                           kernel_initializer=self.kernel_initializer,
-                                           dtype=self.dtype_policy)
+        activations = self.activation if isinstance(self.activation, list) else [self.activation]
+        if not activations:
+            raise ValueError("FeedForward needs at least one activation")
+        self._num_inputs = len(activations)
+        for index, act in enumerate(activations):
+            dense = keras.layers.Dense(self.units, activation=B.get_activation(act),
+                                       use_bias=use_bias, name="i%d_dense" % index,
+                                       kernel_initializer=self.kernel_initializer,
+                                       dtype=self.dtype_policy)
+            setattr(self, "i%d_dense" % index, dense)  # tracked (and weighted) in this order
         self.o_dense = None
 
+    def _input_denses(self):
+        return [getattr(self, "i%d_dense" % index) for index in range(self._num_inputs)]
+
     def build(self, input_shape):
-        self.i0_dense.build(input_shape)
+        for dense in self._input_denses():
+            dense.build(input_shape)
         self.o_dense = keras.layers.Dense(input_shape[-1], use_bias=self.use_bias, name="o_dense",
                                           kernel_initializer=self.kernel_initializer,
                                           dtype=self.dtype_policy)
@@ -199,16 +223,79 @@ class FeedForward(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        return self.o_dense(self.i0_dense(inputs))
+        denses = self._input_denses()
+        x = denses[0](inputs)
+        for dense in denses[1:]:
+            x = x * dense(inputs)
+        return self.o_dense(x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
+
+        def serialize(act):
+            return keras.activations.serialize(act) if callable(act) else act
+
         activation = self.activation
-        if callable(activation):
-            activation = keras.activations.serialize(activation)
+        activation = [serialize(a) for a in activation] if isinstance(activation, list) \
+            else serialize(activation)
         config.update(units=self.units, activation=activation, use_bias=self.use_bias,
                       kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return config
+
+
+@register
+class CausalMask(keras.layers.Layer):
+    """The causal attention bias of a language model, with no padding term.
+
+    Input: any tensor whose axis 1 is the sequence (token ids ``(batch,
+    seq_len)`` or states ``(batch, seq_len, hidden)``). Output: float32 ``(1,
+    1, seq_len, seq_len)``, 0 where key ``j <= i`` and -1e12 elsewhere.
+
+    Unlike ``AttentionMask(mode='lm')`` no token id is treated as padding:
+    GPT-2's id 0 is a real token (``!``) and T5's decoder starts with id 0.
+    Batches are right-padded, so real positions never see the padding anyway.
+    """
+
+    def call(self, inputs):
+        return B.visibility_to_bias(B.causal_visibility(ops.shape(inputs)[1]))
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor((1, 1, inputs.shape[1], inputs.shape[1]), dtype="float32")
+
+
+@register
+class SequenceMasking(keras.layers.Layer):
+    """Zero the vectors of padding positions: ``[x, token_ids] -> x`` with
+    ``x[b, t] = 0`` where ``token_ids[b, t] == 0``.
+
+    T5's encoder output goes through it (``Encoder-Output-Masked``), so a
+    decoder fed that output can find the padding again (:class:`ContextMask`).
+    """
+
+    def call(self, inputs):
+        x, token_ids = inputs
+        return B.sequence_masking(x, ops.not_equal(token_ids, 0))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+@register
+class ContextMask(keras.layers.Layer):
+    """Attention bias hiding the all-zero vectors of a context sequence.
+
+    Input: ``(batch, k_len, hidden)`` (an encoder output whose padding was
+    zeroed by :class:`SequenceMasking`). Output: float32 ``(batch, 1, 1,
+    k_len)``, -1e12 at keys whose vector is exactly zero, else 0 -- the
+    ``Masked-Context`` of the original toolkit's T5 decoder.
+    """
+
+    def call(self, inputs):
+        keep = ops.cast(ops.any(ops.not_equal(inputs, 0), axis=-1), "float32")
+        return B.visibility_to_bias(keep[:, None, None, :])
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor((inputs.shape[0], 1, 1, inputs.shape[1]), dtype="float32")

@@ -10,13 +10,13 @@ import json
 import os
 
 from bert4keras.checkpoints import CheckpointError  # noqa: F401  (re-export)
-from bert4keras.models import bert
+from bert4keras.models import albert, bert, electra, gpt, nezha, roformer, t5
 from bert4keras.models.base import FORMATS, Transformer  # noqa: F401
 from bert4keras.models.bert import BERT  # noqa: F401
 
 #: ``model=`` keys of :func:`build_transformer_model`.
 MODELS = {}
-for _family in (bert,):
+for _family in (bert, albert, nezha, electra, roformer, gpt, t5):
     MODELS.update(_family.MODELS)
 
 #: Google/Hugging Face config keys -> constructor arguments.
@@ -106,6 +106,7 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         cls = MODELS[model.lower()]
     else:
         cls = model
+    config = cls.translate_config(config)
     args = {}
     for key, value in config.items():
         args[CONFIG_KEYS.get(key, key)] = value

@@ -6,8 +6,17 @@ their weights are named in each checkpoint format. The name map is data:
 ``{keras layer name: [(google name, hf name), ...]}`` in the order of the
 layer's ``weights``; a ``:T`` suffix marks a tensor stored transposed relative
 to the Keras weight, ``|`` separates alternative spellings, and ``{i}`` is the
-block index in the per-block map.
+block index in the per-block map. A ``[k/n]`` suffix names chunk ``k`` of
+``n`` equal parts of the stored tensor's last axis (GPT-2's fused ``c_attn``
+holds query, key and value side by side).
+
+Each family may also declare a ``signature``: checkpoint names that must be
+present (and names that must be absent) in its checkpoints, so that a
+checkpoint of another family is named in the error instead of only its first
+missing variable.
 """
+
+import warnings
 
 import keras
 import numpy as np
@@ -21,6 +30,9 @@ from bert4keras.checkpoints import (
 from bert4keras.layers import AttentionMask
 
 FORMATS = ("google", "hf")
+
+#: Families that declare a ``signature`` (filled by ``Transformer.__init_subclass__``).
+_SIGNED_FAMILIES = []
 
 
 class Transformer:
@@ -57,6 +69,22 @@ class Transformer:
     hf_prefixes = ()
     #: layers whose first axis is the vocabulary (sliced by ``keep_tokens``).
     vocab_layers = ("Embedding-Token", "MLM-Bias")
+    #: vocabulary axis (of the Keras weight) of ``vocab_layers`` where it is not 0.
+    vocab_axes = {}
+    #: how this family's checkpoints look: ``{"family": model key, "present":
+    #: [(google name, hf name), ...], "absent": [...]}``; ``None`` = no check.
+    signature = None
+
+    @classmethod
+    def translate_config(cls, config):
+        """Rename a family's own config keys (e.g. of a Hugging Face
+        ``config.json``) to constructor arguments; the default keeps ``config``."""
+        return config
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("signature"):
+            _SIGNED_FAMILIES.append(cls)
 
     def __init__(self, vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
                  intermediate_size, hidden_act="gelu", dropout_rate=0.0,
@@ -187,6 +215,7 @@ class Transformer:
             for weight, (names, transposed) in zip(weights, spec):
                 stored = None
                 for name in names.split("|"):
+                    name, chunk = _split_chunk(name)
                     stored = resolve(reader, name, self.hf_prefixes)
                     if stored is not None:
                         break
@@ -196,34 +225,79 @@ class Transformer:
                         "variables%s" % (names, layer_name, reader.path, len(reader.names()),
                                          self._describe_checkpoint(reader)))
                 value = reader.get(stored)
+                if chunk is not None:
+                    value = np.split(value, chunk[1], axis=-1)[chunk[0]]
                 if transposed:
                     value = value.T
                 if self.keep_tokens is not None and layer_name in self.vocab_layers:
-                    if value.shape[0] <= self.keep_tokens.max():
+                    axis = self.vocab_axes.get(layer_name, 0)
+                    if value.shape[axis] <= self.keep_tokens.max():
                         raise CheckpointError(
                             "keep_tokens refers to id %d but %r in %r has only %d rows"
-                            % (self.keep_tokens.max(), stored, reader.path, value.shape[0]))
-                    value = value[self.keep_tokens]
+                            % (self.keep_tokens.max(), stored, reader.path, value.shape[axis]))
+                    value = np.take(value, self.keep_tokens, axis=axis)
                 if tuple(value.shape) != tuple(weight.shape):
                     raise CheckpointError(
                         "Shape mismatch: checkpoint variable %r in %r has shape %s%s but model "
                         "weight %s of layer %s has shape %s (check the config against the "
                         "checkpoint)" % (stored, reader.path, tuple(reader.shape(stored)),
-                                         " (transposed)" if transposed else "", weight.path,
+                                         (" (chunk %d of %d)" % chunk if chunk else "")
+                                         + (" (transposed)" if transposed else ""), weight.path,
                                          layer_name, tuple(weight.shape)))
                 weight.assign(value.astype(weight.dtype))
+        if self.matches_checkpoint(reader) is False:
+            found = checkpoint_families(reader)
+            if found:
+                warnings.warn(
+                    "Loaded %r into model=%r, but the checkpoint looks like model=%s"
+                    % (reader.path, self.signature["family"],
+                       " or ".join(repr(f) for f in found)), stacklevel=2)
 
     def _describe_checkpoint(self, reader):
         sample = ", ".join(reader.names()[:3])
-        return "; first few: %s" % sample if sample else ""
+        text = "; first few: %s" % sample if sample else ""
+        if _SIGNED_FAMILIES:
+            found = checkpoint_families(reader)
+            if found:
+                text += ". Its variables look like model=%s" % " or ".join(
+                    repr(f) for f in found)
+            else:
+                text += ". It matches none of the known families (%s)" % ", ".join(
+                    sorted({c.signature["family"] for c in _SIGNED_FAMILIES}))
+            if self.signature:
+                text += "; this model is model=%r" % self.signature["family"]
+        return text
+
+    @classmethod
+    def matches_checkpoint(cls, reader):
+        """True if ``reader`` has every ``present`` and no ``absent`` name of
+        this family's ``signature`` (None when the family declares none)."""
+        if not cls.signature:
+            return None
+        column = FORMATS.index(reader.format)
+
+        def has(pair):
+            names = pair[column]
+            return names is not None and any(
+                resolve(reader, _split_chunk(n)[0], cls.hf_prefixes) for n in names.split("|"))
+
+        return (all(has(p) for p in cls.signature.get("present", ()))
+                and not any(has(p) for p in cls.signature.get("absent", ())))
 
     def checkpoint_tensors(self, fmt="google"):
         """``{stored name: array}`` of the model's weights in a format's names."""
-        tensors = {}
+        tensors, chunks = {}, {}
         for layer_name, spec in self.variable_mapping(fmt).items():
             for weight, (names, transposed) in zip(self.layers[layer_name].weights, spec):
                 value = keras.ops.convert_to_numpy(weight.value)
-                tensors[names.split("|")[0]] = value.T if transposed else value
+                value = value.T if transposed else value
+                name, chunk = _split_chunk(names.split("|")[0])
+                if chunk is None:
+                    tensors[name] = value
+                else:
+                    chunks.setdefault(name, {})[chunk[0]] = value
+        for name, parts in chunks.items():
+            tensors[name] = np.concatenate([parts[k] for k in sorted(parts)], axis=-1)
         return tensors
 
     def save_weights_as_checkpoint(self, filename):
@@ -235,3 +309,19 @@ class Transformer:
         write_tf_checkpoint(filename, self.checkpoint_tensors("google"))
 
 
+def _split_chunk(name):
+    """``'w[1/3]'`` -> ``('w', (1, 3))``; a name without the suffix -> ``(name, None)``."""
+    if name.endswith("]") and "[" in name:
+        base, _, spec = name[:-1].rpartition("[")
+        index, _, parts = spec.partition("/")
+        return base, (int(index), int(parts))
+    return name, None
+
+
+def checkpoint_families(reader):
+    """``model=`` keys whose ``signature`` a checkpoint reader matches."""
+    found = []
+    for cls in _SIGNED_FAMILIES:
+        if cls.matches_checkpoint(reader) and cls.signature["family"] not in found:
+            found.append(cls.signature["family"])
+    return found

@@ -105,6 +105,21 @@ class BERT(Transformer):
         ],
     }
     hf_prefixes = ("bert.",)
+    signature = {
+        "family": "bert",
+        "present": [("bert/embeddings/position_embeddings",
+                     "bert.embeddings.position_embeddings.weight"),
+                    ("bert/encoder/layer_0/attention/self/query/kernel",
+                     "bert.encoder.layer.0.attention.self.query.weight")],
+    }
+
+    # Hooks for the BERT-like families (ALBERT, NEZHA, RoFormer, ELECTRA):
+    #: add the trainable absolute ``Embedding-Position`` (NEZHA, RoFormer: no).
+    absolute_positions = True
+    #: position mode of every ``MultiHeadAttention`` (see its ``p_bias``).
+    p_bias = None
+    #: biases in attention and feed-forward projections (RoFormer-V2: no).
+    use_bias = True
 
     def __init__(self, with_pool=False, with_nsp=False, with_mlm=False, **kwargs):
         super().__init__(**kwargs)
@@ -121,33 +136,47 @@ class BERT(Transformer):
                            output_dim=self.embedding_size,
                            embeddings_initializer=self.initializer, name="Embedding-Segment")
             x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
-        x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
-                       output_dim=self.embedding_size, merge_mode="add",
-                       embeddings_initializer=self.initializer, name="Embedding-Position")
-        x = self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name="Embedding-Norm")
+        if self.absolute_positions:
+            x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
+                           output_dim=self.embedding_size, merge_mode="add",
+                           embeddings_initializer=self.initializer, name="Embedding-Position")
+        x = self.norm(x, "Embedding-Norm")
         x = self.dropout(x, "Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 
+    def norm(self, x, name):
+        """The LayerNorm called ``name`` (RoFormer-V2 overrides it)."""
+        return self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name=name)
+
+    def block_name(self, index):
+        """Name prefix of block ``index`` (ALBERT's one shared block: no index)."""
+        return "Transformer-%d" % index
+
+    def attention_inputs(self, x, attention_bias):
+        """Inputs of a block's self-attention (plus a position input with ``p_bias``)."""
+        return [x, x, x, attention_bias]
+
     def apply_main_layers(self, x, index, attention_bias):
         """One post-LN block: attention -> add & norm -> FFN -> add & norm."""
-        name = "Transformer-%d-MultiHeadSelfAttention" % index
-        y = self.apply([x, x, x, attention_bias], MultiHeadAttention,
+        name = self.block_name(index) + "-MultiHeadSelfAttention"
+        y = self.apply(self.attention_inputs(x, attention_bias), MultiHeadAttention,
                        heads=self.num_attention_heads, head_size=self.attention_head_size,
                        out_dim=self.hidden_size, key_size=self.attention_key_size,
+                       use_bias=self.use_bias, p_bias=self.p_bias,
                        attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=name)
         y = self.dropout(y, name + "-Dropout")
         x = self.apply([x, y], keras.layers.Add, name=name + "-Add")
-        x = self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name=name + "-Norm")
-        name = "Transformer-%d-FeedForward" % index
+        x = self.norm(x, name + "-Norm")
+        name = self.block_name(index) + "-FeedForward"
         y = self.apply(x, FeedForward, units=self.intermediate_size, activation=self.hidden_act,
-                       kernel_initializer=self.initializer, name=name)
+                       use_bias=self.use_bias, kernel_initializer=self.initializer, name=name)
         y = self.dropout(y, name + "-Dropout")
         x = self.apply([x, y], keras.layers.Add, name=name + "-Add")
-        return self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name=name + "-Norm")
+        return self.norm(x, name + "-Norm")
 
     def apply_final_layers(self, x):
         outputs = [x]
@@ -165,7 +194,7 @@ class BERT(Transformer):
             y = self.apply(x, keras.layers.Dense, units=self.embedding_size,
                            activation=B.get_activation(self.hidden_act),
                            kernel_initializer=self.initializer, name="MLM-Dense")
-            y = self.apply(y, LayerNormalization, epsilon=self.layer_norm_eps, name="MLM-Norm")
+            y = self.norm(y, "MLM-Norm")
             y = self.apply(y, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
             y = self.apply(y, BiasAdd, name="MLM-Bias")
             activation = "softmax" if self.with_mlm is True else self.with_mlm

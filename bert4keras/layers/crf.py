@@ -1,0 +1,517 @@
+"""Output layers for sequence labelling: CRF, MEMM and GlobalPointer.
+
+* :class:`ConditionalRandomField` -- a linear-chain CRF (Lafferty et al.
+  2001) over per-token emission scores, trained with the exact negative
+  log-likelihood (forward algorithm in log space) and decoded with
+  :class:`bert4keras.snippets.ViterbiDecoder`.
+* :class:`MaximumEntropyMarkovModel` -- the locally normalised counterpart
+  (McCallum et al. 2000) in the bidirectional form of the original
+  bert4keras (https://kexue.fm/archives/7213).
+* :class:`GlobalPointer`, :class:`EfficientGlobalPointer` -- span scoring
+  for (nested) named entities (Su 2021, https://kexue.fm/archives/8373;
+  2022, https://kexue.fm/archives/8877), trained with
+  :func:`global_pointer_crossentropy`.
+
+Padding. Keras loss functions only see ``y_true`` and ``y_pred``, so these
+layers write :data:`bert4keras.backend.NEG_INF` (-1e12) into the scores of
+padded positions, and the losses read the padding back from those values
+(any score below -1e6 counts as padding). The layers learn where the
+padding is in one of two ways:
+
+* call them on ``[scores, token_ids]`` -- positions whose token id is 0
+  ([PAD]) are padding; or
+* pass ``mask=`` (``(batch, seq_len)``, 1/True for real tokens), or let
+  Keras propagate one from an upstream layer.
+
+With neither, every position is real. Padding must be at the end of a row
+(the CRF and MEMM assume the real tokens form a prefix).
+
+All layers use ``keras.ops`` only, run on every backend, have ``get_config``
+and are registered for ``keras.saving``.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from bert4keras import backend as B
+from bert4keras.layers.core import register
+
+#: scores at or below this value are read as padding by the losses
+PAD_THRESHOLD = -1e6
+
+
+def _split_inputs(inputs, mask):
+    """``(scores, mask)`` from ``scores`` or ``[scores, token_ids]``."""
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != 2:
+            raise ValueError("expected scores or [scores, token_ids], got %d inputs" % len(inputs))
+        inputs, token_ids = inputs
+        mask = ops.not_equal(token_ids, 0)
+    return inputs, mask
+
+
+def _scores_shape(input_shape):
+    if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
+            input_shape[0], (list, tuple)):
+        return tuple(input_shape[0])
+    return tuple(input_shape)
+
+
+def _mask_from_scores(y_pred):
+    """``(batch, seq_len)`` float mask: 0 where the layer wrote padding."""
+    return ops.cast(ops.all(ops.greater(y_pred, PAD_THRESHOLD), axis=-1), y_pred.dtype)
+
+
+def _sparse_labels(y_true, y_pred):
+    """int32 ``(batch, seq_len)`` labels, whatever trailing 1-axis Keras added."""
+    return ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+
+
+def _masked_token_accuracy(labels, y_pred):
+    mask = _mask_from_scores(y_pred)
+    predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+    hits = ops.cast(ops.equal(labels, predicted), y_pred.dtype) * mask
+    return ops.sum(hits) / ops.maximum(ops.sum(mask), 1.0)
+
+
+class _TransitionLayer(keras.layers.Layer):
+    """Shared part of CRF and MEMM: masking of the emissions and the
+    learning-rate multiplier of the transition weights.
+
+    The multiplier uses the reparametrisation of the original toolkit: the
+    variable stores ``trans / lr_multiplier`` and the layer uses ``variable *
+    lr_multiplier``. The gradient of the variable is then ``lr_multiplier``
+    times the gradient of ``trans``, so a scale-invariant optimizer (Adam,
+    AdamW, ...) moves ``trans`` ``lr_multiplier`` times faster; with plain
+    SGD the effective step is ``lr_multiplier ** 2`` times larger.
+    """
+
+    def __init__(self, lr_multiplier=1, **kwargs):
+        super().__init__(**kwargs)
+        self.lr_multiplier = float(lr_multiplier)
+        self.supports_masking = True
+
+    def _scaled_initializer(self):
+        base = keras.initializers.GlorotUniform(seed=None)
+        multiplier = self.lr_multiplier
+
+        def initializer(shape, dtype=None):
+            return base(shape, dtype=dtype) / multiplier
+
+        return initializer
+
+    def call(self, inputs, mask=None):
+        scores, mask = _split_inputs(inputs, mask)
+        return B.sequence_masking(scores, mask, "-inf", axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return _scores_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(lr_multiplier=self.lr_multiplier)
+        return config
+
+
+@register
+class ConditionalRandomField(_TransitionLayer):
+    """Linear-chain conditional random field over emission scores.
+
+    The score of a label path ``y`` for emissions ``e`` (``(seq_len,
+    num_labels)``) is ``sum_t e[t, y_t] + sum_{t>0} trans[y_{t-1}, y_t]``;
+    ``p(y | e) = exp(score(y)) / Z``. There are no separate start/end
+    transitions (the original bert4keras labels ``[CLS]``/``[SEP]`` with a
+    fixed tag instead; :class:`bert4keras.snippets.ViterbiDecoder` can pin
+    the first and last labels).
+
+    Input: emissions ``(batch, seq_len, num_labels)`` (or ``[emissions,
+    token_ids]``, see the module docstring). Output: the emissions with the
+    padded positions set to -1e12; feed them to :meth:`sparse_loss` /
+    :meth:`dense_loss` and, at inference, to ``ViterbiDecoder(crf.trans)``.
+
+    Args:
+        lr_multiplier: learning-rate multiplier of the transition matrix
+            (the emissions of a pretrained encoder are learned with a small
+            learning rate; the randomly initialised transitions often need a
+            larger one).
+
+    Weights: ``trans`` ``(num_labels, num_labels)``, stored divided by
+    ``lr_multiplier``; the property :attr:`trans` gives the effective matrix.
+    """
+
+    def build(self, input_shape):
+        num_labels = _scores_shape(input_shape)[-1]
+        self._trans = self.add_weight(name="trans", shape=(num_labels, num_labels),
+                                      initializer=self._scaled_initializer())
+        self.built = True
+
+    @property
+    def trans(self):
+        """The effective transition matrix ``(num_labels, num_labels)``:
+        ``trans[i, j]`` scores label ``i`` followed by label ``j``."""
+        return self._trans * self.lr_multiplier
+
+    def path_score(self, y_true, y_pred, mask=None):
+        """Unnormalised score of the (one-hot or soft) label paths ``y_true``.
+
+        Args:
+            y_true: ``(batch, seq_len, num_labels)``.
+            y_pred: emissions ``(batch, seq_len, num_labels)``.
+            mask: ``(batch, seq_len)`` 0/1, or None to read it from
+                ``y_pred``.
+
+        Returns:
+            ``(batch,)``.
+        """
+        if mask is None:
+            mask = _mask_from_scores(y_pred)
+        y_true = ops.cast(y_true, y_pred.dtype) * mask[:, :, None]
+        emissions = ops.where(mask[:, :, None] > 0, y_pred, ops.zeros_like(y_pred))
+        point = ops.sum(y_true * emissions, axis=(1, 2))
+        trans = ops.cast(self.trans, y_pred.dtype)
+        pairs = ops.einsum("bni,ij,bnj->b", y_true[:, :-1], trans, y_true[:, 1:])
+        return point + pairs
+
+    def log_partition(self, y_pred, mask=None):
+        """``log Z`` by the forward algorithm in log space.
+
+        ``alpha_0 = e_0``; ``alpha_t[j] = logsumexp_i(alpha_{t-1}[i] +
+        trans[i, j]) + e_t[j]`` for real positions (padding carries
+        ``alpha`` over unchanged); ``log Z = logsumexp(alpha_last)``.
+
+        Args:
+            y_pred: emissions ``(batch, seq_len, num_labels)``.
+            mask: ``(batch, seq_len)`` 0/1, or None to read it from
+                ``y_pred``.
+
+        Returns:
+            ``(batch,)``.
+        """
+        if mask is None:
+            mask = _mask_from_scores(y_pred)
+        emissions = ops.where(mask[:, :, None] > 0, y_pred, ops.zeros_like(y_pred))
+        trans = ops.cast(self.trans, y_pred.dtype)[None]
+        steps = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:], (1, 0)))
+
+        def step(alpha, inputs):
+            emission, keep = inputs
+            new = ops.logsumexp(alpha[:, :, None] + trans, axis=1) + emission
+            return ops.where(keep[:, None] > 0, new, alpha), None
+
+        alpha, _ = ops.scan(step, emissions[:, 0], steps)
+        return ops.logsumexp(alpha, axis=-1)
+
+    def dense_loss(self, y_true, y_pred):
+        """Negative log-likelihood ``log Z - score(y)`` for one-hot labels.
+
+        Args:
+            y_true: ``(batch, seq_len, num_labels)`` one-hot.
+            y_pred: the layer's output.
+
+        Returns:
+            ``(batch,)``.
+        """
+        mask = _mask_from_scores(y_pred)
+        return self.log_partition(y_pred, mask) - self.path_score(y_true, y_pred, mask)
+
+    def sparse_loss(self, y_true, y_pred):
+        """:meth:`dense_loss` for integer labels ``(batch, seq_len)``."""
+        labels = _sparse_labels(y_true, y_pred)
+        return self.dense_loss(ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype),
+                               y_pred)
+
+    def sparse_accuracy(self, y_true, y_pred):
+        """Token accuracy of the per-token argmax of the emissions (not of
+        the Viterbi path), over the real tokens; a cheap training metric."""
+        return _masked_token_accuracy(_sparse_labels(y_true, y_pred), y_pred)
+
+    def dense_accuracy(self, y_true, y_pred):
+        """:meth:`sparse_accuracy` for one-hot labels."""
+        return _masked_token_accuracy(ops.cast(ops.argmax(y_true, axis=-1), "int32"), y_pred)
+
+
+@register
+class MaximumEntropyMarkovModel(_TransitionLayer):
+    """Maximum entropy Markov model head, bidirectional as in bert4keras.
+
+    Left to right, label ``y_t`` gets the locally normalised distribution
+    ``softmax((e_t + trans[y_{t-1}]) / 2)`` (``softmax(e_0)`` at ``t = 0``);
+    right to left the same with ``trans^T`` over each row's real tokens
+    reversed. The loss is the mean of the two cross-entropies. Decoding uses
+    ``ViterbiDecoder(memm.trans)``.
+
+    Input/output as :class:`ConditionalRandomField`.
+
+    Args:
+        lr_multiplier: learning-rate multiplier of the transition weights.
+        hidden_dim: None for a full ``(num_labels, num_labels)`` matrix;
+            an int ``r`` for a low-rank ``trans = l_trans @ r_trans^T`` with
+            two ``(num_labels, r)`` factors (for many labels).
+    """
+
+    def __init__(self, lr_multiplier=1, hidden_dim=None, **kwargs):
+        super().__init__(lr_multiplier=lr_multiplier, **kwargs)
+        self.hidden_dim = None if hidden_dim is None else int(hidden_dim)
+
+    def build(self, input_shape):
+        num_labels = _scores_shape(input_shape)[-1]
+        init = self._scaled_initializer()
+        if self.hidden_dim is None:
+            self._trans = self.add_weight(name="trans", shape=(num_labels, num_labels),
+                                          initializer=init)
+        else:
+            shape = (num_labels, self.hidden_dim)
+            self._l_trans = self.add_weight(name="l_trans", shape=shape, initializer=init)
+            self._r_trans = self.add_weight(name="r_trans", shape=shape, initializer=init)
+        self.built = True
+
+    @property
+    def trans(self):
+        """The effective transition matrix ``(num_labels, num_labels)``."""
+        if self.hidden_dim is None:
+            return self._trans * self.lr_multiplier
+        left = self._l_trans * self.lr_multiplier
+        right = self._r_trans * self.lr_multiplier
+        return ops.matmul(left, ops.transpose(right))
+
+    @staticmethod
+    def _reverse_real(x, mask):
+        """Reverse the real prefix of every row of ``x`` ``(batch, seq_len, ...)``."""
+        seq_len = ops.shape(mask)[1]
+        lengths = ops.cast(ops.sum(mask, axis=1), "int32")[:, None]
+        idx = ops.arange(seq_len, dtype="int32")[None]
+        idx = ops.where(idx < lengths, lengths - 1 - idx, idx)
+        idx = ops.reshape(idx, tuple(ops.shape(idx)) + (1,) * (len(x.shape) - 2))
+        return ops.take_along_axis(x, ops.broadcast_to(idx, ops.shape(x)), axis=1)
+
+    def _one_direction(self, labels, y_pred, mask, backwards):
+        emissions = ops.where(mask[:, :, None] > 0, y_pred, ops.zeros_like(y_pred))
+        trans = ops.cast(self.trans, y_pred.dtype)
+        if backwards:
+            labels = self._reverse_real(labels, mask)
+            emissions = self._reverse_real(emissions, mask)
+            trans = ops.transpose(trans)
+        history = ops.take(trans, labels, axis=0)  # row trans[y_t] for every t
+        history = ops.concatenate([emissions[:, :1], history[:, :-1]], axis=1)
+        logits = (emissions + history) / 2
+        log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+        picked = ops.take_along_axis(log_probs, labels[:, :, None], axis=-1)[:, :, 0]
+        return -ops.sum(picked * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+    def sparse_loss(self, y_true, y_pred):
+        """Mean of the left-to-right and right-to-left cross-entropies.
+
+        Args:
+            y_true: integer labels ``(batch, seq_len)``.
+            y_pred: the layer's output.
+
+        Returns:
+            ``(batch,)``: per sequence, the cross-entropy averaged over its
+            real tokens.
+        """
+        labels = _sparse_labels(y_true, y_pred)
+        mask = _mask_from_scores(y_pred)
+        forward = self._one_direction(labels, y_pred, mask, backwards=False)
+        backward = self._one_direction(labels, y_pred, mask, backwards=True)
+        return (forward + backward) / 2
+
+    def dense_loss(self, y_true, y_pred):
+        """:meth:`sparse_loss` for one-hot labels."""
+        return self.sparse_loss(ops.argmax(y_true, axis=-1), y_pred)
+
+    def sparse_accuracy(self, y_true, y_pred):
+        """Token accuracy of the per-token argmax of the emissions."""
+        return _masked_token_accuracy(_sparse_labels(y_true, y_pred), y_pred)
+
+    def dense_accuracy(self, y_true, y_pred):
+        """:meth:`sparse_accuracy` for one-hot labels."""
+        return _masked_token_accuracy(ops.cast(ops.argmax(y_true, axis=-1), "int32"), y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_dim=self.hidden_dim)
+        return config
+
+
+def _span_mask(logits, mask, tril_mask):
+    """Set padded rows/columns (and, with ``tril_mask``, spans that end
+    before they start) of ``(batch, heads, seq_len, seq_len)`` to -1e12."""
+    seq_len = ops.shape(logits)[-1]
+    keep = None
+    if mask is not None:
+        real = ops.cast(mask, "bool")
+        keep = ops.logical_and(real[:, None, :, None], real[:, None, None, :])
+    if tril_mask:
+        idx = ops.arange(seq_len)
+        upper = (idx[None, :] >= idx[:, None])[None, None]
+        keep = upper if keep is None else ops.logical_and(keep, upper)
+    if keep is None:
+        return logits
+    return ops.where(keep, logits, ops.cast(B.NEG_INF, logits.dtype))
+
+
+class _PointerBase(keras.layers.Layer):
+    def __init__(self, heads, head_size, RoPE=True, use_bias=True, tril_mask=True,
+                 kernel_initializer="lecun_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.heads = int(heads)
+        self.head_size = int(head_size)
+        if RoPE and self.head_size % 2:
+            raise ValueError("RoPE needs an even head_size, got %d" % self.head_size)
+        self.RoPE = bool(RoPE)
+        self.use_bias = bool(use_bias)
+        self.tril_mask = bool(tril_mask)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    def _rotate(self, qw, kw):
+        """Rotary position embedding of ``(batch, seq_len, heads, d)`` q and k."""
+        if not self.RoPE:
+            return qw, kw
+        positions = ops.arange(ops.shape(qw)[1], dtype="float32")[None]
+        table = B.sinusoidal_embeddings(positions, self.head_size)
+        return B.apply_rotary_position_embeddings(table, qw, kw)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        shape = _scores_shape(input_shape)
+        return (shape[0], self.heads, shape[1], shape[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            heads=self.heads,
+            head_size=self.head_size,
+            RoPE=self.RoPE,
+            use_bias=self.use_bias,
+            tril_mask=self.tril_mask,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@register
+class GlobalPointer(_PointerBase):
+    """GlobalPointer span scores for (nested) entity recognition (Su 2021).
+
+    Every head (entity type) ``h`` scores the span ``[i, j]`` as
+    ``q_{h,i} . k_{h,j} / sqrt(head_size)``, where ``q``/``k`` are linear
+    projections of the hidden states, rotated by RoPE so the score depends
+    on the relative position ``j - i``. A span is predicted when its score
+    is positive.
+
+    Input: hidden states ``(batch, seq_len, hidden)`` (or ``[hidden,
+    token_ids]``). Output: ``(batch, heads, seq_len, seq_len)``; padded rows
+    and columns and, with ``tril_mask``, spans with ``j < i`` are -1e12.
+    Train with :func:`global_pointer_crossentropy` on 0/1 targets of the
+    same shape.
+
+    Args:
+        heads: number of entity types.
+        head_size: width of ``q`` and ``k`` per head (even with RoPE).
+        RoPE: rotary relative position (Su et al. 2021).
+        use_bias: bias of the projection.
+        tril_mask: mask the spans that end before they start.
+        kernel_initializer: of the projection.
+
+    Weights: ``dense`` ``(hidden, heads * head_size * 2)``; per head, the
+    first ``head_size`` outputs are ``q`` and the next ``head_size`` ``k``.
+    """
+
+    def build(self, input_shape):
+        shape = _scores_shape(input_shape)
+        self.dense = keras.layers.Dense(self.heads * self.head_size * 2, use_bias=self.use_bias,
+                                        kernel_initializer=self.kernel_initializer, name="dense")
+        self.dense.build(shape)
+        self.built = True
+
+    def call(self, inputs, mask=None):
+        inputs, mask = _split_inputs(inputs, mask)
+        x = self.dense(inputs)
+        x = ops.reshape(x, tuple(ops.shape(x)[:2]) + (self.heads, 2 * self.head_size))
+        qw, kw = self._rotate(x[..., :self.head_size], x[..., self.head_size:])
+        logits = ops.einsum("bmhd,bnhd->bhmn", qw, kw) / math.sqrt(self.head_size)
+        return _span_mask(logits, mask, self.tril_mask)
+
+
+@register
+class EfficientGlobalPointer(_PointerBase):
+    """GlobalPointer with shared span features (Su 2022).
+
+    All heads share one ``q``/``k`` pair (one projection to ``2 *
+    head_size``); each head adds its own start and end biases, linear in
+    the shared projection: ``s_h(i, j) = q_i . k_j / sqrt(head_size) +
+    a_h . p_i + b_h . p_j``. Far fewer parameters than
+    :class:`GlobalPointer` when there are many types.
+
+    Input/output, arguments and loss as :class:`GlobalPointer`.
+
+    Weights: ``p_dense`` ``(hidden, 2 * head_size)`` (even outputs are
+    ``q``, odd ones ``k``), ``q_dense`` ``(2 * head_size, 2 * heads)``
+    (first ``heads`` outputs are the start biases, the rest the end biases).
+    """
+
+    def build(self, input_shape):
+        shape = _scores_shape(input_shape)
+        self.p_dense = keras.layers.Dense(2 * self.head_size, use_bias=self.use_bias,
+                                          kernel_initializer=self.kernel_initializer,
+                                          name="p_dense")
+        self.p_dense.build(shape)
+        self.q_dense = keras.layers.Dense(2 * self.heads, use_bias=self.use_bias,
+                                          kernel_initializer=self.kernel_initializer,
+                                          name="q_dense")
+        self.q_dense.build(tuple(shape[:-1]) + (2 * self.head_size,))
+        self.built = True
+
+    def call(self, inputs, mask=None):
+        inputs, mask = _split_inputs(inputs, mask)
+        p = self.p_dense(inputs)
+        qw, kw = self._rotate(p[..., None, 0::2], p[..., None, 1::2])
+        logits = ops.einsum("bmd,bnd->bmn", qw[:, :, 0], kw[:, :, 0]) / math.sqrt(self.head_size)
+        bias = ops.transpose(self.q_dense(p), (0, 2, 1))  # (batch, 2 * heads, seq_len)
+        start, end = bias[:, :self.heads], bias[:, self.heads:]
+        logits = logits[:, None] + start[:, :, :, None] + end[:, :, None, :]
+        return _span_mask(logits, mask, self.tril_mask)
+
+
+@keras.saving.register_keras_serializable(package="bert4keras")
+def global_pointer_crossentropy(y_true, y_pred):
+    """Multi-label categorical cross-entropy over all spans of each head.
+
+    For every (sample, head) the ``seq_len ** 2`` span scores are one
+    multi-label problem (:func:`bert4keras.backend.multilabel_categorical_crossentropy`);
+    masked spans score -1e12 and add nothing.
+
+    Args:
+        y_true: 0/1 ``(batch, heads, seq_len, seq_len)``.
+        y_pred: :class:`GlobalPointer` output, same shape.
+
+    Returns:
+        ``(batch,)``: the loss averaged over the heads.
+    """
+    shape = ops.shape(y_pred)
+    flat = (shape[0], shape[1], -1)
+    y_true = ops.reshape(ops.cast(y_true, y_pred.dtype), flat)
+    loss = B.multilabel_categorical_crossentropy(y_true, ops.reshape(y_pred, flat))
+    return ops.mean(loss, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="bert4keras")
+def global_pointer_f1(y_true, y_pred):
+    """Span F1 of a batch: ``2 |gold & predicted| / (|gold| + |predicted|)``
+    with predicted = score > 0 (a batch-averaged metric for training logs;
+    score whole data sets by collecting the spans instead).
+
+    Returns:
+        A scalar; 0 for a batch with neither gold nor predicted spans.
+    """
+    y_true = ops.cast(y_true, "float32")
+    predicted = ops.cast(ops.greater(y_pred, 0), "float32")
+    return 2 * ops.sum(y_true * predicted) / ops.maximum(ops.sum(y_true + predicted), 1e-12)
