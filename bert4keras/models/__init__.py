@@ -80,8 +80,11 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         checkpoint_path: Google TF checkpoint prefix or directory, or a Hugging
             Face directory of ``*.safetensors`` (sharded too); None leaves the
             random initialisation.
-        model: a key of :data:`MODELS` (``'bert'``, ``'roberta'``) or a
-            :class:`Transformer` subclass.
+        model: a key of :data:`MODELS` (``'bert'``, ``'roberta'``, ``'albert'``,
+            ``'albert_unshared'``, ``'nezha'``, ``'electra'``, ``'roformer'``,
+            ``'roformer_v2'``, ``'gpt'``, ``'gpt2'``, ``'gpt2_ml'``, ``'t5'``,
+            ``'t5.1.1'``, ``'mt5.1.1'`` and their ``_encoder``/``_decoder``
+            variants) or a :class:`Transformer` subclass.
         application: ``'encoder'``, ``'lm'`` or ``'unilm'``.
         return_keras_model: return the ``keras.Model`` (default) or the
             :class:`Transformer` object (its ``.model`` is the Keras model).
