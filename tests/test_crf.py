@@ -150,6 +150,23 @@ def test_crf_loss_trains_towards_gold_paths():
     assert after < 0.5 * before, (before, after)
 
 
+def test_crf_trains_on_batches_of_changing_shape():
+    """The second distinct batch shape makes TensorFlow retrace with unknown
+    dimensions (``reduce_retracing``); the forward scan must cope."""
+    k = 3
+    x_e = keras.Input((None, k))
+    x_t = keras.Input((None,), dtype="int32")
+    crf = ConditionalRandomField()
+    model = keras.Model([x_e, x_t], crf([x_e, x_t]))
+    model.compile("sgd", loss=crf.sparse_loss)
+    rng = np.random.RandomState(0)
+    for batch, seq_len in [(4, 6), (3, 2), (5, 1), (2, 9)]:
+        emissions = rng.normal(0, 1, (batch, seq_len, k)).astype("float32")
+        ids = np.ones((batch, seq_len), "int32")
+        loss = model.train_on_batch([emissions, ids], rng.randint(0, k, (batch, seq_len)))
+        assert np.isfinite(loss)
+
+
 def _one_step_update(optimizer, multiplier):
     k = 3
     emissions, token_ids, labels = crf_batch(k, seed=11)

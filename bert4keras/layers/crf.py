@@ -196,14 +196,22 @@ class ConditionalRandomField(_TransitionLayer):
             mask = _mask_from_scores(y_pred)
         emissions = ops.where(mask[:, :, None] > 0, y_pred, ops.zeros_like(y_pred))
         trans = ops.cast(self.trans, y_pred.dtype)[None]
-        steps = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:], (1, 0)))
+        # One tensor to scan over, time first: emissions, mask, "is first
+        # position" flag. (Keras's TF scan mishandles several inputs when the
+        # length is unknown at trace time; its torch scan fails on zero steps,
+        # hence the first position is a step too.)
+        first = ops.cast(ops.equal(ops.arange(ops.shape(mask)[1]), 0), mask.dtype)
+        first = ops.broadcast_to(first[None, :, None], ops.shape(mask[:, :, None]))
+        steps = ops.concatenate([emissions, mask[:, :, None], first], axis=-1)
+        steps = ops.transpose(steps, (1, 0, 2))
 
         def step(alpha, inputs):
-            emission, keep = inputs
+            emission, keep, is_first = inputs[:, :-2], inputs[:, -2:-1], inputs[:, -1:]
             new = ops.logsumexp(alpha[:, :, None] + trans, axis=1) + emission
-            return ops.where(keep[:, None] > 0, new, alpha), None
+            new = ops.where(is_first > 0, emission, new)
+            return ops.where(keep > 0, new, alpha), None
 
-        alpha, _ = ops.scan(step, emissions[:, 0], steps)
+        alpha, _ = ops.scan(step, ops.zeros_like(emissions[:, 0]), steps)
         return ops.logsumexp(alpha, axis=-1)
 
     def dense_loss(self, y_true, y_pred):
