@@ -12,28 +12,63 @@ Objectives: ``roberta`` (masked LM with whole-word masking, Liu et al. 2019 /
 Cui et al. 2019; the MLM head runs only at the masked positions, as Google's
 ``run_pretraining.py`` gathers ``masked_lm_positions``), ``gpt`` (causal LM
 through ``application='lm'``) and ``unilm`` (seq2seq LM through
-``application='unilm'``); the last two score every labelled position.
+``application='unilm'``); the last two score every labelled position.  The
+loss is the mean over the labelled tokens of the whole global batch.
 
-Training state (weights, optimizer, epoch) is backed up every ``--save-every``
-steps with ``keras.callbacks.BackupAndRestore``: rerunning the same command
-after an interruption continues from the last backup. At the end the weights
-are written as a Google-format TF checkpoint (``bert_model.ckpt``) beside
-``bert_config.json`` and ``vocab.txt``, which ``build_transformer_model`` loads.
-Logs: TensorBoard (``--out-dir/logs``) and ``--out-dir/history.csv``.
+Exact resume.  Every ``--save-every`` optimizer steps the full training state
+-- weights, optimizer slots and iteration counter, dropout RNG states, and the
+number of batches consumed -- goes to ``--out-dir/checkpoints/ckpt-NNNNNNNN``
+(written atomically, the newest 2 kept; see :mod:`pretraining.resume`).
+Rerunning the same command after a crash or ``kill -9`` restores the newest
+valid checkpoint and skips the batches already consumed (the input order is a
+pure function of ``--seed``), so the run ends with the same weights as an
+uninterrupted one (bitwise on CPU).  Skipping re-reads the skipped records,
+which takes a while on a large step count; nothing is trained twice.
+
+Distribution (``--strategy``, see :mod:`pretraining.distribute`):
+``mirrored`` / ``multiworker`` / ``tpu`` on TensorFlow, ``data_parallel`` on
+JAX.  ``--batch-size`` is per replica; the global batch is ``batch_size x
+replicas`` and every replica count sees the same global batches in the same
+order, so a run on N devices follows the one-device run at the same global
+batch (up to float summation order; dropout masks differ because they are
+drawn per replica).
+
+At the end the weights are written as a Google-format TF checkpoint
+(``bert_model.ckpt``) beside ``bert_config.json`` and ``vocab.txt``, which
+``build_transformer_model`` loads.  Logs: TensorBoard (``--out-dir/logs``)
+and ``--out-dir/history.csv`` (one row per ``--log-every`` steps; plot them
+with ``python -m pretraining.plot_history OUT_DIR``).
 """
 
 import argparse
+import contextlib
+import csv
 import json
 import os
 import shutil
 import sys
 import time
+import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from bert4keras.layers import register
 from bert4keras.models import build_transformer_model, load_config
+from pretraining import distribute
+from pretraining.resume import (
+    CheckpointManager,
+    CheckpointMismatchError,
+    ResumeCheckpoint,
+    restore_state,
+)
+
+#: Arguments that change the training trajectory; a resumed run warns when they differ.
+TRAJECTORY_ARGS = ("model", "config", "init_checkpoint", "records", "seq_len",
+                   "global_batch_size", "warmup_steps", "lr", "weight_decay", "clipnorm",
+                   "optimizer", "grad_accum", "max_predictions", "save_every", "dropout",
+                   "seed", "mixed_precision")
 
 
 @register
@@ -49,31 +84,61 @@ class GatherPositions(keras.layers.Layer):
         return tuple(input_shape[1]) + (input_shape[0][-1],)
 
 
+def recompute_layer_names(num_hidden_layers):
+    """Layers rematerialised by ``--recompute``: every block's feed-forward.
+
+    Keras' ``RematScope`` wraps a layer's ``call`` in ``tf.recompute_grad`` /
+    ``jax.checkpoint``, which cannot pass the ``training`` keyword that
+    attention (with its dropout) takes, so attention is not recomputed.
+    """
+    return ["Transformer-%d-FeedForward" % i for i in range(num_hidden_layers)]
+
+
 def build_pretraining_model(config_path, objective, max_predictions, init_checkpoint=None,
-                            **kwargs):
+                            recompute=False, **kwargs):
     """The model trained and the :class:`~bert4keras.models.Transformer` it wraps.
 
     For ``objective='roberta'`` the training model takes an extra input
     ``Input-MLM-Positions`` ``(batch, max_predictions)`` and outputs MLM logits
     ``(batch, max_predictions, vocab)`` at those positions only. For ``gpt`` /
-    ``unilm`` it outputs logits ``(batch, seq_len, vocab)``.
+    ``unilm`` it outputs logits ``(batch, seq_len, vocab)``.  Under a mixed
+    precision policy the logits are cast to float32 (``MLM-Logits-Float32``).
+    With ``recompute=True`` the feed-forward blocks are recomputed in the
+    backward pass (see :func:`recompute_layer_names`).
     """
     application = {"roberta": "encoder", "gpt": "lm", "unilm": "unilm"}[objective]
-    transformer = build_transformer_model(config_path, init_checkpoint, with_mlm="linear",
-                                          application=application, return_keras_model=False,
-                                          **kwargs)
+    scope = contextlib.nullcontext()
+    if recompute:
+        layers = load_config(config_path).get("num_hidden_layers", 0)
+        layers = kwargs.get("num_hidden_layers", layers)
+        scope = keras.RematScope(mode="list_of_layers",
+                                 layer_names=recompute_layer_names(layers))
+    with scope:
+        transformer = build_transformer_model(config_path, init_checkpoint, with_mlm="linear",
+                                              application=application,
+                                              return_keras_model=False, **kwargs)
+    mixed = keras.mixed_precision.global_policy().compute_dtype != "float32"
     if objective != "roberta":
-        return transformer.model, transformer
-    layers = transformer.layers
-    sequence = layers["Transformer-%d-FeedForward-Norm" % (transformer.num_hidden_layers - 1)].output
-    positions = keras.Input(shape=(max_predictions,), dtype="int32", name="Input-MLM-Positions")
-    x = GatherPositions(name="MLM-Gather")([sequence, positions])
-    x = layers["MLM-Dense"](x)
-    x = layers["MLM-Norm"](x)
-    x = layers["Embedding-Token"](x, mode="dense")
-    x = layers["MLM-Bias"](x)
-    model = keras.Model(transformer.model.inputs + [positions], x, name="mlm_pretraining")
-    return model, transformer
+        if not mixed:
+            return transformer.model, transformer
+        x = transformer.model.output
+        inputs = transformer.model.inputs
+        name = "lm_pretraining"
+    else:
+        layers = transformer.layers
+        last = "Transformer-%d-FeedForward-Norm" % (transformer.num_hidden_layers - 1)
+        positions = keras.Input(shape=(max_predictions,), dtype="int32",
+                                name="Input-MLM-Positions")
+        x = GatherPositions(name="MLM-Gather")([layers[last].output, positions])
+        x = layers["MLM-Dense"](x)
+        x = layers["MLM-Norm"](x)
+        x = layers["Embedding-Token"](x, mode="dense")
+        x = layers["MLM-Bias"](x)
+        inputs = transformer.model.inputs + [positions]
+        name = "mlm_pretraining"
+    if mixed:
+        x = keras.layers.Activation("linear", dtype="float32", name="MLM-Logits-Float32")(x)
+    return keras.Model(inputs, x, name=name), transformer
 
 
 def gather_masked(dataset, max_predictions):
@@ -97,27 +162,104 @@ def gather_masked(dataset, max_predictions):
     return dataset.map(pick, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def learning_rate_schedule(lr, steps, warmup_steps):
+def normalize_weights(dataset):
+    """Scale each global batch's weights to mean 1: ``w * size(w) / sum(w)``.
+
+    With ``reduction='sum_over_batch_size'`` the loss is then
+    ``sum(w * loss) / sum(w)`` over the *global* batch on any number of
+    replicas (Keras sums the replicas' gradients of ``loss / replicas``),
+    while a per-replica ``mean_with_sample_weight`` would average per-replica
+    means.  Every batch also carries the same total weight, which lets
+    :class:`TrainingLogger` turn Keras' running means into interval means.
+    """
+    import tensorflow as tf
+
+    def scale(x, labels, weights):
+        size = tf.cast(tf.size(weights), weights.dtype)
+        return x, labels, tf.math.divide_no_nan(weights * size, tf.reduce_sum(weights))
+
+    return dataset.map(scale, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def rebuilt_per_iterator(make_dataset):
+    """``make_dataset()`` built afresh for every iterator taken from the result.
+
+    A seeded ``shuffle(reshuffle_each_iteration=True)`` gives each new
+    iterator over the *same* dataset object the next permutation, so the
+    order would depend on how many iterators were taken before training
+    (``tf.distribute`` and Keras take some).  Inside ``flat_map`` the
+    pipeline, with its shuffle seeds, is instantiated anew for each iterator,
+    so every iterator yields the same sequence.
+    """
+    import tensorflow as tf
+
+    build = tf.autograph.experimental.do_not_convert(lambda _: make_dataset())
+    return tf.data.Dataset.from_tensors(0).flat_map(build)
+
+
+@keras.saving.register_keras_serializable(package="bert4keras.pretraining")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to 0.
+
+    Counted in optimizer steps: the schedule is fed the optimizer's batch
+    counter divided by ``grad_accum`` (Keras passes the un-divided counter).
+    """
+
+    def __init__(self, lr, steps, warmup_steps, grad_accum=1):
+        self.lr, self.steps, self.warmup_steps = float(lr), int(steps), int(warmup_steps)
+        self.grad_accum = int(grad_accum)
+        warmup = max(1, min(self.warmup_steps, self.steps - 1))
+        self._cosine = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0, decay_steps=max(1, self.steps - warmup),
+            warmup_target=self.lr, warmup_steps=warmup, alpha=0.0)
+
+    def __call__(self, step):
+        if self.grad_accum > 1:
+            step = ops.floor_divide(step, self.grad_accum)
+        return self._cosine(step)
+
+    def get_config(self):
+        return {"lr": self.lr, "steps": self.steps, "warmup_steps": self.warmup_steps,
+                "grad_accum": self.grad_accum}
+
+
+def learning_rate_schedule(lr, steps, warmup_steps, grad_accum=1):
     """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to 0."""
-    warmup_steps = max(1, min(warmup_steps, steps - 1))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=max(1, steps - warmup_steps),
-        warmup_target=lr, warmup_steps=warmup_steps, alpha=0.0)
+    return WarmupCosine(lr, steps, warmup_steps, grad_accum)
 
 
-def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm):
-    """AdamW (decoupled weight decay, no decay on LayerNorm and biases)."""
-    kwargs = dict(learning_rate=schedule, global_clipnorm=clipnorm)
-    if grad_accum > 1:
-        kwargs["gradient_accumulation_steps"] = grad_accum
-    if name == "adamw":
-        optimizer = keras.optimizers.AdamW(weight_decay=weight_decay, beta_2=0.98,
-                                           epsilon=1e-6, **kwargs)
-        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-        return optimizer
-    if name == "lamb":
-        return keras.optimizers.Lamb(**kwargs)
-    raise ValueError("Unknown optimizer %r (adamw or lamb)" % name)
+def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm, mixed_precision="none",
+                   wrap_class=None):
+    """AdamW (decoupled weight decay, no decay on LayerNorm and biases), LAMB or Tiger.
+
+    Tiger (:class:`bert4keras.optimizers.Tiger`) accumulates gradients in its
+    momentum (no extra memory); its ``lr`` is relative to each weight's RMS
+    (1e-3 to 2e-3 is typical).  For ``mixed_float16`` the optimizer is wrapped
+    in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling).
+    ``wrap_class`` maps the optimizer class before use (see
+    :meth:`pretraining.distribute.Placement.optimizer_class`).
+    """
+    wrap = wrap_class or (lambda cls: cls)
+    kwargs = dict(learning_rate=schedule, global_clipnorm=clipnorm or None)
+    if name == "tiger":
+        from bert4keras.optimizers import Tiger
+
+        optimizer = wrap(Tiger)(weight_decay=weight_decay, grad_accum_steps=grad_accum,
+                          weight_decay_exclude=["gamma", "beta", "bias"], **kwargs)
+    else:
+        if grad_accum > 1:
+            kwargs["gradient_accumulation_steps"] = grad_accum
+        if name == "adamw":
+            optimizer = wrap(keras.optimizers.AdamW)(weight_decay=weight_decay, beta_2=0.98,
+                                               epsilon=1e-6, **kwargs)
+            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+        elif name == "lamb":
+            optimizer = wrap(keras.optimizers.Lamb)(**kwargs)
+        else:
+            raise ValueError("Unknown optimizer %r (adamw, lamb or tiger)" % name)
+    if mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def parse_args(argv=None):
@@ -131,64 +273,323 @@ def parse_args(argv=None):
     p.add_argument("--records", required=True,
                    help="TFRecord directory (with manifest.json), file or glob")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="sequences per replica; global batch = this x replicas")
     p.add_argument("--steps", type=int, default=10000, help="optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="peak learning rate (Tiger: relative to the weights' RMS, ~1e-3)")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--clipnorm", type=float, default=1.0)
-    p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw")
+    p.add_argument("--clipnorm", type=float, default=1.0,
+                   help="clip the global gradient norm (0 = no clipping)")
+    p.add_argument("--optimizer", choices=["adamw", "lamb", "tiger"], default="adamw")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--max-predictions", type=int, default=None,
                    help="masked positions scored per sequence (default 0.15*seq_len+4)")
-    p.add_argument("--save-every", type=int, default=500, help="back up every N steps")
+    p.add_argument("--save-every", type=int, default=500,
+                   help="checkpoint the training state every N optimizer steps")
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="how many training-state checkpoints to keep")
+    p.add_argument("--log-every", type=int, default=50,
+                   help="write TensorBoard scalars and a history.csv row every N steps")
     p.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
+    p.add_argument("--mixed-precision", default="none",
+                   choices=["none", "mixed_float16", "mixed_bfloat16"],
+                   help="Keras dtype policy; mixed_float16 adds dynamic loss scaling")
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute the feed-forward blocks in the backward pass (less memory)")
+    p.add_argument("--no-jit", action="store_true",
+                   help="do not XLA-compile the train step (TensorFlow; starts faster on tiny "
+                        "runs, usually slower per step)")
+    p.add_argument("--strategy", default="default", choices=list(distribute.STRATEGIES),
+                   help="default | mirrored | multiworker | tpu (tensorflow) | "
+                        "data_parallel (jax); see pretraining/distribute.py")
+    p.add_argument("--tpu-address", default=None,
+                   help="--strategy tpu: TPU name or grpc://host:port (empty on a TPU VM)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every",
+                 "keep_checkpoints", "seq_len"):
+        if getattr(args, name) < 1:
+            p.error("--%s must be >= 1" % name.replace("_", "-"))
+    return args
 
 
-def main(argv=None):
+# ---------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------
+
+HISTORY_FIELDS = ["step", "loss", "accuracy", "learning_rate", "wall_time"]
+
+
+class TrainingLogger(keras.callbacks.Callback):
+    """Every ``log_every`` optimizer steps: TensorBoard scalars and a ``history.csv`` row.
+
+    Values are means over the steps since the previous row (recovered from
+    Keras' running epoch means, exact because every batch carries the same
+    total sample weight, see :func:`normalize_weights`), logged at the global
+    optimizer step, so resumed runs continue the same curves.  On start the
+    CSV is cut back to ``resume_step`` (rows written after the checkpoint
+    that was resumed from are dropped).  TensorBoard event files cannot be cut
+    that way: after a resume they may hold a step twice (the later one wins
+    in :mod:`pretraining.plot_history`).
+
+    With ``pooled_metrics=True`` (``tf.distribute`` strategies) the values are
+    read with ``model.get_metrics_result()`` in cross-replica context, which
+    pools the replicas' metric states; the batch ``logs`` Keras hands to
+    callbacks there are a mean (TPU: the first) of per-replica results, which
+    for weighted metrics is not the global value.
+    """
+
+    def __init__(self, out_dir, log_every, batches_per_epoch, total_batches, grad_accum=1,
+                 resume_step=0, write=True, pooled_metrics=False):
+        super().__init__()
+        self.out_dir = out_dir
+        self.log_every = int(log_every)
+        self.batches_per_epoch = int(batches_per_epoch)
+        self.total_batches = int(total_batches)
+        self.grad_accum = int(grad_accum)
+        self.resume_step = int(resume_step)
+        self.write = write
+        self.pooled_metrics = pooled_metrics
+        self._writer = None
+        self._csv = None
+
+    @property
+    def csv_path(self):
+        return os.path.join(self.out_dir, "history.csv")
+
+    def _open_csv(self):
+        rows = []
+        if os.path.exists(self.csv_path):
+            with open(self.csv_path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames and reader.fieldnames[0] == "step":
+                    rows = [r for r in reader if int(r["step"]) <= self.resume_step]
+                else:  # a Keras CSVLogger file from an older version: keep it aside
+                    f.close()
+                    os.replace(self.csv_path, os.path.join(self.out_dir, "history_epochs.csv"))
+        with open(self.csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(self.csv_path + ".tmp", self.csv_path)
+        self._csv = open(self.csv_path, "a", newline="", encoding="utf-8")
+
+    def on_train_begin(self, logs=None):
+        if not self.write:
+            return
+        self._open_csv()
+        try:
+            import tensorflow as tf
+        except ImportError:  # CSV only
+            return
+        self._writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "logs", "train"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = epoch * self.batches_per_epoch
+        self._previous = (0, {})
+
+    def _logged_step(self, batch):
+        """The optimizer step completed by ``batch`` if it gets a row, else None."""
+        batches = self._epoch_start + batch + 1
+        if not self.write or batches % self.grad_accum:
+            return None
+        step = batches // self.grad_accum
+        if step % self.log_every and batches < self.total_batches:
+            return None
+        return step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._logged_step(batch) is not None:  # the rate this step uses
+            self._learning_rate = float(ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._logged_step(batch)
+        if step is None:
+            return
+        count, previous = batch + 1, self._previous
+        if self.pooled_metrics:
+            logs = self.model.get_metrics_result()
+        means = {k: float(np.asarray(v)) for k, v in (logs or {}).items()
+                 if np.size(np.asarray(v)) == 1}
+        values = {}
+        for key, mean in means.items():
+            values[key] = (count * mean - previous[0] * previous[1].get(key, 0.0)) / (
+                count - previous[0])
+        self._previous = (count, means)
+        values["learning_rate"] = self._learning_rate
+        csv.DictWriter(self._csv, HISTORY_FIELDS, extrasaction="ignore").writerow(
+            dict(values, step=step, wall_time=round(time.time(), 3)))
+        self._csv.flush()
+        if self._writer is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default(step=step):
+                for key, value in values.items():
+                    tf.summary.scalar(key, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._csv is not None:
+            self._csv.close()
+            self._csv = None
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+
+def _load_legacy_backup(model, out_dir, steps_per_epoch):
+    """Batches done according to a ``keras.callbacks.BackupAndRestore`` backup, or None.
+
+    Older versions of this script backed up with ``BackupAndRestore``
+    (``backup/latest.weights.h5``, weights and optimizer).  Its weights are
+    loaded, but it did not record the data position nor the dropout RNG, so
+    such a resume is not exact.
+    """
+    backup = os.path.join(out_dir, "backup")
+    weights = os.path.join(backup, "latest.weights.h5")
+    meta = os.path.join(backup, "training_metadata.json")
+    if not (os.path.exists(weights) and os.path.exists(meta)):
+        return None
+    with open(meta, encoding="utf-8") as f:
+        epoch = int(json.load(f).get("epoch", -1)) + 1
+    if epoch <= 0:
+        return None
+    model.load_weights(weights)
+    warnings.warn("Resumed from an older BackupAndRestore backup in %s (epoch %d); that "
+                  "format has no data position, so this resume is not exact" % (backup, epoch))
+    return epoch * steps_per_epoch
+
+
+def _trajectory(args, global_batch_size):
+    values = dict(vars(args), global_batch_size=global_batch_size)
+    return {k: values.get(k) for k in TRAJECTORY_ARGS}
+
+
+def main(argv=None, callbacks=()):
+    """Run the CLI; ``callbacks`` are extra Keras callbacks for ``fit`` (hooks for tests)."""
     args = parse_args(argv)
+    previous_policy = keras.mixed_precision.global_policy()
+    placement = None
+    try:
+        keras.utils.set_random_seed(args.seed)
+        placement = distribute.setup(args.strategy, args.tpu_address)
+        if args.mixed_precision != "none":
+            keras.mixed_precision.set_global_policy(args.mixed_precision)
+        return _train(args, argv, placement, callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        if placement is not None:
+            placement.close()
+
+
+def _train(args, argv, placement, extra_callbacks):
     from pretraining.data_utils import (TrainingDatasetGPT, TrainingDatasetRoBERTa,
                                         TrainingDatasetUniLM)
 
-    keras.utils.set_random_seed(args.seed)
+    if (args.grad_accum > 1 and args.optimizer != "tiger" and placement.strategy is not None
+            and placement.replicas > 1):
+        raise ValueError(
+            "--grad-accum with --optimizer %s cannot run under --strategy %s: Keras' "
+            "gradient_accumulation_steps applies the cross-replica update inside a "
+            "conditional, which tf.distribute does not support. Use --optimizer tiger (its "
+            "accumulation has no conditional), a larger --batch-size or more replicas."
+            % (args.optimizer, args.strategy))
     os.makedirs(args.out_dir, exist_ok=True)
     max_predictions = args.max_predictions or int(0.15 * args.seq_len) + 4
+    global_batch = args.batch_size * placement.replicas
+    batches_per_epoch = min(args.save_every, args.steps) * args.grad_accum
+    total_batches = args.steps * args.grad_accum
     kwargs = {}
     if args.dropout is not None:
         kwargs.update(dropout_rate=args.dropout, attention_dropout_rate=args.dropout)
-    model, transformer = build_pretraining_model(args.config, args.model, max_predictions,
-                                                 args.init_checkpoint, **kwargs)
-    data_cls = {"roberta": TrainingDatasetRoBERTa, "gpt": TrainingDatasetGPT,
-                "unilm": TrainingDatasetUniLM}[args.model]
-    dataset = data_cls.load_tfrecord(args.records, args.seq_len, args.batch_size,
-                                     shuffle=True, seed=args.seed, repeat=True)
-    if args.model == "roberta":
-        dataset = gather_masked(dataset, max_predictions)
 
-    schedule = learning_rate_schedule(args.lr, args.steps, args.warmup_steps)
-    optimizer = make_optimizer(args.optimizer, schedule, args.weight_decay, args.grad_accum,
-                               args.clipnorm)
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                        reduction="mean_with_sample_weight"),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=True,
-    )
-    steps_per_epoch = min(args.save_every, args.steps)
-    epochs = -(-args.steps * args.grad_accum // steps_per_epoch)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(args.out_dir, "backup")),
-        keras.callbacks.CSVLogger(os.path.join(args.out_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(args.out_dir, "logs"), update_freq=50),
-    ]
+    with placement.scope():
+        model, transformer = build_pretraining_model(
+            args.config, args.model, max_predictions, args.init_checkpoint,
+            recompute=args.recompute, **kwargs)
+        schedule = learning_rate_schedule(args.lr, args.steps, args.warmup_steps, args.grad_accum)
+        optimizer = make_optimizer(args.optimizer, schedule, args.weight_decay, args.grad_accum,
+                                   args.clipnorm, args.mixed_precision,
+                                   wrap_class=placement.optimizer_class)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                            reduction="sum_over_batch_size"),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=not args.no_jit and placement.jit,
+        )
+        optimizer.build(model.trainable_variables)
+
+    # Resume.
+    trajectory = _trajectory(args, global_batch)
+    manager = CheckpointManager(os.path.join(args.out_dir, "checkpoints"),
+                                keep=args.keep_checkpoints, cleanup=placement.is_chief)
+    batches_done, resumed_from = 0, None
+    found = manager.latest()
+    if found is not None:
+        path, meta, arrays = found
+        try:
+            with placement.scope():
+                restore_state(model, arrays, meta.get("variables"))
+        except CheckpointMismatchError as exc:
+            raise CheckpointMismatchError("%s cannot be resumed into this model: %s"
+                                          % (path, exc)) from exc
+        batches_done, resumed_from = int(meta["batches"]), path
+        changed = {k: (v, trajectory.get(k)) for k, v in meta.get("trajectory", {}).items()
+                   if trajectory.get(k) != v}
+        if changed:
+            warnings.warn("Resuming %s with different settings, so the result will differ from "
+                          "an uninterrupted run: %s" % (path, ", ".join(
+                              "%s %r -> %r" % (k, a, b) for k, (a, b) in sorted(changed.items()))))
+        print("Resuming from %s: step %d, %d batches consumed"
+              % (path, batches_done // args.grad_accum, batches_done), flush=True)
+    else:
+        with placement.scope():
+            legacy = _load_legacy_backup(model, args.out_dir, min(args.save_every, args.steps))
+        if legacy is not None:
+            batches_done = (min(legacy, total_batches) // batches_per_epoch) * batches_per_epoch
+            resumed_from = os.path.join(args.out_dir, "backup")
+
     start = time.time()
-    model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-              verbose=2)
+    if batches_done < total_batches:
+        data_cls = {"roberta": TrainingDatasetRoBERTa, "gpt": TrainingDatasetGPT,
+                    "unilm": TrainingDatasetUniLM}[args.model]
+
+        def global_batches():  # in seeded order, minus those consumed
+            dataset = data_cls.load_tfrecord(args.records, args.seq_len, global_batch,
+                                             shuffle=True, seed=args.seed, repeat=True)
+            if args.model == "roberta":
+                dataset = gather_masked(dataset, max_predictions)
+            return normalize_weights(dataset).skip(batches_done)
+
+        dataset = placement.distribute(lambda: rebuilt_per_iterator(global_batches),
+                                       args.batch_size)
+        callbacks = [
+            ResumeCheckpoint(manager, batches_per_epoch, total_batches, args.grad_accum,
+                             meta={"trajectory": trajectory}, save=placement.is_chief),
+            TrainingLogger(args.out_dir, args.log_every, batches_per_epoch, total_batches,
+                           args.grad_accum, resume_step=batches_done // args.grad_accum,
+                           write=placement.is_chief,
+                           pooled_metrics=placement.strategy is not None),
+        ] + list(extra_callbacks)
+        epochs = -(-total_batches // batches_per_epoch)
+        model.fit(dataset, epochs=epochs, initial_epoch=batches_done // batches_per_epoch,
+                  steps_per_epoch=batches_per_epoch, callbacks=callbacks, verbose=2)
     elapsed = time.time() - start
+    if not placement.is_chief:
+        return None
     prefix = os.path.join(args.out_dir, "bert_model.ckpt")
     transformer.save_weights_as_checkpoint(prefix)
     config = load_config(args.config)
@@ -197,10 +598,14 @@ def main(argv=None):
         json.dump(config, f, indent=2, ensure_ascii=False)
     if os.path.abspath(args.vocab) != os.path.abspath(os.path.join(args.out_dir, "vocab.txt")):
         shutil.copyfile(args.vocab, os.path.join(args.out_dir, "vocab.txt"))
+    info = {"argv": sys.argv[1:] if argv is None else list(argv),
+            "backend": keras.backend.backend(), "strategy": args.strategy,
+            "replicas": placement.replicas, "global_batch_size": global_batch,
+            "resumed_from": resumed_from, "seconds_this_run": round(elapsed, 1)}
     with open(os.path.join(args.out_dir, "train_info.json"), "w", encoding="utf-8") as f:
-        json.dump({"argv": sys.argv[1:] if argv is None else list(argv),
-                   "seconds_this_run": round(elapsed, 1)}, f, indent=2)
+        json.dump(info, f, indent=2)
     print("Saved %s (+ bert_config.json, vocab.txt)" % prefix)
+    return prefix
 
 
 if __name__ == "__main__":

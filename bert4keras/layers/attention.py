@@ -81,6 +81,12 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Output: ``(batch, q_len, out_dim)``.
 
+    Incremental decoding: :meth:`call_with_cache` attends over a preallocated
+    key/value cache (written with ``ops.slice_update`` at a step index) and
+    :meth:`compute_cache` projects a context once (cross-attention); both run
+    the same projections and score code as :meth:`call` (see
+    :mod:`bert4keras.generation`).
+
     Weights, in this order (the checkpoint maps rely on it): ``q_dense``,
     ``k_dense``, ``v_dense``, ``o_dense``, each a kernel and (``use_bias``) a
     bias; ``p_bias`` adds no weights. Scores and softmax are computed in
@@ -128,16 +134,89 @@ class MultiHeadAttention(keras.layers.Layer):
         shape = ops.shape(x)
         return ops.reshape(x, (shape[0], shape[1], self.heads, size))
 
-    def call(self, inputs, training=None):
+    def _split_inputs(self, inputs):
+        """``[q, k, v, (bias), (position)]`` -> ``(q, k, v, bias, position)``."""
         q, k, v = inputs[:3]
         extra = list(inputs[3:])
         position = extra.pop() if self.p_bias else None
         bias = extra[0] if extra else None
+        return q, k, v, bias, position
+
+    def _project_kv(self, k, v, position=None):
+        """Keys ``(batch, k_len, heads, key_size)`` and values ``(batch, k_len,
+        heads, head_size)``; rotary keys are rotated by ``position``."""
+        kw = self._split_heads(self.k_dense(k), self.key_size)
+        vw = self._split_heads(self.v_dense(v), self.head_size)
+        if self.p_bias == "rotary":
+            kw = B.apply_rotary_position_embeddings(position, kw)[0]
+        return kw, vw
+
+    def call(self, inputs, training=None):
+        q, k, v, bias, position = self._split_inputs(inputs)
         qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
         kw = self._split_heads(self.k_dense(k), self.key_size)
         vw = self._split_heads(self.v_dense(v), self.head_size)
         if self.p_bias == "rotary":
             qw, kw = B.apply_rotary_position_embeddings(position, qw, kw)
+        return self._attend(qw, kw, vw, bias, position, training)
+
+    def compute_cache(self, k, v, position=None):
+        """Project a context once for :meth:`call_with_cache` (cross-attention).
+
+        Args:
+            k, v: ``(batch, k_len, hidden)`` (the encoder output for T5).
+            position: ``p_bias='rotary'`` only, ``(batch|1, k_len, key_size)``.
+
+        Returns:
+            ``(keys, values)``, ``(batch, k_len, heads, key_size|head_size)``.
+        """
+        return self._project_kv(k, v, position)
+
+    def call_with_cache(self, inputs, cache, index=None, training=None):
+        """Attention of new queries over a key/value cache.
+
+        Args:
+            inputs: ``[q, k, v, (bias), (position)]`` as for :meth:`call`, with
+                ``q`` ``(batch, q_len, hidden)`` the new positions only. With
+                ``index``, ``k``/``v`` are the states of the same new positions
+                (self-attention); without, they are ignored (may be None).
+                ``bias`` must broadcast to ``(batch, heads, q_len, cache_len)``
+                and hide the cache slots not written yet. ``position``:
+                rotary ``(batch|1, q_len, key_size)`` angles of the new
+                positions; ``t5_relative`` ``(q_len, cache_len, heads)`` and
+                ``typical_relative`` ``(q_len, cache_len, key_size)`` for the
+                new queries against every cache slot.
+            cache: ``(keys, values)``, ``(batch, cache_len, heads,
+                key_size|head_size)``, preallocated to the maximum length.
+            index: scalar int (tensor or Python): slot of the first new
+                position. The new keys/values are written to slots ``[index,
+                index + q_len)`` with ``ops.slice_update``. None: read-only
+                cache (cross-attention over :meth:`compute_cache`).
+
+        Returns:
+            ``(output (batch, q_len, out_dim), (keys, values))``, the updated
+            cache (the same tensors when ``index`` is None).
+        """
+        q, k, v, bias, position = self._split_inputs(inputs)
+        qw = self._split_heads(self.q_dense(q), self.key_size)
+        if self.p_bias == "rotary":
+            qw = B.apply_rotary_position_embeddings(position, qw)[0]
+        keys, values = cache
+        if index is not None:
+            kw, vw = self._project_kv(k, v, position)
+            zero = ops.zeros((), dtype="int32")
+            start = (zero, ops.cast(index, "int32"), zero, zero)
+            keys = ops.slice_update(keys, start, ops.cast(kw, keys.dtype))
+            values = ops.slice_update(values, start, ops.cast(vw, values.dtype))
+        output = self._attend(qw, keys, values, bias, position, training)
+        return output, (keys, values)
+
+    def _attend(self, qw, kw, vw, bias, position, training=None):
+        """Scores, position terms, bias, softmax and output projection.
+
+        ``qw`` ``(batch, q_len, heads, key_size)``, ``kw`` ``(batch, k_len,
+        heads, key_size)``, ``vw`` ``(batch, k_len, heads, head_size)``.
+        """
         qw = ops.transpose(qw, (0, 2, 1, 3))
         kw = ops.transpose(kw, (0, 2, 3, 1))
         vw = ops.transpose(vw, (0, 2, 1, 3))

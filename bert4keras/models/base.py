@@ -119,11 +119,20 @@ class Transformer:
         self.model = None
 
     # -- graph building -------------------------------------------------------
+    #: ``hook(layer, inputs, arguments) -> outputs`` replacing every layer call
+    #: of :meth:`apply` while set: :mod:`bert4keras.generation` runs this
+    #: model's own graph code on real tensors, with key/value caches.
+    call_hook = None
+
     def apply(self, inputs, layer=None, arguments=None, name=None, **kwargs):
         """Call the layer called ``name``, creating it from ``layer(**kwargs)``
         the first time (so a second call with the same name shares weights)."""
         if name not in self.layers:
+            if self.call_hook is not None:
+                raise RuntimeError("Layer %r is not part of the built model" % name)
             self.layers[name] = layer(name=name, **kwargs)
+        if self.call_hook is not None:
+            return self.call_hook(self.layers[name], inputs, arguments or {})
         return self.layers[name](inputs, **(arguments or {}))
 
     def get_inputs(self):
