@@ -162,7 +162,11 @@ def main(argv=None):
                   metrics=["accuracy"])
     evaluator = Evaluator(valid)
     start = time.time()
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
+    # A tf.data pipeline with a dynamic length axis: batches are padded to a
+    # multiple of BUCKET, and Keras would otherwise fix the length it saw first.
+    dataset = train.to_dataset(types=(("int32", "int32"), "int32"),
+                               shapes=(((None, None), (None, None)), (None,)))
+    model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs,
               callbacks=[evaluator], verbose=2)
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
