@@ -66,8 +66,8 @@ from pretraining.resume import (
 
 #: Arguments that change the training trajectory; a resumed run warns when they differ.
 TRAJECTORY_ARGS = ("model", "config", "init_checkpoint", "records", "seq_len",
-                   "global_batch_size", "warmup_steps", "lr", "weight_decay", "clipnorm",
-                   "optimizer", "grad_accum", "max_predictions", "save_every", "dropout",
+                   "global_batch_size", "steps", "warmup_steps", "lr", "weight_decay", "clipnorm",
+                   "optimizer", "grad_accum", "max_predictions", "dropout",
                    "seed", "mixed_precision")
 
 
@@ -343,14 +343,15 @@ class TrainingLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, out_dir, log_every, batches_per_epoch, total_batches, grad_accum=1,
-                 resume_step=0, write=True, pooled_metrics=False):
+                 initial_batches=0, initial_epoch=0, write=True, pooled_metrics=False):
         super().__init__()
         self.out_dir = out_dir
         self.log_every = int(log_every)
         self.batches_per_epoch = int(batches_per_epoch)
         self.total_batches = int(total_batches)
         self.grad_accum = int(grad_accum)
-        self.resume_step = int(resume_step)
+        self.initial_batches, self.initial_epoch = int(initial_batches), int(initial_epoch)
+        self.resume_step = self.initial_batches // self.grad_accum
         self.write = write
         self.pooled_metrics = pooled_metrics
         self._writer = None
@@ -388,13 +389,14 @@ class TrainingLogger(keras.callbacks.Callback):
         self._writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "logs", "train"))
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = epoch * self.batches_per_epoch
+        self._epoch_start = (self.initial_batches
+                             + (epoch - self.initial_epoch) * self.batches_per_epoch)
         self._previous = (0, {})
 
     def _logged_step(self, batch):
         """The optimizer step completed by ``batch`` if it gets a row, else None."""
         batches = self._epoch_start + batch + 1
-        if not self.write or batches % self.grad_accum:
+        if batches % self.grad_accum:
             return None
         step = batches // self.grad_accum
         if step % self.log_every and batches < self.total_batches:
@@ -402,7 +404,7 @@ class TrainingLogger(keras.callbacks.Callback):
         return step
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._logged_step(batch) is not None:  # the rate this step uses
+        if self.write and self._logged_step(batch) is not None:  # the rate this step uses
             self._learning_rate = float(ops.convert_to_numpy(
                 self.model.optimizer.learning_rate))
 
@@ -411,14 +413,19 @@ class TrainingLogger(keras.callbacks.Callback):
         if step is None:
             return
         count, previous = batch + 1, self._previous
-        if self.pooled_metrics:
+        if self.pooled_metrics:  # on every worker: a collective under multi-worker
             logs = self.model.get_metrics_result()
+        if not self.write:
+            return
         means = {k: float(np.asarray(v)) for k, v in (logs or {}).items()
                  if np.size(np.asarray(v)) == 1}
         values = {}
         for key, mean in means.items():
-            values[key] = (count * mean - previous[0] * previous[1].get(key, 0.0)) / (
-                count - previous[0])
+            total, before = count * mean, previous[0] * previous[1].get(key, 0.0)
+            value = (total - before) / (count - previous[0])
+            if abs(value) * (count - previous[0]) < 1e-6 * max(abs(total), abs(before)):
+                value = 0.0  # float32 rounding of the running means, not a value
+            values[key] = value
         self._previous = (count, means)
         values["learning_rate"] = self._learning_rate
         csv.DictWriter(self._csv, HISTORY_FIELDS, extrasaction="ignore").writerow(
@@ -463,7 +470,7 @@ def _load_legacy_backup(model, out_dir, steps_per_epoch):
     if not (os.path.exists(weights) and os.path.exists(meta)):
         return None
     with open(meta, encoding="utf-8") as f:
-        epoch = int(json.load(f).get("epoch", -1)) + 1
+        epoch = int(json.load(f).get("epoch", 0))  # epochs completed
     if epoch <= 0:
         return None
     model.load_weights(weights)
@@ -559,7 +566,7 @@ def _train(args, argv, placement, extra_callbacks):
         with placement.scope():
             legacy = _load_legacy_backup(model, args.out_dir, min(args.save_every, args.steps))
         if legacy is not None:
-            batches_done = (min(legacy, total_batches) // batches_per_epoch) * batches_per_epoch
+            batches_done = min(legacy, total_batches)
             resumed_from = os.path.join(args.out_dir, "backup")
 
     start = time.time()
@@ -576,16 +583,19 @@ def _train(args, argv, placement, extra_callbacks):
 
         dataset = placement.distribute(lambda: rebuilt_per_iterator(global_batches),
                                        args.batch_size)
+        # One epoch = one checkpoint interval; the last may be cut short.
+        initial_epoch = batches_done // batches_per_epoch
+        epochs = initial_epoch + -(-(total_batches - batches_done) // batches_per_epoch)
+        position = dict(initial_batches=batches_done, initial_epoch=initial_epoch)
         callbacks = [
             ResumeCheckpoint(manager, batches_per_epoch, total_batches, args.grad_accum,
-                             meta={"trajectory": trajectory}, save=placement.is_chief),
+                             meta={"trajectory": trajectory}, save=placement.is_chief,
+                             **position),
             TrainingLogger(args.out_dir, args.log_every, batches_per_epoch, total_batches,
-                           args.grad_accum, resume_step=batches_done // args.grad_accum,
-                           write=placement.is_chief,
-                           pooled_metrics=placement.strategy is not None),
+                           args.grad_accum, write=placement.is_chief,
+                           pooled_metrics=placement.strategy is not None, **position),
         ] + list(extra_callbacks)
-        epochs = -(-total_batches // batches_per_epoch)
-        model.fit(dataset, epochs=epochs, initial_epoch=batches_done // batches_per_epoch,
+        model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=batches_per_epoch, callbacks=callbacks, verbose=2)
     elapsed = time.time() - start
     if not placement.is_chief:
