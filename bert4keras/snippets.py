@@ -759,3 +759,13 @@ class ViterbiDecoder:
         for t in range(seq_len - 1, 0, -1):
             path[t - 1] = backpointers[t, path[t]]
         return path
+
+
+def __getattr__(name):
+    # the original toolkit's `from bert4keras.snippets import AutoRegressiveDecoder`
+    # (it lives in bert4keras.generation, which imports keras)
+    if name == "AutoRegressiveDecoder":
+        from bert4keras.generation import AutoRegressiveDecoder
+
+        return AutoRegressiveDecoder
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -1,0 +1,462 @@
+"""Decoding: :class:`AutoRegressiveDecoder` and the cached, compiled
+:class:`CachedDecoder`.
+
+* Parity with ``transformers`` ``generate()`` on the same random GPT-2 and T5
+  weights: greedy (with and without a repetition penalty, one prompt at a
+  time and a left-padded batch) and beam search (4 beams, scores summed:
+  ``length_penalty=0``, ``early_stopping=True``; and the default rules with
+  ``length_penalty=1``) must give the same tokens.
+* Cached == uncached: every family that decodes (GPT, GPT-2, GPT2-ML, UniLM
+  on BERT, RoFormer (rotary), NEZHA (relative) and ALBERT (one shared
+  block), T5) gives the same tokens with the cache, with
+  ``use_cache=False`` and through a plain user ``predict`` on the Keras model
+  (the original toolkit's pattern), greedy and beam; a ragged batch gives
+  each row's unbatched result.
+* Sampling: ``topk=1`` is greedy, a seed reproduces, ``topk``/``topp`` never
+  leave their allowed set (many draws); stop tokens, ``minlen``,
+  ``min_ends``, streaming, the progress bar, ``wraps`` variants.
+* Smoke runs of the two examples (random init, a few steps).
+
+The random models are scaled so that their greedy paths vary (random
+Transformers otherwise repeat one token) and their stop tokens are reached.
+"""
+
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from bert4keras.generation import AutoRegressiveDecoder, CachedDecoder
+from bert4keras.models import build_transformer_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VOCAB = 97
+GPT2_EOS = 42
+T5_EOS = 8
+SMALL = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+             intermediate_size=64, max_position=64)
+
+
+def prompts(lengths=(5, 9, 3, 7), low=4, seed=0):
+    rng = np.random.RandomState(seed)
+    return [list(rng.randint(low, VOCAB, size=n)) for n in lengths]
+
+
+# -- transformers references ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    """(our Transformer, torch GPT2LMHeadModel) on the same random weights."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1,
+                        eos_token_id=GPT2_EOS, pad_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+            elif "wpe" in name:
+                p.mul_(20.0)
+            elif "wte" not in name:
+                p.mul_(10.0)
+    path = tmp_path_factory.mktemp("hf_gpt2")
+    model.save_pretrained(path)
+    ours = build_transformer_model(str(path), str(path), model="gpt2",
+                                   return_keras_model=False)  # softmax head: decoded as logits
+    return ours, model
+
+
+@pytest.fixture(scope="module")
+def t5(tmp_path_factory):
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                      dropout_rate=0.0, feed_forward_proj="relu", decoder_start_token_id=0,
+                      eos_token_id=T5_EOS, pad_token_id=0)
+    model = T5ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.2 * torch.randn_like(p))
+            elif "relative_attention_bias" in name:
+                p.mul_(20.0)
+            elif name != "shared.weight":
+                p.mul_(3.0)
+    path = tmp_path_factory.mktemp("hf_t5")
+    model.save_pretrained(path)
+    ours = build_transformer_model(str(path), str(path), model="t5", with_lm="linear",
+                                   return_keras_model=False)
+    return ours, model
+
+
+def hf_generate(model, prompt, max_new_tokens, eos, **kwargs):
+    """``transformers`` ``generate`` of one prompt; the new tokens (decoder-only)
+    or the decoder output with its start token (T5), up to the first eos."""
+    import torch
+
+    ids = torch.tensor([prompt])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         eos_token_id=eos, pad_token_id=0, **kwargs)[0].numpy()
+    if not model.config.is_encoder_decoder:
+        out = out[len(prompt):]
+    stop = np.flatnonzero(out[1:] == eos) if model.config.is_encoder_decoder \
+        else np.flatnonzero(out == eos)
+    if len(stop):
+        out = out[:stop[0] + (2 if model.config.is_encoder_decoder else 1)]
+    return out.tolist()
+
+
+def test_gpt2_greedy_matches_transformers(gpt2):
+    ours, model = gpt2
+    decoder = CachedDecoder(ours, end_id=GPT2_EOS, maxlen=20)
+    batch = prompts()
+    results = decoder.generate(batch)
+    assert any(r[-1] == GPT2_EOS for r in results)  # the stop rule is exercised
+    assert len({tuple(r) for r in results}) == len(batch)
+    for prompt, result in zip(batch, results):
+        assert result.tolist() == hf_generate(model, prompt, 20, GPT2_EOS, do_sample=False)
+    # transformers' own left-padded batch (positions from the attention mask)
+    import torch
+
+    width = max(map(len, batch))
+    ids, mask = np.zeros((len(batch), width), "int64"), np.zeros((len(batch), width), "int64")
+    for row, prompt in enumerate(batch):
+        ids[row, width - len(prompt):], mask[row, width - len(prompt):] = prompt, 1
+    theirs = model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                            max_new_tokens=20, do_sample=False, eos_token_id=GPT2_EOS,
+                            pad_token_id=0)[:, width:].numpy()
+    for result, row in zip(decoder.generate(ids, mask=mask), theirs):
+        assert result.tolist() == row[:len(result)].tolist()
+
+
+def test_gpt2_repetition_penalty_matches_transformers(gpt2):
+    ours, model = gpt2
+    decoder = CachedDecoder(ours, end_id=GPT2_EOS, maxlen=16)
+    batch = prompts()[:2]
+    for prompt, result in zip(batch, decoder.generate(batch, repetition_penalty=1.6)):
+        assert result.tolist() == hf_generate(model, prompt, 16, GPT2_EOS, do_sample=False,
+                                              repetition_penalty=1.6)
+
+
+@pytest.mark.parametrize("early_stopping,length_penalty", [(True, 0.0), (False, 1.0)])
+def test_gpt2_beam_search_matches_transformers(gpt2, early_stopping, length_penalty):
+    ours, model = gpt2
+    decoder = CachedDecoder(ours, end_id=GPT2_EOS, maxlen=20)
+    batch = prompts()
+    results, scores = decoder.generate(batch, method="beam", num_beams=4,
+                                       early_stopping=early_stopping,
+                                       length_penalty=length_penalty, return_scores=True)
+    assert any(r[-1] == GPT2_EOS for r in results)
+    for prompt, result, score in zip(batch, results, scores):
+        assert result.tolist() == hf_generate(
+            model, prompt, 20, GPT2_EOS, num_beams=4, early_stopping=early_stopping,
+            length_penalty=length_penalty, do_sample=False)
+        assert np.isfinite(score) and score < 0
+
+
+def test_t5_greedy_and_beam_match_transformers(t5):
+    ours, model = t5
+    decoder = CachedDecoder(ours, end_id=T5_EOS, maxlen=16)  # start_id 0 by default
+    batch = prompts(low=2)
+    greedy = decoder.generate(batch)
+    beam = decoder.generate(batch, method="beam", num_beams=4, early_stopping=True)
+    assert any(r[-1] == T5_EOS for r in greedy + beam)
+    for prompt, g, b in zip(batch, greedy, beam):
+        assert g[0] == 0 and b[0] == 0  # the start token leads, as in transformers
+        assert g.tolist() == hf_generate(model, prompt, 16, T5_EOS, do_sample=False)
+        assert b.tolist() == hf_generate(model, prompt, 16, T5_EOS, do_sample=False, num_beams=4,
+                                         early_stopping=True, length_penalty=0.0)
+
+
+# -- cached == uncached -------------------------------------------------------------
+
+
+def randomize(transformer, seed=0):
+    """Weights with varied greedy paths: large position tables, unit-scale
+    projections, LayerNorm gains near 1."""
+    rng = np.random.RandomState(seed)
+    for weight in transformer.model.weights:
+        shape, path = tuple(weight.shape), weight.path
+        if len(shape) == 1:
+            value = (1.0 if "gamma" in path else 0.0) + 0.1 * rng.randn(*shape)
+        elif "Position" in path:
+            value = 2.0 * rng.randn(*shape)
+        elif "Embedding-Token" in path or "Segment" in path:
+            value = 0.5 * rng.randn(*shape)
+        else:
+            value = rng.randn(*shape) / np.sqrt(shape[0])
+        weight.assign(value.astype("float32"))
+    return transformer
+
+
+class PlainDecoder(AutoRegressiveDecoder):
+    """The original toolkit's pattern: rerun the Keras model on the whole
+    sequence each step (``kind``: 'lm', 'unilm' or 't5'). The sequence is
+    right-padded to a fixed width (one compiled shape; causal attention keeps
+    the padding out of the positions read)."""
+
+    WIDTH = 24
+
+    def __init__(self, model, kind, **kwargs):
+        super().__init__(**kwargs)
+        self.model, self.kind = model, kind
+
+    @AutoRegressiveDecoder.wraps(default_rtype="probas")
+    def predict(self, inputs, output_ids, states):
+        def pad(x):
+            return np.pad(x, ((0, 0), (0, self.WIDTH - x.shape[1])))
+
+        if self.kind == "t5":
+            x, last = [inputs[0], pad(output_ids)], output_ids.shape[1] - 1
+        else:
+            ids = np.concatenate([inputs[0], output_ids], 1)
+            x, last = pad(ids), ids.shape[1] - 1
+            if self.kind == "unilm":
+                x = [x, pad(np.concatenate([inputs[1], np.ones_like(output_ids)], 1))]
+        return keras.ops.convert_to_numpy(self.model.predict_on_batch(x))[:, last]
+
+
+def family(key):
+    if key == "t5":
+        t = build_transformer_model(None, None, model="t5", vocab_size=VOCAB, hidden_size=32,
+                                    num_hidden_layers=2, num_attention_heads=4,
+                                    attention_head_size=8, intermediate_size=48,
+                                    return_keras_model=False)
+        return randomize(t), "t5"
+    if key.endswith("_unilm"):
+        t = build_transformer_model(None, None, model=key.split("_")[0], application="unilm",
+                                    with_mlm=True, return_keras_model=False, **SMALL)
+        return randomize(t), "unilm"
+    t = build_transformer_model(None, None, model=key, return_keras_model=False, **SMALL)
+    return randomize(t), "lm"
+
+
+FAMILIES = ["gpt", "gpt2", "gpt2_ml", "bert_unilm", "roformer_unilm", "nezha_unilm",
+            "albert_unilm", "t5"]
+
+
+@pytest.mark.parametrize("key", FAMILIES)
+def test_cached_equals_uncached(key):
+    """A ragged batch with the cache == without (``use_cache=False``) == each
+    prompt alone through a user ``predict`` on the Keras model."""
+    transformer, kind = family(key)
+    batch = prompts((6, 3, 8), low=8, seed=1)
+    if kind == "unilm":  # [CLS] source [SEP] as a UniLM source
+        batch = [[2] + p + [3] for p in batch]
+    options = dict(end_id=7, maxlen=10)
+    cached = CachedDecoder(transformer, **options)
+    rerun = CachedDecoder(transformer, use_cache=False, **options)
+    plain = PlainDecoder(transformer.model, kind, start_id=0 if kind == "t5" else None,
+                         **options)
+    for method, kwargs in (("greedy", {}), ("beam", dict(num_beams=3))):
+        ours = cached.generate(batch, method=method, **kwargs)
+        assert len({tuple(r) for r in ours}) > 1, ours
+        again = rerun.generate(batch, method=method, **kwargs)
+        for prompt, a, b in zip(batch, ours, again):
+            inputs = [prompt] + ([[0] * len(prompt)] if kind == "unilm" else [])
+            if method == "beam":
+                reference = plain.beam_search(inputs, topk=3)
+            else:
+                reference = plain.greedy_search(inputs)
+            assert a.tolist() == b.tolist() == reference.tolist(), (method, a, b, reference)
+
+
+# -- sampling and options -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_ml():
+    transformer, _ = family("gpt2_ml")
+    return transformer
+
+
+def test_topk_one_is_greedy_and_seed_reproduces(gpt2_ml):
+    decoder = CachedDecoder(gpt2_ml, end_id=7, maxlen=8)
+    batch = prompts((4, 6), seed=3)
+    greedy = decoder.generate(batch)
+    drawn = decoder.generate(batch, method="sample", n=3, topk=1, seed=5)
+    for g, samples in zip(greedy, drawn):
+        for s in samples:
+            assert s.tolist() == g.tolist()
+    a = decoder.generate(batch, method="sample", n=4, seed=11, temperature=2.0)
+    b = decoder.generate(batch, method="sample", n=4, seed=11, temperature=2.0)
+    c = decoder.generate(batch, method="sample", n=4, seed=12, temperature=2.0)
+    flat = [s.tolist() for rows in a for s in rows]
+    assert flat == [s.tolist() for rows in b for s in rows]
+    assert flat != [s.tolist() for rows in c for s in rows]
+    assert len({tuple(s) for s in flat}) > 2  # the draws differ between rows
+    # the single-input door (original API) draws the same way as a batch of one
+    single = decoder.random_sample([batch[0]], n=4, seed=11, temperature=2.0)
+    one = decoder.generate(batch[:1], method="sample", n=4, seed=11, temperature=2.0)[0]
+    assert [s.tolist() for s in single] == [s.tolist() for s in one]
+
+
+def test_topk_topp_stay_in_the_allowed_set(gpt2_ml):
+    """First token over 300 draws: only the allowed tokens, and all of them
+    that are likely enough to be drawn."""
+    decoder = CachedDecoder(gpt2_ml, maxlen=1)
+    prompt = prompts((5,), seed=4)[0]
+    probs = keras.ops.convert_to_numpy(gpt2_ml.model(np.array([prompt])))[0, -1]  # softmax head
+    order = np.argsort(-probs)
+    for topk, topp in ((5, None), (None, 0.6), (8, 0.5)):
+        allowed = set(order[:topk or VOCAB].tolist())
+        if topp:
+            p = probs[order[:topk or VOCAB]]
+            p = p / p.sum()
+            allowed = set(order[:int(np.searchsorted(np.cumsum(p), topp)) + 1].tolist())
+        draws = decoder.generate([prompt], method="sample", n=300, topk=topk, topp=topp,
+                                 seed=0)[0]
+        seen = {int(d[0]) for d in draws}
+        assert seen <= allowed, (topk, topp, seen - allowed)
+        likely = {t for t in allowed if probs[t] / probs[list(allowed)].sum() > 0.05}
+        assert likely <= seen
+
+
+class FixedLogits(AutoRegressiveDecoder):
+    """``predict`` returns fixed random logits per step: the search rules alone."""
+
+    table = np.random.RandomState(0).randn(40, 30).astype("float32") * 2
+
+    @AutoRegressiveDecoder.wraps(default_rtype="logits")
+    def predict(self, inputs, output_ids, states):
+        return np.repeat(self.table[output_ids.shape[1]][None], len(output_ids), 0)
+
+
+def test_sampling_rules_over_many_steps():
+    decoder = FixedLogits(start_id=None, end_id=None, maxlen=12)
+    samples = np.array(decoder.random_sample([[1]], n=64, topk=4, topp=0.7, seed=0))
+    for step in range(12):
+        logits = FixedLogits.table[step]
+        order = np.argsort(-logits)[:4]
+        p = np.exp(logits[order] - logits[order].max())
+        p /= p.sum()
+        allowed = set(order[:int(np.searchsorted(np.cumsum(p), 0.7)) + 1].tolist())
+        assert set(samples[:, step].tolist()) <= allowed
+
+
+def test_stop_tokens_minlen_and_min_ends():
+    table = FixedLogits.table.copy()
+    table[:, 5] = 50.0  # token 5 is always the most likely
+    FixedLogits.table, saved = table, FixedLogits.table
+    try:
+        assert FixedLogits(None, 5, 10).greedy_search([[1]]).tolist() == [5]
+        out = FixedLogits(None, 5, 10, minlen=4).greedy_search([[1]])
+        assert len(out) == 4 and out[-1] == 5 and 5 not in out[:-1]
+        out = FixedLogits(None, 5, 10).greedy_search([[1]], min_ends=3)
+        assert out.tolist() == [5, 5, 5]
+        out = FixedLogits(None, [9, 5], 10).beam_search([[1]], topk=2)
+        assert out.tolist() == [5]
+        assert FixedLogits(None, None, 6).greedy_search([[1]]).tolist() == [5] * 6
+        assert FixedLogits(2, 5, 6).greedy_search([[1]]).tolist() == [2, 5]  # start id first
+    finally:
+        FixedLogits.table = saved
+
+
+def test_streaming_progress_and_wraps(gpt2_ml, capsys):
+    decoder = CachedDecoder(gpt2_ml, end_id=7, maxlen=9)
+    batch = prompts((4, 6, 2), seed=6)
+    results = decoder.generate(batch)
+    streamed = list(decoder.stream(batch))
+    assert len(streamed) == max(len(r) for r in results)
+    for row, result in enumerate(results):
+        tokens = [int(s[row]) for s in streamed]
+        assert tokens[:len(result)] == result.tolist()
+        assert all(t == -1 for t in tokens[len(result):])
+    seen = []
+    assert decoder.greedy_search([batch[0]], streamer=seen.append, progress=True).tolist() \
+        == results[0].tolist()
+    assert [int(s[0]) for s in seen] == results[0].tolist()
+    assert "decoding" in capsys.readouterr().err  # the tqdm bar
+    with pytest.raises(ValueError, match="stream"):
+        decoder.generate(batch, method="beam", streamer=print)
+
+    # the same predict written for probabilities, for logits, and with states
+    model = gpt2_ml.model
+
+    class Probas(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype="probas")
+        def predict(self, inputs, output_ids, states):
+            x = np.concatenate([inputs[0], output_ids], 1)
+            return keras.ops.convert_to_numpy(model(x))[:, -1]
+
+    class Logits(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype="logits", use_states=True)
+        def predict(self, inputs, output_ids, states):
+            x = np.concatenate([inputs[0], output_ids], 1)
+            probs = keras.ops.convert_to_numpy(model(x))[:, -1]
+            return np.log(probs), (states or 0) + 1
+
+    for cls in (Probas, Logits):
+        assert cls(None, 7, 9).greedy_search([batch[0]]).tolist() == results[0].tolist()
+        assert cls(None, 7, 9).beam_search([batch[0]], topk=3).tolist() == \
+            decoder.beam_search([batch[0]], topk=3).tolist()
+
+
+def test_errors():
+    encoder = build_transformer_model(None, None, model="bert", return_keras_model=False,
+                                      **SMALL)
+    with pytest.raises(ValueError, match="application"):
+        CachedDecoder(encoder)
+    with pytest.raises(TypeError, match="return_keras_model"):
+        CachedDecoder(encoder.model)
+    lm = build_transformer_model(None, None, model="gpt2", return_keras_model=False, **SMALL)
+    with pytest.raises(ValueError, match="max_position"):
+        CachedDecoder(lm, maxlen=60).generate([[1] * 10])
+    with pytest.raises(TypeError, match="wraps"):
+        class Undecorated(AutoRegressiveDecoder):
+            def predict(self, inputs, output_ids, states):
+                return None
+        Undecorated(None, 1, 3).greedy_search([[1]])
+
+
+# -- examples -------------------------------------------------------------------------
+
+
+def load_example(name):
+    path = os.path.join(os.path.dirname(HERE), "examples", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SMALL_BERT_DIR = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small")
+
+
+def test_gpt2_ml_example_smoke(tmp_path):
+    example = load_example("basic_language_model_gpt2_ml")
+    common = ["--random-init", "--config", os.path.join(SMALL_BERT_DIR, "bert_config.json"),
+              "--vocab", os.path.join(SMALL_BERT_DIR, "vocab.txt"), "--layers", "1",
+              "--max-new-tokens", "6"]
+    results = example.main(common + ["--model", "gpt2_ml", "--n", "2", "--prompt", "今天",
+                                     "--results", str(tmp_path / "gpt.json")])
+    assert results["family"] == "gpt2_ml" and len(results["texts"][0]) == 2
+    assert all(text.startswith("今天") for text in results["texts"][0])
+    # a BERT-layout causal LM (what `pretraining --model gpt` trains), beam search
+    results = example.main(common + ["--model", "bert", "--method", "beam", "--beams", "2"])
+    assert results["family"] == "bert" and len(results["texts"]) == 3
+
+
+def test_unilm_example_smoke(tmp_path):
+    example = load_example("task_seq2seq_unilm")
+    words = ["迈向", "充满", "希望", "的", "新", "世纪", "，", "一九九八年", "新年", "讲话"]
+    assert example.clauses(words, 8) == [["迈向", "充满", "希望", "的", "新"], ["世纪", "，"],
+                                         ["一九九八年", "新年"], ["讲话"]]
+    scores = example.seq2seq_scores([["中国", "人"]], [["中", "国人"]])
+    assert scores["f1"] == 0.0 and scores["copy_rate"] == 1.0
+    scores = example.seq2seq_scores([["中国", "人"]], [["中国", "人"]])
+    assert scores["f1"] == scores["exact_match"] == scores["rouge_l"] == 1.0
+    results = example.main(["--random-init", "--model-dir", SMALL_BERT_DIR, "--limit", "4",
+                            "--epochs", "1", "--eval-limit", "4", "--max-chars", "12",
+                            "--results", str(tmp_path / "unilm.json")])
+    assert results["clauses"]["test"] == 4
+    assert 0.0 <= results["test"]["f1"] <= 1.0 and 0.0 <= results["test"]["rouge_l"] <= 1.0
