@@ -309,10 +309,13 @@ class _Trace:
         context, context_bias: T5's encoder output (or a placeholder once
             ``cross`` is given) and its attention bias (None: computed).
         pick: scalar position whose output feeds the LM head (None: the last).
+        beams: ``(ancestors, k)`` for beam search: self-attention reads slot
+            ``s`` of row ``r`` from the group's beam ``ancestors[r, s]`` (see
+            ``MultiHeadAttention.call_with_cache``), so caches never move.
     """
 
     def __init__(self, index, positions, bias, cache_len, caches=None, cross=None,
-                 context=None, context_bias=None, pick=None):
+                 context=None, context_bias=None, pick=None, beams=None):
         self.index = ops.convert_to_tensor(index, "int32")
         self.positions = positions
         self.bias = bias
@@ -321,6 +324,7 @@ class _Trace:
         self.caches, self.cross = caches, cross
         self.context, self.context_bias = context, context_bias
         self.pick = pick
+        self.beams = beams
         self.new_caches, self.new_cross = [], []
 
     def __call__(self, layer, inputs, arguments):
@@ -368,7 +372,8 @@ class _Trace:
                          ops.zeros((rows, self.cache_len, layer.heads, layer.head_size), dtype))
             else:
                 cache = self.caches[len(self.new_caches)]
-            output, cache = layer.call_with_cache(inputs, cache, index=self.index)
+            output, cache = layer.call_with_cache(inputs, cache, index=self.index,
+                                                  beams=self.beams)
             self.new_caches.append(cache)
             return output
         if self.cross is None:  # cross-attention: project the context once
@@ -402,6 +407,16 @@ def _hooked(owner, trace):
         del owner.call_hook
         if saved is not _NOTHING:
             owner.position_bias = saved
+
+
+def _take_rows(x, rows):
+    """``x[rows]`` along axis 0 (indices known in range: JAX's default
+    out-of-range handling makes this gather several times slower)."""
+    if keras.backend.backend() == "jax":
+        import jax.numpy as jnp
+
+        return jnp.take(x, rows, axis=0, mode="clip")
+    return ops.take(x, rows, axis=0)
 
 
 def _positions(slots, pad):
@@ -728,6 +743,9 @@ class CachedDecoder(AutoRegressiveDecoder):
             if self.use_cache:
                 state["visible"] = expand(visible)
                 state["caches"] = [(expand(k), expand(v)) for k, v in trace.new_caches]
+                if opt.method == "beam":  # every slot so far: the row's own copy
+                    own = ops.arange(ops.shape(state["visible"])[0], dtype="int32") % rows
+                    state["ancestors"] = ops.repeat(own[:, None], cache_len, axis=1)
                 if self.seq2seq:
                     state["cross"] = [(expand(k), expand(v)) for k, v in trace.new_cross]
                     state["context_bias"] = expand(trace.context_bias)
@@ -753,21 +771,23 @@ class CachedDecoder(AutoRegressiveDecoder):
             if self.hides_id_zero:
                 visible = ops.logical_and(visible, ops.logical_not(
                     ops.logical_and(written, ops.equal(tokens, 0))))
+            beams = None
+            if "ancestors" in state:  # the new slot belongs to the row writing it
+                own = ops.arange(ops.shape(tokens)[0], dtype="int32") % opt.num_beams
+                ancestors = ops.where(written, own[:, None], state["ancestors"])
+                beams = (ancestors, opt.num_beams)
             trace = _Trace(index, _positions(slots, state["pad"]),
                            _self_bias(visible, slots, prefix_end), cache_len,
                            caches=state["caches"], cross=state.get("cross"),
-                           context_bias=state.get("context_bias"))
+                           context_bias=state.get("context_bias"), beams=beams)
             if self.seq2seq:  # cross-attention reads its cache; the context is not used
                 trace.context = ops.zeros((ops.shape(tokens)[0], 1, self.transformer.hidden_size))
             logits = self._forward(tokens, ops.full_like(tokens, self.segment_id), trace)
             new, parent = search.update(state, logits)
-            caches = trace.new_caches
-            if parent is not None:
-                caches = [(ops.take(k, parent, axis=0), ops.take(v, parent, axis=0))
-                          for k, v in caches]
-            if parent is not None:
-                visible = ops.take(visible, parent, axis=0)
-            new["caches"], new["visible"] = caches, visible
+            if parent is not None:  # beams move, their caches do not: only the small maps
+                visible = _take_rows(visible, parent)
+                new["ancestors"] = _take_rows(beams[0], parent)
+            new["caches"], new["visible"] = trace.new_caches, visible
             return new
 
         return step

@@ -77,6 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--minlen", type=int, default=1, help="fewest tokens before the end token")
     p.add_argument("--end", default=None,
                    help="token that ends a text (default [SEP] for bert, 。 for gpt2_ml)")
+    p.add_argument("--cls", choices=["auto", "yes", "no"], default="auto",
+                   help="start prompts with [CLS] (auto: for bert, which was trained on "
+                        "[CLS] text [SEP]; not for gpt2_ml releases)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stream", action="store_true", help="print tokens as they come")
     p.add_argument("--progress", action="store_true", help="a tqdm bar per batch")
@@ -126,8 +129,9 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     config, checkpoint, vocab, family = resolve(args)
     bert_like = family == "bert"
-    # GPT2-ML reads plain text; the BERT LM was trained on [CLS] text [SEP]
-    tokenizer = Tokenizer(vocab, do_lower_case=True, token_start="[CLS]" if bert_like else None,
+    # GPT2-ML releases read plain text; our pretraining packs [CLS] text [SEP]
+    cls = bert_like if args.cls == "auto" else args.cls == "yes"
+    tokenizer = Tokenizer(vocab, do_lower_case=True, token_start="[CLS]" if cls else None,
                           token_end=None)
     end = args.end or ("[SEP]" if bert_like else "。")
     end_id = tokenizer.token_to_id(end)

@@ -441,9 +441,25 @@ def test_gpt2_ml_example_smoke(tmp_path):
                                      "--results", str(tmp_path / "gpt.json")])
     assert results["family"] == "gpt2_ml" and len(results["texts"][0]) == 2
     assert all(text.startswith("今天") for text in results["texts"][0])
-    # a BERT-layout causal LM (what `pretraining --model gpt` trains), beam search
-    results = example.main(common + ["--model", "bert", "--method", "beam", "--beams", "2"])
-    assert results["family"] == "bert" and len(results["texts"]) == 3
+    # a BERT-layout causal LM checkpoint (what `pretraining --model gpt` writes:
+    # bert_model.ckpt with the MLM head, bert_config.json, vocab.txt), found by
+    # its variable names; beam search
+    import json
+    import shutil
+
+    lm = build_transformer_model(os.path.join(SMALL_BERT_DIR, "bert_config.json"), None,
+                                 application="lm", with_mlm="linear", num_hidden_layers=1,
+                                 return_keras_model=False)
+    lm.save_weights_as_checkpoint(str(tmp_path / "bert_model.ckpt"))
+    with open(os.path.join(SMALL_BERT_DIR, "bert_config.json")) as f:
+        config = dict(json.load(f), num_hidden_layers=1)
+    with open(tmp_path / "bert_config.json", "w") as f:
+        json.dump(config, f)
+    shutil.copy(os.path.join(SMALL_BERT_DIR, "vocab.txt"), tmp_path / "vocab.txt")
+    results = example.main(["--model-dir", str(tmp_path), "--method", "beam", "--beams", "2",
+                            "--max-new-tokens", "6"])
+    assert results["family"] == "bert" and results["checkpoint"] == str(tmp_path)
+    assert len(results["texts"]) == 3
 
 
 def test_unilm_example_smoke(tmp_path):

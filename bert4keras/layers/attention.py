@@ -172,7 +172,7 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         return self._project_kv(k, v, position)
 
-    def call_with_cache(self, inputs, cache, index=None, training=None):
+    def call_with_cache(self, inputs, cache, index=None, beams=None, training=None):
         """Attention of new queries over a key/value cache.
 
         Args:
@@ -192,6 +192,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 position. The new keys/values are written to slots ``[index,
                 index + q_len)`` with ``ops.slice_update``. None: read-only
                 cache (cross-attention over :meth:`compute_cache`).
+            beams: beam search without reordering the cache: ``(ancestors,
+                k)``, rows in groups of ``k`` beams, ``ancestors`` int
+                ``(batch, cache_len)``: slot ``s`` of row ``r`` is read from
+                row ``r - r % k + ancestors[r, s]`` (the beam of the group
+                that wrote it). Each group's ``k`` rows are scored and the
+                ancestor's score picked, so the cache is read once instead of
+                being copied in beam order at every step.
 
         Returns:
             ``(output (batch, q_len, out_dim), (keys, values))``, the updated
@@ -208,8 +215,43 @@ class MultiHeadAttention(keras.layers.Layer):
             start = (zero, ops.cast(index, "int32"), zero, zero)
             keys = ops.slice_update(keys, start, ops.cast(kw, keys.dtype))
             values = ops.slice_update(values, start, ops.cast(vw, values.dtype))
-        output = self._attend(qw, keys, values, bias, position, training)
+        if beams is not None:
+            output = self._attend_beams(qw, keys, values, bias, position, *beams)
+        else:
+            output = self._attend(qw, keys, values, bias, position, training)
         return output, (keys, values)
+
+    def _attend_beams(self, qw, kw, vw, bias, position, ancestors, k):
+        """:meth:`_attend` where key/value slot ``s`` of row ``r`` lives in row
+        ``r - r % k + ancestors[r, s]`` (see :meth:`call_with_cache`)."""
+        rows, q_len, heads, key_size = qw.shape
+        length = kw.shape[1]
+        groups = rows // k
+        qb = ops.reshape(qw, (groups, k, q_len, heads, key_size))
+        kb = ops.reshape(kw, (groups, k, length, heads, key_size))
+        vb = ops.reshape(vw, (groups, k, length, heads, self.head_size))
+        pick = ops.cast(ops.one_hot(ops.reshape(ancestors, (groups, k, length)), k), qw.dtype)
+        scores = ops.einsum("bkqhd,bjlhd->bkhqjl", qb, kb)  # every beam of the group
+        scores = ops.einsum("bkhqjl,bklj->bkhql", scores, pick)  # the ancestor's
+        scores = ops.cast(ops.reshape(scores, (rows, heads, q_len, length)), "float32")
+        if self.p_bias == "typical_relative":
+            position = ops.cast(position, qw.dtype)
+            scores = scores + ops.cast(ops.einsum("bqhd,qkd->bhqk", qw, position), "float32")
+        elif self.p_bias == "t5_relative":
+            scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[None]
+        if self.attention_scale:
+            scores = scores / math.sqrt(self.key_size)
+        if bias is not None:
+            scores = scores + ops.cast(bias, "float32")
+        probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        weights = ops.einsum("bkhql,bklj->bkhqjl",
+                             ops.reshape(probs, (groups, k, heads, q_len, length)), pick)
+        o = ops.einsum("bkhqjl,bjlhd->bkqhd", weights, vb)
+        o = ops.reshape(o, (rows, q_len, heads * self.head_size))
+        if self.p_bias == "typical_relative":
+            o = o + ops.reshape(ops.einsum("bhqk,qkd->bqhd", probs, ops.cast(position, probs.dtype)),
+                                (rows, q_len, heads * self.head_size))
+        return self.o_dense(o)
 
     def _attend(self, qw, kw, vw, bias, position, training=None):
         """Scores, position terms, bias, softmax and output projection.
