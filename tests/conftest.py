@@ -4,9 +4,15 @@ in Google's TF checkpoint format, written independently of bert4keras."""
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
+
+# examples import their shared flags from examples/common.py, as `python examples/x.py` would
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+if EXAMPLES_DIR not in sys.path:
+    sys.path.insert(0, EXAMPLES_DIR)
 
 SMALL_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=37, max_position_embeddings=64, type_vocab_size=2,
@@ -44,7 +50,6 @@ def hf_to_google_name(name):
 def write_google_checkpoint(state_dict, prefix, drop=()):
     """Save a torch state dict as a TF1 checkpoint with tf.compat.v1's Saver,
     as Google's own BERT code saved its releases."""
-    import tensorflow as tf
 
     tensors = {}
     for key, value in state_dict.items():
@@ -55,6 +60,15 @@ def write_google_checkpoint(state_dict, prefix, drop=()):
         tensors[name] = array.T if transpose else array
     for name in drop:
         tensors.pop(name)
+    save_tf1_checkpoint(tensors, prefix)
+    return tensors
+
+
+def save_tf1_checkpoint(tensors, prefix):
+    """Save ``{name: array}`` with tf.compat.v1's Saver, as Google's own code
+    saved its releases (independent of bert4keras's checkpoint writer)."""
+    import tensorflow as tf
+
     graph = tf.Graph()
     with graph.as_default():
         variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
@@ -62,7 +76,24 @@ def write_google_checkpoint(state_dict, prefix, drop=()):
         with tf.compat.v1.Session(graph=graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             saver.save(sess, prefix)
-    return tensors
+
+
+def perturb_(model, scale=0.1, seed=None, which=None):
+    """Add ``scale * N(0, 1)`` noise in place to a torch model's LayerNorm and
+    bias parameters (default ``which``: LayerNorm or ``*bias``), so that a
+    swapped weight would show in the outputs. Returns the model."""
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    if which is None:
+        def which(name, p):
+            return "LayerNorm" in name or name.endswith("bias")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if which(name, p):
+                p.add_(scale * torch.randn_like(p))
+    return model
 
 
 def google_config(hf_config):
@@ -80,11 +111,7 @@ def hf_bert(tmp_path_factory):
     from transformers import BertConfig, BertForPreTraining
 
     torch.manual_seed(0)
-    model = BertForPreTraining(BertConfig(**SMALL_BERT)).eval()
-    with torch.no_grad():  # non-trivial LayerNorm/bias values so a swap would show
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
+    model = perturb_(BertForPreTraining(BertConfig(**SMALL_BERT)).eval())
     path = tmp_path_factory.mktemp("hf_bert")
     model.save_pretrained(path)
     return str(path), model

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import save_tf1_checkpoint
 from bert4keras.checkpoints import CheckpointError, open_checkpoint
 from bert4keras.models import build_transformer_model
 
@@ -65,18 +66,6 @@ def hf_to_google(name):
             kind == "weight"
     return None, None  # predictions.decoder.* (tied to the embedding / the bias)
 
-
-def save_tf1_checkpoint(tensors, prefix):
-    """Save ``{name: array}`` with tf.compat.v1's Saver, as Google's code did."""
-    import tensorflow as tf
-
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix)
 
 
 @pytest.fixture(scope="module")

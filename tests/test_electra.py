@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import perturb_, save_tf1_checkpoint
 from bert4keras.checkpoints import CheckpointError, open_checkpoint
 from bert4keras.models import build_transformer_model
 
@@ -41,18 +42,6 @@ def hf_to_google(name):
     return name.replace(".", "/"), False
 
 
-def save_tf1_checkpoint(tensors, prefix):
-    """Save ``{name: array}`` with tf.compat.v1's Saver, as Google's code did."""
-    import tensorflow as tf
-
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix)
-
 
 @pytest.fixture(scope="module")
 def hf_electra(tmp_path_factory):
@@ -60,11 +49,7 @@ def hf_electra(tmp_path_factory):
     from transformers import ElectraConfig, ElectraForPreTraining
 
     torch.manual_seed(2)
-    model = ElectraForPreTraining(ElectraConfig(**SMALL_ELECTRA)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
+    model = perturb_(ElectraForPreTraining(ElectraConfig(**SMALL_ELECTRA)).eval())
     path = tmp_path_factory.mktemp("hf_electra")
     model.save_pretrained(path)
     return str(path), model

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import perturb_, save_tf1_checkpoint
 from bert4keras.checkpoints import CheckpointError, open_checkpoint
 from bert4keras.models import build_transformer_model
 
@@ -24,29 +25,10 @@ ATOL = 1e-5
 VOCAB, HIDDEN, LAYERS, HEADS, POSITIONS = 97, 32, 2, 4, 24
 
 
-def save_tf1_checkpoint(tensors, prefix):
-    """Write ``{name: array}`` with tf.compat.v1's Saver, as TF1 code saved releases."""
-    import tensorflow as tf
-
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix)
-
 
 def perturb(model, scale=0.1):
     """Non-trivial LayerNorm and bias values, so a swapped weight would show."""
-    import torch
-
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:
-                p.add_(scale * torch.randn_like(p))
-    return model
+    return perturb_(model, scale, seed=1, which=lambda name, p: p.ndim == 1)
 
 
 def hf_to_gpt_names(state_dict, pre_ln):

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import save_tf1_checkpoint
 from bert4keras.checkpoints import CheckpointError, open_checkpoint
 from bert4keras.models import build_transformer_model
 
@@ -142,18 +143,6 @@ def nezha_reference(t, config, ids, seg):
 
 
 # -- fixtures -------------------------------------------------------------------------
-
-def save_tf1_checkpoint(tensors, prefix):
-    """Save ``{name: array}`` with tf.compat.v1's Saver, as Google's code did."""
-    import tensorflow as tf
-
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix)
 
 
 @pytest.fixture(scope="module")

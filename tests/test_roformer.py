@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import perturb_, save_tf1_checkpoint
 from bert4keras import backend as B
 from bert4keras.checkpoints import CheckpointError, open_checkpoint
 from bert4keras.layers import SinusoidalPositionEmbedding
@@ -58,18 +59,6 @@ def hf_to_original(name):
     return name.replace(".", "/"), False
 
 
-def save_tf1_checkpoint(tensors, prefix):
-    """Save ``{name: array}`` with tf.compat.v1's Saver, as Google's code did."""
-    import tensorflow as tf
-
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix)
-
 
 @pytest.fixture(scope="module")
 def hf_roformer(tmp_path_factory):
@@ -77,11 +66,7 @@ def hf_roformer(tmp_path_factory):
     from transformers import RoFormerConfig, RoFormerForMaskedLM
 
     torch.manual_seed(3)
-    model = RoFormerForMaskedLM(RoFormerConfig(**SMALL_ROFORMER)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
+    model = perturb_(RoFormerForMaskedLM(RoFormerConfig(**SMALL_ROFORMER)).eval())
     path = tmp_path_factory.mktemp("hf_roformer")
     model.save_pretrained(path)
     return str(path), model

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import save_tf1_checkpoint
 from bert4keras.checkpoints import open_checkpoint
 from bert4keras.models import build_transformer_model
 
@@ -32,18 +33,6 @@ VERSIONS = ["t5.1.0", "t5.1.1", "mt5.1.1"]
 KEYS = {"t5.1.0": "t5", "t5.1.1": "t5.1.1", "mt5.1.1": "mt5.1.1"}
 BUCKETS = {"t5.1.0": (32, 128), "t5.1.1": (32, 128), "mt5.1.1": (16, 24)}
 
-
-def save_tf1_checkpoint(tensors, prefix):
-    """Write ``{name: array}`` with tf.compat.v1's Saver, as TF1 code saved releases."""
-    import tensorflow as tf
-
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(v, name=n) for n, v in tensors.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, prefix)
 
 
 def hf_to_mesh_names(state_dict, rms_names, tied):

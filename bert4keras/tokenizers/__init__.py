@@ -7,6 +7,7 @@ toolkit: ``Tokenizer``, ``SpTokenizer``, ``TokenizerBase``, ``load_vocab``,
 """
 
 from bert4keras.tokenizers.sentencepiece import SpTokenizer
+from bert4keras.tokenizers.vocab import _is_redundant, load_vocab, save_vocab  # noqa: F401
 from bert4keras.tokenizers.wordpiece import (  # noqa: F401
     _ASTRAL,
     _CJK_RANGES,
@@ -18,7 +19,6 @@ from bert4keras.tokenizers.wordpiece import (  # noqa: F401
     _Cache,
     _CharTables,
     _is_ascii_punct,
-    _is_redundant,
     _none_of,
     _one_of,
     _ranges_to_class,
@@ -27,8 +27,6 @@ from bert4keras.tokenizers.wordpiece import (  # noqa: F401
     _tables,
     _truncate,
     _unique,
-    load_vocab,
-    save_vocab,
 )
 
 __all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer", "SpTokenizer"]
