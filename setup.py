@@ -30,6 +30,8 @@ setup(
             "transformers>=4.40",
             "torch==2.13.0",
             "jax[cpu]",
+            "matplotlib",
         ],
+        "plot": ["matplotlib"],  # python -m pretraining.plot_history
     },
 )

@@ -31,12 +31,11 @@ import numpy as np
 from bert4keras.datasets import load_sentiment_reviews
 from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DIR = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small")
-BUCKET = 32  # pad batches to a multiple of this: few distinct shapes to compile
+from common import add_model_args, pad_batch, resolve_paths
+
 
 
 class ReviewGenerator(DataGenerator):
@@ -54,8 +53,7 @@ class ReviewGenerator(DataGenerator):
             token_ids.append(ids)
             labels.append(label)
             if len(token_ids) == self.batch_size or is_end:
-                length = -(-max(map(len, token_ids)) // BUCKET) * BUCKET
-                ids = sequence_padding(token_ids, length=length).astype("int32")
+                ids = pad_batch(token_ids)
                 yield (ids, np.zeros_like(ids)), np.array(labels, "int32")
                 token_ids, labels = [], []
 
@@ -102,14 +100,7 @@ class Evaluator(keras.callbacks.Callback):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", default=None,
-                   help="directory with config, checkpoint and vocab.txt (Google or HF)")
-    p.add_argument("--config", default=None, help="bert_config.json / config.json")
-    p.add_argument("--checkpoint", default=None, help="TF checkpoint prefix/dir or HF dir")
-    p.add_argument("--vocab", default=None, help="vocab.txt")
-    p.add_argument("--random-init", action="store_true",
-                   help="same architecture, no pretrained weights")
-    p.add_argument("--cased", action="store_true", help="do not lowercase (default lowercases)")
+    add_model_args(p)
     p.add_argument("--maxlen", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
@@ -122,21 +113,6 @@ def parse_args(argv=None):
                    help="where the fine-tuned model is saved (.keras)")
     p.add_argument("--results", default=None, help="write the accuracies to this JSON file")
     return p.parse_args(argv)
-
-
-def resolve_paths(args):
-    model_dir = args.model_dir or DEFAULT_DIR
-    config = args.config
-    if config is None:
-        for name in ("bert_config.json", "config.json"):
-            if os.path.exists(os.path.join(model_dir, name)):
-                config = os.path.join(model_dir, name)
-                break
-        else:
-            raise FileNotFoundError("No bert_config.json or config.json in %r" % model_dir)
-    checkpoint = None if args.random_init else (args.checkpoint or model_dir)
-    vocab = args.vocab or os.path.join(model_dir, "vocab.txt")
-    return config, checkpoint, vocab
 
 
 def main(argv=None):

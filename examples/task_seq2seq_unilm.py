@@ -28,7 +28,6 @@ output string (boundaries included) against the target.
 
 import argparse
 import json
-import os
 import random
 import time
 
@@ -38,11 +37,11 @@ import numpy as np
 from bert4keras.datasets import load_peoples_daily_words
 from bert4keras.generation import CachedDecoder
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DIR = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small")
+from common import CharEncoder, add_model_args, pad_batch, resolve_paths
+
 BOUNDARY = "|"
 PUNCTUATION = set("，。！？；：、")
 BUCKET = 16  # pad batches to a multiple of this: few compiled shapes
@@ -88,23 +87,14 @@ def clauses(words, max_chars):
     return out
 
 
-class Codec:
+class Codec(CharEncoder):
     """Characters <-> token ids (one token per character, ``|`` a boundary)."""
 
     def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.unk = tokenizer.token_to_id("[UNK]")
-        self.cls, self.sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        super().__init__(tokenizer)
         self.boundary = tokenizer.token_to_id(BOUNDARY)
         if self.boundary == self.unk:
             raise ValueError("the vocabulary has no %r token" % BOUNDARY)
-        self.cache = {}
-
-    def char_id(self, char):
-        if char not in self.cache:
-            ids = self.tokenizer.encode(char)[0][1:-1]
-            self.cache[char] = ids[0] if len(ids) == 1 else self.unk
-        return self.cache[char]
 
     def source(self, words):
         """``[CLS] chars [SEP]`` of a clause."""
@@ -157,9 +147,7 @@ class Seq2seqGenerator(DataGenerator):
             tokens.append(source + target)
             segments.append([0] * len(source) + [1] * len(target))
             if len(tokens) == self.batch_size or is_end:
-                length = -(-max(map(len, tokens)) // BUCKET) * BUCKET
-                t = sequence_padding(tokens, length=length).astype("int32")
-                s = sequence_padding(segments, length=length).astype("int32")
+                t, s = pad_batch(tokens, BUCKET), pad_batch(segments, BUCKET)
                 labels = np.zeros_like(t)
                 labels[:, :-1] = t[:, 1:]
                 weights = np.zeros(t.shape, "float32")
@@ -252,13 +240,7 @@ class Evaluator(keras.callbacks.Callback):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", default=DEFAULT_DIR,
-                   help="directory with bert_config.json, the checkpoint and vocab.txt")
-    p.add_argument("--config", default=None)
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--vocab", default=None)
-    p.add_argument("--random-init", action="store_true",
-                   help="same architecture, no pretrained weights")
+    add_model_args(p)
     p.add_argument("--max-chars", type=int, default=32, help="characters per clause")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
@@ -277,10 +259,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    config = args.config or os.path.join(args.model_dir, "bert_config.json")
-    checkpoint = None if args.random_init else (args.checkpoint or args.model_dir)
-    vocab = args.vocab or os.path.join(args.model_dir, "vocab.txt")
-    codec = Codec(Tokenizer(vocab, do_lower_case=True))
+    config, checkpoint, vocab = resolve_paths(args)
+    codec = Codec(Tokenizer(vocab, do_lower_case=not args.cased))
 
     data = split_corpus(load_peoples_daily_words(), args.seed)
     if args.limit:

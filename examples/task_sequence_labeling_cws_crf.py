@@ -39,12 +39,11 @@ import numpy as np
 from bert4keras.datasets import load_peoples_daily_words
 from bert4keras.layers import ConditionalRandomField
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, ViterbiDecoder, sequence_padding, text_segmentate
+from bert4keras.snippets import DataGenerator, ViterbiDecoder, text_segmentate
 from bert4keras.tokenizers import Tokenizer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DIR = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small")
-BUCKET = 32  # pad batches to a multiple of this: few distinct shapes to compile
+from common import CharEncoder, add_model_args, pad_batch, resolve_paths
+
 TAGS = ["S", "B", "M", "E"]  # S = 0 also tags [CLS] and [SEP]
 SEPARATORS = "。！？；，：、"  # where long sentences are cut, in order of preference
 
@@ -161,25 +160,6 @@ def chunk_tags(tags):
     return tags
 
 
-class CharEncoder:
-    """Token id of every character (one token per character, so tags and
-    tokens line up one to one); characters the vocabulary lacks are [UNK]."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.unk = tokenizer.token_to_id("[UNK]")
-        self.cls, self.sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-        self.cache = {}
-
-    def char_id(self, char):
-        if char not in self.cache:
-            ids = self.tokenizer.encode(char)[0][1:-1]
-            self.cache[char] = ids[0] if len(ids) == 1 else self.unk
-        return self.cache[char]
-
-    def __call__(self, text):
-        return [self.cls] + [self.char_id(c) for c in text] + [self.sep]
-
 
 def training_pieces(sentences, maxlen):
     """``(text, tag ids)`` pieces of at most ``maxlen - 2`` characters."""
@@ -193,10 +173,6 @@ def training_pieces(sentences, maxlen):
             start += len(piece)
     return pieces
 
-
-def pad_batch(id_lists, fill=0):
-    length = -(-max(map(len, id_lists)) // BUCKET) * BUCKET
-    return sequence_padding(id_lists, length=length, value=fill).astype("int32")
 
 
 class PieceGenerator(DataGenerator):
@@ -274,14 +250,7 @@ class Evaluator(keras.callbacks.Callback):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", default=None,
-                   help="directory with config, checkpoint and vocab.txt (Google or HF)")
-    p.add_argument("--config", default=None, help="bert_config.json / config.json")
-    p.add_argument("--checkpoint", default=None, help="TF checkpoint prefix/dir or HF dir")
-    p.add_argument("--vocab", default=None, help="vocab.txt")
-    p.add_argument("--random-init", action="store_true",
-                   help="same architecture, no pretrained weights")
-    p.add_argument("--cased", action="store_true", help="do not lowercase (default lowercases)")
+    add_model_args(p)
     p.add_argument("--maxlen", type=int, default=128,
                    help="tokens per piece incl. [CLS]/[SEP]; longer sentences are cut")
     p.add_argument("--batch-size", type=int, default=32)
@@ -296,21 +265,6 @@ def parse_args(argv=None):
                    help="where the fine-tuned model is saved (.keras); '' to skip")
     p.add_argument("--results", default=None, help="write the scores to this JSON file")
     return p.parse_args(argv)
-
-
-def resolve_paths(args):
-    model_dir = args.model_dir or DEFAULT_DIR
-    config = args.config
-    if config is None:
-        for name in ("bert_config.json", "config.json"):
-            if os.path.exists(os.path.join(model_dir, name)):
-                config = os.path.join(model_dir, name)
-                break
-        else:
-            raise FileNotFoundError("No bert_config.json or config.json in %r" % model_dir)
-    checkpoint = None if args.random_init else (args.checkpoint or model_dir)
-    vocab = args.vocab or os.path.join(model_dir, "vocab.txt")
-    return config, checkpoint, vocab
 
 
 def main(argv=None):

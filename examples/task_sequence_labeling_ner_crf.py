@@ -45,12 +45,11 @@ from bert4keras.layers import (
     global_pointer_f1,
 )
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, ViterbiDecoder, sequence_padding
+from bert4keras.snippets import DataGenerator, ViterbiDecoder
 from bert4keras.tokenizers import Tokenizer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DIR = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small")
-BUCKET = 32  # pad batches to a multiple of this: few distinct shapes to compile
+from common import CharEncoder, add_model_args, pad_batch, resolve_paths
+
 TYPES = ["PER", "LOC", "ORG"]
 TAGS = ["O"] + ["%s-%s" % (p, t) for t in TYPES for p in "BMES"]  # O = 0 also for [CLS]/[SEP]
 
@@ -133,25 +132,6 @@ def windows(text, size):
     return list(range(0, max(len(text), 1), size))
 
 
-class CharEncoder:
-    """Token id of every character (one token per character); characters the
-    vocabulary lacks are [UNK]."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.unk = tokenizer.token_to_id("[UNK]")
-        self.cls, self.sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-        self.cache = {}
-
-    def char_id(self, char):
-        if char not in self.cache:
-            ids = self.tokenizer.encode(char)[0][1:-1]
-            self.cache[char] = ids[0] if len(ids) == 1 else self.unk
-        return self.cache[char]
-
-    def __call__(self, text):
-        return [self.cls] + [self.char_id(c) for c in text] + [self.sep]
-
 
 def training_pieces(sentences, maxlen):
     """``(text, tags)`` windows of at most ``maxlen - 2`` characters."""
@@ -159,10 +139,6 @@ def training_pieces(sentences, maxlen):
     return [(text[s:s + size], tags[s:s + size]) for text, tags in sentences
             for s in windows(text, size)]
 
-
-def pad_batch(id_lists):
-    length = -(-max(map(len, id_lists)) // BUCKET) * BUCKET
-    return sequence_padding(id_lists, length=length).astype("int32")
 
 
 class NerGenerator(DataGenerator):
@@ -275,14 +251,7 @@ def format_scores(scores):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", default=None,
-                   help="directory with config, checkpoint and vocab.txt (Google or HF)")
-    p.add_argument("--config", default=None, help="bert_config.json / config.json")
-    p.add_argument("--checkpoint", default=None, help="TF checkpoint prefix/dir or HF dir")
-    p.add_argument("--vocab", default=None, help="vocab.txt")
-    p.add_argument("--random-init", action="store_true",
-                   help="same architecture, no pretrained weights")
-    p.add_argument("--cased", action="store_true", help="do not lowercase (default lowercases)")
+    add_model_args(p)
     p.add_argument("--head", choices=["crf", "globalpointer", "efficient_globalpointer"],
                    default="crf")
     p.add_argument("--maxlen", type=int, default=128,
@@ -303,21 +272,6 @@ def parse_args(argv=None):
                         "runs/ner_<head>/model.keras; '' to skip")
     p.add_argument("--results", default=None, help="write the scores to this JSON file")
     return p.parse_args(argv)
-
-
-def resolve_paths(args):
-    model_dir = args.model_dir or DEFAULT_DIR
-    config = args.config
-    if config is None:
-        for name in ("bert_config.json", "config.json"):
-            if os.path.exists(os.path.join(model_dir, name)):
-                config = os.path.join(model_dir, name)
-                break
-        else:
-            raise FileNotFoundError("No bert_config.json or config.json in %r" % model_dir)
-    checkpoint = None if args.random_init else (args.checkpoint or model_dir)
-    vocab = args.vocab or os.path.join(model_dir, "vocab.txt")
-    return config, checkpoint, vocab
 
 
 def main(argv=None):
