@@ -80,7 +80,9 @@ def sequence_masking(x, mask, value=0.0, axis=1):
         axis: the axis of ``x`` that ``mask`` runs along.
 
     Returns:
-        A tensor of the shape of ``x``.
+        A tensor of the shape of ``x``. In float16 a fill value beyond its
+        range (``'-inf'``) becomes the largest finite float16 (65504), so
+        that masked rows stay finite as in float32.
     """
     if mask is None:
         return x
@@ -88,13 +90,16 @@ def sequence_masking(x, mask, value=0.0, axis=1):
         value = NEG_INF
     elif value == "inf":
         value = -NEG_INF
+    if isinstance(value, (int, float)) and keras.backend.standardize_dtype(x.dtype) == "float16":
+        value = min(max(float(value), -65504.0), 65504.0)
     axis = axis % len(x.shape)
-    mask = ops.cast(mask, x.dtype)
+    mask = ops.cast(mask, "bool")
     for _ in range(axis - 1):
         mask = ops.expand_dims(mask, 1)
     for _ in range(len(x.shape) - axis - 1):
         mask = ops.expand_dims(mask, -1)
-    return x * mask + ops.cast(value, x.dtype) * (1 - mask)
+    # where, not x * mask + value * (1 - mask): in float16 value * 0 may be inf * 0 = nan
+    return ops.where(mask, x, ops.cast(value, x.dtype))
 
 
 def padding_visibility(token_ids):
@@ -169,8 +174,11 @@ def multilabel_categorical_crossentropy(y_true, y_pred):
         y_pred: raw scores (no sigmoid/softmax), same shape.
 
     Returns:
-        ``(batch, ...)`` loss with the last axis reduced.
+        ``(batch, ...)`` loss with the last axis reduced; float32 for
+        float16/bfloat16 scores (the +-1e12 terms overflow float16).
     """
+    if keras.backend.standardize_dtype(y_pred.dtype) in ("float16", "bfloat16"):
+        y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, y_pred.dtype)
     y_pred = (1 - 2 * y_true) * y_pred
     y_neg = y_pred - y_true * (-NEG_INF)

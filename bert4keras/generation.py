@@ -18,13 +18,17 @@ Two doors, one set of search rules:
   key/value cache per self-attention layer preallocated to the final length
   (written with ``ops.slice_update`` at the step index, unused slots masked)
   and T5's cross-attention keys/values computed once from the encoder output.
-  Each step -- one token through the model plus the search update (beam
-  reordering included) -- is one compiled function (``tf.function(
+  The prompt goes through one compiled function; the decoding loop -- one
+  token through the model plus the search update, until every row has
+  stopped -- is a second one (a ``while`` loop inside ``tf.function(
   jit_compile=True)`` on TensorFlow, ``jax.jit`` with donated buffers on
-  JAX); Python only loops, checks the stop flag and streams tokens. Many
-  prompts decode at once (:meth:`CachedDecoder.generate`); they are
-  left-padded internally, each row with its own position offsets, so a row
-  decodes exactly as it would alone.
+  JAX), so there is no host round trip per token and the caches are updated
+  in place. Beam search never moves a cache: each row records which beam
+  wrote each of its slots and attention reads them there. Streaming (a
+  ``streamer``, :meth:`CachedDecoder.stream`, ``progress``) runs the loop one
+  token per call. Many prompts decode at once (:meth:`CachedDecoder.generate`);
+  they are left-padded internally, each row with its own position offsets, so
+  a row decodes exactly as it would alone.
 
 The search rules (scores, stop tokens, beams, sampling) live in
 :mod:`bert4keras.search`.
@@ -368,8 +372,8 @@ class _Trace:
             if self.caches is None:
                 rows = ops.shape(inputs[0])[0]
                 dtype = layer.compute_dtype
-                cache = (ops.zeros((rows, self.cache_len, layer.heads, layer.key_size), dtype),
-                         ops.zeros((rows, self.cache_len, layer.heads, layer.head_size), dtype))
+                cache = (ops.zeros((layer.heads * rows, self.cache_len, layer.key_size), dtype),
+                         ops.zeros((layer.heads * rows, self.cache_len, layer.head_size), dtype))
             else:
                 cache = self.caches[len(self.new_caches)]
             output, cache = layer.call_with_cache(inputs, cache, index=self.index,
@@ -377,7 +381,8 @@ class _Trace:
             self.new_caches.append(cache)
             return output
         if self.cross is None:  # cross-attention: project the context once
-            cache = layer.compute_cache(inputs[1], inputs[2])
+            cache = tuple(_cache_layout(x, layer.heads)
+                          for x in layer.compute_cache(inputs[1], inputs[2]))
         else:
             cache = self.cross[len(self.new_cross)]
         self.new_cross.append(cache)
@@ -407,6 +412,27 @@ def _hooked(owner, trace):
         del owner.call_hook
         if saved is not _NOTHING:
             owner.position_bias = saved
+
+
+def _cache_layout(x, heads):
+    """Keys or values ``(batch, len, heads, size)`` -> ``(heads * batch, len,
+    size)``, the layout of ``MultiHeadAttention.call_with_cache``."""
+    batch, length, _, size = x.shape
+    return ops.reshape(ops.transpose(x, (2, 0, 1, 3)), (heads * batch, length, size))
+
+
+def _expand_cache(x, batch, rows, beams):
+    """A cache ``(heads * batch, len, size)`` of ``batch`` sequences for
+    ``rows`` rows each: beams side by side ``(heads * batch, rows * len,
+    size)`` (``beams=True``, see ``MultiHeadAttention.call_with_cache``) or
+    each row its own copy ``(heads * batch * rows, len, size)``."""
+    if rows == 1:
+        return x
+    if beams:
+        return ops.tile(x, (1, rows, 1))
+    heads = x.shape[0] // batch
+    x = ops.repeat(ops.reshape(x, (heads, batch) + tuple(x.shape[1:])), rows, axis=1)
+    return ops.reshape(x, (heads * batch * rows,) + tuple(x.shape[2:]))
 
 
 def _take_rows(x, rows):
@@ -559,13 +585,30 @@ class CachedDecoder(AutoRegressiveDecoder):
         prompts = self._prompts(inputs, mask)
         state = None
         with _progress(progress, opt.max_new) as bar:
-            for state in self._iterate(prompts, opt, seed):
+            every = 1 if streamer is not None or progress else None
+            for state in self._iterate(prompts, opt, seed, every):
                 _emit(streamer, state, bar)
         results, scores = make_search(opt).results(state, len(prompts))
         results = [[self._prefix(ids) for ids in rows] for rows in results]
         if method != "sample":
             results = [rows[0] for rows in results]
         return (results, scores) if return_scores else results
+
+    def warm_up(self, inputs, method="greedy", max_new_tokens=None, mask=None, **options):
+        """Compile every function :meth:`generate` would run on these
+        arguments (same batch size, padded prompt length, method and options),
+        running each once, without decoding the whole output: a later
+        ``generate`` call of that shape starts at full speed."""
+        opt, seed = self._generate_options(method, max_new_tokens, **options)
+        batch, static = self._setup(self._prompts(inputs, mask), opt, seed)
+        state = self._compiled("start", static)(batch)
+        if self.use_cache:
+            if opt.max_new > 1:  # one token through the decoding loop
+                state = self._compiled("run", static)(state, ops.convert_to_tensor(2, "int32"))
+        else:
+            for length in sorted({self._rerun_length(static, t) for t in range(1, opt.max_new)}):
+                state = self._compiled(("rerun", length), static)(state)
+        ops.convert_to_numpy(state["t"])
 
     def stream(self, inputs, method="greedy", max_new_tokens=None, mask=None, **options):
         """Like :meth:`generate` (greedy or sampling) but yields, after each
@@ -598,8 +641,10 @@ class CachedDecoder(AutoRegressiveDecoder):
             inputs = inputs[0]  # [token_ids(, segment_ids)]
         results = None
         with _progress(options.get("progress"), opt.max_new) as bar:
+            every = 1 if options.get("streamer") is not None or options.get("progress") \
+                else None
             for state in self._iterate([list(np.asarray(inputs))], opt,
-                                       _resolve_seed(options.get("seed"))):
+                                       _resolve_seed(options.get("seed")), every):
                 _emit(options.get("streamer"), state, bar)
                 results = state
         rows, _ = make_search(opt).results(results, 1)
@@ -658,34 +703,56 @@ class CachedDecoder(AutoRegressiveDecoder):
             batch["seen"] = seen
         return batch, batch["tokens"].shape[1]
 
-    def _iterate(self, prompts, opt, seed):
-        """Yield the decoding state after the first token and after each step."""
+    def _setup(self, prompts, opt, seed):
+        """The start function's tensors and the static key of the decoding
+        shape ``(prompts, opt, prompt_len, cache_len, prefix_end)``."""
         batch, prompt_len = self._prepare(prompts, opt)
         batch["seed"] = np.asarray(seed, "int32")
-        cache_len = prompt_len + opt.max_new
         prefix_end = prompt_len - (self.start_id is not None) if self.unilm else 0
-        static = (opt, prompt_len, cache_len, prefix_end)
-        shape = (len(prompts),) + static  # one trace per compiled function
-        start = self._function("start", shape, lambda: self._start_fn(*static))
-        state = start({k: ops.convert_to_tensor(v) for k, v in batch.items()})
+        static = (len(prompts), opt, prompt_len, prompt_len + opt.max_new, prefix_end)
+        return {k: ops.convert_to_tensor(v) for k, v in batch.items()}, static
+
+    def _rerun_length(self, static, t):
+        """Slots the uncached step ``t`` runs over (bucketed)."""
+        _, _, prompt_len, cache_len, _ = static
+        return min(_round_up(prompt_len + t, self.bucket), cache_len)
+
+    def _compiled(self, name, static):
+        """The compiled ``'start'``, ``'run'`` or ``('rerun', length)``
+        function of one decoding shape, traced once."""
+        key = (name,) + static
+        if key not in self._functions:
+            args = static[1:]
+            if name == "start":
+                fn = self._start_fn(*args)
+            elif name == "run":
+                fn = self._run_fn(*args)
+            else:
+                fn = self._rerun_fn(*args, name[1])
+            self._functions[key] = _compile(fn, self._variables, self.jit_compile,
+                                            donate=name != "start")
+        return self._functions[key]
+
+    def _iterate(self, prompts, opt, seed, every=1):
+        """Yield the decoding state after the first token, then after every
+        ``every`` tokens (None: once, at the end). With the cache, the tokens
+        between two yields are decoded by one compiled loop: no host round
+        trip per token, and the caches are updated in place."""
+        batch, static = self._setup(prompts, opt, seed)
+        state = self._compiled("start", static)(batch)
         yield state
-        for t in range(1, opt.max_new):
+        t = 1
+        while t < opt.max_new:
             if bool(ops.convert_to_numpy(state["done"])):
                 return
             if self.use_cache:
-                step = self._function("step", shape, lambda: self._step_fn(*static), donate=True)
+                stop = opt.max_new if every is None else min(t + every, opt.max_new)
+                state = self._compiled("run", static)(state, ops.convert_to_tensor(stop, "int32"))
+                t = stop
             else:
-                length = min(_round_up(prompt_len + t, self.bucket), cache_len)
-                step = self._function(("rerun", length), shape,
-                                      lambda: self._rerun_fn(*static, length), donate=True)
-            state = step(state)
+                state = self._compiled(("rerun", self._rerun_length(static, t)), static)(state)
+                t += 1
             yield state
-
-    def _function(self, name, static, make, donate=False):
-        key = (name,) + static
-        if key not in self._functions:
-            self._functions[key] = _compile(make(), self._variables, self.jit_compile, donate)
-        return self._functions[key]
 
     # -- the compiled functions ---------------------------------------------------
     def _visible(self, tokens, pad):
@@ -720,8 +787,12 @@ class CachedDecoder(AutoRegressiveDecoder):
         search = make_search(opt)
         rows = opt.rows
 
-        def expand(x):
-            return x if rows == 1 or x is None else ops.repeat(x, rows, axis=0)
+        def expand(x, axis=0):
+            return x if rows == 1 or x is None else ops.repeat(x, rows, axis=axis)
+
+        def expand_cache(caches, beams, batch):
+            return [(_expand_cache(k, batch, rows, beams), _expand_cache(v, batch, rows, beams))
+                    for k, v in caches]
 
         def start(batch):
             pad = batch["pad"]
@@ -742,12 +813,13 @@ class CachedDecoder(AutoRegressiveDecoder):
             state["pad"] = expand(pad)
             if self.use_cache:
                 state["visible"] = expand(visible)
-                state["caches"] = [(expand(k), expand(v)) for k, v in trace.new_caches]
+                state["caches"] = expand_cache(trace.new_caches, opt.method == "beam",
+                                               ops.shape(pad)[0])
                 if opt.method == "beam":  # every slot so far: the row's own copy
                     own = ops.arange(ops.shape(state["visible"])[0], dtype="int32") % rows
                     state["ancestors"] = ops.repeat(own[:, None], cache_len, axis=1)
                 if self.seq2seq:
-                    state["cross"] = [(expand(k), expand(v)) for k, v in trace.new_cross]
+                    state["cross"] = expand_cache(trace.new_cross, False, ops.shape(pad)[0])
                     state["context_bias"] = expand(trace.context_bias)
             else:
                 state["prompt"] = expand(batch["tokens"])
@@ -791,6 +863,19 @@ class CachedDecoder(AutoRegressiveDecoder):
             return new
 
         return step
+
+    def _run_fn(self, opt, prompt_len, cache_len, prefix_end):
+        """Cached steps in one compiled loop, until ``t`` reaches ``stop``
+        (a scalar int32 argument) or the search is done."""
+        step = self._step_fn(opt, prompt_len, cache_len, prefix_end)
+
+        def run(state, stop):
+            def running(state):
+                return ops.logical_and(ops.logical_not(state["done"]), state["t"] < stop)
+
+            return ops.while_loop(running, step, state)
+
+        return run
 
     def _rerun_fn(self, opt, prompt_len, cache_len, prefix_end, length):
         """Without cache: the whole sequence (``length`` slots) every step."""

@@ -33,6 +33,24 @@ order, so a run on N devices follows the one-device run at the same global
 batch (up to float summation order; dropout masks differ because they are
 drawn per replica).
 
+Several machines (``--strategy multiworker``): start the same command on
+every worker, each with its own ``TF_CONFIG`` -- the same ``cluster``
+everywhere, ``task.index`` 0, 1, ... (details in :mod:`pretraining.distribute`)::
+
+    # worker i of host1, host2 (i = 0 on host1, 1 on host2)
+    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]},
+                "task": {"type": "worker", "index": i}}' \\
+    python -m pretraining.pretraining ... --strategy multiworker --out-dir /shared/mlm
+
+``--records`` must be readable on every worker and ``--out-dir`` must be one
+directory shared by all of them.  Only the chief (worker 0, or the
+``"chief"`` task) writes there -- checkpoints, ``history.csv``, TensorBoard
+logs, the final checkpoint; the other workers write nothing.  Every worker
+resumes from the same checkpoint (they check that they agree before
+training); after a crash, restart every worker with the same command.
+Without GPUs the train step is not XLA-compiled (XLA has no CPU
+collectives).
+
 At the end the weights are written as a Google-format TF checkpoint
 (``bert_model.ckpt``) beside ``bert_config.json`` and ``vocab.txt``, which
 ``build_transformer_model`` loads.  Logs: TensorBoard (``--out-dir/logs``)
@@ -41,7 +59,6 @@ with ``python -m pretraining.plot_history OUT_DIR``).
 """
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -85,17 +102,18 @@ class GatherPositions(keras.layers.Layer):
 
 
 def recompute_layer_names(num_hidden_layers):
-    """Layers rematerialised by ``--recompute``: every block's feed-forward.
+    """Layers recomputed by ``--recompute``: every Transformer block, whole.
 
-    Keras' ``RematScope`` wraps a layer's ``call`` in ``tf.recompute_grad`` /
-    ``jax.checkpoint``, which cannot pass the ``training`` keyword that
-    attention (with its dropout) takes, so attention is not recomputed.
+    ``build_transformer_model(..., recompute=True)`` wraps block ``i``
+    (attention, feed-forward, dropouts, residual adds and norms) in one
+    :class:`~bert4keras.models.base.RecomputeBlock` called ``Transformer-i``
+    that runs under ``keras.remat``; these are their names.
     """
-    return ["Transformer-%d-FeedForward" % i for i in range(num_hidden_layers)]
+    return ["Transformer-%d" % i for i in range(num_hidden_layers)]
 
 
 def build_pretraining_model(config_path, objective, max_predictions, init_checkpoint=None,
-                            recompute=False, **kwargs):
+                            recompute=None, **kwargs):
     """The model trained and the :class:`~bert4keras.models.Transformer` it wraps.
 
     For ``objective='roberta'`` the training model takes an extra input
@@ -103,20 +121,14 @@ def build_pretraining_model(config_path, objective, max_predictions, init_checkp
     ``(batch, max_predictions, vocab)`` at those positions only. For ``gpt`` /
     ``unilm`` it outputs logits ``(batch, seq_len, vocab)``.  Under a mixed
     precision policy the logits are cast to float32 (``MLM-Logits-Float32``).
-    With ``recompute=True`` the feed-forward blocks are recomputed in the
-    backward pass (see :func:`recompute_layer_names`).
+    With ``recompute=True`` every Transformer block is recomputed in the
+    backward pass (see :func:`recompute_layer_names`); ``None`` follows the
+    ``RECOMPUTE`` environment variable (off when unset).
     """
     application = {"roberta": "encoder", "gpt": "lm", "unilm": "unilm"}[objective]
-    scope = contextlib.nullcontext()
-    if recompute:
-        layers = load_config(config_path).get("num_hidden_layers", 0)
-        layers = kwargs.get("num_hidden_layers", layers)
-        scope = keras.RematScope(mode="list_of_layers",
-                                 layer_names=recompute_layer_names(layers))
-    with scope:
-        transformer = build_transformer_model(config_path, init_checkpoint, with_mlm="linear",
-                                              application=application,
-                                              return_keras_model=False, **kwargs)
+    transformer = build_transformer_model(config_path, init_checkpoint, with_mlm="linear",
+                                          application=application, recompute=recompute,
+                                          return_keras_model=False, **kwargs)
     mixed = keras.mixed_precision.global_policy().compute_dtype != "float32"
     if objective != "roberta":
         if not mixed:
@@ -127,6 +139,8 @@ def build_pretraining_model(config_path, objective, max_predictions, init_checkp
     else:
         layers = transformer.layers
         last = "Transformer-%d-FeedForward-Norm" % (transformer.num_hidden_layers - 1)
+        if transformer.recompute:  # the last block's RecomputeBlock, not its plain copy
+            last = recompute_layer_names(transformer.num_hidden_layers)[-1]
         positions = keras.Input(shape=(max_predictions,), dtype="int32",
                                 name="Input-MLM-Positions")
         x = GatherPositions(name="MLM-Gather")([layers[last].output, positions])
@@ -296,8 +310,10 @@ def parse_args(argv=None):
     p.add_argument("--mixed-precision", default="none",
                    choices=["none", "mixed_float16", "mixed_bfloat16"],
                    help="Keras dtype policy; mixed_float16 adds dynamic loss scaling")
-    p.add_argument("--recompute", action="store_true",
-                   help="recompute the feed-forward blocks in the backward pass (less memory)")
+    p.add_argument("--recompute", action="store_true", default=None,
+                   help="recompute every Transformer block in the backward pass (less memory, "
+                        "about one more forward pass of time); default: the RECOMPUTE "
+                        "environment variable")
     p.add_argument("--no-jit", action="store_true",
                    help="do not XLA-compile the train step (TensorFlow; starts faster on tiny "
                         "runs, usually slower per step)")
@@ -513,7 +529,8 @@ def _train(args, argv, placement, extra_callbacks):
             "conditional, which tf.distribute does not support. Use --optimizer tiger (its "
             "accumulation has no conditional), a larger --batch-size or more replicas."
             % (args.optimizer, args.strategy))
-    os.makedirs(args.out_dir, exist_ok=True)
+    if placement.is_chief:  # other workers (multiworker) write nothing
+        os.makedirs(args.out_dir, exist_ok=True)
     max_predictions = args.max_predictions or int(0.15 * args.seq_len) + 4
     global_batch = args.batch_size * placement.replicas
     batches_per_epoch = min(args.save_every, args.steps) * args.grad_accum
@@ -541,6 +558,12 @@ def _train(args, argv, placement, extra_callbacks):
 
     # Resume.
     trajectory = _trajectory(args, global_batch)
+    # Multi-worker: settings that change the data, the updates or when the
+    # workers meet in collectives must match (paths may differ per machine).
+    placement.check_workers_agree("the training settings", json.dumps(dict(
+        {k: v for k, v in trajectory.items()
+         if k not in ("config", "init_checkpoint", "records")},
+        save_every=args.save_every, log_every=args.log_every), sort_keys=True))
     manager = CheckpointManager(os.path.join(args.out_dir, "checkpoints"),
                                 keep=args.keep_checkpoints, cleanup=placement.is_chief)
     batches_done, resumed_from = 0, None
@@ -568,6 +591,12 @@ def _train(args, argv, placement, extra_callbacks):
         if legacy is not None:
             batches_done = min(legacy, total_batches)
             resumed_from = os.path.join(args.out_dir, "backup")
+    # Multi-worker: every worker read --out-dir itself; they must resume alike.
+    placement.check_workers_agree(
+        "the state to resume from (--out-dir/checkpoints)",
+        "%s (sha256 %s), %d batches consumed" % (
+            resumed_from or "no checkpoint", meta.get("sha256") if found else None,
+            batches_done))
 
     start = time.time()
     if batches_done < total_batches:

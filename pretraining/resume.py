@@ -24,6 +24,15 @@ Nothing here is specific to pretraining: :class:`CheckpointManager` stores
 arrays, :func:`capture_state` / :func:`restore_state` map a compiled Keras
 model to arrays and back, and :class:`ResumeCheckpoint` is the Keras callback
 that saves at the end of every epoch (one epoch = ``--save-every`` steps).
+
+Several processes (``--strategy multiworker``): every worker reads the same
+directory, which must therefore be shared; only the chief writes.  The
+other workers pass ``cleanup=False`` to :class:`CheckpointManager` (no
+directory created, no temporaries removed, corrupt checkpoints skipped but
+not moved) and ``save=False`` to :class:`ResumeCheckpoint`; the variables
+being mirrored, the chief's copy is the state of all of them.
+``pretraining.pretraining`` then checks with one collective that all the
+workers found the same checkpoint before any training.
 """
 
 import hashlib

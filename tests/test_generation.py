@@ -268,6 +268,73 @@ def test_cached_equals_uncached(key):
             else:
                 reference = plain.greedy_search(inputs)
             assert a.tolist() == b.tolist() == reference.tolist(), (method, a, b, reference)
+    # the beams did trade histories, so reads through `ancestors` were exercised
+    opt, seed = cached._generate_options("beam", None, num_beams=3)
+    *_, state = cached._iterate(cached._prompts(batch, None), opt, seed, None)
+    ancestors = keras.ops.convert_to_numpy(state["ancestors"])
+    assert (ancestors != (np.arange(len(ancestors)) % 3)[:, None]).any()
+
+
+@pytest.mark.parametrize("p_bias", [None, "typical_relative", "rotary", "t5_relative"])
+@pytest.mark.parametrize("q_len", [1, 2])
+def test_attention_beams_read_ancestor_slots(p_bias, q_len):
+    """``call_with_cache`` with ``beams`` (beams side by side, each slot read
+    from the beam that wrote it) == the layer's own uncached attention
+    (``_attend``, what ``call`` runs) over each row's gathered history; the
+    new keys/values land in every beam's slots."""
+    from bert4keras import backend as Bk
+    from bert4keras.layers import MultiHeadAttention
+
+    ops = keras.ops
+    rng = np.random.RandomState(q_len)
+    heads, size, hidden, k, groups, length, index = 2, 4, 8, 3, 2, 7, 3
+    rows = groups * k
+    layer = MultiHeadAttention(heads, size, p_bias=p_bias)
+    layer.build([(None, None, hidden)] * 3)
+    x = rng.randn(rows, q_len, hidden).astype("float32")
+    history = rng.randn(2, rows, length, heads, size).astype("float32")  # keys, values
+    keep = rng.rand(rows, 1, q_len, length) > 0.3
+    keep[..., index:index + q_len] = np.tril(np.ones((q_len, q_len), bool))
+    keep[..., index + q_len:] = False
+    bias = np.where(keep, 0.0, -1e12).astype("float32")
+    position = {
+        None: None,
+        "rotary": Bk.sinusoidal_embeddings(np.arange(index, index + q_len)[None], size),
+        "typical_relative": rng.randn(q_len, length, size).astype("float32"),
+        "t5_relative": rng.randn(q_len, length, heads).astype("float32"),
+    }[p_bias]
+    inputs = [x, x, x, bias] + ([position] if p_bias else [])
+    ancestors = rng.randint(0, k, size=(rows, length)).astype("int32")
+    ancestors[:, index:index + q_len] = (np.arange(rows) % k)[:, None]  # own new slots
+
+    def side_by_side(c):  # (rows, len, heads, size) -> (heads * groups, k * len, size)
+        return np.transpose(c, (2, 0, 1, 3)).reshape(heads * groups, k * length, size)
+
+    output, (keys, values) = layer.call_with_cache(
+        inputs, tuple(side_by_side(c) for c in history), index=index, beams=(ancestors, k))
+
+    # reference: write the new keys/values, gather each row's history, attend
+    kw, vw = (ops.convert_to_numpy(c) for c in layer._project_kv(x, x, position))
+    written = history.copy()
+    written[0][:, index:index + q_len], written[1][:, index:index + q_len] = kw, vw
+    np.testing.assert_allclose(ops.convert_to_numpy(keys), side_by_side(written[0]), atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(values), side_by_side(written[1]),
+                               atol=1e-6)
+    source = (np.arange(rows) // k * k)[:, None] + ancestors
+    gathered = written[:, source, np.arange(length)[None]]  # (2, rows, len, heads, size)
+    qw = layer._split_heads(layer.q_dense(x), size)
+    if p_bias == "rotary":
+        qw = Bk.apply_rotary_position_embeddings(position, qw)[0]
+    expected = layer._attend(qw, gathered[0], gathered[1], bias, position)
+    np.testing.assert_allclose(ops.convert_to_numpy(output), ops.convert_to_numpy(expected),
+                               atol=1e-5)
+    # no beams: one row per sequence, (heads * batch, len, size)
+    plain = layer.call_with_cache(inputs, tuple(np.transpose(c, (2, 0, 1, 3)).reshape(
+        heads * rows, length, size) for c in gathered))[0]
+    np.testing.assert_allclose(ops.convert_to_numpy(plain), ops.convert_to_numpy(expected),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="heads \\* batch"):
+        layer.call_with_cache(inputs, tuple(gathered), index=index)
 
 
 # -- sampling and options -----------------------------------------------------------

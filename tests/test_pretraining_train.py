@@ -329,8 +329,10 @@ def test_recompute_gives_the_same_gradients(tiny):
                                                      recompute=recompute, dropout_rate=0.0,
                                                      attention_dropout_rate=0.0)
         if recompute:
-            ffn = transformer.layers[recompute_layer_names(2)[0]]
-            assert ffn._remat_mode is not None
+            from bert4keras.models.base import RecomputeBlock
+
+            block = transformer.model.get_layer(recompute_layer_names(2)[0])
+            assert isinstance(block, RecomputeBlock)  # the block runs under keras.remat
         model.compile(optimizer=keras.optimizers.SGD(1.0),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.train_on_batch(x, y)

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import register
+from bert4keras.layers.core import fresh_initializer, register
 
 
 @register
@@ -114,12 +114,16 @@ class MultiHeadAttention(keras.layers.Layer):
             raise ValueError("p_bias='typical_relative' shares one table between keys and values, "
                              "so key_size (%d) must equal head_size (%d)"
                              % (self.key_size, self.head_size))
-        dense = dict(use_bias=use_bias, kernel_initializer=self.kernel_initializer,
-                     dtype=self.dtype_policy)
-        self.q_dense = keras.layers.Dense(self.key_size * self.heads, name="q_dense", **dense)
-        self.k_dense = keras.layers.Dense(self.key_size * self.heads, name="k_dense", **dense)
-        self.v_dense = keras.layers.Dense(self.head_size * self.heads, name="v_dense", **dense)
-        self.o_dense = keras.layers.Dense(self.out_dim, name="o_dense", **dense)
+        def dense(units, name):  # each projection its own initializer (own seed)
+            return keras.layers.Dense(units, use_bias=use_bias, name=name,
+                                      kernel_initializer=fresh_initializer(
+                                          self.kernel_initializer),
+                                      dtype=self.dtype_policy)
+
+        self.q_dense = dense(self.key_size * self.heads, "q_dense")
+        self.k_dense = dense(self.key_size * self.heads, "k_dense")
+        self.v_dense = dense(self.head_size * self.heads, "v_dense")
+        self.o_dense = dense(self.out_dim, "o_dense")
         self.dropout = keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -186,71 +190,115 @@ class MultiHeadAttention(keras.layers.Layer):
                 positions; ``t5_relative`` ``(q_len, cache_len, heads)`` and
                 ``typical_relative`` ``(q_len, cache_len, key_size)`` for the
                 new queries against every cache slot.
-            cache: ``(keys, values)``, ``(batch, cache_len, heads,
-                key_size|head_size)``, preallocated to the maximum length.
+            cache: ``(keys, values)``, preallocated to the maximum length,
+                ``(heads * batch, cache_len, key_size|head_size)`` (row ``h *
+                batch + b``: head ``h`` of sequence ``b``); with ``beams``,
+                ``(heads * batch // k, k * cache_len, size)`` (the ``k`` beams
+                of a group side by side; ``bert4keras.generation`` builds it
+                from :meth:`compute_cache`'s ``(batch, k_len, heads, size)``).
+                In this layout every product with the cache is a plain batched
+                matmul and the new slots are written in place under XLA: no
+                copy of the cache per step.
             index: scalar int (tensor or Python): slot of the first new
                 position. The new keys/values are written to slots ``[index,
-                index + q_len)`` with ``ops.slice_update``. None: read-only
-                cache (cross-attention over :meth:`compute_cache`).
+                index + q_len)`` (of each beam) with ``ops.slice_update``.
+                None: read-only cache (cross-attention).
             beams: beam search without reordering the cache: ``(ancestors,
                 k)``, rows in groups of ``k`` beams, ``ancestors`` int
                 ``(batch, cache_len)``: slot ``s`` of row ``r`` is read from
-                row ``r - r % k + ancestors[r, s]`` (the beam of the group
-                that wrote it). Each group's ``k`` rows are scored and the
-                ancestor's score picked, so the cache is read once instead of
-                being copied in beam order at every step.
+                the group's beam ``ancestors[r, s]`` (the beam that wrote it).
+                Each query is scored against the ``k`` beams of its group in
+                one batched matmul and the ancestor's score kept, so the cache
+                is read once per step instead of being copied in beam order.
 
         Returns:
             ``(output (batch, q_len, out_dim), (keys, values))``, the updated
             cache (the same tensors when ``index`` is None).
+
+        Raises:
+            ValueError: the cache does not have the layout above for this
+                layer, these queries and ``beams``.
         """
         q, k, v, bias, position = self._split_inputs(inputs)
-        qw = self._split_heads(self.q_dense(q), self.key_size)
+        qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
         if self.p_bias == "rotary":
             qw = B.apply_rotary_position_embeddings(position, qw)[0]
         keys, values = cache
+        rows, q_len = qw.shape[0], qw.shape[1]
+        group = 1 if beams is None else int(beams[1])
+        if rows % group or any(x.shape[0] != self.heads * rows // group
+                               or x.shape[1] % group for x in (keys, values)):
+            raise ValueError(
+                "%s: cache keys %s / values %s must be (heads * batch // beams, beams * "
+                "cache_len, size) with heads = %d, batch = %d, beams = %d"
+                % (self.name, tuple(keys.shape), tuple(values.shape), self.heads, rows, group))
+        length = keys.shape[1] // group  # cache_len
         if index is not None:
             kw, vw = self._project_kv(k, v, position)
             zero = ops.zeros((), dtype="int32")
-            start = (zero, ops.cast(index, "int32"), zero, zero)
-            keys = ops.slice_update(keys, start, ops.cast(kw, keys.dtype))
-            values = ops.slice_update(values, start, ops.cast(vw, values.dtype))
-        if beams is not None:
-            output = self._attend_beams(qw, keys, values, bias, position, *beams)
-        else:
-            output = self._attend(qw, keys, values, bias, position, training)
+            updated = []
+            for old, new in ((keys, kw), (values, vw)):
+                # (batch, q_len, heads, size) -> (heads * groups, beams, q_len, size)
+                new = ops.transpose(ops.cast(new, old.dtype), (2, 0, 1, 3))
+                new = ops.reshape(new, (self.heads * rows // group, group, q_len, -1))
+                for beam in range(group):  # one in-place write per beam of a group
+                    start = (zero, ops.cast(index, "int32") + beam * length, zero)
+                    old = ops.slice_update(old, start, new[:, beam])
+                updated.append(old)
+            keys, values = updated
+        qh = ops.transpose(qw, (2, 0, 1, 3))  # (heads, batch, q_len, key_size)
+        output = self._attend_cache(qh, keys, values, bias, position, beams, training)
         return output, (keys, values)
 
-    def _attend_beams(self, qw, kw, vw, bias, position, ancestors, k):
-        """:meth:`_attend` where key/value slot ``s`` of row ``r`` lives in row
-        ``r - r % k + ancestors[r, s]`` (see :meth:`call_with_cache`)."""
-        rows, q_len, heads, key_size = qw.shape
-        length = kw.shape[1]
-        groups = rows // k
-        qb = ops.reshape(qw, (groups, k, q_len, heads, key_size))
-        kb = ops.reshape(kw, (groups, k, length, heads, key_size))
-        vb = ops.reshape(vw, (groups, k, length, heads, self.head_size))
-        pick = ops.cast(ops.one_hot(ops.reshape(ancestors, (groups, k, length)), k), qw.dtype)
-        scores = ops.einsum("bkqhd,bjlhd->bkhqjl", qb, kb)  # every beam of the group
-        scores = ops.einsum("bkhqjl,bklj->bkhql", scores, pick)  # the ancestor's
-        scores = ops.cast(ops.reshape(scores, (rows, heads, q_len, length)), "float32")
+    def _attend_cache(self, qh, keys, values, bias, position, beams=None, training=None):
+        """:meth:`_attend` over a cache in :meth:`call_with_cache`'s layout.
+
+        ``qh`` ``(heads, batch, q_len, key_size)``, ``keys``/``values`` as
+        :meth:`call_with_cache`'s cache; ``beams`` ``(ancestors, k)`` or None.
+        Returns ``(batch, q_len, out_dim)``.
+        """
+        heads, rows, q_len, key_size = qh.shape
+        k = 1 if beams is None else int(beams[1])
+        groups, length = rows // k, keys.shape[1] // k
+        # keys on the left: (cache slots, key_size) x (key_size, queries) needs no
+        # transposed copy of the cache in XLA's batched matmul
+        every = ops.einsum("bnd,bmd->bnm", keys,
+                           ops.reshape(qh, (heads * groups, k * q_len, key_size)))
+        every = ops.reshape(every, (heads, groups, k, length, k, q_len))  # (.., j, l, i, q)
+        pick = None
+        if beams is None:
+            scores = ops.transpose(every[:, :, 0, :, 0], (0, 1, 3, 2))
+        else:
+            # pick[g, i, j, l]: slot l of beam i of group g was written by beam j
+            pick = ops.one_hot(ops.reshape(ops.cast(beams[0], "int32"), (groups, k, length)), k)
+            pick = ops.cast(ops.transpose(pick, (0, 1, 3, 2)), every.dtype)
+            scores = ops.einsum("hgjliq,gijl->hgiql", every, pick)
+        scores = ops.cast(ops.reshape(scores, (heads, rows, q_len, length)), "float32")
         if self.p_bias == "typical_relative":
-            position = ops.cast(position, qw.dtype)
-            scores = scores + ops.cast(ops.einsum("bqhd,qkd->bhqk", qw, position), "float32")
+            position = ops.cast(position, qh.dtype)
+            scores = scores + ops.cast(ops.einsum("hbqd,qld->hbql", qh, position), "float32")
         elif self.p_bias == "t5_relative":
-            scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[None]
+            scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[:, None]
         if self.attention_scale:
             scores = scores / math.sqrt(self.key_size)
         if bias is not None:
-            scores = scores + ops.cast(bias, "float32")
+            bias = ops.cast(bias, "float32")
+            for _ in range(4 - len(bias.shape)):
+                bias = bias[None]
+            # a float16 policy may have turned the -1e12 bias into -inf: clamp it back
+            scores = scores + ops.maximum(ops.transpose(bias, (1, 0, 2, 3)), B.NEG_INF)
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        weights = ops.einsum("bkhql,bklj->bkhqjl",
-                             ops.reshape(probs, (groups, k, heads, q_len, length)), pick)
-        o = ops.einsum("bkhqjl,bjlhd->bkqhd", weights, vb)
-        o = ops.reshape(o, (rows, q_len, heads * self.head_size))
+        if self.attention_dropout:
+            probs = self.dropout(probs, training=training)
+        weights = ops.reshape(probs, (heads, groups, k, q_len, length))
+        if pick is not None:  # each beam's weights over the slots of the beams that wrote them
+            weights = ops.einsum("hgiql,gijl->hgiqjl", weights, pick)
+        o = ops.einsum("bmn,bnd->bmd", ops.reshape(weights, (heads * groups, k * q_len,
+                                                             k * length)), values)
+        o = ops.reshape(o, (heads, rows, q_len, self.head_size))
         if self.p_bias == "typical_relative":
-            o = o + ops.reshape(ops.einsum("bhqk,qkd->bqhd", probs, ops.cast(position, probs.dtype)),
-                                (rows, q_len, heads * self.head_size))
+            o = o + ops.einsum("hbql,qld->hbqd", probs, ops.cast(position, probs.dtype))
+        o = ops.reshape(ops.transpose(o, (1, 2, 0, 3)), (rows, q_len, heads * self.head_size))
         return self.o_dense(o)
 
     def _attend(self, qw, kw, vw, bias, position, training=None):
@@ -271,7 +319,9 @@ class MultiHeadAttention(keras.layers.Layer):
         if self.attention_scale:
             scores = scores / math.sqrt(self.key_size)
         if bias is not None:
-            scores = scores + ops.cast(bias, "float32")
+            # dtype fix: a float16 policy autocasts the -1e12 bias to -inf on the way in; clamp
+            # it back so that a fully masked row stays finite (uniform), as in float32
+            scores = scores + ops.maximum(ops.cast(bias, "float32"), B.NEG_INF)
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         if self.attention_dropout:
             probs = self.dropout(probs, training=training)

@@ -16,6 +16,25 @@ from bert4keras import backend as B
 register = keras.saving.register_keras_serializable(package="bert4keras")
 
 
+def fresh_initializer(initializer):
+    """An initializer for one more weight: a new instance when it is unseeded.
+
+    A Keras 3 random initializer without a seed draws its seed once, when it
+    is created, so one instance used for several weights of the same shape
+    fills them all with the same values (e.g. identical query, key and value
+    kernels). Every sublayer therefore gets its own copy; copies draw their
+    seeds from Keras' global RNG (reproducible under
+    ``keras.utils.set_random_seed``). Seeded or non-random initializers are
+    returned as they are.
+    """
+    initializer = keras.initializers.get(initializer)
+    if isinstance(initializer, keras.initializers.Initializer):
+        config = initializer.get_config()
+        if "seed" in config and config["seed"] is None:
+            return initializer.__class__.from_config(config)
+    return initializer
+
+
 @register
 class Embedding(keras.layers.Layer):
     """Token embedding whose table can also serve as a tied output projection.
@@ -124,10 +143,14 @@ class LayerNormalization(keras.layers.Layer):
     def build(self, input_shape):
         shape = input_shape[0] if self.conditional else input_shape
         dim = shape[-1]
+        # dtype fix: autocast=False keeps gamma/beta float32 under a mixed policy (the
+        # normalisation runs in float32; autocasting would round them to float16 first)
         if self.scale:
-            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones",
+                                         autocast=False)
         if self.center:
-            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros",
+                                        autocast=False)
         if self.conditional:
             cond_shape = input_shape[1]
             if self.center:
@@ -205,7 +228,8 @@ class FeedForward(keras.layers.Layer):
         for index, act in enumerate(activations):
             dense = keras.layers.Dense(self.units, activation=B.get_activation(act),
                                        use_bias=use_bias, name="i%d_dense" % index,
-                                       kernel_initializer=self.kernel_initializer,
+                                       kernel_initializer=fresh_initializer(
+                                           self.kernel_initializer),
                                        dtype=self.dtype_policy)
             setattr(self, "i%d_dense" % index, dense)  # tracked (and weighted) in this order
         self.o_dense = None
@@ -217,7 +241,8 @@ class FeedForward(keras.layers.Layer):
         for dense in self._input_denses():
             dense.build(input_shape)
         self.o_dense = keras.layers.Dense(input_shape[-1], use_bias=self.use_bias, name="o_dense",
-                                          kernel_initializer=self.kernel_initializer,
+                                          kernel_initializer=fresh_initializer(
+                                              self.kernel_initializer),
                                           dtype=self.dtype_policy)
         self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
         self.built = True

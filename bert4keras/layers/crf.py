@@ -36,7 +36,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import register
+from bert4keras.layers.core import fresh_initializer, register
 
 #: scores at or below this value are read as padding by the losses
 PAD_THRESHOLD = -1e6
@@ -436,7 +436,8 @@ class GlobalPointer(_PointerBase):
     def build(self, input_shape):
         shape = _scores_shape(input_shape)
         self.dense = keras.layers.Dense(self.heads * self.head_size * 2, use_bias=self.use_bias,
-                                        kernel_initializer=self.kernel_initializer, name="dense")
+                                        kernel_initializer=fresh_initializer(
+                                            self.kernel_initializer), name="dense")
         self.dense.build(shape)
         self.built = True
 
@@ -469,11 +470,11 @@ class EfficientGlobalPointer(_PointerBase):
     def build(self, input_shape):
         shape = _scores_shape(input_shape)
         self.p_dense = keras.layers.Dense(2 * self.head_size, use_bias=self.use_bias,
-                                          kernel_initializer=self.kernel_initializer,
+                                          kernel_initializer=fresh_initializer(self.kernel_initializer),
                                           name="p_dense")
         self.p_dense.build(shape)
         self.q_dense = keras.layers.Dense(2 * self.heads, use_bias=self.use_bias,
-                                          kernel_initializer=self.kernel_initializer,
+                                          kernel_initializer=fresh_initializer(self.kernel_initializer),
                                           name="q_dense")
         self.q_dense.build(tuple(shape[:-1]) + (2 * self.head_size,))
         self.built = True

@@ -14,12 +14,38 @@ Each family may also declare a ``signature``: checkpoint names that must be
 present (and names that must be absent) in its checkpoints, so that a
 checkpoint of another family is named in the error instead of only its first
 missing variable.
+
+Recompute (gradient checkpointing): with ``recompute=True`` (or the
+environment variable ``RECOMPUTE=1``, the original toolkit's switch) every
+Transformer block -- the attention, feed-forward, dropout, residual and norm
+layers whose names start with the block's name, e.g. ``Transformer-3-`` -- is
+wrapped in one :class:`RecomputeBlock` layer that runs those same layers
+under ``keras.remat``: only the block's inputs are kept for the backward pass
+and everything inside the block is computed again there (Chen et al. 2016,
+"Training Deep Nets with Sublinear Memory Cost"). The layers keep their
+names and weights, so checkpoints load as before.
+
+Mixed precision: build the model after
+``keras.mixed_precision.set_global_policy('mixed_float16')`` (or
+``'mixed_bfloat16'``). Weights stay float32; matmuls run in the compute
+dtype; attention scores and softmax, LayerNorm statistics (with float32
+``gamma``/``beta``) and the heads' output activations (``Activation`` layers
+and softmax/sigmoid ``Dense`` heads, built with ``dtype='float32'``) run in
+float32, and Keras losses cast predictions to float32. For ``mixed_float16``,
+``model.compile`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer``
+(dynamic loss scaling) by itself when the model was built under that policy;
+in a custom training loop wrap it yourself,
+``keras.optimizers.LossScaleOptimizer(keras.optimizers.AdamW(...))``, and
+differentiate ``optimizer.scale_loss(loss)``. bfloat16 needs no loss scaling.
 """
 
+import os
+import random
 import warnings
 
 import keras
 import numpy as np
+from keras import ops
 
 from bert4keras.checkpoints import (
     CheckpointError,
@@ -58,6 +84,9 @@ class Transformer:
             vocabulary); the vocabulary-indexed weights are sliced to it.
         application: ``'encoder'`` (bidirectional), ``'lm'`` (causal) or
             ``'unilm'`` (UniLM seq2seq mask from segment ids).
+        recompute: recompute each Transformer block in the backward pass
+            (see :meth:`apply_block`); ``None`` reads the environment
+            variable ``RECOMPUTE`` (``1``/``0``, default off).
         name: the Keras model name.
     """
 
@@ -91,7 +120,7 @@ class Transformer:
                  attention_dropout_rate=0.0, embedding_size=None, attention_head_size=None,
                  attention_key_size=None, max_position=512, segment_vocab_size=2,
                  layer_norm_eps=1e-12, initializer_range=0.02, keep_tokens=None,
-                 application="encoder", name=None):
+                 application="encoder", recompute=None, name=None):
         if application not in ("encoder", "lm", "unilm"):
             raise ValueError("application must be 'encoder', 'lm' or 'unilm', got %r" % application)
         if hidden_size % num_attention_heads and attention_head_size is None:
@@ -112,17 +141,34 @@ class Transformer:
         self.max_position = int(max_position)
         self.segment_vocab_size = int(segment_vocab_size or 0)
         self.layer_norm_eps = float(layer_norm_eps)
-        self.initializer = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        self.initializer_range = float(initializer_range)
         self.application = application
+        self.recompute = recompute_from_env() if recompute is None else bool(recompute)
         self.name = name
         self.layers = {}
         self.model = None
+
+    @property
+    def initializer(self):
+        """A new ``TruncatedNormal(stddev=initializer_range)`` at every use.
+
+        A Keras 3 initializer instance without a seed draws its seed once, so
+        one shared instance returns the same values at every call: the query,
+        key and value kernels, and every Transformer block, would start out
+        identical (attention then looks only at the token itself, and
+        training from scratch sits on a unigram plateau). A fresh instance
+        per weight draws a fresh seed from Keras' global RNG, which
+        ``keras.utils.set_random_seed`` makes reproducible.
+        """
+        return keras.initializers.TruncatedNormal(stddev=self.initializer_range)
 
     # -- graph building -------------------------------------------------------
     #: ``hook(layer, inputs, arguments) -> outputs`` replacing every layer call
     #: of :meth:`apply` while set: :mod:`bert4keras.generation` runs this
     #: model's own graph code on real tensors, with key/value caches.
     call_hook = None
+    #: the :class:`_BlockRecorder` of :meth:`apply_block` while it records a block
+    _recorder = None
 
     def apply(self, inputs, layer=None, arguments=None, name=None, **kwargs):
         """Call the layer called ``name``, creating it from ``layer(**kwargs)``
@@ -130,10 +176,70 @@ class Transformer:
         if name not in self.layers:
             if self.call_hook is not None:
                 raise RuntimeError("Layer %r is not part of the built model" % name)
+            if _is_output_activation(layer, kwargs) and _mixed_policy():
+                kwargs = dict(kwargs, dtype="float32")  # probabilities/logits in float32
             self.layers[name] = layer(name=name, **kwargs)
-        if self.call_hook is not None:
-            return self.call_hook(self.layers[name], inputs, arguments or {})
+        hook = self.call_hook if self.call_hook is not None else self._recorder
+        if hook is not None:
+            return hook(self.layers[name], inputs, arguments or {})
         return self.layers[name](inputs, **(arguments or {}))
+
+    def block_name(self, index):
+        """Name of block ``index``; its layers' names start with it plus ``-``."""
+        return "Transformer-%d" % index
+
+    def apply_block(self, name, fn, *args):
+        """``fn(*args)``: the layer calls of the Transformer block ``name``.
+
+        Without recompute this is just ``fn(*args)``. With ``self.recompute``
+        the block is built twice: once as plain layer calls (so every layer
+        has an ``.output`` in this graph, as without recompute), then again
+        on placeholders, recording the calls of the layers whose names start
+        with ``name + '-'`` into a small functional model. Tensors the block
+        takes from outside (the hidden states, the attention bias, a position
+        table, T5's context) become that model's inputs; layers with other
+        names (shared position tables, masks) stay in the outer graph. The
+        block's output in the returned graph is that of a
+        :class:`RecomputeBlock` called ``name`` wrapping the small model.
+        Blocks that call the same layers again (ALBERT's shared block, the T5
+        decoder built twice) reuse the same :class:`RecomputeBlock`.
+
+        Raises:
+            ValueError: a layer named outside the block consumes a tensor
+                computed inside it, or a reused block calls other layers.
+        """
+        if not self.recompute or self.call_hook is not None or self._recorder is not None:
+            return fn(*args)
+        fn(*args)  # the plain graph: builds the layers and gives them an .output
+        recorder = _BlockRecorder(name)
+        self._recorder = recorder
+        seeds = random.getstate()  # Keras draws initializer seeds from Python's RNG
+        try:
+            outputs = fn(*args)
+        finally:
+            del self._recorder
+            random.setstate(seeds)  # so the weights match those built without recompute
+        if not all(recorder.is_internal(t) for t in keras.tree.flatten(outputs)):
+            raise ValueError("Block %r returned a tensor that none of its layers (named %r...) "
+                             "computed" % (name, name + "-"))
+        wrapper = self.layers.get(name)
+        calls = [layer.name for layer in recorder.layers]
+        recorded = self.__dict__.setdefault("_block_calls", {})
+        if wrapper is None:
+            block = keras.Model(recorder.placeholders, outputs, name=name + "-Block")
+            wrapper = self.layers[name] = RecomputeBlock(block, name=name)
+            recorded[name] = calls
+        elif not isinstance(wrapper, RecomputeBlock) or recorded.get(name) != calls:
+            raise ValueError("Block %r was built before with other layer calls; a reused block "
+                             "must call the same layers in the same order" % name)
+        return wrapper(recorder.externals)
+
+    def keras_model(self, inputs, outputs, name=None):
+        """``keras.Model(inputs, outputs, name=name)``; a :class:`TransformerModel`
+        (whose ``get_layer`` also finds the layers inside recomputed blocks)
+        when ``self.recompute``."""
+        cls = TransformerModel if self.recompute else keras.Model
+        return cls(inputs, outputs, name=name)
 
     def get_inputs(self):
         """``Input-Token`` ``(batch, seq_len)`` and, if segments are used,
@@ -149,9 +255,9 @@ class Transformer:
         x = self.apply_embeddings(inputs)
         bias = self.compute_attention_bias(inputs)
         for index in range(self.num_hidden_layers):
-            x = self.apply_main_layers(x, index, bias)
+            x = self.apply_block(self.block_name(index), self.apply_main_layers, x, index, bias)
         outputs = self.apply_final_layers(x)
-        self.model = keras.Model(inputs, outputs, name=self.name)
+        self.model = self.keras_model(inputs, outputs, name=self.name)
         return self.model
 
     def compute_attention_bias(self, inputs):
@@ -340,3 +446,233 @@ def checkpoint_families(reader):
         if cls.matches_checkpoint(reader) and cls.signature["family"] not in found:
             found.append(cls.signature["family"])
     return found
+
+
+def _mixed_policy():
+    policy = keras.mixed_precision.global_policy()
+    return policy.compute_dtype != policy.variable_dtype
+
+
+def _is_output_activation(layer, kwargs):
+    """An ``Activation`` layer (the heads' ``MLM-Activation``, ``LM-Activation``,
+    ...) or a ``Dense`` with a softmax/sigmoid (``NSP-Proba``,
+    ``Discriminator-Prediction``, T5.1.1's ``Decoder-Output-LM``)."""
+    if isinstance(layer, type) and issubclass(layer, keras.layers.Activation):
+        return True
+    return kwargs.get("activation") in ("softmax", "sigmoid")
+
+
+# -- recompute ------------------------------------------------------------------
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def recompute_from_env(environ=None):
+    """The ``RECOMPUTE`` environment variable as a bool (unset: False).
+
+    Raises:
+        ValueError: a value other than 1/0/true/false/yes/no/on/off.
+    """
+    value = (os.environ if environ is None else environ).get("RECOMPUTE", "")
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ValueError("Environment variable RECOMPUTE=%r: expected 1 or 0 (true/false)" % value)
+
+
+class _BlockRecorder:
+    """The ``call_hook`` of :meth:`Transformer.apply_block`'s second pass.
+
+    Calls of layers named ``prefix...`` are re-run on placeholders: each
+    tensor from outside the block gets one ``keras.Input`` of its exact shape
+    and dtype (``placeholders``, in order of first use, the outer tensors in
+    ``externals``); calls of other layers run on the outer tensors.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.prefix = name + "-"
+        self.externals, self.placeholders, self.layers = [], [], []
+        self._placeholder_of = {}
+        self._internal = set()
+
+    def is_internal(self, tensor):
+        return id(tensor) in self._internal
+
+    def _map(self, tensor):
+        if not isinstance(tensor, keras.KerasTensor) or id(tensor) in self._internal:
+            return tensor
+        if id(tensor) not in self._placeholder_of:
+            placeholder = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype,
+                                      name="%s-Input-%d" % (self.name, len(self.placeholders)))
+            self._placeholder_of[id(tensor)] = placeholder
+            self.externals.append(tensor)
+            self.placeholders.append(placeholder)
+        return self._placeholder_of[id(tensor)]
+
+    def __call__(self, layer, inputs, arguments):
+        if not layer.name.startswith(self.prefix):
+            if any(self.is_internal(t) for t in keras.tree.flatten(inputs)):
+                raise ValueError(
+                    "Layer %r is called inside block %r on a tensor the block computed, but its "
+                    "name does not start with %r, so it cannot be recomputed with the block"
+                    % (layer.name, self.name, self.prefix))
+            return layer(inputs, **arguments)
+        self.layers.append(layer)
+        outputs = layer(keras.tree.map_structure(self._map, inputs), **arguments)
+        self._internal.update(id(t) for t in keras.tree.flatten(outputs))
+        return outputs
+
+
+def _current_stateless_scope():
+    # Keras keeps the active StatelessScope (JAX training: every variable's
+    # traced value) in its global state; no public accessor exists.
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    return get_stateless_scope()
+
+
+class _SeedScope(keras.StatelessScope):
+    """Inside a recomputed block: dropout seed states read from fixed values.
+
+    Variable reads fall through to the enclosing scope's values (JAX
+    training) or the variables; the seed generators' states read ``states``,
+    the values they had before the block, so the forward pass and its
+    recomputation draw the same dropout masks. Their updates stay inside
+    the scope and are only counted (``draws``); :class:`RecomputeBlock`
+    advances the real states afterwards, outside the rematerialised function.
+
+    Raises:
+        NotImplementedError: a layer of the block updates a variable other
+            than a seed state (e.g. batch statistics) or adds a loss.
+    """
+
+    def __init__(self, generators, states):
+        super().__init__(collect_losses=True, initialize_variables=False)
+        outer = _current_stateless_scope()
+        if outer is not None:
+            self.state_mapping.update(outer.state_mapping)
+        self._seed_ids = {id(g.state): g for g in generators}
+        for generator, state in zip(generators, states):
+            self.state_mapping[id(generator.state)] = state
+        self.draws = {}
+
+    def add_update(self, update):
+        variable = update[0]
+        generator = self._seed_ids.get(id(variable))
+        if generator is None:
+            raise NotImplementedError(
+                "Variable %r is updated inside a recomputed block; recompute supports blocks "
+                "whose only state is dropout seeds" % getattr(variable, "path", variable))
+        self.draws[id(generator)] = self.draws.get(id(generator), 0) + 1
+        super().add_update(update)
+
+    def add_loss(self, loss):
+        raise NotImplementedError("A layer adds a loss inside a recomputed block (activity "
+                                  "regularisation); recompute does not support that")
+
+
+@keras.saving.register_keras_serializable(package="bert4keras")
+class RecomputeBlock(keras.layers.Layer):
+    """One Transformer block, recomputed in the backward pass.
+
+    ``block`` is a functional ``keras.Model`` over the block's own layers
+    (``Transformer-%d-MultiHeadSelfAttention``, ``...-Norm``,
+    ``...-FeedForward``, ...; built by :meth:`Transformer.apply_block`). The
+    call runs ``block`` under ``keras.remat`` (``tf.recompute_grad``,
+    ``jax.checkpoint``, ``torch.utils.checkpoint``), with the tensors passed
+    positionally (TensorFlow's ``custom_gradient`` takes no keyword
+    arguments in graph mode), so only the block's inputs are stored for the
+    backward pass. Dropout inside the block draws the same masks in the
+    forward pass, in its recomputation and as the same model without
+    recompute (see :class:`_SeedScope`).
+
+    Inputs: the list of tensors ``block`` takes (hidden states ``(batch,
+    seq_len, hidden)``, attention bias, and position or context tensors as the
+    family needs). Output: the block's output ``(batch, seq_len, hidden)``.
+    Inputs are passed on uncast (``autocast=False``): the layers inside cast
+    as they would in the plain graph.
+    """
+
+    def __init__(self, block, **kwargs):
+        kwargs["autocast"] = False
+        super().__init__(**kwargs)
+        if not isinstance(block, keras.Model):
+            raise TypeError("RecomputeBlock needs a keras.Model, got %r" % type(block).__name__)
+        self.block = block
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def _block_seed_generators(self):
+        """The seed generators of the block's layers (dropout), in layer order."""
+        found = []
+        for layer in self.block._flatten_layers(include_self=False, recursive=True):
+            for generator in getattr(layer, "_seed_generators", ()):
+                if all(generator is not g for g in found):
+                    found.append(generator)
+        return found
+
+    def _forward(self, tensors, training, generators, states, draws):
+        """The block on ``tensors`` with the seed states fixed to ``states``."""
+        with _SeedScope(generators, states) as scope:
+            outputs = self.block(list(tensors), training=training)
+        draws.clear()
+        draws.update(scope.draws)
+        return outputs
+
+    def call(self, inputs, training=None):
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        generators = self._block_seed_generators()
+        states = [g.state.value * 1 for g in generators]  # "* 1": a copy, not the variable
+        draws = {}
+
+        def forward(*args):
+            return self._forward(args, training, generators, states, draws)
+
+        outputs = keras.remat(forward)(*tensors)
+        for generator, state in zip(generators, states):
+            count = draws.get(id(generator), 0)
+            if count:
+                step = ops.convert_to_tensor(np.array([0, count]), dtype=generator.state.dtype)
+                generator.state.assign(ops.add(state, step))
+        return outputs
+
+    def compute_output_spec(self, inputs, training=None):
+        return self.block.compute_output_spec(list(inputs) if isinstance(inputs, (list, tuple))
+                                              else [inputs])
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("autocast", None)
+        config["block"] = keras.saving.serialize_keras_object(self.block)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        block = keras.saving.deserialize_keras_object(config.pop("block"))
+        return cls(block, **config)
+
+
+@keras.saving.register_keras_serializable(package="bert4keras")
+class TransformerModel(keras.Model):
+    """The functional model :func:`build_transformer_model` returns with
+    recompute: a plain functional ``keras.Model`` except that ``get_layer``
+    also finds the layers inside its :class:`RecomputeBlock` wrappers
+    (``get_layer('Transformer-0-MultiHeadSelfAttention')`` works as without
+    recompute; ``get_layer('Transformer-0')`` is the wrapper itself)."""
+
+    def get_layer(self, name=None, index=None):
+        if name is not None and index is None:
+            for layer in self.layers:
+                if layer.name == name:
+                    return layer
+            for layer in self.layers:
+                if isinstance(layer, RecomputeBlock):
+                    for inner in layer.block.layers:
+                        if inner.name == name:
+                            return inner
+        return super().get_layer(name=name, index=index)

@@ -252,18 +252,22 @@ class T5_Encoder(T5_Base):
 
     def build(self):
         ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
-        self.model = keras.Model(ids, self.encode(ids), name=self.name)
+        self.model = self.keras_model(ids, self.encode(ids), name=self.name)
         return self.model
+
+    def encoder_block(self, x, mask, position, name):
+        """One encoder block ``name``: self-attention then feed-forward."""
+        x = self.attention(x, [None, mask, position], name + "-MultiHeadSelfAttention",
+                           p_bias="t5_relative")
+        return self.feed_forward(x, name + "-FeedForward")
 
     def encode(self, ids):
         x = self.token_embedding(ids, "Encoder-")
         mask = self.apply(ids, AttentionMask, mode="padding", name="Encoder-Attention-Mask")
         position = self.relative_positions(x, "Encoder-Embedding-Relative-Position", True)
         for index in range(self.num_hidden_layers):
-            name = "Encoder-Transformer-%d-" % index
-            x = self.attention(x, [None, mask, position], name + "MultiHeadSelfAttention",
-                               p_bias="t5_relative")
-            x = self.feed_forward(x, name + "FeedForward")
+            name = "Encoder-Transformer-%d" % index
+            x = self.apply_block(name, self.encoder_block, x, mask, position, name)
         x = self.norm(x, "Encoder-Output-Norm")
         x = self.dropout(x, "Encoder-Output-Dropout")
         return self.apply([x, ids], SequenceMasking, name="Encoder-Output-Masked")
@@ -287,8 +291,15 @@ class T5_Decoder(T5_Base):
     def build(self):
         context = keras.Input(shape=(None, self.hidden_size), name="Input-Context")
         ids = keras.Input(shape=(None,), dtype="int32", name="Decoder-Input-Token")
-        self.model = keras.Model([context, ids], self.decode(context, ids), name=self.name)
+        self.model = self.keras_model([context, ids], self.decode(context, ids), name=self.name)
         return self.model
+
+    def decoder_block(self, x, causal, position, context, context_mask, name):
+        """One decoder block ``name``: self-, cross-attention, feed-forward."""
+        x = self.attention(x, [None, causal, position], name + "-MultiHeadSelfAttention",
+                           p_bias="t5_relative")
+        x = self.attention(x, [context, context_mask], name + "-MultiHeadCrossAttention")
+        return self.feed_forward(x, name + "-FeedForward")
 
     def decode(self, context, ids):
         x = self.token_embedding(ids, "Decoder-")
@@ -296,11 +307,9 @@ class T5_Decoder(T5_Base):
         position = self.relative_positions(x, "Decoder-Embedding-Relative-Position", False)
         context_mask = self.apply(context, ContextMask, name="Decoder-Context-Mask")
         for index in range(self.num_hidden_layers):
-            name = "Decoder-Transformer-%d-" % index
-            x = self.attention(x, [None, causal, position], name + "MultiHeadSelfAttention",
-                               p_bias="t5_relative")
-            x = self.attention(x, [context, context_mask], name + "MultiHeadCrossAttention")
-            x = self.feed_forward(x, name + "FeedForward")
+            name = "Decoder-Transformer-%d" % index
+            x = self.apply_block(name, self.decoder_block, x, causal, position, context,
+                                 context_mask, name)
         x = self.norm(x, "Decoder-Output-Norm")
         x = self.dropout(x, "Decoder-Output-Dropout")
         if not self.with_lm:
@@ -342,7 +351,7 @@ class T5(T5_Base):
         self.decoder = self._decoder.build()
         enc_ids, dec_ids = self.encoder.inputs[0], self.decoder.inputs[1]
         outputs = self._decoder.decode(self.encoder.outputs[0], dec_ids)
-        self.model = keras.Model([enc_ids, dec_ids], outputs, name=self.name)
+        self.model = self.keras_model([enc_ids, dec_ids], outputs, name=self.name)
         return self.model
 
     def variable_mapping(self, fmt="google"):
