@@ -16,14 +16,17 @@ the weights and the AdamW slots, and graph/XLA compilation, which do not
 depend on the batch; the table also shows the part above the RSS measured
 after the model and optimizer were built ("activations"), which is what
 recompute changes. TensorFlow's allocator statistics
-(``tf.config.experimental.get_memory_info``) are not kept for the CPU
-device, so they cannot be used here.
+(``tf.config.experimental.get_memory_info('CPU:0')``) read zero on the CPU
+device (no statistics are kept there), so they cannot be used here.
 
-Time: the median wall time of ``--steps`` training steps after ``--warmup``
-untimed ones (the first includes tracing/compilation). Only ratios are
-printed: the step time of recompute over plain at each batch size, and at
-the largest batch each variant fits in ``--budget-gb`` the time-per-example
-ratio (``--time-largest``). The largest batch is found by doubling from the
+Time: a separate worker builds both variants in one process, runs
+``--warmup`` untimed steps of each (tracing/compilation included), then
+``--steps`` rounds of one step of each, alternating which goes first, so
+that a change of load on a shared machine hits both; the table gives the
+median and range of the per-round ratios (recompute / plain). Only ratios
+are printed, never seconds. With ``--time-largest`` each variant is also
+timed at its largest batch within ``--budget-gb`` (time per example; these
+two runs are not interleaved). The largest batch is found by doubling from the
 largest timed batch that fits (or the first ``--batch-sizes`` entry) until a
 worker exceeds the budget (a watchdog thread stops a worker as soon as its
 RSS passes the budget, so probing cannot exhaust the machine), then by
@@ -35,6 +38,8 @@ Usage::
 
     python benchmarks/recompute.py                                # BERT-base, slow on CPU
     python benchmarks/recompute.py --layers 4 --seq-len 64 --batch-sizes 4,8 --budget-gb 3
+    python benchmarks/recompute.py --layers 6 --hidden 128 --heads 2 --intermediate 512 \
+        --seq-len 64 --batch-sizes 32 --budget-gb 1.3 --resolution 0.25 --parallel-search
 """
 
 import argparse
@@ -70,7 +75,8 @@ def parse_args(argv=None):
                         "time; peak memory is unaffected, timing is not measured there)")
     p.add_argument("--time-largest", action="store_true",
                    help="also time both variants at their largest batch (examples/s ratio)")
-    p.add_argument("--steps", type=int, default=3, help="timed training steps per worker")
+    p.add_argument("--steps", type=int, default=5,
+                   help="timed rounds (one step of each variant) of the paired timing")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps (compilation included)")
     p.add_argument("--jit", action="store_true",
                    help="XLA-compile the train step (default: TensorFlow graph mode)")
@@ -82,6 +88,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--recompute", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--limit-bytes", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--pair", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         args.batch_list = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
@@ -129,13 +136,9 @@ def start_watchdog(limit_bytes):
     threading.Thread(target=watch, daemon=True).start()
 
 
-def worker(args):
-    """Build, train ``warmup + steps`` steps, print one JSON line of measurements."""
-    if args.limit_bytes:
-        start_watchdog(args.limit_bytes)
-    sys.path.insert(0, ROOT)
+def build_model(args, recompute):
+    """The encoder plus a per-token ``Dense(8)`` head, compiled with AdamW."""
     import keras
-    import numpy as np
 
     from bert4keras.models import build_transformer_model
 
@@ -144,7 +147,7 @@ def worker(args):
         vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
         num_attention_heads=args.heads, intermediate_size=args.intermediate,
         max_position=max(512, args.seq_len), dropout_rate=0.1, attention_dropout_rate=0.1,
-        recompute=bool(args.recompute))
+        recompute=bool(recompute))
     logits = keras.layers.Dense(8, name="Tagger")(encoder.output)
     model = keras.Model(encoder.inputs, logits)
     optimizer = keras.optimizers.AdamW(1e-4)
@@ -152,21 +155,55 @@ def worker(args):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=bool(args.jit))
     optimizer.build(model.trainable_variables)
+    return model
+
+
+def worker(args):
+    """One process, one JSON line.
+
+    Memory worker: build one variant, train ``warmup + steps`` steps, report
+    the peak RSS. Paired timing worker (``--pair``): build both variants in
+    this process, warm both up, then time them alternately (the first of
+    each round alternates too) so that a change of the machine's load hits
+    both; reports the per-round step-time ratios.
+    """
+    if args.limit_bytes:
+        start_watchdog(args.limit_bytes)
+    sys.path.insert(0, ROOT)
+    import keras
+    import numpy as np
+
     rng = np.random.RandomState(0)
     ids = rng.randint(1, args.vocab, (args.batch, args.seq_len)).astype("int32")
     x = [ids, np.zeros_like(ids)]
     y = rng.randint(0, 8, (args.batch, args.seq_len)).astype("int32")
+    if args.pair:
+        models = {r: build_model(args, r) for r in (False, True)}
+        for model in models.values():
+            for _ in range(args.warmup):
+                model.train_on_batch(x, y)
+        times = {False: [], True: []}
+        for round_ in range(args.steps):
+            for recompute in ((False, True) if round_ % 2 == 0 else (True, False)):
+                start = time.perf_counter()
+                models[recompute].train_on_batch(x, y)
+                times[recompute].append(time.perf_counter() - start)
+        ratios = [b / a for a, b in zip(times[False], times[True])]
+        print(json.dumps({"batch": args.batch, "ratios": ratios,
+                          "median_ratio": statistics.median(ratios)}), flush=True)
+        return
+    model = build_model(args, args.recompute)
     built_rss = current_rss()
-    times, losses = [], []
+    times = []
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
-        losses.append(float(np.asarray(model.train_on_batch(x, y))))
+        loss = float(np.asarray(model.train_on_batch(x, y)))
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
     print(json.dumps({"batch": args.batch, "recompute": bool(args.recompute),
                       "peak_rss": peak_rss(), "built_rss": built_rss,
                       "step_time": statistics.median(times) if times else None,
-                      "loss": losses[-1], "backend": keras.backend.backend()}), flush=True)
+                      "loss": loss, "backend": keras.backend.backend()}), flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -178,7 +215,7 @@ class WorkerError(RuntimeError):
     """A worker failed for another reason than memory (its stderr is quoted)."""
 
 
-def run_worker(args, batch, recompute, steps, warmup, limit_bytes=0):
+def run_worker(args, batch, recompute, steps, warmup, limit_bytes=0, pair=False):
     """Measurements of one configuration, or None if it went over ``limit_bytes``
     (stopped by its watchdog) or was killed by the system (out of memory).
 
@@ -187,7 +224,7 @@ def run_worker(args, batch, recompute, steps, warmup, limit_bytes=0):
     """
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--batch", str(batch),
            "--recompute", str(int(recompute)), "--steps", str(steps), "--warmup", str(warmup),
-           "--limit-bytes", str(limit_bytes)]
+           "--limit-bytes", str(limit_bytes)] + (["--pair"] if pair else [])
     for name in ("layers", "hidden", "heads", "intermediate", "vocab", "seq_len"):
         cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     if args.jit:
@@ -203,7 +240,7 @@ def run_worker(args, batch, recompute, steps, warmup, limit_bytes=0):
     record = json.loads(lines[-1]) if lines else {}
     if record.get("over_budget") or result.returncode == -9:  # watchdog / OOM killer
         return None
-    if result.returncode != 0 or "peak_rss" not in record:
+    if result.returncode != 0 or not ("peak_rss" in record or "ratios" in record):
         raise WorkerError("batch %d recompute=%s failed (exit %d): %s" % (
             batch, recompute, result.returncode, result.stderr.strip()[-1500:]))
     return record
@@ -255,9 +292,10 @@ def main(argv=None):
     rows = []
     for batch in args.batch_list:
         pair = {}
-        for recompute in (False, True):
-            pair[recompute] = run_worker(args, batch, recompute, args.steps, args.warmup)
-            print("  batch %d recompute=%s done" % (batch, recompute), flush=True)
+        for recompute in (False, True):  # memory: one step each, in its own process
+            pair[recompute] = run_worker(args, batch, recompute, 0, 1)
+        pair["timing"] = run_worker(args, batch, False, args.steps, args.warmup, pair=True)
+        print("  batch %d measured" % batch, flush=True)
         rows.append((batch, pair))
     search = {}
     if args.budget_gb > 0:
@@ -276,7 +314,7 @@ def main(argv=None):
                       for r in (False, True)}
     print()
     print("| batch | peak RSS GB (plain / recompute) | peak RSS ratio | activations ratio "
-          "| step time ratio (recompute / plain) |")
+          "| step time ratio (recompute / plain), median [range] |")
     print("|---|---|---|---|---|")
     results = {"args": {k: v for k, v in vars(args).items() if k != "batch_list"}, "rows": []}
     for batch, pair in rows:
@@ -286,11 +324,13 @@ def main(argv=None):
             continue
         act_plain = plain["peak_rss"] - plain["built_rss"]
         act_remat = remat["peak_rss"] - remat["built_rss"]
-        print("| %d | %.2f / %.2f | %.2f | %.2f | %.2f |" % (
+        ratios = pair["timing"]["ratios"]
+        print("| %d | %.2f / %.2f | %.2f | %.2f | %.2f [%.2f-%.2f] |" % (
             batch, plain["peak_rss"] / gb, remat["peak_rss"] / gb,
             remat["peak_rss"] / plain["peak_rss"], act_remat / max(act_plain, 1),
-            remat["step_time"] / plain["step_time"]))
-        results["rows"].append({"batch": batch, "plain": plain, "recompute": remat})
+            pair["timing"]["median_ratio"], min(ratios), max(ratios)))
+        results["rows"].append({"batch": batch, "plain": plain, "recompute": remat,
+                                "timing": pair["timing"]})
     if search:
         (b_plain, probes_plain), (b_remat, probes_remat) = search[False], search[True]
         results["search"] = {"budget_gb": args.budget_gb, "plain": b_plain,
@@ -301,7 +341,7 @@ def main(argv=None):
               % (args.budget_gb, b_plain, b_remat,
                  "%.2f" % (b_remat / b_plain) if b_plain else "n/a (plain fits no batch)"))
         if b_plain and b_remat and args.time_largest:
-            timed = {r: run_worker(args, b, r, args.steps, args.warmup)
+            timed = {r: run_worker(args, b, r, max(3, args.steps), args.warmup)
                      for r, b in ((False, b_plain), (True, b_remat))}
             if timed[False] and timed[True]:
                 per_example = ((timed[True]["step_time"] / b_remat)

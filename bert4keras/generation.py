@@ -306,8 +306,10 @@ class _Trace:
         positions: ``(rows, q_len)`` absolute positions (slot minus the row's
             left padding), for absolute and rotary position encodings.
         bias: ``(rows, 1, q_len, cache_len)`` self-attention bias.
-        caches: ``[(keys, values)]`` per self-attention call, or None to
-            start empty ones (a prefill).
+        caches: ``[(keys, values)]`` per self-attention call, in
+            ``MultiHeadAttention.call_with_cache``'s layout (``(heads * rows,
+            cache_len, size)``; beams side by side ``(heads * rows / k, k *
+            cache_len, size)``), or None to start empty ones (a prefill).
         cross: T5's ``[(keys, values)]`` per cross-attention call, or None to
             project them from the context.
         context, context_bias: T5's encoder output (or a placeholder once

@@ -10,11 +10,16 @@
   on BERT, RoFormer (rotary), NEZHA (relative) and ALBERT (one shared
   block), T5) gives the same tokens with the cache, with
   ``use_cache=False`` and through a plain user ``predict`` on the Keras model
-  (the original toolkit's pattern), greedy and beam; a ragged batch gives
-  each row's unbatched result.
+  (the original toolkit's pattern), greedy and beam (with beams that trade
+  histories, so cache slots are read from ancestor beams); a ragged batch
+  gives each row's unbatched result.
+* Beam attention: ``MultiHeadAttention.call_with_cache`` with ``beams`` ==
+  the layer's uncached attention over each row's gathered history, for every
+  ``p_bias`` (none, typical_relative, rotary, t5_relative), 1 and 2 new
+  positions; the cache layout is checked.
 * Sampling: ``topk=1`` is greedy, a seed reproduces, ``topk``/``topp`` never
   leave their allowed set (many draws); stop tokens, ``minlen``,
-  ``min_ends``, streaming, the progress bar, ``wraps`` variants.
+  ``min_ends``, streaming, the progress bar, ``wraps`` variants, ``warm_up``.
 * Smoke runs of the two examples (random init, a few steps).
 
 The random models are scaled so that their greedy paths vary (random
@@ -254,7 +259,7 @@ def test_cached_equals_uncached(key):
         batch = [[2] + p + [3] for p in batch]
     options = dict(end_id=7, maxlen=10)
     cached = CachedDecoder(transformer, **options)
-    rerun = CachedDecoder(transformer, use_cache=False, **options)
+    rerun = CachedDecoder(transformer, use_cache=False, jit_compile=False, **options)
     plain = PlainDecoder(transformer.model, kind, start_id=0 if kind == "t5" else None,
                          **options)
     for method, kwargs in (("greedy", {}), ("beam", dict(num_beams=3))):
@@ -466,6 +471,19 @@ def test_streaming_progress_and_wraps(gpt2_ml, capsys):
         assert cls(None, 7, 9).greedy_search([batch[0]]).tolist() == results[0].tolist()
         assert cls(None, 7, 9).beam_search([batch[0]], topk=3).tolist() == \
             decoder.beam_search([batch[0]], topk=3).tolist()
+
+
+def test_warm_up_compiles_what_generate_runs(gpt2_ml):
+    """``warm_up`` compiles every function of a ``generate`` call of the same
+    shape (cached: start + decoding loop; uncached: every rerun length)."""
+    batch = prompts((4, 6), seed=6)
+    for use_cache in (True, False):
+        decoder = CachedDecoder(gpt2_ml, maxlen=12, bucket=8, use_cache=use_cache)
+        decoder.warm_up(batch)
+        compiled = set(decoder._functions)
+        assert len(compiled) == (2 if use_cache else 3)  # start + rerun lengths 16 and 20
+        decoder.generate(batch)
+        assert set(decoder._functions) == compiled
 
 
 def test_errors():
