@@ -26,6 +26,7 @@ setup(
     extras_require={
         "test": [
             "pytest",
+            "pytest-xdist",  # pytest.ini runs the suite on 2 worker processes
             "hypothesis",
             "transformers>=4.40",
             "torch==2.13.0",

@@ -547,6 +547,35 @@ def test_gpt2_ml_example_smoke(tmp_path):
     assert len(results["texts"]) == 3
 
 
+def test_shipped_small_gpt_is_trained_and_is_the_default():
+    """The example's default directory holds the LM that ``pretraining --model
+    gpt`` trained (README): it loads with every variable present, predicts the
+    next character of People's Daily text far above chance (its training log
+    ended at 0.20 accuracy; a mis-mapped or untrained checkpoint is near
+    1/13,585), and the example decodes from it with no flags but the length."""
+    from bert4keras.datasets import load_peoples_daily_sentences
+    from bert4keras.tokenizers import Tokenizer
+
+    example = load_example("basic_language_model_gpt2_ml")
+    directory = example.DEFAULT_DIR
+    tokenizer = Tokenizer(os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    lm = build_transformer_model(os.path.join(directory, "bert_config.json"),
+                                 os.path.join(directory, "bert_model.ckpt"),
+                                 application="lm", with_mlm="linear")
+    sentences = [s for s in load_peoples_daily_sentences() if len(s) >= 20][:64]
+    ids = [tokenizer.encode(s, maxlen=64)[0] for s in sentences]
+    width = min(len(t) for t in ids)
+    ids = np.array([t[:width] for t in ids], dtype="int32")
+    logits = np.asarray(lm.predict([ids, np.zeros_like(ids)], verbose=0))
+    accuracy = float(np.mean(logits[:, :-1].argmax(-1) == ids[:, 1:]))
+    assert accuracy > 0.12, accuracy
+    results = example.main(["--method", "greedy", "--max-new-tokens", "8"])
+    assert results["family"] == "bert" and results["checkpoint"] == directory
+    assert [text[0][:len(prompt)] for prompt, text in zip(example.PROMPTS, results["texts"])] \
+        == example.PROMPTS
+    assert results["tokens"] > 0
+
+
 def test_unilm_example_smoke(tmp_path):
     example = load_example("task_seq2seq_unilm")
     words = ["迈向", "充满", "希望", "的", "新", "世纪", "，", "一九九八年", "新年", "讲话"]
