@@ -61,6 +61,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 
 import keras
 
@@ -306,8 +307,52 @@ def _multi_worker_strategy():
     return MultiWorkerMirroredStrategy()
 
 
-def setup(name="default", tpu_address=None):
+def _tpu_strategy(address, timeout):
+    """Connect to the TPU at ``address`` and return its ``TPUStrategy``.
+
+    TensorFlow waits without end for a TPU that never answers
+    (``initialize_tpu_system``), so a watchdog ends the process with exit
+    code 2 and a message naming the address after ``timeout`` seconds
+    (``None`` or 0: wait forever). The connection itself stays on the main
+    thread (``experimental_connect_to_cluster`` enters a thread-local device
+    scope). Errors TensorFlow raises are re-raised as ``RuntimeError`` naming
+    the address.
+    """
+    import threading
+
+    import tensorflow as tf
+
+    shown = repr(address or "")
+
+    def give_up():
+        sys.stderr.write("error: no TPU answered at --tpu-address %s within %g s (a TPU name, "
+                         "grpc://host:port, or empty on a TPU VM); stopping. Raise "
+                         "--tpu-timeout if the TPU is slow to start.\n" % (shown, timeout))
+        sys.stderr.flush()
+        os._exit(2)
+
+    watchdog = threading.Timer(timeout, give_up) if timeout else None
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise RuntimeError("could not connect to the TPU at --tpu-address %s: %s"
+                           % (shown, exc)) from exc
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def setup(name="default", tpu_address=None, tpu_timeout=600):
     """Create the :class:`Placement` for ``--strategy name``.
+
+    ``tpu_timeout``: seconds to wait for the TPU at ``tpu_address`` before the
+    process stops with a message naming it (see :func:`_tpu_strategy`).
 
     Raises:
         ValueError: the strategy does not exist or does not fit the Keras
@@ -315,6 +360,8 @@ def setup(name="default", tpu_address=None):
             ``multiworker`` and ``tpu`` are TensorFlow only), or
             ``TF_CONFIG`` is missing or malformed (``multiworker``, see
             :func:`read_tf_config`).
+        RuntimeError: TensorFlow could not connect to the TPU (the address
+            is named).
     """
     backend = keras.backend.backend()
     if name not in STRATEGIES:
@@ -361,10 +408,7 @@ def setup(name="default", tpu_address=None):
             print("MultiWorkerMirroredStrategy on CPU: the train step is not XLA-compiled",
                   flush=True)
     else:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        strategy = tf.distribute.TPUStrategy(resolver)
+        strategy = _tpu_strategy(tpu_address, tpu_timeout)
     task = "%s:%d" % (task_type, task_index) if name == "multiworker" else "local"
     return Placement(name, strategy=strategy, replicas=strategy.num_replicas_in_sync,
                      is_chief=_is_chief(strategy), jit=jit, task=task)

@@ -322,6 +322,9 @@ def parse_args(argv=None):
                         "data_parallel (jax); see pretraining/distribute.py")
     p.add_argument("--tpu-address", default=None,
                    help="--strategy tpu: TPU name or grpc://host:port (empty on a TPU VM)")
+    p.add_argument("--tpu-timeout", type=float, default=600,
+                   help="--strategy tpu: seconds to wait for the TPU to answer before stopping "
+                        "with an error (0: wait forever)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     args = p.parse_args(argv)
@@ -507,7 +510,7 @@ def main(argv=None, callbacks=()):
     placement = None
     try:
         keras.utils.set_random_seed(args.seed)
-        placement = distribute.setup(args.strategy, args.tpu_address)
+        placement = distribute.setup(args.strategy, args.tpu_address, args.tpu_timeout)
         if args.mixed_precision != "none":
             keras.mixed_precision.set_global_policy(args.mixed_precision)
         return _train(args, argv, placement, callbacks)

@@ -316,3 +316,25 @@ def test_cli_without_tf_config_fails_clearly(tiny, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="--strategy multiworker needs the TF_CONFIG"):
         main(cli_args(tiny, str(out), **{"--strategy": "multiworker"}))
     assert not out.exists()
+
+
+def test_tpu_that_never_answers_stops_with_the_address_named():
+    """``--strategy tpu`` at an address where no TPU listens: TensorFlow would
+    wait forever in ``initialize_tpu_system``; we stop after ``tpu_timeout``
+    with exit code 2 (or TensorFlow's own error re-raised) naming the address.
+    No TPU exists on this machine: this is the only TPU path tested here."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = "grpc://127.0.0.1:%d" % port
+    code = ("from pretraining import distribute; "
+            "distribute.setup('tpu', %r, tpu_timeout=5)" % address)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode != 0 and address in proc.stderr, proc.stderr[-2000:]
+    if proc.returncode == 2:
+        assert "no TPU answered at --tpu-address" in proc.stderr
+    assert time.time() - start < 170
