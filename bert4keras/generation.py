@@ -416,6 +416,12 @@ def _hooked(owner, trace):
             owner.position_bias = saved
 
 
+def _yield_every(streamer, progress):
+    """``_iterate``'s ``every``: each token when someone watches (a streaming
+    callback or a progress bar), else once at the end (one compiled loop)."""
+    return 1 if streamer is not None or progress else None
+
+
 def _cache_layout(x, heads):
     """Keys or values ``(batch, len, heads, size)`` -> ``(heads * batch, len,
     size)``, the layout of ``MultiHeadAttention.call_with_cache``."""
@@ -587,8 +593,7 @@ class CachedDecoder(AutoRegressiveDecoder):
         prompts = self._prompts(inputs, mask)
         state = None
         with _progress(progress, opt.max_new) as bar:
-            every = 1 if streamer is not None or progress else None
-            for state in self._iterate(prompts, opt, seed, every):
+            for state in self._iterate(prompts, opt, seed, _yield_every(streamer, progress)):
                 _emit(streamer, state, bar)
         results, scores = make_search(opt).results(state, len(prompts))
         results = [[self._prefix(ids) for ids in rows] for rows in results]
@@ -643,8 +648,7 @@ class CachedDecoder(AutoRegressiveDecoder):
             inputs = inputs[0]  # [token_ids(, segment_ids)]
         results = None
         with _progress(options.get("progress"), opt.max_new) as bar:
-            every = 1 if options.get("streamer") is not None or options.get("progress") \
-                else None
+            every = _yield_every(options.get("streamer"), options.get("progress"))
             for state in self._iterate([list(np.asarray(inputs))], opt,
                                        _resolve_seed(options.get("seed")), every):
                 _emit(options.get("streamer"), state, bar)

@@ -138,9 +138,9 @@ def build_pretraining_model(config_path, objective, max_predictions, init_checkp
         name = "lm_pretraining"
     else:
         layers = transformer.layers
-        last = "Transformer-%d-FeedForward-Norm" % (transformer.num_hidden_layers - 1)
-        if transformer.recompute:  # the last block's RecomputeBlock, not its plain copy
-            last = recompute_layer_names(transformer.num_hidden_layers)[-1]
+        last = transformer.block_name(transformer.num_hidden_layers - 1)
+        if not transformer.recompute:  # else the block's RecomputeBlock, not its plain copy
+            last += "-FeedForward-Norm"
         positions = keras.Input(shape=(max_predictions,), dtype="int32",
                                 name="Input-MLM-Positions")
         x = GatherPositions(name="MLM-Gather")([layers[last].output, positions])

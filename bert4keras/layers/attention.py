@@ -279,17 +279,11 @@ class MultiHeadAttention(keras.layers.Layer):
             scores = scores + ops.cast(ops.einsum("hbqd,qld->hbql", qh, position), "float32")
         elif self.p_bias == "t5_relative":
             scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[:, None]
-        if self.attention_scale:
-            scores = scores / math.sqrt(self.key_size)
         if bias is not None:
-            bias = ops.cast(bias, "float32")
             for _ in range(4 - len(bias.shape)):
                 bias = bias[None]
-            # a float16 policy may have turned the -1e12 bias into -inf: clamp it back
-            scores = scores + ops.maximum(ops.transpose(bias, (1, 0, 2, 3)), B.NEG_INF)
-        probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        if self.attention_dropout:
-            probs = self.dropout(probs, training=training)
+            bias = ops.transpose(bias, (1, 0, 2, 3))  # (batch, heads, ..) -> (heads, batch, ..)
+        probs = self._probabilities(scores, bias, training)
         weights = ops.reshape(probs, (heads, groups, k, q_len, length))
         if pick is not None:  # each beam's weights over the slots of the beams that wrote them
             weights = ops.einsum("hgiql,gijl->hgiqjl", weights, pick)
@@ -316,6 +310,19 @@ class MultiHeadAttention(keras.layers.Layer):
             scores = scores + ops.cast(ops.einsum("bhqd,qkd->bhqk", qw, position), "float32")
         elif self.p_bias == "t5_relative":
             scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[None]
+        probs = self._probabilities(scores, bias, training)
+        o = ops.matmul(probs, vw)  # (batch, heads, q_len, head_size)
+        if self.p_bias == "typical_relative":
+            o = o + ops.einsum("bhqk,qkd->bhqd", probs, ops.cast(position, probs.dtype))
+        o = ops.transpose(o, (0, 2, 1, 3))
+        shape = ops.shape(o)
+        o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
+        return self.o_dense(o)
+
+    def _probabilities(self, scores, bias, training=None):
+        """Attention weights from float32 ``scores``: scaling, the additive
+        ``bias`` (broadcastable to ``scores``), softmax in float32, dropout.
+        Returns them in the compute dtype, shaped like ``scores``."""
         if self.attention_scale:
             scores = scores / math.sqrt(self.key_size)
         if bias is not None:
@@ -325,13 +332,7 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         if self.attention_dropout:
             probs = self.dropout(probs, training=training)
-        o = ops.matmul(probs, vw)  # (batch, heads, q_len, head_size)
-        if self.p_bias == "typical_relative":
-            o = o + ops.einsum("bhqk,qkd->bhqd", probs, ops.cast(position, probs.dtype))
-        o = ops.transpose(o, (0, 2, 1, 3))
-        shape = ops.shape(o)
-        o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
-        return self.o_dense(o)
+        return probs
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0][:-1]) + (self.out_dim,)

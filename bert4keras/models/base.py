@@ -185,7 +185,8 @@ class Transformer:
         return self.layers[name](inputs, **(arguments or {}))
 
     def block_name(self, index):
-        """Name of block ``index``; its layers' names start with it plus ``-``."""
+        """Name of block ``index``; its layers' names start with it plus ``-``
+        (ALBERT's one shared block: no index)."""
         return "Transformer-%d" % index
 
     def apply_block(self, name, fn, *args):

@@ -151,10 +151,6 @@ class BERT(Transformer):
         """The LayerNorm called ``name`` (RoFormer-V2 overrides it)."""
         return self.apply(x, LayerNormalization, epsilon=self.layer_norm_eps, name=name)
 
-    def block_name(self, index):
-        """Name prefix of block ``index`` (ALBERT's one shared block: no index)."""
-        return "Transformer-%d" % index
-
     def attention_inputs(self, x, attention_bias):
         """Inputs of a block's self-attention (plus a position input with ``p_bias``)."""
         return [x, x, x, attention_bias]
