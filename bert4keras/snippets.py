@@ -11,6 +11,7 @@ docstring.
 """
 
 import collections
+import itertools
 import multiprocessing
 import queue
 
@@ -322,8 +323,8 @@ class DataGenerator:
         """Yield the batches of one epoch.  Subclasses must override this."""
         raise NotImplementedError("subclass DataGenerator and override __iter__")
 
-    def forfit(self, random=True):
-        """Endless generator over epochs, for ``fit(..., steps_per_epoch=len(gen))``.
+    def epochs(self, random=True):
+        """Endless Python generator of batches, epoch after epoch.
 
         Lists of arrays in a batch (``[token_ids, segment_ids]``) are turned
         into tuples, because Keras 3 reads only tuples and dicts as structure.
@@ -339,15 +340,71 @@ class DataGenerator:
             if not produced:
                 raise ValueError("DataGenerator.__iter__ produced no batch in an epoch")
 
+    def forfit(self, random=True):
+        """Endless batches for ``fit(gen.forfit(), steps_per_epoch=len(gen))``.
+
+        On the TensorFlow backend this is a ``tf.data.Dataset`` whose axes are
+        of unknown size except those of size 1 in the first batch (labels of
+        shape ``(batch, 1)`` keep their static 1, which Keras losses check),
+        with dtypes taken from the first batch.  A
+        plain Python generator is not enough there: Keras fixes each axis to
+        the size it has in the first two batches, so a later batch padded to
+        another length (``sequence_padding`` pads to the longest item of
+        each batch) stops training with "Generator yielded an element of
+        shape ...".  On JAX and PyTorch it is the generator of
+        :meth:`epochs` (those backends read batches of any shape).
+
+        Returns:
+            ``tf.data.Dataset`` (TensorFlow) or an endless generator.
+
+        Raises:
+            ValueError: an epoch produced no batch at all (raised here, when
+                the first batch is drawn).
+        """
+        import keras
+
+        batches = self.epochs(random)
+        first = next(batches)
+        if keras.backend.backend() != "tensorflow":
+            return _resume(first, batches)  # Keras wants a real generator
+        import tensorflow as tf
+
+        first = _as_arrays(first)
+        signature = _map_leaves(
+            lambda a: tf.TensorSpec(
+                [None] + [1 if n == 1 else None for n in a.shape[1:]],
+                tf.string if a.dtype.kind in "US" else a.dtype,
+            ),
+            first,
+        )
+        pending = [itertools.chain([first], batches)]
+
+        def generator():
+            # The first iterator resumes the peeked one; a re-iteration of
+            # the dataset starts a fresh endless pass.
+            source = pending.pop() if pending else self.epochs(random)
+            for batch in source:
+                yield _as_arrays(batch)
+
+        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
     def fortest(self, random=False):
-        """Endless generator of the inputs only (``batch[0]``), for ``predict``."""
-        for batch in self.forfit(random):
-            yield batch[0]
+        """Endless inputs only (``batch[0]``), for ``predict(..., steps=len(gen))``.
+
+        Each element is the 1-tuple ``(inputs,)`` so that Keras does not read
+        a two-input model's ``(token_ids, segment_ids)`` as ``(x, y)``.
+        Same types per backend as :meth:`forfit`.
+        """
+        batches = self.forfit(random)
+        if hasattr(batches, "map"):
+            return batches.map(lambda *parts: (parts[0],))
+        return ((batch[0],) for batch in batches)
 
     def to_dataset(
         self, types, shapes, names=None, padded_batch=False, padding_values=None, random=True
     ):
-        """Wrap :meth:`forfit` in an endless ``tf.data.Dataset``.
+        """Wrap :meth:`epochs` in an endless ``tf.data.Dataset`` of given types and shapes.
 
         Use it as ``model.fit(gen.to_dataset(...), steps_per_epoch=len(gen))``.
         Follows ``to_dataset`` of the original bert4keras, written with
@@ -374,7 +431,7 @@ class DataGenerator:
             padded_batch: if ``True``, :meth:`__iter__` yields single examples
                 and the dataset pads them into batches of ``batch_size``.
             padding_values: passed to ``Dataset.padded_batch`` (default 0).
-            random: shuffle each epoch (passed to :meth:`forfit`).
+            random: shuffle each epoch (passed to :meth:`epochs`).
 
         Returns:
             ``tf.data.Dataset``, endless; elements are batches.
@@ -389,7 +446,7 @@ class DataGenerator:
         signature = _tensor_specs(tf, types, shapes)
 
         def generator():
-            for element in self.forfit(random):
+            for element in self.epochs(random):
                 yield _conform(types, wrap(element))
 
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
@@ -415,6 +472,26 @@ def _tuple_structure(x):
     if isinstance(x, (list, tuple)) and _is_structural(x):
         return tuple(_tuple_structure(e) for e in x)
     return x
+
+
+def _resume(first, rest):
+    """Generator that yields ``first`` and then the rest of ``rest``."""
+    yield first
+    yield from rest
+
+
+def _map_leaves(fn, x):
+    """Apply ``fn`` to every leaf of a structure of tuples and dicts."""
+    if isinstance(x, dict):
+        return {k: _map_leaves(fn, v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(_map_leaves(fn, e) for e in x)
+    return fn(x)
+
+
+def _as_arrays(batch):
+    """Every leaf of a batch (lists of labels included) as a NumPy array."""
+    return _map_leaves(np.asarray, batch)
 
 
 def _tensor_specs(tf, types, shapes):

@@ -232,10 +232,14 @@ class IterOnly:
 
 def test_forfit_is_endless_and_rejects_empty():
     gen = PairGenerator(make_data(5), batch_size=2)
-    it = gen.forfit()
+    it = gen.epochs()
     assert len([next(it) for _ in range(7)]) == 7  # more than one epoch (3 steps)
+    batches = gen.forfit()
+    assert len([b for _, b in zip(range(7), batches)]) == 7
     with pytest.raises(ValueError):
-        next(PairGenerator([], batch_size=2).forfit())
+        next(PairGenerator([], batch_size=2).epochs())
+    with pytest.raises(ValueError):
+        PairGenerator([], batch_size=2).forfit()
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +260,26 @@ def test_forfit_feeds_keras_fit(tiny_model):
     gen = PairGenerator(make_data(12), batch_size=4)
     history = tiny_model.fit(gen.forfit(), steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
+
+
+class LengthGenerator(DataGenerator):
+    """Batches padded to the longest item, first two batches of equal length."""
+
+    def __iter__(self, random=False):
+        for start in range(0, len(self.data), self.batch_size):
+            items = self.data[start:start + self.batch_size]
+            tokens = sequence_padding([list(range(1, n + 1)) for n in items])
+            yield [tokens, np.zeros_like(tokens)], np.array([[n % 2] for n in items])
+
+
+def test_forfit_batches_of_new_lengths_after_the_first_two(tiny_model):
+    """Keras fixes a generator's shapes from its first two batches; forfit must not."""
+    gen = LengthGenerator([5, 5, 5, 5, 9, 9, 3, 3], batch_size=2)  # lengths 5, 5, 9, 3
+    history = tiny_model.fit(gen.forfit(random=False), steps_per_epoch=len(gen), epochs=2,
+                             verbose=0, shuffle=False)
+    assert np.all(np.isfinite(history.history["loss"]))
+    predictions = tiny_model.predict(gen.fortest(), steps=len(gen), verbose=0)
+    assert predictions.shape == (8, 2)
 
 
 def test_to_dataset_batched_with_names(tiny_model):
