@@ -28,6 +28,10 @@ row order rotates every round):
   rounds (default 1), runs only where ``batch x beams <= --uncached-rows``
   (default 1: batch 1 greedy; at 256 tokens the others take too long on a
   small CPU), and may be skipped with ``--no-uncached``.
+* ``HF uncached`` (only with ``--hf-uncached-rows``): ``generate(use_cache=
+  False)``, torch 1 thread, the same ``--uncached-rounds``: the peer's own
+  cached/uncached ratio on the same machine (``HF cached/uncached`` = its
+  time over the best HF cached time of the same round).
 
 Before timing, ours is compiled for the exact shape with
 ``CachedDecoder.warm_up`` (every function ``generate`` will run, each run
@@ -74,6 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--uncached-rows", type=int, default=1,
                    help="run the uncached row only where batch x beams <= this (it costs "
                         "O(length) per token)")
+    p.add_argument("--hf-uncached-rows", type=int, default=0,
+                   help="also time HF generate(use_cache=False) (torch 1 thread) where batch x "
+                        "beams <= this, for the peer's own cached/uncached ratio (0: never)")
     p.add_argument("--hf-threads", default="0,1",
                    help="comma-separated torch intra-op thread counts, one HF row each (0: "
                         "torch's default, all cores); ours/HF is taken against the fastest")
@@ -147,22 +154,25 @@ def main(argv=None):
                                            **options)
                 return decoder.generate(list(prompts), max_new_tokens=args.new_tokens, **options)
 
-            def run_hf(threads, warm=False):
+            def run_hf(threads, warm=False, use_cache=True):
                 torch.set_num_threads(threads)
                 new_tokens = 4 if warm else args.new_tokens
                 with torch.inference_mode():
                     out = hf.generate(torch.from_numpy(prompts),
                                       attention_mask=torch.ones_like(torch.from_numpy(prompts)),
                                       max_new_tokens=new_tokens, min_new_tokens=0,
-                                      do_sample=False, use_cache=True, **hf_options)
+                                      do_sample=False, use_cache=use_cache, **hf_options)
                 return out[:, args.prompt_len:].numpy()
 
             rows = {"ours cached": run_ours}
             for threads in hf_threads:
                 rows["HF %dt" % threads] = functools.partial(run_hf, threads)
             hf_rows = [name for name in rows if name.startswith("HF")]
-            if not args.no_uncached and batch * (args.beams if beam else 1) <= args.uncached_rows:
+            width = batch * (args.beams if beam else 1)
+            if not args.no_uncached and width <= args.uncached_rows:
                 rows["ours uncached"] = functools.partial(run_ours, uncached)
+            if width <= args.hf_uncached_rows:
+                rows["HF uncached"] = functools.partial(run_hf, 1, use_cache=False)
             label = "batch %d %s" % (batch, "beam %d" % args.beams if beam else "greedy")
             print("%s: warming up (compiling) ..." % label, flush=True)
             compile_s = {}
@@ -175,7 +185,7 @@ def main(argv=None):
             for r in range(args.rounds):
                 order = names[r % len(names):] + names[:r % len(names)]
                 for name in order:
-                    if name == "ours uncached" and r >= args.uncached_rounds:
+                    if name.endswith("uncached") and r >= args.uncached_rounds:
                         continue
                     start = time.perf_counter()
                     out = rows[name]()
@@ -199,23 +209,32 @@ def main(argv=None):
                 n = len(times["ours uncached"])
                 result["cached/uncached"] = statistics.median(
                     times["ours uncached"][i] / times["ours cached"][i] for i in range(n))
+            if "HF uncached" in times and times["HF uncached"]:
+                n = len(times["HF uncached"])
+                result["HF cached/uncached"] = statistics.median(
+                    times["HF uncached"][i] / best_hf[i] for i in range(n))
+                result["HF uncached same"] = all(
+                    np.array_equal(a, b) for a, b in zip(outputs["HF uncached"],
+                                                         outputs[hf_rows[0]]))
             table.append(result)
             print("  %s" % json.dumps({k: (round(v, 2) if isinstance(v, float) else v)
                                        for k, v in result.items()}), flush=True)
 
     print()
     header = "| config | ours cached tok/s | %s | ours/best HF | ours uncached tok/s | " \
-             "cached/uncached | same tokens |" % " | ".join(
-                 "HF %d thread(s) tok/s" % t for t in hf_threads)
+             "cached/uncached | HF uncached tok/s | HF cached/uncached | same tokens |" % \
+             " | ".join("HF %d thread(s) tok/s" % t for t in hf_threads)
     print(header)
-    print("|" + "---|" * (6 + len(hf_threads)))
+    print("|" + "---|" * (8 + len(hf_threads)))
     for r in table:
-        print("| %s | %.1f | %s | %.2fx | %s | %s | %s |" % (
+        print("| %s | %.1f | %s | %.2fx | %s | %s | %s | %s | %s |" % (
             r["config"], r["ours cached"],
             " | ".join("%.1f" % r["HF %dt" % t] for t in hf_threads), r["ours/HF"],
             "%.2f" % r["ours uncached"] if "ours uncached" in r else "-",
             "%.1fx" % r["cached/uncached"] if "cached/uncached" in r else "-",
-            "yes" if r["same_tokens"] else "NO"))
+            "%.2f" % r["HF uncached"] if "HF uncached" in r else "-",
+            "%.1fx" % r["HF cached/uncached"] if "HF cached/uncached" in r else "-",
+            "yes" if r["same_tokens"] and r.get("HF uncached same", True) else "NO"))
     print("\n(same tokens: ours cached == HF%s, token for token; total run %.1f min)"
           % ("" if args.no_uncached else " and == ours uncached where run",
              (time.perf_counter() - began) / 60))
