@@ -18,10 +18,17 @@ saves the fine-tuned model as ``.keras`` and checks that
 
     python examples/task_sentiment_classification.py            # shipped BERT
     python examples/task_sentiment_classification.py --random-init
+    python examples/task_sentiment_classification.py --compare A.keras B.keras
+
+``--compare`` fine-tunes nothing: it scores two saved models on the same test
+split and tests the difference of their accuracies as paired data (exact
+McNemar test on the texts where exactly one model is right, and a paired
+bootstrap interval of the difference).
 """
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -71,13 +78,45 @@ def build_classifier(config, checkpoint, dropout, num_classes=2):
     return keras.Model(bert.inputs, x, name="sentiment_classifier")
 
 
+def correctness(model, generator):
+    """Per-text ``(n,)`` booleans: is the model's argmax the gold label."""
+    right = [model.predict_on_batch(x).argmax(-1) == y for x, y in generator]
+    return np.concatenate(right) if right else np.zeros(0, bool)
+
+
 def accuracy(model, generator):
-    correct = total = 0
-    for x, y in generator:
-        pred = model.predict_on_batch(x).argmax(-1)
-        correct += int((pred == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+    return float(correctness(model, generator).mean()) if len(generator.data) else 0.0
+
+
+def paired_comparison(right_a, right_b, resamples=10000, seed=0):
+    """Compare two classifiers scored on the same texts.
+
+    Args:
+        right_a, right_b: ``(n,)`` booleans, model A / B right on text i.
+
+    Returns:
+        dict with both accuracies, ``a_only``/``b_only`` (texts only A / only
+        B gets right), the exact two-sided McNemar p-value (binomial test of
+        ``a_only`` out of ``a_only + b_only`` at 1/2; McNemar 1947) and a
+        95 % paired-bootstrap interval of ``acc_a - acc_b``.
+
+    Raises:
+        ValueError: the two arrays differ in length.
+    """
+    right_a, right_b = np.asarray(right_a, bool), np.asarray(right_b, bool)
+    if right_a.shape != right_b.shape:
+        raise ValueError("scored on different texts: %s vs %s" % (right_a.shape, right_b.shape))
+    a_only = int(np.sum(right_a & ~right_b))
+    b_only = int(np.sum(~right_a & right_b))
+    n = a_only + b_only
+    tail = sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2.0 ** n if n else 1.0
+    rng = np.random.default_rng(seed)
+    diff = right_a.astype(float) - right_b.astype(float)
+    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)]
+    return dict(acc_a=float(right_a.mean()), acc_b=float(right_b.mean()),
+                diff=float(diff.mean()), a_only=a_only, b_only=b_only,
+                mcnemar_p=min(1.0, 2 * tail),
+                diff_95ci=[float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))])
 
 
 class Evaluator(keras.callbacks.Callback):
@@ -112,7 +151,30 @@ def parse_args(argv=None):
     p.add_argument("--output", default="runs/sentiment/model.keras",
                    help="where the fine-tuned model is saved (.keras)")
     p.add_argument("--results", default=None, help="write the accuracies to this JSON file")
+    p.add_argument("--compare", nargs=2, metavar=("A.keras", "B.keras"), default=None,
+                   help="train nothing: compare two saved models on the test split (paired)")
     return p.parse_args(argv)
+
+
+def compare(args, tokenizer, test):
+    """``--compare``: both saved models on the same test texts, paired statistics."""
+    right = []
+    for path in args.compare:
+        if not os.path.exists(path):
+            raise FileNotFoundError("--compare: no saved model at %s" % path)
+        right.append(correctness(keras.saving.load_model(path), test))
+    result = paired_comparison(*right)
+    result.update(a=args.compare[0], b=args.compare[1], test_texts=len(right[0]))
+    print("A %s: test_acc=%.4f\nB %s: test_acc=%.4f" % (
+        result["a"], result["acc_a"], result["b"], result["acc_b"]))
+    print("A - B = %+.4f (95%% paired bootstrap %+.4f .. %+.4f); right only by A: %d, only by "
+          "B: %d; exact McNemar p = %.3g" % (result["diff"], *result["diff_95ci"],
+                                            result["a_only"], result["b_only"],
+                                            result["mcnemar_p"]))
+    if args.results:
+        with open(args.results, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
 
 
 def main(argv=None):
@@ -125,9 +187,11 @@ def main(argv=None):
         data = {k: v[: args.limit] for k, v in data.items()}
     print("reviews: train %d, valid %d, test %d" % tuple(len(data[k]) for k in
                                                          ("train", "valid", "test")))
-    print("model: %s (%s)" % (config, "random init" if checkpoint is None else checkpoint))
     train, valid, test = (ReviewGenerator(data[k], tokenizer, args.maxlen, args.batch_size)
                           for k in ("train", "valid", "test"))
+    if args.compare:  # both models read the texts through the one --vocab
+        return compare(args, tokenizer, test)
+    print("model: %s (%s)" % (config, "random init" if checkpoint is None else checkpoint))
 
     model = build_classifier(config, checkpoint, args.dropout)
     steps = len(train) * args.epochs
@@ -138,11 +202,7 @@ def main(argv=None):
                   metrics=["accuracy"])
     evaluator = Evaluator(valid)
     start = time.time()
-    # A tf.data pipeline with a dynamic length axis: batches are padded to a
-    # multiple of BUCKET, and Keras would otherwise fix the length it saw first.
-    dataset = train.to_dataset(types=(("int32", "int32"), "int32"),
-                               shapes=(((None, None), (None, None)), (None,)))
-    model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs,
+    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
               callbacks=[evaluator], verbose=2)
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)

@@ -27,6 +27,35 @@ def test_sentiment_example_smoke(tmp_path, extra):
     assert results["reload_diff"] <= 1e-5
     assert (results["checkpoint"] is None) == bool(extra)
     assert os.path.exists(tmp_path / "model.keras")
+    if not extra:  # --compare of the saved model with itself: no difference at all
+        same = example.main(["--limit", "48", "--batch-size", "8", "--compare",
+                             str(tmp_path / "model.keras"), str(tmp_path / "model.keras")])
+        assert same["acc_a"] == same["acc_b"] == results["test_acc"]
+        assert same["a_only"] == same["b_only"] == 0 and same["mcnemar_p"] == 1.0
+        with pytest.raises(FileNotFoundError, match="nowhere.keras"):
+            example.main(["--limit", "8", "--compare", str(tmp_path / "model.keras"),
+                          str(tmp_path / "nowhere.keras")])
+
+
+def test_paired_comparison_matches_the_binomial_test():
+    """Exact McNemar p-values: hand-computed, and scipy.stats.binomtest's
+    value for the 98-vs-69 split reported in the README."""
+    import numpy as np
+
+    example = load_example()
+    a = np.array([1, 1, 1, 0, 1], bool)
+    b = np.array([0, 0, 0, 0, 1], bool)
+    result = example.paired_comparison(a, b, resamples=200)
+    assert (result["a_only"], result["b_only"]) == (3, 0)
+    assert result["mcnemar_p"] == pytest.approx(0.25)  # 2 * (1/2) ** 3
+    assert result["diff"] == pytest.approx(0.6)
+    a = np.r_[np.ones(98, bool), np.zeros(69, bool), np.ones(1000, bool)]
+    b = np.r_[np.zeros(98, bool), np.ones(69, bool), np.ones(1000, bool)]
+    result = example.paired_comparison(a, b, resamples=200)
+    assert result["mcnemar_p"] == pytest.approx(0.029951223196102755, rel=1e-9)
+    assert result["diff_95ci"][0] < result["diff"] < result["diff_95ci"][1]
+    with pytest.raises(ValueError, match="different texts"):
+        example.paired_comparison(a, b[:10])
 
 
 def test_missing_checkpoint_dir_is_named(tmp_path):
