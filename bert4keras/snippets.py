@@ -352,7 +352,9 @@ class DataGenerator:
         another length (``sequence_padding`` pads to the longest item of
         each batch) stops training with "Generator yielded an element of
         shape ...".  On JAX and PyTorch it is the generator of
-        :meth:`epochs` (those backends read batches of any shape).
+        :meth:`epochs` (those backends read batches of any shape).  Keras'
+        warning that ``shuffle=True`` is ignored for a dataset is expected:
+        with ``random=True`` the generator shuffles each epoch itself.
 
         Returns:
             ``tf.data.Dataset`` (TensorFlow) or an endless generator.
