@@ -11,7 +11,6 @@ docstring.
 """
 
 import collections
-import itertools
 import multiprocessing
 import queue
 
@@ -379,7 +378,7 @@ class DataGenerator:
             ),
             first,
         )
-        pending = [itertools.chain([first], batches)]
+        pending = [_resume(first, batches)]
 
         def generator():
             # The first iterator resumes the peeked one; a re-iteration of

@@ -156,7 +156,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def compare(args, tokenizer, test):
+def compare(args, test):
     """``--compare``: both saved models on the same test texts, paired statistics."""
     right = []
     for path in args.compare:
@@ -190,7 +190,7 @@ def main(argv=None):
     train, valid, test = (ReviewGenerator(data[k], tokenizer, args.maxlen, args.batch_size)
                           for k in ("train", "valid", "test"))
     if args.compare:  # both models read the texts through the one --vocab
-        return compare(args, tokenizer, test)
+        return compare(args, test)
     print("model: %s (%s)" % (config, "random init" if checkpoint is None else checkpoint))
 
     model = build_classifier(config, checkpoint, args.dropout)
