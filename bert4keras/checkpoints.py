@@ -9,7 +9,8 @@ Two on-disk formats are read:
   ``model.safetensors.index.json``, read with ``safetensors``.
 
 Both readers answer ``names()``, ``shape(name)`` and ``get(name)`` (a NumPy
-array). :func:`write_tf_checkpoint` writes Google-format TF checkpoints.
+array). :func:`write_tf_checkpoint` writes Google-format TF checkpoints,
+:func:`write_hf_directory` Hugging Face directories (the mirror of the reader).
 
 Weight *names* are not decided here: each model family carries its name map
 as data (see :mod:`bert4keras.models`); :func:`resolve` looks a mapped name up
@@ -19,6 +20,7 @@ in a reader, trying the usual spelling variants of the format.
 import glob
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -256,3 +258,245 @@ def write_tf_checkpoint(prefix, tensors):
     with open(state + ".tmp", "w", encoding="utf-8") as f:
         f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (base, base))
     os.replace(state + ".tmp", state)
+
+
+# -- the checkpoint-name language -------------------------------------------------
+#
+# A model family names the stored tensor of each Keras weight in a small
+# language: ``name`` (the stored tensor itself), ``name:T`` (stored transposed
+# relative to the Keras weight), ``a|b`` (alternative spellings, the first
+# present one is read; the first is written), and ``name[k/n]`` (chunk ``k`` of
+# ``n`` equal parts of the stored tensor's last axis, e.g. GPT-2's fused
+# ``c_attn`` holding query, key and value side by side).
+
+#: checkpoint formats, in the column order of the families' name maps.
+FORMATS = ("google", "hf")
+
+
+def parse_spec(spec):
+    """``'a[0/3]|b:T'`` -> ``([('a', (0, 3)), ('b', None)], True)``.
+
+    Returns:
+        ``(alternatives, transposed)``: each alternative is ``(stored name,
+        chunk)`` with ``chunk`` ``(k, n)`` or None.
+    """
+    transposed = spec.endswith(":T")
+    if transposed:
+        spec = spec[:-2]
+    return [_split_chunk(name) for name in spec.split("|")], transposed
+
+
+def _split_chunk(name):
+    """``'w[1/3]'`` -> ``('w', (1, 3))``; a name without the suffix -> ``(name, None)``."""
+    if name.endswith("]") and "[" in name:
+        base, _, spec = name[:-1].rpartition("[")
+        index, _, parts = spec.partition("/")
+        return base, (int(index), int(parts))
+    return name, None
+
+
+# -- family signatures ---------------------------------------------------------------
+
+#: ``(signature, hf_prefixes)`` of every family that declares one, in
+#: declaration order (see :func:`register_family`).
+_FAMILIES = []
+
+
+def register_family(signature, prefixes=()):
+    """Record a family's ``signature`` so :func:`checkpoint_families` knows it.
+
+    Args:
+        signature: ``{"family": model key, "present": [(google name, hf name),
+            ...], "absent": [...]}``: names that every checkpoint of the family
+            has / never has (either column may be None).
+        prefixes: model prefixes its Hugging Face files may or may not carry.
+    """
+    _FAMILIES.append((signature, tuple(prefixes)))
+
+
+def matches_signature(reader, signature, prefixes=()):
+    """True if ``reader`` has every ``present`` and no ``absent`` name of
+    ``signature`` (None for no signature)."""
+    if not signature:
+        return None
+    column = FORMATS.index(reader.format)
+
+    def has(pair):
+        names = pair[column]
+        return names is not None and any(
+            resolve(reader, _split_chunk(n)[0], prefixes) for n in names.split("|"))
+
+    return (all(has(p) for p in signature.get("present", ()))
+            and not any(has(p) for p in signature.get("absent", ())))
+
+
+def checkpoint_families(reader):
+    """``model=`` keys of the registered families whose signature ``reader`` matches."""
+    found = []
+    for signature, prefixes in _FAMILIES:
+        if matches_signature(reader, signature, prefixes) and signature["family"] not in found:
+            found.append(signature["family"])
+    return found
+
+
+def describe_checkpoint(reader, signature=None):
+    """A sentence fragment for errors: a few stored names and the families
+    the checkpoint looks like, relative to the model's ``signature``."""
+    sample = ", ".join(reader.names()[:3])
+    text = "; first few: %s" % sample if sample else ""
+    if not _FAMILIES:
+        return text
+    found = checkpoint_families(reader)
+    if found:
+        text += ". Its variables look like model=%s" % " or ".join(repr(f) for f in found)
+    else:
+        text += ". It matches none of the known families (%s)" % ", ".join(
+            sorted({s["family"] for s, _ in _FAMILIES}))
+    if signature:
+        family = signature["family"]
+        if found and family in found:
+            text += ("; that is this model's family, so the checkpoint lacks an optional part "
+                     "(a head such as with_pool/with_nsp/with_mlm that it was not trained with?)")
+        else:
+            text += "; this model is model=%r" % family
+    return text
+
+
+# -- loading and collecting ------------------------------------------------------------
+
+
+def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signature=None):
+    """Assign stored tensors to Keras weights.
+
+    Args:
+        reader: a checkpoint reader (:func:`open_checkpoint`).
+        mapping: ``{layer name: [(weight, spec), ...]}``: each Keras weight
+            (a ``keras.Variable``) with its stored name in the name language
+            above.
+        prefixes: model prefixes Hugging Face names may or may not carry.
+        keep_tokens: original token ids to keep (a simplified vocabulary) or
+            None; applied to the layers named in ``vocab_axes``.
+        vocab_axes: ``{layer name: vocabulary axis of the stored tensor, after
+            transposition}`` for the layers sliced by ``keep_tokens``.
+        signature: the model family's signature: named in the error when a
+            variable is missing, and a warning is given when the loaded
+            checkpoint looks like another family.
+
+    Raises:
+        CheckpointError: naming the checkpoint and the first variable that is
+            missing, or both names and both shapes on a shape mismatch, or a
+            ``keep_tokens`` id beyond the stored vocabulary.
+    """
+    vocab_axes = vocab_axes or {}
+    for layer_name, pairs in mapping.items():
+        for weight, spec in pairs:
+            alternatives, transposed = parse_spec(spec)
+            stored = chunk = None
+            for name, chunk in alternatives:
+                stored = resolve(reader, name, prefixes)
+                if stored is not None:
+                    break
+            if stored is None:
+                raise CheckpointError(
+                    "Variable %r (for layer %s) is missing from checkpoint %r, which has %d "
+                    "variables%s" % (spec.replace(":T", ""), layer_name, reader.path,
+                                     len(reader.names()), describe_checkpoint(reader, signature)))
+            value = reader.get(stored)
+            if chunk is not None:
+                value = np.split(value, chunk[1], axis=-1)[chunk[0]]
+            if transposed:
+                value = value.T
+            if keep_tokens is not None and layer_name in vocab_axes:
+                axis = vocab_axes[layer_name]
+                if value.shape[axis] <= keep_tokens.max():
+                    raise CheckpointError(
+                        "keep_tokens refers to id %d but %r in %r has only %d rows"
+                        % (keep_tokens.max(), stored, reader.path, value.shape[axis]))
+                value = np.take(value, keep_tokens, axis=axis)
+            if tuple(value.shape) != tuple(weight.shape):
+                raise CheckpointError(
+                    "Shape mismatch: checkpoint variable %r in %r has shape %s%s but model "
+                    "weight %s of layer %s has shape %s (check the config against the "
+                    "checkpoint)" % (stored, reader.path, tuple(reader.shape(stored)),
+                                     (" (chunk %d of %d)" % chunk if chunk else "")
+                                     + (" (transposed)" if transposed else ""), weight.path,
+                                     layer_name, tuple(weight.shape)))
+            weight.assign(value.astype(weight.dtype))
+    if matches_signature(reader, signature, prefixes) is False:
+        found = checkpoint_families(reader)
+        if found:
+            warnings.warn("Loaded %r into model=%r, but the checkpoint looks like model=%s"
+                          % (reader.path, signature["family"],
+                             " or ".join(repr(f) for f in found)), stacklevel=3)
+
+
+def collect(mapping):
+    """``{stored name: np.ndarray}`` of ``mapping``'s weights, as :func:`load`
+    would read them back (first spelling of each name; chunks concatenated).
+
+    Args:
+        mapping: ``{layer name: [(weight, spec), ...]}`` as for :func:`load`.
+    """
+    import keras
+
+    tensors, chunks = {}, {}
+    for pairs in mapping.values():
+        for weight, spec in pairs:
+            (name, chunk), transposed = parse_spec(spec)[0][0], spec.endswith(":T")
+            value = np.asarray(keras.ops.convert_to_numpy(weight))
+            value = value.T if transposed else value
+            if chunk is None:
+                tensors[name] = value
+            else:
+                chunks.setdefault(name, {})[chunk[0]] = value
+    for name, parts in chunks.items():
+        tensors[name] = np.concatenate([parts[k] for k in sorted(parts)], axis=-1)
+    return tensors
+
+
+# -- writing a Hugging Face directory --------------------------------------------------
+
+
+def write_hf_directory(directory, tensors, config):
+    """Write ``{name: array}`` and ``config`` as a Hugging Face model directory.
+
+    The layout is that of ``transformers``' ``save_pretrained``:
+    ``directory/model.safetensors`` (one file in the safetensors format,
+    huggingface/safetensors, with the ``{"format": "pt"}`` metadata that
+    ``from_pretrained`` checks) and ``directory/config.json``. Each file is
+    written under a temporary name and renamed, ``config.json`` last, so an
+    interrupted write never leaves a directory that looks complete.
+    :class:`SafetensorsReader` reads the directory back.
+
+    Args:
+        directory: the output directory (created if missing).
+        tensors: ``{name: array}``; each is written C-contiguous in its dtype.
+        config: a JSON-serialisable ``dict`` (``model_type``, ``architectures``
+            and the model's sizes).
+
+    Raises:
+        CheckpointError: ``directory`` is an existing file, or a config value
+            is not JSON-serialisable (the key is named).
+    """
+    from safetensors.numpy import save_file
+
+    directory = os.fspath(directory)
+    if os.path.isfile(directory):
+        raise CheckpointError("Cannot write a Hugging Face directory at %r: it is a file"
+                              % directory)
+    for key, value in config.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError("config.json value of %r is not JSON-serialisable: %r"
+                                  % (key, value)) from exc
+    os.makedirs(directory, exist_ok=True)
+    weights = os.path.join(directory, "model.safetensors")
+    save_file({name: np.ascontiguousarray(value) for name, value in tensors.items()},
+              weights + ".tmp", metadata={"format": "pt"})
+    os.replace(weights + ".tmp", weights)
+    path = os.path.join(directory, "config.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(path + ".tmp", path)

@@ -106,7 +106,7 @@ def recompute_layer_names(num_hidden_layers):
 
     ``build_transformer_model(..., recompute=True)`` wraps block ``i``
     (attention, feed-forward, dropouts, residual adds and norms) in one
-    :class:`~bert4keras.models.base.RecomputeBlock` called ``Transformer-i``
+    :class:`~bert4keras.models.recompute.RecomputeBlock` called ``Transformer-i``
     that runs under ``keras.remat``; these are their names.
     """
     return ["Transformer-%d" % i for i in range(num_hidden_layers)]

@@ -329,7 +329,7 @@ def test_recompute_gives_the_same_gradients(tiny):
                                                      recompute=recompute, dropout_rate=0.0,
                                                      attention_dropout_rate=0.0)
         if recompute:
-            from bert4keras.models.base import RecomputeBlock
+            from bert4keras.models.recompute import RecomputeBlock
 
             block = transformer.model.get_layer(recompute_layer_names(2)[0])
             assert isinstance(block, RecomputeBlock)  # the block runs under keras.remat

@@ -100,7 +100,7 @@ def train_step_gradients(model, x, jit=False, steps=1, counter=None):
 
 def count_forwards(monkeypatch_or_none=None):
     """Patch ``RecomputeBlock._forward`` to count its runs; returns the counter."""
-    from bert4keras.models.base import RecomputeBlock
+    from bert4keras.models.recompute import RecomputeBlock
 
     counter = {"runs": 0}
     original = RecomputeBlock._forward
@@ -119,7 +119,7 @@ def count_forwards(monkeypatch_or_none=None):
 def block_calls(model):
     """How many RecomputeBlock calls the model's graph holds (ALBERT: one
     shared block called once per layer; T5: encoder and decoder blocks)."""
-    from bert4keras.models.base import RecomputeBlock
+    from bert4keras.models.recompute import RecomputeBlock
 
     return sum(isinstance(node.operation, RecomputeBlock)
                for nodes in model._nodes_by_depth.values() for node in nodes)
@@ -143,7 +143,7 @@ def assert_same_gradients(plain, recomputed, atol=1e-5):
 def test_every_family_wraps_each_block_and_keeps_its_outputs(name):
     from keras import ops
 
-    from bert4keras.models.base import RecomputeBlock
+    from bert4keras.models.recompute import RecomputeBlock
 
     plain, recomputed = build(name, False), build(name, True)
     x = inputs_for(plain)
@@ -222,7 +222,7 @@ def test_checkpoint_and_keras_file_round_trip(google_bert, tmp_path):
     from keras import ops
 
     from bert4keras.models import build_transformer_model
-    from bert4keras.models.base import RecomputeBlock, TransformerModel
+    from bert4keras.models.recompute import RecomputeBlock, TransformerModel
 
     config = os.path.join(google_bert, "bert_config.json")
     checkpoint = os.path.join(google_bert, "bert_model.ckpt")
@@ -255,7 +255,7 @@ def test_checkpoint_and_keras_file_round_trip(google_bert, tmp_path):
 
 
 def test_recompute_environment_variable(monkeypatch):
-    from bert4keras.models.base import RecomputeBlock, recompute_from_env
+    from bert4keras.models.recompute import RecomputeBlock, recompute_from_env
 
     def wrapped(model):
         return sum(isinstance(layer, RecomputeBlock) for layer in model.layers)
@@ -272,7 +272,7 @@ def test_recompute_environment_variable(monkeypatch):
 
 
 def test_pretraining_recompute_flag(tmp_path):
-    from bert4keras.models.base import RecomputeBlock
+    from bert4keras.models.recompute import RecomputeBlock
     from pretraining.pretraining import (
         build_pretraining_model,
         parse_args,

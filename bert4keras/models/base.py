@@ -1,29 +1,22 @@
-"""The :class:`Transformer` base class: graph building and checkpoint I/O.
+"""The :class:`Transformer` base class: the graph of a model family.
 
 A family is a small subclass that says which layers exist
 (``apply_embeddings``, ``apply_main_layers``, ``apply_final_layers``) and how
 their weights are named in each checkpoint format. The name map is data:
 ``{keras layer name: [(google name, hf name), ...]}`` in the order of the
-layer's ``weights``; a ``:T`` suffix marks a tensor stored transposed relative
-to the Keras weight, ``|`` separates alternative spellings, and ``{i}`` is the
-block index in the per-block map. A ``[k/n]`` suffix names chunk ``k`` of
-``n`` equal parts of the stored tensor's last axis (GPT-2's fused ``c_attn``
-holds query, key and value side by side).
+layer's ``weights``, each name in the checkpoint-name language of
+:mod:`bert4keras.checkpoints` (``:T`` transposed, ``|`` alternatives,
+``[k/n]`` a chunk); ``{i}`` is the block index in the per-block map. Reading
+and writing the files, and matching names, happen in
+:mod:`bert4keras.checkpoints`; this class only hands it the mapping.
 
 Each family may also declare a ``signature``: checkpoint names that must be
 present (and names that must be absent) in its checkpoints, so that a
 checkpoint of another family is named in the error instead of only its first
 missing variable.
 
-Recompute (gradient checkpointing): with ``recompute=True`` (or the
-environment variable ``RECOMPUTE=1``, the original toolkit's switch) every
-Transformer block -- the attention, feed-forward, dropout, residual and norm
-layers whose names start with the block's name, e.g. ``Transformer-3-`` -- is
-wrapped in one :class:`RecomputeBlock` layer that runs those same layers
-under ``keras.remat``: only the block's inputs are kept for the backward pass
-and everything inside the block is computed again there (Chen et al. 2016,
-"Training Deep Nets with Sublinear Memory Cost"). The layers keep their
-names and weights, so checkpoints load as before.
+Recompute (``recompute=True`` or ``RECOMPUTE=1``) wraps each block in one
+layer run under ``keras.remat``: see :mod:`bert4keras.models.recompute`.
 
 Mixed precision: build the model after
 ``keras.mixed_precision.set_global_policy('mixed_float16')`` (or
@@ -39,26 +32,21 @@ in a custom training loop wrap it yourself,
 differentiate ``optimizer.scale_loss(loss)``. bfloat16 needs no loss scaling.
 """
 
-import os
-import random
-import warnings
+import contextlib
 
 import keras
 import numpy as np
-from keras import ops
 
+from bert4keras import checkpoints
 from bert4keras.checkpoints import (
+    FORMATS,
     CheckpointError,
     open_checkpoint,
-    resolve,
     write_tf_checkpoint,
 )
 from bert4keras.layers import AttentionMask
-
-FORMATS = ("google", "hf")
-
-#: Families that declare a ``signature`` (filled by ``Transformer.__init_subclass__``).
-_SIGNED_FAMILIES = []
+from bert4keras.models import config as _config
+from bert4keras.models.recompute import TransformerModel, recompute_block, recompute_from_env
 
 
 class Transformer:
@@ -103,17 +91,26 @@ class Transformer:
     #: how this family's checkpoints look: ``{"family": model key, "present":
     #: [(google name, hf name), ...], "absent": [...]}``; ``None`` = no check.
     signature = None
+    #: ``{config key: constructor argument}``, merged with the bases' maps
+    #: (see :mod:`bert4keras.models.config`); read by :meth:`translate_config`
+    #: and, backwards, written to a Hugging Face ``config.json``.
+    config_keys = _config.GOOGLE_CONFIG_KEYS
+    #: ``transformers``' ``model_type`` of this family; None: no such class.
+    hf_model_type = None
+    #: ``{heads: transformers class}`` (see :func:`bert4keras.models.config.hf_architecture`).
+    hf_architectures = {}
 
     @classmethod
     def translate_config(cls, config):
-        """Rename a family's own config keys (e.g. of a Hugging Face
-        ``config.json``) to constructor arguments; the default keeps ``config``."""
-        return config
+        """A config dict (Google ``bert_config.json`` or Hugging Face
+        ``config.json``) with its keys renamed to constructor arguments by the
+        merged ``config_keys``; families override it to convert values too."""
+        return _config.rename_config_keys(config, _config.merged_config_keys(cls))
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("signature"):
-            _SIGNED_FAMILIES.append(cls)
+            checkpoints.register_family(cls.signature, cls.hf_prefixes)
 
     def __init__(self, vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
                  intermediate_size, hidden_act="gelu", dropout_rate=0.0,
@@ -164,9 +161,14 @@ class Transformer:
 
     # -- graph building -------------------------------------------------------
     #: ``hook(layer, inputs, arguments) -> outputs`` replacing every layer call
-    #: of :meth:`apply` while set: :mod:`bert4keras.generation` runs this
-    #: model's own graph code on real tensors, with key/value caches.
+    #: of :meth:`apply` while set (see :meth:`hooked`): a cached decoder runs
+    #: this model's own graph code on real tensors, with key/value caches.
     call_hook = None
+    #: an encoder-decoder: :meth:`encode` gives the context that
+    #: :meth:`apply_decoder` attends to
+    is_encoder_decoder = False
+    #: the token that opens a decoder's output, if the model has one
+    decoder_start_id = None
     #: the :class:`_BlockRecorder` of :meth:`apply_block` while it records a block
     _recorder = None
 
@@ -192,48 +194,14 @@ class Transformer:
     def apply_block(self, name, fn, *args):
         """``fn(*args)``: the layer calls of the Transformer block ``name``.
 
-        Without recompute this is just ``fn(*args)``. With ``self.recompute``
-        the block is built twice: once as plain layer calls (so every layer
-        has an ``.output`` in this graph, as without recompute), then again
-        on placeholders, recording the calls of the layers whose names start
-        with ``name + '-'`` into a small functional model. Tensors the block
-        takes from outside (the hidden states, the attention bias, a position
-        table, T5's context) become that model's inputs; layers with other
-        names (shared position tables, masks) stay in the outer graph. The
-        block's output in the returned graph is that of a
-        :class:`RecomputeBlock` called ``name`` wrapping the small model.
-        Blocks that call the same layers again (ALBERT's shared block, the T5
-        decoder built twice) reuse the same :class:`RecomputeBlock`.
-
-        Raises:
-            ValueError: a layer named outside the block consumes a tensor
-                computed inside it, or a reused block calls other layers.
+        Without recompute this is just ``fn(*args)``; with ``self.recompute``
+        the block's layers run inside one
+        :class:`~bert4keras.models.recompute.RecomputeBlock` called ``name``
+        (see :func:`~bert4keras.models.recompute.recompute_block`).
         """
         if not self.recompute or self.call_hook is not None or self._recorder is not None:
             return fn(*args)
-        fn(*args)  # the plain graph: builds the layers and gives them an .output
-        recorder = _BlockRecorder(name)
-        self._recorder = recorder
-        seeds = random.getstate()  # Keras draws initializer seeds from Python's RNG
-        try:
-            outputs = fn(*args)
-        finally:
-            del self._recorder
-            random.setstate(seeds)  # so the weights match those built without recompute
-        if not all(recorder.is_internal(t) for t in keras.tree.flatten(outputs)):
-            raise ValueError("Block %r returned a tensor that none of its layers (named %r...) "
-                             "computed" % (name, name + "-"))
-        wrapper = self.layers.get(name)
-        calls = [layer.name for layer in recorder.layers]
-        recorded = self.__dict__.setdefault("_block_calls", {})
-        if wrapper is None:
-            block = keras.Model(recorder.placeholders, outputs, name=name + "-Block")
-            wrapper = self.layers[name] = RecomputeBlock(block, name=name)
-            recorded[name] = calls
-        elif not isinstance(wrapper, RecomputeBlock) or recorded.get(name) != calls:
-            raise ValueError("Block %r was built before with other layer calls; a reused block "
-                             "must call the same layers in the same order" % name)
-        return wrapper(recorder.externals)
+        return recompute_block(self, name, fn, args)
 
     def keras_model(self, inputs, outputs, name=None):
         """``keras.Model(inputs, outputs, name=name)``; a :class:`TransformerModel`
@@ -253,13 +221,67 @@ class Transformer:
     def build(self):
         """Build ``self.model`` (a functional ``keras.Model``) and return it."""
         inputs = self.get_inputs()
+        self.model = self.keras_model(inputs, self.apply_layers(inputs), name=self.name)
+        return self.model
+
+    def apply_layers(self, inputs, select=None):
+        """One pass of the whole model: embeddings, attention bias, every
+        block, final layers -- on placeholders (:meth:`build`) or, under
+        :meth:`hooked`, on real tensors (a cached decoding step).
+
+        Args:
+            inputs: as :meth:`get_inputs` (token ids, and segment ids if used).
+            select: optional ``fn(x) -> x`` applied to the last block's output
+                ``(batch, seq_len, hidden)`` before the final layers (a
+                decoder keeps only the positions it reads).
+        """
+        self._pass_tensors = {}
         x = self.apply_embeddings(inputs)
         bias = self.compute_attention_bias(inputs)
         for index in range(self.num_hidden_layers):
             x = self.apply_block(self.block_name(index), self.apply_main_layers, x, index, bias)
-        outputs = self.apply_final_layers(x)
-        self.model = self.keras_model(inputs, outputs, name=self.name)
-        return self.model
+        if select is not None:
+            x = select(x)
+        return self.apply_final_layers(x)
+
+    def shared_by_blocks(self, name, fn):
+        """``fn()`` once per pass of :meth:`apply_layers`, the same tensor for
+        every block of that pass (e.g. one position table all attention
+        layers read); ``name`` keys it."""
+        tensors = self.__dict__.setdefault("_pass_tensors", {})
+        if name not in tensors:
+            tensors[name] = fn()
+        return tensors[name]
+
+    def encode(self, inputs):
+        """The context an encoder-decoder's decoder attends to, ``(batch,
+        enc_len, hidden)``, from the encoder's inputs (real tensors).
+
+        Raises:
+            TypeError: the model is not an encoder-decoder.
+        """
+        raise TypeError("%s is not an encoder-decoder model: it has no encode()"
+                        % type(self).__name__)
+
+    def apply_decoder(self, inputs, context=None, select=None):
+        """The layers that score the next token: :meth:`apply_layers` of a
+        decoder-only model; an encoder-decoder's decoder over ``context``
+        (overridden there). ``inputs``: ``[token_ids(, segment_ids)]``;
+        ``select`` as :meth:`apply_layers`."""
+        if context is not None:
+            raise TypeError("%s is not an encoder-decoder model: it takes no context"
+                            % type(self).__name__)
+        return self.apply_layers(inputs, select=select)
+
+    @contextlib.contextmanager
+    def hooked(self, hook):
+        """While inside, every layer call of :meth:`apply` (of this model and
+        of the stacks it is made of) is ``hook(layer, inputs, arguments)``."""
+        self.call_hook = hook
+        try:
+            yield self
+        finally:
+            del self.call_hook
 
     def compute_attention_bias(self, inputs):
         """The additive bias ``(batch, 1, q_len|1, k_len)`` for ``application``."""
@@ -288,9 +310,15 @@ class Transformer:
 
     # -- weights ----------------------------------------------------------------
     def variable_mapping(self, fmt="google"):
-        """``{layer name: [(stored name, transposed), ...]}`` for one format.
+        """``{layer name: [stored name, ...]}`` for one checkpoint format.
 
-        Only layers present in the built model are listed.
+        One entry per weight of the layer, in the order of its ``weights``,
+        in the checkpoint-name language of :mod:`bert4keras.checkpoints`
+        (``:T``, ``|``, ``[k/n]``). Only layers present in the built model are
+        listed.
+
+        Raises:
+            CheckpointError: the family has no name in ``fmt`` for a layer.
         """
         column = FORMATS.index(fmt)
         entries = dict(self.name_map)
@@ -304,149 +332,110 @@ class Transformer:
         for layer, pairs in entries.items():
             if layer not in self.layers:
                 continue
-            spec = []
-            for pair in pairs:
-                stored = pair[column]
-                if stored is None:
-                    raise CheckpointError("%s has no %s-format name for %s"
-                                          % (type(self).__name__, fmt, layer))
-                spec.append((stored[:-2], True) if stored.endswith(":T") else (stored, False))
-            mapping[layer] = spec
+            if any(pair[column] is None for pair in pairs):
+                raise CheckpointError("%s has no %s-format name for %s"
+                                      % (type(self).__name__, fmt, layer))
+            mapping[layer] = [pair[column] for pair in pairs]
         return mapping
 
-    def load_weights_from_checkpoint(self, checkpoint_path):
+    def _weight_mapping(self, mapping):
+        """``{layer: [(weight, spec)]}`` from ``{layer: [spec]}``.
+
+        Raises:
+            CheckpointError: a layer is unknown or has another number of weights.
+        """
+        pairs = {}
+        for layer_name, specs in mapping.items():
+            if layer_name not in self.layers:
+                raise CheckpointError("The mapping names layer %r, which the model does not have"
+                                      % layer_name)
+            weights = self.layers[layer_name].weights
+            if len(weights) != len(specs):
+                raise CheckpointError("Layer %s has %d weights but the mapping lists %d"
+                                      % (layer_name, len(weights), len(specs)))
+            pairs[layer_name] = list(zip(weights, specs))
+        return pairs
+
+    def load_weights_from_checkpoint(self, checkpoint, mapping=None):
         """Load weights from a Google TF checkpoint or a Hugging Face directory.
+
+        Args:
+            checkpoint: a TF checkpoint prefix or directory, or a directory of
+                ``*.safetensors`` (see :func:`bert4keras.checkpoints.open_checkpoint`).
+            mapping: ``{layer name: [stored name, ...]}`` to load instead of
+                :meth:`variable_mapping` of the checkpoint's format.
 
         Raises:
             CheckpointError: naming the checkpoint and the first variable that
                 is missing, or both names and both shapes on a shape mismatch.
         """
-        reader = open_checkpoint(checkpoint_path)
-        mapping = self.variable_mapping(reader.format)
-        for layer_name, spec in mapping.items():
-            weights = self.layers[layer_name].weights
-            if len(weights) != len(spec):
-                raise CheckpointError("Layer %s has %d weights but the %s map lists %d"
-                                      % (layer_name, len(weights), reader.format, len(spec)))
-            for weight, (names, transposed) in zip(weights, spec):
-                stored = None
-                for name in names.split("|"):
-                    name, chunk = _split_chunk(name)
-                    stored = resolve(reader, name, self.hf_prefixes)
-                    if stored is not None:
-                        break
-                if stored is None:
-                    raise CheckpointError(
-                        "Variable %r (for layer %s) is missing from checkpoint %r, which has %d "
-                        "variables%s" % (names, layer_name, reader.path, len(reader.names()),
-                                         self._describe_checkpoint(reader)))
-                value = reader.get(stored)
-                if chunk is not None:
-                    value = np.split(value, chunk[1], axis=-1)[chunk[0]]
-                if transposed:
-                    value = value.T
-                if self.keep_tokens is not None and layer_name in self.vocab_layers:
-                    axis = self.vocab_axes.get(layer_name, 0)
-                    if value.shape[axis] <= self.keep_tokens.max():
-                        raise CheckpointError(
-                            "keep_tokens refers to id %d but %r in %r has only %d rows"
-                            % (self.keep_tokens.max(), stored, reader.path, value.shape[axis]))
-                    value = np.take(value, self.keep_tokens, axis=axis)
-                if tuple(value.shape) != tuple(weight.shape):
-                    raise CheckpointError(
-                        "Shape mismatch: checkpoint variable %r in %r has shape %s%s but model "
-                        "weight %s of layer %s has shape %s (check the config against the "
-                        "checkpoint)" % (stored, reader.path, tuple(reader.shape(stored)),
-                                         (" (chunk %d of %d)" % chunk if chunk else "")
-                                         + (" (transposed)" if transposed else ""), weight.path,
-                                         layer_name, tuple(weight.shape)))
-                weight.assign(value.astype(weight.dtype))
-        if self.matches_checkpoint(reader) is False:
-            found = checkpoint_families(reader)
-            if found:
-                warnings.warn(
-                    "Loaded %r into model=%r, but the checkpoint looks like model=%s"
-                    % (reader.path, self.signature["family"],
-                       " or ".join(repr(f) for f in found)), stacklevel=2)
-
-    def _describe_checkpoint(self, reader):
-        sample = ", ".join(reader.names()[:3])
-        text = "; first few: %s" % sample if sample else ""
-        if _SIGNED_FAMILIES:
-            found = checkpoint_families(reader)
-            if found:
-                text += ". Its variables look like model=%s" % " or ".join(
-                    repr(f) for f in found)
-            else:
-                text += ". It matches none of the known families (%s)" % ", ".join(
-                    sorted({c.signature["family"] for c in _SIGNED_FAMILIES}))
-            if self.signature:
-                family = self.signature["family"]
-                if found and family in found:
-                    text += ("; that is this model's family, so the checkpoint lacks an "
-                             "optional part (a head such as with_pool/with_nsp/with_mlm "
-                             "that it was not trained with?)")
-                else:
-                    text += "; this model is model=%r" % family
-        return text
+        reader = open_checkpoint(checkpoint)
+        if mapping is None:
+            mapping = self.variable_mapping(reader.format)
+        vocab_axes = {name: self.vocab_axes.get(name, 0) for name in self.vocab_layers}
+        checkpoints.load(reader, self._weight_mapping(mapping), prefixes=self.hf_prefixes,
+                         keep_tokens=self.keep_tokens, vocab_axes=vocab_axes,
+                         signature=self.signature)
 
     @classmethod
     def matches_checkpoint(cls, reader):
         """True if ``reader`` has every ``present`` and no ``absent`` name of
         this family's ``signature`` (None when the family declares none)."""
-        if not cls.signature:
-            return None
-        column = FORMATS.index(reader.format)
-
-        def has(pair):
-            names = pair[column]
-            return names is not None and any(
-                resolve(reader, _split_chunk(n)[0], cls.hf_prefixes) for n in names.split("|"))
-
-        return (all(has(p) for p in cls.signature.get("present", ()))
-                and not any(has(p) for p in cls.signature.get("absent", ())))
+        return checkpoints.matches_signature(reader, cls.signature, cls.hf_prefixes)
 
     def checkpoint_tensors(self, fmt="google"):
-        """``{stored name: array}`` of the model's weights in a format's names."""
-        tensors, chunks = {}, {}
-        for layer_name, spec in self.variable_mapping(fmt).items():
-            for weight, (names, transposed) in zip(self.layers[layer_name].weights, spec):
-                value = keras.ops.convert_to_numpy(weight.value)
-                value = value.T if transposed else value
-                name, chunk = _split_chunk(names.split("|")[0])
-                if chunk is None:
-                    tensors[name] = value
-                else:
-                    chunks.setdefault(name, {})[chunk[0]] = value
-        for name, parts in chunks.items():
-            tensors[name] = np.concatenate([parts[k] for k in sorted(parts)], axis=-1)
-        return tensors
+        """``{stored name: np.ndarray}`` of the model's weights in a format's names."""
+        return checkpoints.collect(self._weight_mapping(self.variable_mapping(fmt)))
 
-    def save_weights_as_checkpoint(self, filename):
-        """Write the weights as a Google-format TF checkpoint at prefix ``filename``.
+    def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None, format="google"):
+        """Write the weights in the original format or as a Hugging Face directory.
 
-        With ``keep_tokens`` the written vocabulary is the kept one, so the
-        checkpoint pairs with the simplified ``vocab.txt``.
+        Args:
+            filename: ``format='google'``: a TF checkpoint prefix
+                (``out/bert_model.ckpt``, see
+                :func:`~bert4keras.checkpoints.write_tf_checkpoint`);
+                ``format='huggingface'``: a directory, which gets
+                ``model.safetensors`` and ``config.json`` that
+                ``transformers``' ``from_pretrained`` loads (see
+                :func:`~bert4keras.models.config.huggingface_export`; the
+                ``architectures`` class follows the heads, e.g.
+                ``BertForPreTraining`` for ``with_mlm`` + ``with_nsp``).
+            mapping: ``{layer name: [stored name, ...]}`` to write instead of
+                the family's name map for ``format`` (as for
+                :meth:`load_weights_from_checkpoint`).
+            dtype: cast every tensor to this dtype (e.g. ``'float16'``).
+            format: ``'google'`` (default) or ``'huggingface'`` (``'hf'``).
+
+        With ``keep_tokens`` the written vocabulary is the kept one (and
+        ``config.json`` says so), so the files pair with the simplified
+        ``vocab.txt``. Families without a ``transformers`` class (NEZHA,
+        GPT2-ML, RoFormer-V2, the T5 decoder alone) raise for
+        ``'huggingface'``; ALBERT_Unshared writes its last block's weights
+        under the shared names.
+
+        Raises:
+            ValueError: an unknown ``format``, or a model ``transformers``
+                cannot express (the family is named).
+            CheckpointError: a layer has no name in the format.
         """
-        write_tf_checkpoint(filename, self.checkpoint_tensors("google"))
-
-
-def _split_chunk(name):
-    """``'w[1/3]'`` -> ``('w', (1, 3))``; a name without the suffix -> ``(name, None)``."""
-    if name.endswith("]") and "[" in name:
-        base, _, spec = name[:-1].rpartition("[")
-        index, _, parts = spec.partition("/")
-        return base, (int(index), int(parts))
-    return name, None
-
-
-def checkpoint_families(reader):
-    """``model=`` keys whose ``signature`` a checkpoint reader matches."""
-    found = []
-    for cls in _SIGNED_FAMILIES:
-        if cls.matches_checkpoint(reader) and cls.signature["family"] not in found:
-            found.append(cls.signature["family"])
-    return found
+        if format not in ("google", "huggingface", "hf"):
+            raise ValueError("format must be 'google' or 'huggingface', got %r" % (format,))
+        fmt = "google" if format == "google" else "hf"
+        config = None
+        if mapping is not None:
+            tensors = checkpoints.collect(self._weight_mapping(mapping))
+            if fmt == "hf":
+                config = _config.huggingface_config(self)
+        elif fmt == "hf":
+            config, tensors = _config.huggingface_export(self)
+        else:
+            tensors = self.checkpoint_tensors("google")
+        if dtype is not None:
+            tensors = {name: value.astype(dtype) for name, value in tensors.items()}
+        if fmt == "google":
+            write_tf_checkpoint(filename, tensors)
+        else:
+            checkpoints.write_hf_directory(filename, tensors, config)
 
 
 def _mixed_policy():
@@ -461,219 +450,3 @@ def _is_output_activation(layer, kwargs):
     if isinstance(layer, type) and issubclass(layer, keras.layers.Activation):
         return True
     return kwargs.get("activation") in ("softmax", "sigmoid")
-
-
-# -- recompute ------------------------------------------------------------------
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
-
-
-def recompute_from_env(environ=None):
-    """The ``RECOMPUTE`` environment variable as a bool (unset: False).
-
-    Raises:
-        ValueError: a value other than 1/0/true/false/yes/no/on/off.
-    """
-    value = (os.environ if environ is None else environ).get("RECOMPUTE", "")
-    if value.strip().lower() in _TRUE:
-        return True
-    if value.strip().lower() in _FALSE:
-        return False
-    raise ValueError("Environment variable RECOMPUTE=%r: expected 1 or 0 (true/false)" % value)
-
-
-class _BlockRecorder:
-    """The ``call_hook`` of :meth:`Transformer.apply_block`'s second pass.
-
-    Calls of layers named ``prefix...`` are re-run on placeholders: each
-    tensor from outside the block gets one ``keras.Input`` of its exact shape
-    and dtype (``placeholders``, in order of first use, the outer tensors in
-    ``externals``); calls of other layers run on the outer tensors.
-    """
-
-    def __init__(self, name):
-        self.name = name
-        self.prefix = name + "-"
-        self.externals, self.placeholders, self.layers = [], [], []
-        self._placeholder_of = {}
-        self._internal = set()
-
-    def is_internal(self, tensor):
-        return id(tensor) in self._internal
-
-    def _map(self, tensor):
-        if not isinstance(tensor, keras.KerasTensor) or id(tensor) in self._internal:
-            return tensor
-        if id(tensor) not in self._placeholder_of:
-            placeholder = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype,
-                                      name="%s-Input-%d" % (self.name, len(self.placeholders)))
-            self._placeholder_of[id(tensor)] = placeholder
-            self.externals.append(tensor)
-            self.placeholders.append(placeholder)
-        return self._placeholder_of[id(tensor)]
-
-    def __call__(self, layer, inputs, arguments):
-        if not layer.name.startswith(self.prefix):
-            if any(self.is_internal(t) for t in keras.tree.flatten(inputs)):
-                raise ValueError(
-                    "Layer %r is called inside block %r on a tensor the block computed, but its "
-                    "name does not start with %r, so it cannot be recomputed with the block"
-                    % (layer.name, self.name, self.prefix))
-            return layer(inputs, **arguments)
-        self.layers.append(layer)
-        outputs = layer(keras.tree.map_structure(self._map, inputs), **arguments)
-        self._internal.update(id(t) for t in keras.tree.flatten(outputs))
-        return outputs
-
-
-def _current_stateless_scope():
-    # Keras keeps the active StatelessScope (JAX training: every variable's
-    # traced value) in its global state; no public accessor exists.
-    from keras.src.backend.common.stateless_scope import get_stateless_scope
-
-    return get_stateless_scope()
-
-
-class _SeedScope(keras.StatelessScope):
-    """Inside a recomputed block: dropout seed states read from fixed values.
-
-    Variable reads fall through to the enclosing scope's values (JAX
-    training) or the variables; the seed generators' states read ``states``,
-    the values they had before the block, so the forward pass and its
-    recomputation draw the same dropout masks. Their updates stay inside
-    the scope and are only counted (``draws``); :class:`RecomputeBlock`
-    advances the real states afterwards, outside the rematerialised function.
-
-    Raises:
-        NotImplementedError: a layer of the block updates a variable other
-            than a seed state (e.g. batch statistics) or adds a loss.
-    """
-
-    def __init__(self, generators, states):
-        super().__init__(collect_losses=True, initialize_variables=False)
-        outer = _current_stateless_scope()
-        if outer is not None:
-            self.state_mapping.update(outer.state_mapping)
-        self._seed_ids = {id(g.state): g for g in generators}
-        for generator, state in zip(generators, states):
-            self.state_mapping[id(generator.state)] = state
-        self.draws = {}
-
-    def add_update(self, update):
-        variable = update[0]
-        generator = self._seed_ids.get(id(variable))
-        if generator is None:
-            raise NotImplementedError(
-                "Variable %r is updated inside a recomputed block; recompute supports blocks "
-                "whose only state is dropout seeds" % getattr(variable, "path", variable))
-        self.draws[id(generator)] = self.draws.get(id(generator), 0) + 1
-        super().add_update(update)
-
-    def add_loss(self, loss):
-        raise NotImplementedError("A layer adds a loss inside a recomputed block (activity "
-                                  "regularisation); recompute does not support that")
-
-
-@keras.saving.register_keras_serializable(package="bert4keras")
-class RecomputeBlock(keras.layers.Layer):
-    """One Transformer block, recomputed in the backward pass.
-
-    ``block`` is a functional ``keras.Model`` over the block's own layers
-    (``Transformer-%d-MultiHeadSelfAttention``, ``...-Norm``,
-    ``...-FeedForward``, ...; built by :meth:`Transformer.apply_block`). The
-    call runs ``block`` under ``keras.remat`` (``tf.recompute_grad``,
-    ``jax.checkpoint``, ``torch.utils.checkpoint``), with the tensors passed
-    positionally (TensorFlow's ``custom_gradient`` takes no keyword
-    arguments in graph mode), so only the block's inputs are stored for the
-    backward pass. Dropout inside the block draws the same masks in the
-    forward pass, in its recomputation and as the same model without
-    recompute (see :class:`_SeedScope`).
-
-    Inputs: the list of tensors ``block`` takes (hidden states ``(batch,
-    seq_len, hidden)``, attention bias, and position or context tensors as the
-    family needs). Output: the block's output ``(batch, seq_len, hidden)``.
-    Inputs are passed on uncast (``autocast=False``): the layers inside cast
-    as they would in the plain graph.
-    """
-
-    def __init__(self, block, **kwargs):
-        kwargs["autocast"] = False
-        super().__init__(**kwargs)
-        if not isinstance(block, keras.Model):
-            raise TypeError("RecomputeBlock needs a keras.Model, got %r" % type(block).__name__)
-        self.block = block
-
-    def build(self, input_shape=None):
-        self.built = True
-
-    def _block_seed_generators(self):
-        """The seed generators of the block's layers (dropout), in layer order."""
-        found = []
-        for layer in self.block._flatten_layers(include_self=False, recursive=True):
-            for generator in getattr(layer, "_seed_generators", ()):
-                if all(generator is not g for g in found):
-                    found.append(generator)
-        return found
-
-    def _forward(self, tensors, training, generators, states, draws):
-        """The block on ``tensors`` with the seed states fixed to ``states``."""
-        with _SeedScope(generators, states) as scope:
-            outputs = self.block(list(tensors), training=training)
-        draws.clear()
-        draws.update(scope.draws)
-        return outputs
-
-    def call(self, inputs, training=None):
-        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        generators = self._block_seed_generators()
-        states = [g.state.value * 1 for g in generators]  # "* 1": a copy, not the variable
-        draws = {}
-
-        def forward(*args):
-            return self._forward(args, training, generators, states, draws)
-
-        outputs = keras.remat(forward)(*tensors)
-        for generator, state in zip(generators, states):
-            count = draws.get(id(generator), 0)
-            if count:
-                step = ops.convert_to_tensor(np.array([0, count]), dtype=generator.state.dtype)
-                generator.state.assign(ops.add(state, step))
-        return outputs
-
-    def compute_output_spec(self, inputs, training=None):
-        return self.block.compute_output_spec(list(inputs) if isinstance(inputs, (list, tuple))
-                                              else [inputs])
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("autocast", None)
-        config["block"] = keras.saving.serialize_keras_object(self.block)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        block = keras.saving.deserialize_keras_object(config.pop("block"))
-        return cls(block, **config)
-
-
-@keras.saving.register_keras_serializable(package="bert4keras")
-class TransformerModel(keras.Model):
-    """The functional model :func:`build_transformer_model` returns with
-    recompute: a plain functional ``keras.Model`` except that ``get_layer``
-    also finds the layers inside its :class:`RecomputeBlock` wrappers
-    (``get_layer('Transformer-0-MultiHeadSelfAttention')`` works as without
-    recompute; ``get_layer('Transformer-0')`` is the wrapper itself)."""
-
-    def get_layer(self, name=None, index=None):
-        if name is not None and index is None:
-            for layer in self.layers:
-                if layer.name == name:
-                    return layer
-            for layer in self.layers:
-                if isinstance(layer, RecomputeBlock):
-                    for inner in layer.block.layers:
-                        if inner.name == name:
-                            return inner
-        return super().get_layer(name=name, index=index)
