@@ -44,7 +44,7 @@ import keras
 from bert4keras.checkpoints import open_checkpoint
 from bert4keras.generation import CachedDecoder
 from bert4keras.models import build_transformer_model
-from bert4keras.models.base import checkpoint_families
+from bert4keras.checkpoints import checkpoint_families
 from bert4keras.tokenizers import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -11,9 +11,24 @@ Every example takes the same way of naming a BERT-family checkpoint:
 * ``--cased``: do not lower-case (Chinese BERT vocabularies are uncased).
 
 Scripts run as ``python examples/NAME.py`` find this module beside them.
+
+Besides the model flags, the kit every example shares:
+
+* :func:`add_run_args`: ``--limit``, ``--seed``, ``--output``, ``--results``;
+* :func:`adamw`: AdamW with linear decay and no decay of norms and biases;
+* :class:`BestEpoch`: the callback that scores each epoch and keeps the best
+  weights;
+* :func:`save_and_check`: save as ``.keras``, load back, compare predictions;
+* :func:`read_json_lines` and :class:`DataFormatError` for the official data
+  files; :func:`write_json` / :func:`write_json_lines` for results and
+  predictions.
 """
 
+import json
 import os
+
+import keras
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -39,19 +54,18 @@ def add_model_args(parser, default_dir=DEFAULT_DIR):
 def resolve_paths(args):
     """``(config_path, checkpoint_path or None, vocab_path)`` from the flags.
 
+    Without ``--config`` the model directory's config file is chosen by
+    :func:`bert4keras.models.find_config` (as ``build_transformer_model``
+    would choose it).
+
     Raises:
         FileNotFoundError: the model directory has neither ``bert_config.json``
             nor ``config.json``, or the vocabulary file does not exist.
     """
+    from bert4keras.models import find_config
+
     model_dir = args.model_dir or getattr(args, "_default_model_dir", DEFAULT_DIR)
-    config = args.config
-    if config is None:
-        for name in ("bert_config.json", "config.json"):
-            if os.path.exists(os.path.join(model_dir, name)):
-                config = os.path.join(model_dir, name)
-                break
-        else:
-            raise FileNotFoundError("No bert_config.json or config.json in %r" % model_dir)
+    config = args.config if args.config is not None else find_config(model_dir)
     checkpoint = None if args.random_init else (args.checkpoint or model_dir)
     vocab = args.vocab or os.path.join(model_dir, "vocab.txt")
     if not os.path.exists(vocab):
@@ -86,54 +100,257 @@ class CharEncoder:
         return [self.cls] + [self.char_id(c) for c in text] + [self.sep]
 
 
-def pad_batch(id_lists, bucket=32, fill=0):
-    """``int32 (batch, length)``: the lists right-padded with ``fill`` to the
-    longest rounded up to a multiple of ``bucket`` (few distinct shapes, so
-    few recompilations)."""
+def pad_batch(id_lists, bucket=32, fill=0, length=None, maxlen=None):
+    """``int32 (batch, length)``: the lists right-padded with ``fill``.
+
+    The length is the longest list rounded up to a multiple of ``bucket``
+    (few distinct shapes, so few recompilations), at most ``maxlen``; or
+    exactly ``length`` when given (one shape only). Longer lists are cut.
+    """
     from bert4keras.snippets import sequence_padding
 
-    length = -(-max(map(len, id_lists)) // bucket) * bucket
+    if length is None:
+        length = -(-max(map(len, id_lists)) // bucket) * bucket
+        if maxlen:
+            length = min(length, maxlen)
     return sequence_padding(id_lists, length=length, value=fill).astype("int32")
 
 
 class DataFormatError(ValueError):
-    """A line of a data file does not follow its official format (the
-    message names the file, the line and the field at fault)."""
+    """A data file does not follow its official format.
+
+    The message names the file, the line (or the position in a JSON
+    document) and the field at fault; ``path`` and ``line_no`` (1-based)
+    hold the file and line for programs when the error is about one line
+    (else ``None``).
+    """
+
+    def __init__(self, message, path=None, line_no=None):
+        super().__init__(message)
+        self.path, self.line_no = path, line_no
+
+    @classmethod
+    def at(cls, path, line_no, message):
+        """The error for line ``line_no`` of ``path``, its message starting
+        ``path:line_no:`` (the compiler style)."""
+        return cls("%s:%d: %s" % (path, line_no, message), path, line_no)
 
 
-def read_json_lines(path, what="data"):
+def read_json_lines(path, what="data", location="{path}, line {line}", not_json="invalid JSON"):
     """``(line_number, object)`` for every non-blank line of a JSON-lines file
-    (one JSON object per line, as the LIC2020 / CCKS releases are written;
-    a UTF-8 byte-order mark is accepted).
+    (one JSON object per line, as the LIC2020 / CCKS / NL2SQL releases are
+    written; a UTF-8 byte-order mark is accepted).
+
+    Args:
+        path: the file.
+        what: the kind of file, for the not-found message.
+        location: how an error message names the line, from ``{path}`` and
+            ``{line}`` (the scripts keep the style of their other messages:
+            ``'{path}, line {line}'`` or ``'{path}:{line}'``).
+        not_json: the words for a line that is not JSON.
 
     Raises:
         FileNotFoundError: no file at ``path`` (``what`` names the kind of file).
-        DataFormatError: a line is not valid JSON or not a JSON object.
+        DataFormatError: a line is not valid JSON or not a JSON object; its
+            ``path`` and ``line_no`` are set.
     """
-    import json
-
     if not os.path.exists(path):
         raise FileNotFoundError("%s file %r not found" % (what, path))
     with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = location.format(path=path, line=number)
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataFormatError("%s, line %d: invalid JSON (%s)" % (path, number, error))
+                raise DataFormatError("%s: %s (%s)" % (where, not_json, error), path,
+                                      number) from None
             if not isinstance(obj, dict):
-                raise DataFormatError("%s, line %d: expected a JSON object, got %s"
-                                      % (path, number, type(obj).__name__))
+                raise DataFormatError("%s: expected a JSON object, got %s"
+                                      % (where, type(obj).__name__), path, number)
             yield number, obj
+
+
+def require(obj, key, kind, where):
+    """``obj[key]``, checked to be of type ``kind`` (a type or a tuple; a
+    ``bool`` never passes for ``int``).
+
+    Raises:
+        DataFormatError: ``key`` is missing or of another type; the message
+            starts with ``where`` (file, line and position of ``obj``).
+    """
+    if key not in obj:
+        raise DataFormatError("%s: missing field %r" % (where, key))
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise DataFormatError("%s: field %r must be %s, got %s"
+                              % (where, key, names, type(value).__name__))
+    return value
+
+
+def read_texts(path, what="data", limit=None):
+    """The records of a file to predict: one JSON object per line with a
+    string ``text``; the other fields are kept (to be written back with the
+    predictions). At most ``limit`` records.
+
+    Raises:
+        FileNotFoundError, DataFormatError: see :func:`read_json_lines`; or a
+            line without a string ``text`` (file and line named).
+    """
+    records = []
+    for number, obj in read_json_lines(path, what):
+        if limit is not None and len(records) >= limit:
+            break
+        require(obj, "text", str, "%s, line %d" % (path, number))
+        records.append(obj)
+    return records
 
 
 def write_json_lines(path, records):
     """Write ``records`` one JSON object per line (UTF-8, not ASCII-escaped),
     creating the directory."""
-    import json
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_json(path, obj):
+    """Write ``obj`` as one indented JSON document (UTF-8, not ASCII-escaped),
+    creating the directory: the ``--results`` file and other summaries."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------
+# Run flags, training, checking the saved model
+# ---------------------------------------------------------------------------
+
+
+def add_run_args(parser, limit="examples per split", limit_default=None, seed=42,
+                 output=None, output_doc=None, saved="the fine-tuned model (.keras)",
+                 results="the scores"):
+    """Add the run flags the examples share.
+
+    * ``--limit N``: use only the first N ``limit`` (smoke runs); left out
+      when ``limit`` is ``None``; default ``limit_default``;
+    * ``--seed``: default ``seed``;
+    * ``--output``: where ``saved`` is written, default ``output``, ``''``
+      to skip saving; left out when ``output`` is ``False``. ``output=None``
+      leaves the default to the script (``--output`` stays ``None``), and
+      ``output_doc`` tells the help what it is;
+    * ``--results``: write ``results`` to this JSON file (:func:`write_json`).
+
+    Returns:
+        ``parser``.
+    """
+    if limit is not None:
+        parser.add_argument("--limit", type=int, default=limit_default,
+                            help="use only the first N %s (smoke runs)" % limit)
+    parser.add_argument("--seed", type=int, default=seed,
+                        help="seed of the initialisation and the data order (default %(default)s)")
+    if output is not False:
+        parser.add_argument("--output", default=output,
+                            help="where to save %s; default %s; '' to skip"
+                                 % (saved, output if output is not None else output_doc))
+    parser.add_argument("--results", default=None, help="write %s to this JSON file" % results)
+    return parser
+
+
+def adamw(lr, steps, exclude=("gamma", "beta", "bias")):
+    """AdamW (weight decay 0.01) whose learning rate falls linearly from
+    ``lr`` to 0 over ``steps`` steps, without weight decay on the variables
+    named in ``exclude`` (LayerNorm ``gamma``/``beta``, biases; add ``'trans'``
+    for CRF transitions), as in BERT's fine-tuning recipe."""
+    schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(int(steps), 1),
+                                                          end_learning_rate=0.0)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
+    optimizer.exclude_from_weight_decay(var_names=list(exclude))
+    return optimizer
+
+
+def describe_model(config, checkpoint):
+    """``'config (checkpoint)'``, or ``'config (random init)'`` without one."""
+    return "%s (%s)" % (config, "random init" if checkpoint is None else checkpoint)
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Score the model after every epoch of ``fit``; keep the best weights.
+
+    Args:
+        evaluate: ``model -> (scores, output)``: the scores of the epoch (a
+            number or a dict, kept in :attr:`history`) and anything to keep
+            from the best epoch (e.g. its predictions; ``None`` for nothing).
+        key: ``scores -> float``, larger is better; default the scores
+            themselves (a number).
+        report: ``(scores, best) -> str``, printed after ``epoch N:`` (``best``
+            is the best key so far, this epoch included).
+
+    Attributes:
+        history: the scores of every epoch.
+        best: the best key (``-1.0`` before the first epoch); an epoch
+            replaces the best only if it is strictly better, so ties keep the
+            earlier epoch.
+        best_epoch, best_scores, best_output, best_weights: of the best epoch
+            (``best_weights`` from ``model.get_weights()``; ``None`` before
+            the first epoch).
+
+    Put the best weights back with ``model.set_weights(callback.best_weights)``.
+    """
+
+    def __init__(self, evaluate, key=None, report=None):
+        super().__init__()
+        self.evaluate = evaluate
+        self.key = key or (lambda scores: scores)
+        self.report = report or (lambda scores, best: "%s (best %.4f)" % (scores, best))
+        self.history, self.best, self.best_epoch = [], -1.0, None
+        self.best_scores = self.best_output = self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores, output = self.evaluate(self.model)
+        self.history.append(scores)
+        value = self.key(scores)
+        if value > self.best:
+            self.best, self.best_epoch = value, epoch + 1
+            self.best_scores, self.best_output = scores, output
+            self.best_weights = self.model.get_weights()
+        print("epoch %d: %s" % (epoch + 1, self.report(scores, self.best)), flush=True)
+
+
+def save_and_check(model, path, x, tolerance=1e-4, verbose=True):
+    """Save ``model`` as ``.keras``, load it back, compare the predictions.
+
+    The file is read with ``keras.saving.load_model(path, compile=False)``,
+    as a user would in a new program, and both models predict the batch
+    ``x``; the largest absolute difference over all outputs must stay within
+    ``tolerance``.
+
+    Args:
+        model: a Keras model.
+        path: the ``.keras`` file (its directory is created).
+        x: one input batch (what ``model.predict_on_batch`` takes).
+        tolerance: the largest difference accepted.
+        verbose: print the path and the difference.
+
+    Returns:
+        The largest absolute difference, a float.
+
+    Raises:
+        RuntimeError: the reloaded model predicts differently.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    model.save(path)
+    reloaded = keras.saving.load_model(path, compile=False)
+    pairs = zip(keras.tree.flatten(reloaded.predict_on_batch(x)),
+                keras.tree.flatten(model.predict_on_batch(x)))
+    diff = max(float(np.max(np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b))))
+               for a, b in pairs)
+    if verbose:
+        print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e" % (path, diff))
+    if diff > tolerance:
+        raise RuntimeError("%s: the reloaded model predicts differently (max |diff| %g > %g)"
+                           % (path, diff, tolerance))
+    return diff

@@ -48,7 +48,6 @@ linking of the gold mentions (the ranker alone).
 """
 
 import argparse
-import json
 import os
 import random
 import time
@@ -58,11 +57,12 @@ import numpy as np
 
 from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
 
 import common
-from common import HERE, add_model_args, resolve_paths
+from common import (HERE, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
+                    pad_batch, resolve_paths, save_and_check, write_json, write_json_lines)
 
 SAMPLE_DIR = os.path.join(HERE, "data", "ccks2019_el_sample")
 NIL = "NIL"
@@ -79,52 +79,32 @@ ABSTRACT = "摘要"  # the long free-text predicate of the CCKS knowledge base; 
 # ---------------------------------------------------------------------------
 
 
-class DataFormatError(ValueError):
-    """A line of a data file does not follow the CCKS 2019 format; the message
-    starts with ``path:line:``."""
-
-    def __init__(self, path, line_no, message):
-        super().__init__("%s:%d: %s" % (path, line_no, message))
-        self.path, self.line_no = path, line_no
-
-
 def is_nil(kb_id):
     """``True`` for ``"NIL"`` (CCKS 2019) and ``"NIL_<Type>"`` (CCKS 2020)."""
     return kb_id == NIL or kb_id.startswith(NIL + "_")
 
 
 def read_json_lines(path):
-    """Yield ``(line_no, object)`` for every non-blank line of ``path`` (1-based).
+    """``(line_no, object)`` for every non-blank line of ``path`` (1-based);
+    errors say ``path:line:``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         DataFormatError: a line is not JSON or not a JSON object.
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError("data file %r not found" % path)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(path, line_no, "not valid JSON (%s)" % e) from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(path, line_no, "expected a JSON object, got %s"
-                                      % type(obj).__name__)
-            yield line_no, obj
+    return common.read_json_lines(path, "data", location="{path}:{line}",
+                                  not_json="not valid JSON")
 
 
 def _field(obj, name, types, path, line_no, where="", optional=False):
     if name not in obj:
         if optional:
             return None
-        raise DataFormatError(path, line_no, "missing field %r%s" % (name, where))
+        raise DataFormatError.at(path, line_no, "missing field %r%s" % (name, where))
     value = obj[name]
     if not isinstance(value, types):
-        raise DataFormatError(path, line_no, "field %r%s should be %s, got %r"
-                              % (name, where, " or ".join(t.__name__ for t in types), value))
+        raise DataFormatError.at(path, line_no, "field %r%s should be %s, got %r"
+                                 % (name, where, " or ".join(t.__name__ for t in types), value))
     return value
 
 
@@ -166,17 +146,17 @@ def load_kb(path):
             types = [types]
         for i, alias in enumerate(aliases):
             if not isinstance(alias, str):
-                raise DataFormatError(path, line_no, "alias[%d] should be a string, got %r"
-                                      % (i, alias))
+                raise DataFormatError.at(path, line_no, "alias[%d] should be a string, got %r"
+                                         % (i, alias))
         pairs = []
         for i, item in enumerate(data):
             where = " in data[%d]" % i
             if not isinstance(item, dict):
-                raise DataFormatError(path, line_no, "data[%d] should be an object" % i)
+                raise DataFormatError.at(path, line_no, "data[%d] should be an object" % i)
             pairs.append((_field(item, "predicate", (str,), path, line_no, where),
                           str(_field(item, "object", (str, int, float), path, line_no, where))))
         if subject_id in kb:
-            raise DataFormatError(path, line_no, "subject_id %r appears twice" % subject_id)
+            raise DataFormatError.at(path, line_no, "subject_id %r appears twice" % subject_id)
         kb[subject_id] = dict(subject=subject, aliases=list(dict.fromkeys([subject] + aliases)),
                               description=describe_entity(subject, [str(t) for t in types],
                                                           pairs))
@@ -208,33 +188,34 @@ def load_texts(path, kb):
         if labelled is None:
             labelled = has_mentions
         elif has_mentions != labelled:
-            raise DataFormatError(path, line_no, "mention_data is %s here but %s on the first "
-                                  "line: a file is either labelled or not"
-                                  % (("present", "absent") if has_mentions else
-                                     ("absent", "present")))
+            raise DataFormatError.at(path, line_no, "mention_data is %s here but %s on the first "
+                                     "line: a file is either labelled or not"
+                                     % (("present", "absent") if has_mentions else
+                                        ("absent", "present")))
         mentions = None
         if has_mentions:
             mentions = []
             for i, m in enumerate(_field(obj, "mention_data", (list,), path, line_no)):
                 where = " in mention_data[%d]" % i
                 if not isinstance(m, dict):
-                    raise DataFormatError(path, line_no, "mention_data[%d] should be an object" % i)
+                    raise DataFormatError.at(path, line_no,
+                                             "mention_data[%d] should be an object" % i)
                 kb_id = str(_field(m, "kb_id", (str, int), path, line_no, where))
                 mention = _field(m, "mention", (str,), path, line_no, where)
                 offset = _field(m, "offset", (str, int), path, line_no, where)
                 if isinstance(offset, str):
                     if not offset.isdigit():
-                        raise DataFormatError(path, line_no, "offset %r%s is not a non-negative "
-                                              "integer" % (offset, where))
+                        raise DataFormatError.at(path, line_no, "offset %r%s is not a non-negative "
+                                                 "integer" % (offset, where))
                     offset = int(offset)
                 if not mention or offset < 0 or text[offset:offset + len(mention)] != mention:
-                    raise DataFormatError(
+                    raise DataFormatError.at(
                         path, line_no, "offset %d%s does not match mention %r: the text has %r "
                         "there" % (offset, where, mention, text[offset:offset + len(mention)]))
                 if not is_nil(kb_id) and kb_id not in kb:
-                    raise DataFormatError(path, line_no, "kb_id %r%s (mention %r) is not a "
-                                          "subject_id of the knowledge base" % (kb_id, where,
-                                                                                mention))
+                    raise DataFormatError.at(path, line_no, "kb_id %r%s (mention %r) is not a "
+                                             "subject_id of the knowledge base" % (kb_id, where,
+                                                                                   mention))
                 mentions.append((offset, mention, kb_id))
         records.append(dict(text_id=text_id, text=text, mentions=mentions))
     return records
@@ -387,15 +368,6 @@ class CharEncoder(common.CharEncoder):
         return first + second, [0] * len(first) + [1] * len(second)
 
 
-def pad_batch(id_lists, maxlen=None, fixed=False):
-    """Pad to a multiple of ``BUCKET`` (at most ``maxlen``), or to exactly
-    ``maxlen`` with ``fixed``: few distinct shapes, few graph traces."""
-    length = -(-max(map(len, id_lists)) // BUCKET) * BUCKET
-    if maxlen:
-        length = maxlen if fixed else min(length, maxlen)
-    return sequence_padding(id_lists, length=length).astype("int32")
-
-
 def predict_rows(model, inputs, batch_size):
     """``model.predict_on_batch`` on a batch padded with zero rows up to
     ``batch_size`` (so the last, short batch reuses the traced graph); the
@@ -444,7 +416,7 @@ class MentionGenerator(DataGenerator):
         for is_end, (text, spans) in self.sample(random):
             batch.append((self.encoder(text), spans))
             if len(batch) == self.batch_size or is_end:
-                ids = pad_batch([b[0] for b in batch], self.maxlen)
+                ids = pad_batch([b[0] for b in batch], BUCKET, maxlen=self.maxlen)
                 y = np.zeros(ids.shape + (2,), "float32")
                 for row, (_, spans_) in enumerate(batch):
                     for start, end in spans_:  # +1: [CLS] comes first
@@ -489,7 +461,7 @@ def detect_mentions(model, encoder, texts, batch_size, maxlen):
     found = [[] for _ in texts]
     for b in range(0, len(pieces), batch_size):
         batch = pieces[b:b + batch_size]
-        ids = pad_batch([encoder(p) for _, _, p in batch], maxlen)
+        ids = pad_batch([encoder(p) for _, _, p in batch], BUCKET, maxlen=maxlen)
         probs = predict_rows(model, (ids, np.zeros_like(ids)), batch_size)
         for (i, shift, piece), p in zip(batch, probs):
             for start, end in decode_pointers(p, len(piece)):
@@ -538,8 +510,8 @@ class PairGenerator(DataGenerator):
             segs.append(s)
             labels.append([label])
             if len(ids) == self.batch_size or is_end:
-                yield ((pad_batch(ids, self.maxlen, fixed=True),
-                        pad_batch(segs, self.maxlen, fixed=True)), np.array(labels, "float32"))
+                yield ((pad_batch(ids, length=self.maxlen),
+                        pad_batch(segs, length=self.maxlen)), np.array(labels, "float32"))
                 ids, segs, labels = [], [], []
 
 
@@ -579,8 +551,8 @@ class Linker:
         for b in range(0, len(queries), self.batch_size):
             pairs = [self.encoder.pair(t, o, m, self.kb[c]["description"], self.maxlen)
                      for t, o, m, c in queries[b:b + self.batch_size]]
-            ids = pad_batch([p[0] for p in pairs], self.maxlen, fixed=True)
-            segs = pad_batch([p[1] for p in pairs], self.maxlen, fixed=True)
+            ids = pad_batch([p[0] for p in pairs], length=self.maxlen)
+            segs = pad_batch([p[1] for p in pairs], length=self.maxlen)
             scores.extend(predict_rows(self.ranker, (ids, segs), self.batch_size)[:, 0].tolist())
         return scores
 
@@ -638,12 +610,10 @@ def format_scores(scores):
 def write_predictions(path, records, predicted):
     """Write predictions in the official format (offsets as strings, mentions
     in text order)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for record, found in zip(records, predicted):
-            data = [{"kb_id": k, "mention": m, "offset": str(o)} for o, m, k in sorted(found)]
-            f.write(json.dumps({"text_id": record["text_id"], "text": record["text"],
-                                "mention_data": data}, ensure_ascii=False) + "\n")
+    write_json_lines(path, ({"text_id": record["text_id"], "text": record["text"],
+                             "mention_data": [{"kb_id": k, "mention": m, "offset": str(o)}
+                                              for o, m, k in sorted(found)]}
+                            for record, found in zip(records, predicted)))
 
 
 # ---------------------------------------------------------------------------
@@ -680,17 +650,12 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=0.5,
                    help="a mention whose best candidate scores below this is NIL (only when "
                         "the training data has NIL mentions; default %(default)s)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only this many texts per split (smoke tests)")
-    p.add_argument("--seed", type=int, default=42, help="default %(default)s")
-    p.add_argument("--output", default=None,
-                   help="directory for mention.keras and ranker.keras (default "
-                        "runs/entity_linking; '' to skip)")
+    add_run_args(p, limit="texts per split", output="runs/entity_linking",
+                 saved="mention.keras and ranker.keras (a directory)")
     p.add_argument("--predictions", default=None,
                    help="where the dev-file predictions go, official format (default "
                         "OUTPUT/develop_pred.json or runs/entity_linking/develop_pred.json; "
                         "'' to skip)")
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
     args = p.parse_args(argv)
     args.train = args.train or os.path.join(args.data_dir, "train.json")
     args.dev = args.dev or os.path.join(args.data_dir, "develop.json")
@@ -700,13 +665,6 @@ def parse_args(argv=None):
     if args.epochs < 1 or args.batch_size < 1 or args.maxlen < 16:
         p.error("--epochs and --batch-size must be >= 1 and --maxlen >= 16")
     return args
-
-
-def optimizer_for(lr, steps):
-    schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(steps, 1), end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    return optimizer
 
 
 def main(argv=None):
@@ -733,8 +691,8 @@ def main(argv=None):
     print("knowledge base: %d entities, %d alias keys; texts: train %d, valid %d, dev %d (%s)"
           % (len(kb), len(index.index), len(data["train"]), len(data["valid"]), len(data["dev"]),
              "labelled" if dev_labelled else "unlabelled"))
-    print("model: %s (%s); NIL mentions in training data: %s"
-          % (config, "random init" if checkpoint is None else checkpoint, predict_nil))
+    print("model: %s; NIL mentions in training data: %s"
+          % (describe_model(config, checkpoint), predict_nil))
 
     mention_model = build_mention_model(config, checkpoint)
     ranker = build_ranker(config, checkpoint)
@@ -745,9 +703,9 @@ def main(argv=None):
     if not pieces or not n_pairs:
         raise ValueError("no training data left (check --limit and the training file)")
     ranker_steps = -(-n_pairs // args.batch_size)
-    mention_model.compile(optimizer=optimizer_for(args.lr, len(mention_gen) * args.epochs),
+    mention_model.compile(optimizer=adamw(args.lr, len(mention_gen) * args.epochs),
                           loss="binary_crossentropy")
-    ranker.compile(optimizer=optimizer_for(args.lr, ranker_steps * args.epochs),
+    ranker.compile(optimizer=adamw(args.lr, ranker_steps * args.epochs),
                    loss="binary_crossentropy", metrics=["binary_accuracy"])
     linker = Linker(mention_model, ranker, encoder, kb, index, args.maxlen, args.batch_size,
                     args.max_candidates, predict_nil, args.threshold)
@@ -788,7 +746,7 @@ def main(argv=None):
         predicted = linker([r["text"] for r in data["dev"]])
     dev_seconds = time.time() - start
 
-    output = "runs/entity_linking" if args.output is None else args.output
+    output = args.output
     predictions = args.predictions
     if predictions is None:
         predictions = os.path.join(output or "runs/entity_linking", "develop_pred.json")
@@ -798,21 +756,14 @@ def main(argv=None):
     reload_diff = None
     if output:
         os.makedirs(output, exist_ok=True)
-        reload_diff = 0.0
-        for name, model, gen in (("mention", mention_model, mention_gen),
-                                 ("ranker", ranker, PairGenerator(
-                                     pairs, encoder, kb, args.batch_size, args.maxlen))):
-            path = os.path.join(output, name + ".keras")
-            model.save(path)
-            reloaded = keras.saving.load_model(path, compile=False)
-            x = next(iter(gen))[0]
-            diff = np.abs(keras.ops.convert_to_numpy(reloaded.predict_on_batch(x))
-                          - keras.ops.convert_to_numpy(model.predict_on_batch(x))).max()
-            reload_diff = max(reload_diff, float(diff))
+        reload_diff = max(
+            save_and_check(model, os.path.join(output, name + ".keras"), next(iter(gen))[0],
+                           verbose=False)
+            for name, model, gen in (("mention", mention_model, mention_gen),
+                                     ("ranker", ranker, PairGenerator(
+                                         pairs, encoder, kb, args.batch_size, args.maxlen))))
         print("saved %s/{mention,ranker}.keras; reloaded, max |diff| = %.2e"
               % (output, reload_diff))
-        if reload_diff > 1e-4:
-            raise RuntimeError("reloaded models predict differently (max diff %g)" % reload_diff)
 
     results = dict(dev=dev_scores, valid=history, best_epoch=best_epoch,
                    best_valid_f1=best[0] if data["valid"] else None,
@@ -825,8 +776,7 @@ def main(argv=None):
                    texts={k: len(v) for k, v in data.items()}, entities=len(kb),
                    reload_diff=reload_diff)
     if args.results:
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
+        write_json(args.results, results)
     return results
 
 

@@ -44,7 +44,6 @@ argument-level metric (definition and source in its docstring).
 """
 
 import argparse
-import json
 import os
 import time
 from collections import Counter
@@ -54,10 +53,11 @@ import numpy as np
 
 from bert4keras.layers import ConditionalRandomField
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, ViterbiDecoder, sequence_padding
+from bert4keras.snippets import DataGenerator, ViterbiDecoder
 from bert4keras.tokenizers import Tokenizer
-from common import (DataFormatError, add_model_args, read_json_lines, resolve_paths,
-                    write_json_lines)
+from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
+                    pad_batch, read_json_lines, read_texts, require, resolve_paths, save_and_check,
+                    write_json, write_json_lines)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DIR = os.path.join(HERE, "data", "duee_sample")
@@ -65,20 +65,9 @@ BUCKET = 16  # batches are padded to a multiple of this: few distinct shapes to 
 EXACT_ASSIGNMENT_LIMIT = 12  # larger groups of same-role arguments are paired greedily
 
 
-
 # ---------------------------------------------------------------------------
 # Reading the official files
 # ---------------------------------------------------------------------------
-
-
-def _field(obj, key, kind, where):
-    if key not in obj:
-        raise DataFormatError("%s: missing field %r" % (where, key))
-    if not isinstance(obj[key], kind) or isinstance(obj[key], bool):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DataFormatError("%s: field %r must be %s, got %s"
-                              % (where, key, names, type(obj[key]).__name__))
-    return obj[key]
 
 
 def load_event_schema(path):
@@ -97,12 +86,12 @@ def load_event_schema(path):
     schema = {}
     for number, obj in read_json_lines(path, "DuEE"):
         where = "%s, line %d" % (path, number)
-        event_type = _field(obj, "event_type", str, where)
+        event_type = require(obj, "event_type", str, where)
         roles = schema.setdefault(event_type, [])
-        for k, item in enumerate(_field(obj, "role_list", list, where)):
+        for k, item in enumerate(require(obj, "role_list", list, where)):
             if not isinstance(item, dict):
                 raise DataFormatError("%s: role_list[%d] must be an object" % (where, k))
-            role = _field(item, "role", str, "%s, role_list[%d]" % (where, k))
+            role = require(item, "role", str, "%s, role_list[%d]" % (where, k))
             if role not in roles:
                 roles.append(role)
     if not schema:
@@ -135,46 +124,31 @@ def load_duee(path, schema=None, limit=None):
         if limit is not None and len(records) >= limit:
             break
         where = "%s, line %d" % (path, number)
-        text = _field(obj, "text", str, where)
-        event_list = _field(obj, "event_list", list, where)
+        text = require(obj, "text", str, where)
+        event_list = require(obj, "event_list", list, where)
         for e, event in enumerate(event_list):
             at = "%s, event_list[%d]" % (where, e)
             if not isinstance(event, dict):
                 raise DataFormatError("%s: expected an object, got %s" % (at, type(event).__name__))
-            event_type = _field(event, "event_type", str, at)
+            event_type = require(event, "event_type", str, at)
             if schema is not None and event_type not in schema:
                 raise DataFormatError("%s: event type %r is not in the schema" % (at, event_type))
-            for a, argument in enumerate(_field(event, "arguments", list, at)):
+            for a, argument in enumerate(require(event, "arguments", list, at)):
                 arg_at = "%s.arguments[%d]" % (at, a)
                 if not isinstance(argument, dict):
                     raise DataFormatError("%s: expected an object" % arg_at)
-                role = _field(argument, "role", str, arg_at)
-                _field(argument, "argument", str, arg_at)
+                role = require(argument, "role", str, arg_at)
+                require(argument, "argument", str, arg_at)
                 if "argument_start_index" in argument:
-                    _field(argument, "argument_start_index", int, arg_at)
+                    require(argument, "argument_start_index", int, arg_at)
                 if "alias" in argument:
-                    alias = _field(argument, "alias", list, arg_at)
+                    alias = require(argument, "alias", list, arg_at)
                     if not all(isinstance(x, str) for x in alias):
                         raise DataFormatError("%s: field 'alias' must be a list of str" % arg_at)
                 if schema is not None and role not in schema[event_type]:
                     raise DataFormatError("%s: role %r is not in the schema of %r"
                                           % (arg_at, role, event_type))
         records.append({"id": obj.get("id"), "text": text, "event_list": event_list})
-    return records
-
-
-def load_texts(path, limit=None):
-    """Records of a test file (``text`` required, other fields kept).
-
-    Raises:
-        DataFormatError: a line without a string ``text`` (file and line named).
-    """
-    records = []
-    for number, obj in read_json_lines(path, "DuEE"):
-        if limit is not None and len(records) >= limit:
-            break
-        _field(obj, "text", str, "%s, line %d" % (path, number))
-        records.append(obj)
     return records
 
 
@@ -422,11 +396,6 @@ def build_examples(records, tokenizer, labels, maxlen):
     return examples, counts
 
 
-def pad_ids(id_lists):
-    length = -(-max(map(len, id_lists)) // BUCKET) * BUCKET
-    return sequence_padding(id_lists, length=length).astype("int32")
-
-
 class EventGenerator(DataGenerator):
     """Batches ``((token_ids, segment_ids), label_ids)``, all ``(batch, seq_len)``
     int32 (label 0 on ``[CLS]``, ``[SEP]`` and padding)."""
@@ -437,8 +406,8 @@ class EventGenerator(DataGenerator):
             ids.append(token_ids)
             tags.append(labels)
             if len(ids) == self.batch_size or is_end:
-                token_ids = pad_ids(ids)
-                yield (token_ids, np.zeros_like(token_ids)), pad_ids(tags)
+                token_ids = pad_batch(ids, BUCKET)
+                yield (token_ids, np.zeros_like(token_ids)), pad_batch(tags, BUCKET)
                 ids, tags = [], []
 
 
@@ -469,7 +438,7 @@ def extract_events(model, crf, tokenizer, labels, texts, maxlen, batch_size):
     found = [[] for _ in texts]
     for b in range(0, len(pieces), batch_size):
         batch = pieces[b:b + batch_size]
-        ids = pad_ids([wins[i].window_ids(start) for i, start in batch])
+        ids = pad_batch([wins[i].window_ids(start) for i, start in batch], BUCKET)
         scores = keras.ops.convert_to_numpy(model.predict_on_batch([ids, np.zeros_like(ids)]))
         for (i, start), score in zip(batch, scores):
             n = len(wins[i].window_ids(start))
@@ -495,24 +464,10 @@ def evaluate(model, crf, tokenizer, labels, records, maxlen, batch_size):
     return duee_scores(records, predictions), predictions
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Official-metric F1 on the dev records after each epoch; keeps the best weights."""
-
-    def __init__(self, crf, tokenizer, labels, records, args):
-        super().__init__()
-        self.crf, self.tokenizer, self.labels, self.records, self.args = \
-            crf, tokenizer, labels, records, args
-        self.best, self.best_weights, self.history = -1.0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores, _ = evaluate(self.model, self.crf, self.tokenizer, self.labels, self.records,
-                             self.args.maxlen, self.args.batch_size)
-        self.history.append(scores)
-        if scores["f1"] > self.best:
-            self.best, self.best_weights = scores["f1"], self.model.get_weights()
-        print("epoch %d: dev P=%.4f R=%.4f F1=%.4f (best F1 %.4f)"
-              % (epoch + 1, scores["precision"], scores["recall"], scores["f1"], self.best),
-              flush=True)
+def report(scores, best):
+    """The epoch line of :class:`common.BestEpoch`."""
+    return "dev P=%.4f R=%.4f F1=%.4f (best F1 %.4f)" % (scores["precision"], scores["recall"],
+                                                       scores["f1"], best)
 
 
 def parse_args(argv=None):
@@ -537,13 +492,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate")
     p.add_argument("--crf-lr-multiplier", type=float, default=100.0,
                    help="learning-rate multiplier of the CRF transitions")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N lines of each file (smoke runs)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output", default=None,
-                   help="save the trained model as .keras ('' to skip; "
-                        "default runs/lic2020_ee/model.keras)")
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
+    add_run_args(p, limit="lines of each file", output="runs/lic2020_ee/model.keras",
+                 saved="the trained model (.keras)")
     return p.parse_args(argv)
 
 
@@ -571,17 +521,16 @@ def main(argv=None):
     print("train: %(sentences)d sentences in %(windows)d windows, %(arguments)d arguments, "
           "%(placed)d tagged (%(overlapping)d overlapping, %(not_found)d not found, "
           "%(cut)d across windows)" % counts)
-    print("dev: %d sentences; model: %s (%s)"
-          % (len(dev_records), config, "random init" if checkpoint is None else checkpoint))
+    print("dev: %d sentences; model: %s" % (len(dev_records), describe_model(config, checkpoint)))
 
     model, crf = build_model(config, checkpoint, labels.size, args.crf_lr_multiplier)
     train = EventGenerator(examples, batch_size=args.batch_size)
-    steps = len(train) * args.epochs
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps, end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "trans"])
+    optimizer = adamw(args.lr, len(train) * args.epochs, ("gamma", "beta", "bias", "trans"))
     model.compile(optimizer=optimizer, loss=crf.sparse_loss, metrics=[crf.sparse_accuracy])
-    evaluator = Evaluator(crf, tokenizer, labels, dev_records, args)
+    evaluator = BestEpoch(
+        lambda model: evaluate(model, crf, tokenizer, labels, dev_records, args.maxlen,
+                               args.batch_size),
+        key=lambda scores: scores["f1"], report=report)
     dataset = train.to_dataset(types=(("int32", "int32"), "int32"),
                                shapes=(((None, None), (None, None)), (None, None)))
     start = time.time()
@@ -597,7 +546,7 @@ def main(argv=None):
     if args.dev_output:
         write_json_lines(args.dev_output, dev_predictions)
     if args.test:
-        test_records = load_texts(args.test, args.limit)
+        test_records = read_texts(args.test, "DuEE", args.limit)
         event_lists = extract_events(model, crf, tokenizer, labels,
                                      [r["text"] for r in test_records], args.maxlen,
                                      args.batch_size)
@@ -605,19 +554,9 @@ def main(argv=None):
         write_json_lines(output, [dict(r, event_list=e) for r, e in zip(test_records, event_lists)])
         print("wrote %d test predictions to %s" % (len(test_records), output))
 
-    output = "runs/lic2020_ee/model.keras" if args.output is None else args.output
     reload_diff = None
-    if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        model.save(output)
-        reloaded = keras.saving.load_model(output, compile=False)
-        x, _ = next(iter(train))
-        reload_diff = float(np.abs(keras.ops.convert_to_numpy(reloaded.predict_on_batch(x))
-                                   - keras.ops.convert_to_numpy(model.predict_on_batch(x))).max())
-        print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e"
-              % (output, reload_diff))
-        if reload_diff > 1e-4:
-            raise RuntimeError("reloaded model predicts differently (max diff %g)" % reload_diff)
+    if args.output:
+        reload_diff = save_and_check(model, args.output, next(iter(train))[0])
     results = dict(dev=dev_scores, history=evaluator.history, best_dev_f1=evaluator.best,
                    data=dict(counts, dev_sentences=len(dev_records), labels=labels.size),
                    train_seconds=round(seconds, 1), checkpoint=checkpoint, config=config,
@@ -625,9 +564,7 @@ def main(argv=None):
                    maxlen=args.maxlen, batch_size=args.batch_size, limit=args.limit,
                    seed=args.seed, reload_diff=reload_diff)
     if args.results:
-        os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
+        write_json(args.results, results)
     return results
 
 

@@ -55,9 +55,10 @@ import keras
 import numpy as np
 
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
-from common import add_model_args, resolve_paths
+from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
+                    pad_batch, resolve_paths, save_and_check, write_json)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DIR = os.path.join(HERE, "data", "dureader_robust_sample")
@@ -212,10 +213,10 @@ def format_scores(scores):
 # ---------------------------------------------------------------------------
 
 
-class MrcFormatError(ValueError):
-    """A reading-comprehension file that does not follow the format; the
-    message names the file, the position (``data[i].paragraphs[j].qas[k]``)
-    and, when known, the question id."""
+# The examples' one data-format error, under this script's earlier name. The
+# message names the file, the position (``data[i].paragraphs[j].qas[k]``)
+# and, when known, the question id.
+MrcFormatError = DataFormatError
 
 
 def load_mrc_file(path, require_answers=False):
@@ -235,7 +236,7 @@ def load_mrc_file(path, require_answers=False):
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        MrcFormatError: the file is not JSON, or a field is missing or of the
+        DataFormatError: the file is not JSON, or a field is missing or of the
             wrong type, a question id is missing, empty or repeated, or an
             ``answer_start`` does not point at its answer text; the message
             names the file and the question's position and id.
@@ -246,13 +247,13 @@ def load_mrc_file(path, require_answers=False):
     except FileNotFoundError:
         raise FileNotFoundError("reading-comprehension file %r not found" % path) from None
     except json.JSONDecodeError as err:
-        raise MrcFormatError("%s: not valid JSON (line %d, column %d: %s)"
+        raise DataFormatError("%s: not valid JSON (line %d, column %d: %s)"
                              % (path, err.lineno, err.colno, err.msg)) from None
     except UnicodeDecodeError as err:
-        raise MrcFormatError("%s: not UTF-8 text (%s)" % (path, err)) from None
+        raise DataFormatError("%s: not UTF-8 text (%s)" % (path, err)) from None
 
     def fail(where, message):
-        raise MrcFormatError("%s: %s: %s" % (path, where, message))
+        raise DataFormatError("%s: %s: %s" % (path, where, message))
 
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         fail("top level", "expected an object with a 'data' list (SQuAD / DuReader-robust format)")
@@ -482,12 +483,6 @@ def pointer_loss(y_true, y_pred):
     return keras.ops.mean(losses, axis=-1)
 
 
-def pad_batch(id_lists, length):
-    """(batch, length) int32, zero-padded on the right. Every batch is padded
-    to ``--maxlen``, so the model is traced for one sequence length only."""
-    return sequence_padding(id_lists, length=length).astype("int32")
-
-
 class WindowGenerator(DataGenerator):
     """Yields ``((token_ids, segment_ids), positions)``: (batch, maxlen)
     int32 inputs and (batch, 2) int32 start/end targets."""
@@ -501,8 +496,8 @@ class WindowGenerator(DataGenerator):
         for is_end, window in self.sample(random):
             batch.append(window)
             if len(batch) == self.batch_size or is_end:
-                x = (pad_batch([w["token_ids"] for w in batch], self.maxlen),
-                     pad_batch([w["segment_ids"] for w in batch], self.maxlen))
+                x = (pad_batch([w["token_ids"] for w in batch], length=self.maxlen),
+                     pad_batch([w["segment_ids"] for w in batch], length=self.maxlen))
                 y = np.array([[w["start"], w["end"]] for w in batch], dtype="int32")
                 yield x, y
                 batch = []
@@ -538,8 +533,8 @@ def predict_answers(model, featurizer, examples, batch_size, max_answer_len):
     best = [None] * len(examples)
     for b in range(0, len(windows), batch_size):
         batch = windows[b:b + batch_size]
-        x = (pad_batch([w["token_ids"] for _, w in batch], featurizer.maxlen),
-             pad_batch([w["segment_ids"] for _, w in batch], featurizer.maxlen))
+        x = (pad_batch([w["token_ids"] for _, w in batch], length=featurizer.maxlen),
+             pad_batch([w["segment_ids"] for _, w in batch], length=featurizer.maxlen))
         logits = keras.ops.convert_to_numpy(model.predict_on_batch(x))
         for (i, w), row in zip(batch, logits):
             passage = featurizer.passage(examples[i]["passage"])
@@ -560,27 +555,6 @@ def evaluate(model, featurizer, examples, batch_size, max_answer_len):
     predictions = predict_answers(model, featurizer, examples, batch_size, max_answer_len)
     scores = mrc_scores({e["id"]: e["answers"] for e in examples}, predictions)
     return scores, predictions
-
-
-class Evaluator(keras.callbacks.Callback):
-    """Dev EM/F1 after each epoch; keeps the weights of the best F1."""
-
-    def __init__(self, featurizer, examples, batch_size, max_answer_len):
-        super().__init__()
-        self.featurizer, self.examples = featurizer, examples
-        self.batch_size, self.max_answer_len = batch_size, max_answer_len
-        self.best, self.best_scores, self.best_weights = -1.0, None, None
-        self.best_predictions, self.history = None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores, predictions = evaluate(self.model, self.featurizer, self.examples,
-                                       self.batch_size, self.max_answer_len)
-        self.history.append(scores)
-        if scores["f1"] > self.best:
-            self.best, self.best_scores = scores["f1"], scores
-            self.best_weights, self.best_predictions = self.model.get_weights(), predictions
-        print("epoch %d: dev %s (best F1 %.3f)" % (epoch + 1, format_scores(scores),
-                                                   100 * self.best), flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -612,13 +586,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-5, help="peak AdamW learning rate")
-    p.add_argument("--limit", type=int, default=0,
-                   help="use only the first N questions of each file (smoke runs)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output", default=None,
-                   help="save the fine-tuned model (.keras); default "
-                        "runs/lic2020_mrc/model.keras; '' to skip")
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
+    add_run_args(p, limit="questions of each file", limit_default=0,
+                 output="runs/lic2020_mrc/model.keras")
     args = p.parse_args(argv)
     for name in ("maxlen", "doc_stride", "max_question_len", "max_answer_len", "batch_size"):
         if getattr(args, name) < 1:
@@ -638,12 +607,6 @@ def check_maxlen(config_path, maxlen):
     if limit is not None and maxlen > limit:
         raise ValueError("--maxlen %d exceeds max_position_embeddings=%d of %s"
                          % (maxlen, limit, config_path))
-
-
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
 
 
 def load_limited(path, require_answers, limit):
@@ -686,18 +649,18 @@ def main(argv=None):
         results["train"] = stats
         print("train: %(questions)d questions, %(windows)d windows, %(dropped_answers)d answers "
               "dropped, %(inexact_answers)d inside a word" % stats)
-        print("model: %s (%s)" % (config, "random init" if checkpoint is None else checkpoint))
+        print("model: %s" % describe_model(config, checkpoint))
         model = build_mrc_model(config, checkpoint)
         generator = WindowGenerator(windows, args.batch_size, args.maxlen)
-        steps = max(1, len(generator) * args.epochs)
-        schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps,
-                                                              end_learning_rate=0.0)
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-        model.compile(optimizer=optimizer, loss=pointer_loss)
+        model.compile(optimizer=adamw(args.lr, len(generator) * args.epochs), loss=pointer_loss)
         callbacks = []
         if dev is not None:
-            evaluator = Evaluator(dev[0], dev[1], args.batch_size, args.max_answer_len)
+            evaluator = BestEpoch(
+                lambda model: evaluate(model, dev[0], dev[1], args.batch_size,
+                                       args.max_answer_len),
+                key=lambda scores: scores["f1"],
+                report=lambda scores, best: "dev %s (best F1 %.3f)" % (format_scores(scores),
+                                                                       100 * best))
             callbacks.append(evaluator)
         start = time.time()
         if args.epochs:
@@ -708,7 +671,7 @@ def main(argv=None):
             model.set_weights(evaluator.best_weights)
             results["dev_history"] = evaluator.history
             results["dev"] = evaluator.best_scores
-            dev_predictions = evaluator.best_predictions
+            dev_predictions = evaluator.best_output
 
     if dev is not None and results["dev"] is None:
         results["dev"], dev_predictions = evaluate(model, dev[0], dev[1], args.batch_size,
@@ -729,19 +692,9 @@ def main(argv=None):
         results["predict_output"], results["predicted"] = output, len(answers)
         print("wrote %d answers to %s" % (len(answers), output))
 
-    output = "runs/lic2020_mrc/model.keras" if args.output is None else args.output
-    if output and not args.load:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        model.save(output)
-        reloaded = keras.saving.load_model(output, compile=False)
-        x, _ = next(iter(generator))
-        diff = float(np.abs(keras.ops.convert_to_numpy(reloaded.predict_on_batch(x))
-                            - keras.ops.convert_to_numpy(model.predict_on_batch(x))).max())
-        print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e"
-              % (output, diff))
-        if diff > 1e-4:
-            raise RuntimeError("reloaded model predicts differently (max diff %g)" % diff)
-        results["reload_diff"], results["output"] = diff, output
+    if args.output and not args.load:
+        results["reload_diff"] = save_and_check(model, args.output, next(iter(generator))[0])
+        results["output"] = args.output
     if args.results:
         write_json(args.results, results)
     return results

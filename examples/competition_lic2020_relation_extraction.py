@@ -57,7 +57,6 @@ PaddleNLP ``examples/information_extraction/DuIE/``).
 """
 
 import argparse
-import json
 import os
 import re
 import time
@@ -68,10 +67,11 @@ from keras import ops
 
 from bert4keras.layers import LayerNormalization
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
-from common import (DataFormatError, add_model_args, read_json_lines, resolve_paths,
-                    write_json_lines)
+from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
+                    pad_batch, read_json_lines, read_texts, require, resolve_paths, save_and_check,
+                    write_json, write_json_lines)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DIR = os.path.join(HERE, "data", "duie_sample")
@@ -80,20 +80,9 @@ PRIOR_BIAS = float(np.log(0.01 / 0.99))  # initial pointer bias: 1 % probability
 BUCKET = 16  # batches are padded to a multiple of this: few distinct shapes to trace
 
 
-
 # ---------------------------------------------------------------------------
 # Reading the official files
 # ---------------------------------------------------------------------------
-
-
-def _field(obj, key, kind, where):
-    if key not in obj:
-        raise DataFormatError("%s: missing field %r" % (where, key))
-    if not isinstance(obj[key], kind):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DataFormatError("%s: field %r must be %s, got %s"
-                              % (where, key, names, type(obj[key]).__name__))
-    return obj[key]
 
 
 def load_schema(path):
@@ -116,9 +105,9 @@ def load_schema(path):
     schema = {}
     for number, obj in read_json_lines(path, "DuIE"):
         where = "%s, line %d" % (path, number)
-        predicate = _field(obj, "predicate", str, where)
-        subject_type = _field(obj, "subject_type", str, where)
-        object_type = _field(obj, "object_type", dict, where)
+        predicate = require(obj, "predicate", str, where)
+        subject_type = require(obj, "subject_type", str, where)
+        object_type = require(obj, "object_type", dict, where)
         if VALUE not in object_type:
             raise DataFormatError("%s: object_type of %r has no %r slot"
                                   % (where, predicate, VALUE))
@@ -160,16 +149,16 @@ def load_duie(path, schema=None, limit=None):
         if limit is not None and len(records) >= limit:
             break
         where = "%s, line %d" % (path, number)
-        text = _field(obj, "text", str, where)
-        spo_list = _field(obj, "spo_list", list, where)
+        text = require(obj, "text", str, where)
+        spo_list = require(obj, "spo_list", list, where)
         for k, spo in enumerate(spo_list):
             at = "%s, spo_list[%d]" % (where, k)
             if not isinstance(spo, dict):
                 raise DataFormatError("%s: expected an object, got %s" % (at, type(spo).__name__))
-            _field(spo, "subject", str, at)
-            predicate = _field(spo, "predicate", str, at)
-            obj_value = _field(spo, "object", dict, at)
-            _field(obj_value, VALUE, str, at + ".object")
+            require(spo, "subject", str, at)
+            predicate = require(spo, "predicate", str, at)
+            obj_value = require(spo, "object", dict, at)
+            require(obj_value, VALUE, str, at + ".object")
             for slot, value in obj_value.items():
                 if not isinstance(value, str):
                     raise DataFormatError("%s: object slot %r must be str, got %s"
@@ -182,21 +171,6 @@ def load_duie(path, schema=None, limit=None):
                     raise DataFormatError("%s: object slots %s are not in the schema of %r"
                                           % (at, sorted(unknown), predicate))
         records.append({"text": text, "spo_list": spo_list})
-    return records
-
-
-def load_texts(path, limit=None):
-    """Records of a test file (``text`` required, other fields kept).
-
-    Raises:
-        DataFormatError: a line without a string ``text`` (file and line named).
-    """
-    records = []
-    for number, obj in read_json_lines(path, "DuIE"):
-        if limit is not None and len(records) >= limit:
-            break
-        _field(obj, "text", str, "%s, line %d" % (path, number))
-        records.append(obj)
     return records
 
 
@@ -412,11 +386,6 @@ def build_examples(records, tokenizer, relations, maxlen):
     return examples, counts
 
 
-def pad_ids(id_lists):
-    length = -(-max(map(len, id_lists)) // BUCKET) * BUCKET
-    return sequence_padding(id_lists, length=length).astype("int32")
-
-
 class RelationGenerator(DataGenerator):
     """Batches ``((token_ids, segment_ids, subject_ids), (subject_labels,
     object_labels))``.
@@ -440,7 +409,7 @@ class RelationGenerator(DataGenerator):
                 batch = []
 
     def _arrays(self, batch, random):
-        ids = pad_ids([token_ids for token_ids, _ in batch])
+        ids = pad_batch([token_ids for token_ids, _ in batch], BUCKET)
         length = ids.shape[1]
         subject_labels = np.full((len(batch), length, 2), -1.0, dtype="float32")
         object_labels = np.full((len(batch), length, self.num_relations, 2), -1.0, dtype="float32")
@@ -626,7 +595,7 @@ def extract_spos(models, tokenizer, texts, schema, relations, maxlen, batch_size
     results = []
     for b in range(0, len(texts), batch_size):
         encs = [Encoded(tokenizer, text, maxlen) for text in texts[b:b + batch_size]]
-        ids = pad_ids([e.token_ids for e in encs])
+        ids = pad_batch([e.token_ids for e in encs], BUCKET)
         probs = keras.ops.convert_to_numpy(
             subject_model.predict_on_batch([ids, np.zeros_like(ids)]))
         queries = [(row, span) for row, enc in enumerate(encs)
@@ -653,25 +622,10 @@ def evaluate(models, tokenizer, records, schema, relations, maxlen, batch_size, 
     return duie_scores(records, predictions), predictions
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Official-metric F1 on the dev records after each epoch; keeps the best weights."""
-
-    def __init__(self, models, tokenizer, records, schema, relations, args):
-        super().__init__()
-        self.models, self.tokenizer, self.records = models, tokenizer, records
-        self.schema, self.relations, self.args = schema, relations, args
-        self.best, self.best_weights, self.history = -1.0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores, _ = evaluate(self.models, self.tokenizer, self.records, self.schema,
-                             self.relations, self.args.maxlen, self.args.batch_size,
-                             self.args.threshold)
-        self.history.append(scores)
-        if scores["f1"] > self.best:
-            self.best, self.best_weights = scores["f1"], self.models[0].get_weights()
-        print("epoch %d: dev P=%.4f R=%.4f F1=%.4f (best F1 %.4f)"
-              % (epoch + 1, scores["precision"], scores["recall"], scores["f1"], self.best),
-              flush=True)
+def report(scores, best):
+    """The epoch line of :class:`common.BestEpoch`."""
+    return "dev P=%.4f R=%.4f F1=%.4f (best F1 %.4f)" % (scores["precision"], scores["recall"],
+                                                       scores["f1"], best)
 
 
 # ---------------------------------------------------------------------------
@@ -701,13 +655,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="pointer probability above which a start/end counts")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N lines of each file (smoke runs)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output", default=None,
-                   help="save the trained model as .keras ('' to skip; "
-                        "default runs/lic2020_re/model.keras)")
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
+    add_run_args(p, limit="lines of each file", output="runs/lic2020_re/model.keras",
+                 saved="the trained model (.keras)")
     return p.parse_args(argv)
 
 
@@ -736,18 +685,17 @@ def main(argv=None):
     print("schema: %d predicates, %d (predicate, slot) relations" % (len(schema), len(relations)))
     print("train: %(sentences)d sentences, %(spos)d SPOs, %(spos_placed)d placed within maxlen, "
           "%(sentences_used)d sentences used" % counts)
-    print("dev: %d sentences; model: %s (%s)"
-          % (len(dev_records), config, "random init" if checkpoint is None else checkpoint))
+    print("dev: %d sentences; model: %s" % (len(dev_records), describe_model(config, checkpoint)))
 
     models = build_models(config, checkpoint, len(relations))
     train_model = models[0]
     train = RelationGenerator(examples, len(relations), args.batch_size)
-    steps = len(train) * args.epochs
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps, end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    train_model.compile(optimizer=optimizer, loss=[subject_loss, object_loss])
-    evaluator = Evaluator(models, tokenizer, dev_records, schema, relations, args)
+    train_model.compile(optimizer=adamw(args.lr, len(train) * args.epochs),
+                        loss=[subject_loss, object_loss])
+    evaluator = BestEpoch(
+        lambda _: evaluate(models, tokenizer, dev_records, schema, relations, args.maxlen,
+                           args.batch_size, args.threshold),
+        key=lambda scores: scores["f1"], report=report)
     dataset = train.to_dataset(
         types=(("int32", "int32", "int32"), ("float32", "float32")),
         shapes=(((None, None), (None, None), (None, 2)),
@@ -767,27 +715,16 @@ def main(argv=None):
     if args.dev_output:
         write_json_lines(args.dev_output, dev_predictions)
     if args.test:
-        test_records = load_texts(args.test, args.limit)
+        test_records = read_texts(args.test, "DuIE", args.limit)
         spo_lists = extract_spos(models, tokenizer, [r["text"] for r in test_records], schema,
                                  relations, args.maxlen, args.batch_size, args.threshold)
         output = args.test_output or "runs/lic2020_re/test_predictions.json"
         write_json_lines(output, [dict(r, spo_list=s) for r, s in zip(test_records, spo_lists)])
         print("wrote %d test predictions to %s" % (len(test_records), output))
 
-    output = "runs/lic2020_re/model.keras" if args.output is None else args.output
     reload_diff = None
-    if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        train_model.save(output)
-        reloaded = keras.saving.load_model(output, compile=False)
-        x, _ = next(iter(train))
-        diffs = [np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b)).max()
-                 for a, b in zip(reloaded.predict_on_batch(x), train_model.predict_on_batch(x))]
-        reload_diff = float(max(diffs))
-        print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e"
-              % (output, reload_diff))
-        if reload_diff > 1e-4:
-            raise RuntimeError("reloaded model predicts differently (max diff %g)" % reload_diff)
+    if args.output:
+        reload_diff = save_and_check(train_model, args.output, next(iter(train))[0])
     results = dict(dev=dev_scores, history=evaluator.history, best_dev_f1=evaluator.best,
                    data=dict(counts, dev_sentences=len(dev_records), relations=len(relations)),
                    train_seconds=round(seconds, 1), checkpoint=checkpoint, config=config,
@@ -795,9 +732,7 @@ def main(argv=None):
                    threshold=args.threshold, limit=args.limit, seed=args.seed,
                    reload_diff=reload_diff)
     if args.results:
-        os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
+        write_json(args.results, results)
     return results
 
 

@@ -54,7 +54,6 @@ ranked by their mean.
 
 import argparse
 import difflib
-import json
 import math
 import os
 import re
@@ -68,7 +67,8 @@ from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator, sequence_padding
 from bert4keras.tokenizers import Tokenizer
-from common import add_model_args, resolve_paths
+from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
+                    read_json_lines, resolve_paths, save_and_check, write_json, write_json_lines)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DIR = os.path.join(HERE, "data", "nl2sql_sample")
@@ -90,22 +90,14 @@ NUMBER = re.compile(r"[-+]?\d*\.\d+|[-+]?\d+")
 # ---------------------------------------------------------------------------
 
 
-class NL2SQLDataError(ValueError):
-    """A line of a questions or tables file does not follow the official format."""
+# The examples' one data-format error, under this script's earlier name; its
+# messages start with ``path:line:``.
+NL2SQLDataError = DataFormatError
 
 
 def _read_json_lines(path):
-    """Yield ``(line_number, object)`` for the non-blank lines of ``path``."""
-    if not os.path.exists(path):
-        raise FileNotFoundError("NL2SQL file %r not found" % path)
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NL2SQLDataError("%s:%d: not a JSON object (%s)" % (path, number, e)) from None
+    """``(line_number, object)`` for the non-blank lines of ``path``."""
+    return read_json_lines(path, "NL2SQL", location="{path}:{line}", not_json="not a JSON object")
 
 
 def load_tables(path):
@@ -116,7 +108,7 @@ def load_tables(path):
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        NL2SQLDataError: (naming file and line) a line is not JSON, lacks
+        DataFormatError: (naming file and line) a line is not JSON, lacks
             ``id``/``header``/``types``/``rows``, has a type other than
             ``text``/``real``, as many types as headers, a row of the wrong
             length, or repeats an ``id``.
@@ -124,29 +116,27 @@ def load_tables(path):
     tables = {}
     for number, table in _read_json_lines(path):
         where = "%s:%d" % (path, number)
-        if not isinstance(table, dict):
-            raise NL2SQLDataError("%s: a table must be a JSON object" % where)
         for key in ("id", "header", "types", "rows"):
             if key not in table:
-                raise NL2SQLDataError("%s: table has no %r field" % (where, key))
+                raise DataFormatError("%s: table has no %r field" % (where, key))
         header, types, rows = table["header"], table["types"], table["rows"]
         if not isinstance(header, list) or not header:
-            raise NL2SQLDataError("%s: 'header' must be a non-empty list" % where)
+            raise DataFormatError("%s: 'header' must be a non-empty list" % where)
         if not isinstance(types, list) or len(types) != len(header):
-            raise NL2SQLDataError("%s: %d types for %d headers" % (
+            raise DataFormatError("%s: %d types for %d headers" % (
                 where, len(types) if isinstance(types, list) else -1, len(header)))
         for i, kind in enumerate(types):
             if kind not in COLUMN_TYPES:
-                raise NL2SQLDataError("%s: column %d has type %r (expected 'text' or 'real')"
+                raise DataFormatError("%s: column %d has type %r (expected 'text' or 'real')"
                                       % (where, i, kind))
         if not isinstance(rows, list):
-            raise NL2SQLDataError("%s: 'rows' must be a list" % where)
+            raise DataFormatError("%s: 'rows' must be a list" % where)
         for r, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != len(header):
-                raise NL2SQLDataError("%s: row %d has %s cells, the table has %d columns" % (
+                raise DataFormatError("%s: row %d has %s cells, the table has %d columns" % (
                     where, r, len(row) if isinstance(row, list) else "no list of", len(header)))
         if table["id"] in tables:
-            raise NL2SQLDataError("%s: table id %r appears twice" % (where, table["id"]))
+            raise DataFormatError("%s: table id %r appears twice" % (where, table["id"]))
         tables[table["id"]] = table
     return tables
 
@@ -203,25 +193,25 @@ def load_questions(path, tables, require_sql=True):
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        NL2SQLDataError: (naming file and line) not JSON, no ``question``,
+        DataFormatError: (naming file and line) not JSON, no ``question``,
             an unknown ``table_id``, or a bad ``sql`` (see :func:`check_sql`:
             column index out of range, unknown agg/op/connector code, ...).
     """
     questions = []
     for number, item in _read_json_lines(path):
         where = "%s:%d" % (path, number)
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-            raise NL2SQLDataError("%s: no 'question' string" % where)
+        if not isinstance(item.get("question"), str):
+            raise DataFormatError("%s: no 'question' string" % where)
         table_id = item.get("table_id")
         if table_id not in tables:
-            raise NL2SQLDataError("%s: unknown table_id %r (not in the tables file)"
+            raise DataFormatError("%s: unknown table_id %r (not in the tables file)"
                                   % (where, table_id))
         if "sql" in item or require_sql:
             if "sql" not in item:
-                raise NL2SQLDataError("%s: no 'sql' field" % where)
+                raise DataFormatError("%s: no 'sql' field" % where)
             problem = check_sql(item["sql"], len(tables[table_id]["header"]))
             if problem:
-                raise NL2SQLDataError("%s: %s" % (where, problem))
+                raise DataFormatError("%s: %s" % (where, problem))
         questions.append(item)
     return questions
 
@@ -830,23 +820,6 @@ def evaluate(model, examples, questions, tables, database, batch_size):
     return scores, predictions
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Validation scores after each epoch; keeps the weights of the best ``score``."""
-
-    def __init__(self, examples, questions, tables, database, batch_size):
-        super().__init__()
-        self.args = (examples, questions, tables, database, batch_size)
-        self.best, self.best_weights, self.history = -1.0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores, _ = evaluate(self.model, *self.args)
-        self.history.append(scores)
-        if scores["score"] > self.best:
-            self.best, self.best_weights = scores["score"], self.model.get_weights()
-        print("epoch %d: valid %s (best score %.4f)" % (epoch + 1, format_scores(scores),
-                                                       self.best), flush=True)
-
-
 def format_scores(scores):
     return " ".join("%s=%.4f" % (k, v) for k, v in scores.items())
 
@@ -878,13 +851,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--pointer-size", type=int, default=128)
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N questions of each split (smoke tests)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output", default=None,
-                   help="where the fine-tuned model is saved (.keras); default "
-                        "runs/nl2sql/model.keras; '' to skip")
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
+    add_run_args(p, limit="questions of each split", output="runs/nl2sql/model.keras")
     return p.parse_args(argv)
 
 
@@ -911,18 +878,17 @@ def main(argv=None):
           "with a value not found in the question; %d columns beyond maxlen"
           % (len(train_q), len(train_tables), len(valid_q), len(valid_tables), train_missing,
              encoder.columns_dropped))
-    print("model: %s (%s)" % (config, "random init" if checkpoint is None else checkpoint))
+    print("model: %s" % describe_model(config, checkpoint))
 
     model = build_nl2sql_model(config, checkpoint, args.pointer_size)
     train = NL2SQLGenerator(train_x, batch_size=args.batch_size)
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, len(train) * args.epochs,
-                                                          end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    model.compile(optimizer=optimizer, loss={k: masked_crossentropy for k in
-                                             ("conn", "agg", "op", "col")})
+    model.compile(optimizer=adamw(args.lr, len(train) * args.epochs),
+                  loss={k: masked_crossentropy for k in ("conn", "agg", "op", "col")})
     database = TableDatabase(valid_tables)
-    evaluator = Evaluator(valid_x, valid_q, valid_tables, database, args.batch_size)
+    evaluator = BestEpoch(
+        lambda model: evaluate(model, valid_x, valid_q, valid_tables, database, args.batch_size),
+        key=lambda scores: scores["score"],
+        report=lambda scores, best: "valid %s (best score %.4f)" % (format_scores(scores), best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
               callbacks=[evaluator], verbose=2)
@@ -933,7 +899,8 @@ def main(argv=None):
     database.close()
     print("best validation: %s (training %.0f s)" % (format_scores(valid), seconds))
     if args.predictions:
-        _write_lines(args.predictions, [dict(q, sql_pred=p) for q, p in zip(valid_q, predictions)])
+        write_json_lines(args.predictions,
+                         [dict(q, sql_pred=p) for q, p in zip(valid_q, predictions)])
 
     submission = None
     if args.test:
@@ -942,24 +909,13 @@ def main(argv=None):
         test_tables = load_tables(args.test_tables)
         test_q = load_questions(args.test, test_tables, require_sql=False)
         test_x, _ = encode_dataset(encoder, test_q, test_tables)
-        _write_lines(args.submission, predict_sql(model, test_x, test_tables, args.batch_size))
+        write_json_lines(args.submission, predict_sql(model, test_x, test_tables, args.batch_size))
         submission = args.submission
         print("wrote %d test predictions to %s" % (len(test_q), submission))
 
-    output = "runs/nl2sql/model.keras" if args.output is None else args.output
     reload_diff = None
-    if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        model.save(output)
-        reloaded = keras.saving.load_model(output, compile=False)
-        x = make_inputs(valid_x[: args.batch_size])
-        a, b = model.predict_on_batch(x), reloaded.predict_on_batch(x)
-        reload_diff = max(float(np.abs(keras.ops.convert_to_numpy(a[k])
-                                       - keras.ops.convert_to_numpy(b[k])).max()) for k in a)
-        print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e"
-              % (output, reload_diff))
-        if reload_diff > 1e-4:
-            raise RuntimeError("reloaded model predicts differently (max diff %g)" % reload_diff)
+    if args.output:
+        reload_diff = save_and_check(model, args.output, make_inputs(valid_x[: args.batch_size]))
     results = dict(valid=valid, history=evaluator.history, best_score=evaluator.best,
                    train_seconds=round(seconds, 1), checkpoint=checkpoint, config=config,
                    epochs=args.epochs, lr=args.lr, maxlen=args.maxlen,
@@ -969,16 +925,8 @@ def main(argv=None):
                    columns_dropped=encoder.columns_dropped, reload_diff=reload_diff,
                    submission=submission, files=dict(train=args.train, valid=args.valid))
     if args.results:
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
+        write_json(args.results, results)
     return results
-
-
-def _write_lines(path, objects):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for obj in objects:
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ bootstrap interval of the difference).
 """
 
 import argparse
-import json
 import math
 import os
 import time
@@ -41,8 +40,8 @@ from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
 
-from common import add_model_args, pad_batch, resolve_paths
-
+from common import (BestEpoch, adamw, add_model_args, add_run_args, describe_model, pad_batch,
+                    resolve_paths, save_and_check, write_json)
 
 
 class ReviewGenerator(DataGenerator):
@@ -119,24 +118,6 @@ def paired_comparison(right_a, right_b, resamples=10000, seed=0):
                 diff_95ci=[float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))])
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Prints validation accuracy per epoch and keeps the best weights."""
-
-    def __init__(self, valid):
-        super().__init__()
-        self.valid = valid
-        self.best = -1.0
-        self.best_weights = None
-        self.history = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        acc = accuracy(self.model, self.valid)
-        self.history.append(acc)
-        if acc > self.best:
-            self.best, self.best_weights = acc, self.model.get_weights()
-        print("epoch %d: val_acc=%.4f (best %.4f)" % (epoch + 1, acc, self.best), flush=True)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(p)
@@ -145,12 +126,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only this many examples per split (smoke tests)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output", default="runs/sentiment/model.keras",
-                   help="where the fine-tuned model is saved (.keras)")
-    p.add_argument("--results", default=None, help="write the accuracies to this JSON file")
+    add_run_args(p, limit="examples per split", output="runs/sentiment/model.keras",
+                 results="the accuracies")
     p.add_argument("--compare", nargs=2, metavar=("A.keras", "B.keras"), default=None,
                    help="train nothing: compare two saved models on the test split (paired)")
     return p.parse_args(argv)
@@ -172,8 +149,7 @@ def compare(args, test):
                                             result["a_only"], result["b_only"],
                                             result["mcnemar_p"]))
     if args.results:
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.results, result)
     return result
 
 
@@ -191,16 +167,13 @@ def main(argv=None):
                           for k in ("train", "valid", "test"))
     if args.compare:  # both models read the texts through the one --vocab
         return compare(args, test)
-    print("model: %s (%s)" % (config, "random init" if checkpoint is None else checkpoint))
+    print("model: %s" % describe_model(config, checkpoint))
 
     model = build_classifier(config, checkpoint, args.dropout)
-    steps = len(train) * args.epochs
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps, end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    evaluator = Evaluator(valid)
+    model.compile(optimizer=adamw(args.lr, len(train) * args.epochs),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    evaluator = BestEpoch(lambda model: (accuracy(model, valid), None),
+                          report=lambda acc, best: "val_acc=%.4f (best %.4f)" % (acc, best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
               callbacks=[evaluator], verbose=2)
@@ -210,20 +183,14 @@ def main(argv=None):
     print("test_acc=%.4f (best val_acc=%.4f, training %.0f s)" % (test_acc, evaluator.best,
                                                                    seconds))
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    model.save(args.output)
-    reloaded = keras.saving.load_model(args.output)
-    x, _ = next(iter(test))
-    diff = float(np.abs(reloaded.predict_on_batch(x) - model.predict_on_batch(x)).max())
-    print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e" % (args.output, diff))
-    if diff > 1e-5:
-        raise RuntimeError("reloaded model predicts differently (max diff %g)" % diff)
+    diff = None
+    if args.output:
+        diff = save_and_check(model, args.output, next(iter(test))[0], tolerance=1e-5)
     results = dict(test_acc=test_acc, val_acc=evaluator.history, best_val_acc=evaluator.best,
                    train_seconds=round(seconds, 1), checkpoint=checkpoint, config=config,
                    epochs=args.epochs, lr=args.lr, maxlen=args.maxlen, reload_diff=diff)
     if args.results:
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.results, results)
     return results
 
 

@@ -27,7 +27,6 @@ output string (boundaries included) against the target.
 """
 
 import argparse
-import json
 import random
 import time
 
@@ -40,7 +39,8 @@ from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
 
-from common import CharEncoder, add_model_args, pad_batch, resolve_paths
+from common import (BestEpoch, CharEncoder, adamw, add_model_args, add_run_args, describe_model,
+                    pad_batch, resolve_paths, write_json)
 
 BOUNDARY = "|"
 PUNCTUATION = set("，。！？；：、")
@@ -215,22 +215,10 @@ def evaluate(decoder, codec, clauses_, batch_size, beams):
     return seq2seq_scores(clauses_, predicted), predicted
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Validation F1 after each epoch; keeps the best weights."""
-
-    def __init__(self, decoder, codec, clauses_, batch_size, beams):
-        super().__init__()
-        self.args = (decoder, codec, clauses_, batch_size, beams)
-        self.best, self.best_weights, self.history = -1.0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores, _ = evaluate(*self.args)
-        self.history.append(scores)
-        if scores["f1"] > self.best:
-            self.best, self.best_weights = scores["f1"], self.model.get_weights()
-        print("epoch %d: valid F1=%.4f copy=%.3f exact=%.3f ROUGE-L=%.4f (best F1 %.4f)" % (
-            epoch + 1, scores["f1"], scores["copy_rate"], scores["exact_match"],
-            scores["rouge_l"], self.best), flush=True)
+def report(scores, best):
+    """The epoch line of :class:`common.BestEpoch`."""
+    return "valid F1=%.4f copy=%.3f exact=%.3f ROUGE-L=%.4f (best F1 %.4f)" % (
+        scores["f1"], scores["copy_rate"], scores["exact_match"], scores["rouge_l"], best)
 
 
 # ---------------------------------------------------------------------------
@@ -246,12 +234,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="sentences per split (smoke runs)")
+    add_run_args(p, limit="sentences per split", output=False)
     p.add_argument("--eval-limit", type=int, default=500,
                    help="clauses decoded for validation/test (0: all)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
     p.add_argument("--show", type=int, default=5, help="print this many test outputs")
     return p.parse_args(argv)
 
@@ -278,19 +263,17 @@ def main(argv=None):
     transformer = build_transformer_model(config, checkpoint, application="unilm",
                                           with_mlm="linear", return_keras_model=False)
     model = transformer.model
-    print("model: %s (%s)" % (config, checkpoint or "random init"))
+    print("model: %s" % describe_model(config, checkpoint))
     # a target has the clause's characters, a boundary between words and [SEP]
     decoder = CachedDecoder(transformer, end_id=codec.sep, maxlen=2 * args.max_chars + 1)
 
     train = Seq2seqGenerator(pairs, args.batch_size)
-    steps = len(train) * args.epochs
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps, end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    model.compile(optimizer=optimizer,
+    model.compile(optimizer=adamw(args.lr, len(train) * args.epochs),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    evaluator = Evaluator(decoder, codec, split["valid"], args.batch_size, args.beams)
+    evaluator = BestEpoch(
+        lambda _: evaluate(decoder, codec, split["valid"], args.batch_size, args.beams),
+        key=lambda scores: scores["f1"], report=report)
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
               callbacks=[evaluator], verbose=2)
@@ -313,8 +296,7 @@ def main(argv=None):
                    limit=args.limit, eval_limit=args.eval_limit, seed=args.seed,
                    clauses={k: len(v) for k, v in split.items()})
     if args.results:
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
+        write_json(args.results, results)
     return results
 
 

@@ -28,8 +28,6 @@ harmonic mean, summed over the whole split; plus recall of gold words seen
 """
 
 import argparse
-import json
-import os
 import random
 import time
 
@@ -42,7 +40,8 @@ from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator, ViterbiDecoder, text_segmentate
 from bert4keras.tokenizers import Tokenizer
 
-from common import CharEncoder, add_model_args, pad_batch, resolve_paths
+from common import (BestEpoch, CharEncoder, adamw, add_model_args, add_run_args, describe_model,
+                    pad_batch, resolve_paths, save_and_check, write_json)
 
 TAGS = ["S", "B", "M", "E"]  # S = 0 also tags [CLS] and [SEP]
 SEPARATORS = "。！？；，：、"  # where long sentences are cut, in order of preference
@@ -229,25 +228,6 @@ def evaluate(model, crf, encoder, sentences, batch_size, maxlen, train_words=Non
     return cws_scores(sentences, predicted, train_words)
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Word F1 on the validation split after each epoch; keeps the best weights."""
-
-    def __init__(self, crf, encoder, sentences, batch_size, maxlen):
-        super().__init__()
-        self.crf, self.encoder, self.sentences = crf, encoder, sentences
-        self.batch_size, self.maxlen = batch_size, maxlen
-        self.best, self.best_weights, self.history = -1.0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores = evaluate(self.model, self.crf, self.encoder, self.sentences, self.batch_size,
-                          self.maxlen)
-        self.history.append(scores)
-        if scores["f1"] > self.best:
-            self.best, self.best_weights = scores["f1"], self.model.get_weights()
-        print("epoch %d: valid P=%.4f R=%.4f F1=%.4f (best %.4f)" % (
-            epoch + 1, scores["precision"], scores["recall"], scores["f1"], self.best), flush=True)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(p)
@@ -258,12 +238,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--crf-lr-multiplier", type=float, default=1.0,
                    help="learning-rate multiplier of the CRF transitions")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only this many sentences per split (smoke tests)")
-    p.add_argument("--seed", type=int, default=42, help="split and initialisation seed")
-    p.add_argument("--output", default="runs/cws_crf/model.keras",
-                   help="where the fine-tuned model is saved (.keras); '' to skip")
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
+    add_run_args(p, limit="sentences per split", output="runs/cws_crf/model.keras")
     return p.parse_args(argv)
 
 
@@ -279,17 +254,19 @@ def main(argv=None):
     pieces = training_pieces(data["train"], args.maxlen)
     print("sentences: train %d (%d pieces), valid %d, test %d" % (
         len(data["train"]), len(pieces), len(data["valid"]), len(data["test"])))
-    print("model: %s (%s), crf_lr_multiplier=%g" % (
-        config, "random init" if checkpoint is None else checkpoint, args.crf_lr_multiplier))
+    print("model: %s, crf_lr_multiplier=%g" % (describe_model(config, checkpoint),
+                                                args.crf_lr_multiplier))
 
     model, crf = build_tagger(config, checkpoint, len(TAGS), args.crf_lr_multiplier)
     train = PieceGenerator(pieces, encoder, args.batch_size)
-    steps = len(train) * args.epochs
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps, end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "trans"])
+    optimizer = adamw(args.lr, len(train) * args.epochs, ("gamma", "beta", "bias", "trans"))
     model.compile(optimizer=optimizer, loss=crf.sparse_loss, metrics=[crf.sparse_accuracy])
-    evaluator = Evaluator(crf, encoder, data["valid"], args.batch_size, args.maxlen)
+    evaluator = BestEpoch(
+        lambda model: (evaluate(model, crf, encoder, data["valid"], args.batch_size,
+                                args.maxlen), None),
+        key=lambda scores: scores["f1"],
+        report=lambda scores, best: "valid P=%.4f R=%.4f F1=%.4f (best %.4f)" % (
+            scores["precision"], scores["recall"], scores["f1"], best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
               callbacks=[evaluator], verbose=2)
@@ -305,15 +282,7 @@ def main(argv=None):
 
     reload_diff = None
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        model.save(args.output)
-        reloaded = keras.saving.load_model(args.output, compile=False)
-        x, _ = next(iter(train))
-        reload_diff = float(np.abs(reloaded.predict_on_batch(x) - model.predict_on_batch(x)).max())
-        print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e"
-              % (args.output, reload_diff))
-        if reload_diff > 1e-4:
-            raise RuntimeError("reloaded model predicts differently (max diff %g)" % reload_diff)
+        reload_diff = save_and_check(model, args.output, next(iter(train))[0])
     results = dict(test=test, valid=evaluator.history, best_valid_f1=evaluator.best,
                    train_seconds=round(seconds, 1), test_seconds=round(test_seconds, 1),
                    checkpoint=checkpoint, config=config, epochs=args.epochs, lr=args.lr,
@@ -323,8 +292,7 @@ def main(argv=None):
                    trans=keras.ops.convert_to_numpy(crf.trans).round(4).tolist(),
                    reload_diff=reload_diff)
     if args.results:
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.results, results)
     return results
 
 

@@ -28,8 +28,6 @@ the training file are thereby ignored).
 """
 
 import argparse
-import json
-import os
 import random
 import time
 
@@ -48,7 +46,8 @@ from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator, ViterbiDecoder
 from bert4keras.tokenizers import Tokenizer
 
-from common import CharEncoder, add_model_args, pad_batch, resolve_paths
+from common import (BestEpoch, CharEncoder, adamw, add_model_args, add_run_args, describe_model,
+                    pad_batch, resolve_paths, save_and_check, write_json)
 
 TYPES = ["PER", "LOC", "ORG"]
 TAGS = ["O"] + ["%s-%s" % (p, t) for t in TYPES for p in "BMES"]  # O = 0 also for [CLS]/[SEP]
@@ -224,26 +223,6 @@ def evaluate(model, layer, head, encoder, sentences, batch_size, maxlen):
     return ner_scores(gold, predicted)
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Entity F1 on the validation split after each epoch; keeps the best weights."""
-
-    def __init__(self, layer, head, encoder, sentences, batch_size, maxlen):
-        super().__init__()
-        self.layer, self.head, self.encoder, self.sentences = layer, head, encoder, sentences
-        self.batch_size, self.maxlen = batch_size, maxlen
-        self.best, self.best_weights, self.history = -1.0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores = evaluate(self.model, self.layer, self.head, self.encoder, self.sentences,
-                          self.batch_size, self.maxlen)
-        self.history.append(scores)
-        f1 = scores["overall"]["f1"]
-        if f1 > self.best:
-            self.best, self.best_weights = f1, self.model.get_weights()
-        print("epoch %d: valid %s (best F1 %.4f)" % (epoch + 1, format_scores(scores), self.best),
-              flush=True)
-
-
 def format_scores(scores):
     return " ".join("%s P=%.4f R=%.4f F1=%.4f" % (k, s["precision"], s["recall"], s["f1"])
                     for k, s in scores.items())
@@ -264,13 +243,8 @@ def parse_args(argv=None):
     p.add_argument("--head-size", type=int, default=64, help="GlobalPointer head size")
     p.add_argument("--valid-fraction", type=float, default=0.05,
                    help="part of the training file held out for validation")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only this many sentences per split (smoke tests)")
-    p.add_argument("--seed", type=int, default=42, help="split and initialisation seed")
-    p.add_argument("--output", default=None,
-                   help="where the fine-tuned model is saved (.keras); default "
-                        "runs/ner_<head>/model.keras; '' to skip")
-    p.add_argument("--results", default=None, help="write the scores to this JSON file")
+    add_run_args(p, limit="sentences per split", output=None,
+                 output_doc="runs/ner_<head>/model.keras")
     return p.parse_args(argv)
 
 
@@ -285,22 +259,22 @@ def main(argv=None):
     pieces = training_pieces(data["train"], args.maxlen)
     print("sentences: train %d, valid %d, test %d" % tuple(len(data[k]) for k in
                                                            ("train", "valid", "test")))
-    print("model: %s (%s), head=%s" % (config, "random init" if checkpoint is None else checkpoint,
-                                       args.head))
+    print("model: %s, head=%s" % (describe_model(config, checkpoint), args.head))
 
     model, layer = build_ner_model(config, checkpoint, args.head, args.crf_lr_multiplier,
                                    args.head_size)
     train = NerGenerator(pieces, encoder, args.batch_size, args.head)
-    steps = len(train) * args.epochs
-    schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps, end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "trans"])
+    optimizer = adamw(args.lr, len(train) * args.epochs, ("gamma", "beta", "bias", "trans"))
     if args.head == "crf":
         model.compile(optimizer=optimizer, loss=layer.sparse_loss, metrics=[layer.sparse_accuracy])
     else:
         model.compile(optimizer=optimizer, loss=global_pointer_crossentropy,
                       metrics=[global_pointer_f1])
-    evaluator = Evaluator(layer, args.head, encoder, data["valid"], args.batch_size, args.maxlen)
+    evaluator = BestEpoch(
+        lambda model: (evaluate(model, layer, args.head, encoder, data["valid"], args.batch_size,
+                                args.maxlen), None),
+        key=lambda scores: scores["overall"]["f1"],
+        report=lambda scores, best: "valid %s (best F1 %.4f)" % (format_scores(scores), best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
               callbacks=[evaluator], verbose=2)
@@ -313,17 +287,7 @@ def main(argv=None):
     print("training %.0f s, test decoding %.0f s" % (seconds, test_seconds))
 
     output = "runs/ner_%s/model.keras" % args.head if args.output is None else args.output
-    reload_diff = None
-    if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        model.save(output)
-        reloaded = keras.saving.load_model(output, compile=False)
-        x, _ = next(iter(train))
-        reload_diff = float(np.abs(reloaded.predict_on_batch(x) - model.predict_on_batch(x)).max())
-        print("saved %s; reloaded with keras.saving.load_model, max |diff| = %.2e"
-              % (output, reload_diff))
-        if reload_diff > 1e-4:
-            raise RuntimeError("reloaded model predicts differently (max diff %g)" % reload_diff)
+    reload_diff = save_and_check(model, output, next(iter(train))[0]) if output else None
     results = dict(test=test, valid=evaluator.history, best_valid_f1=evaluator.best,
                    head=args.head, train_seconds=round(seconds, 1),
                    test_seconds=round(test_seconds, 1), checkpoint=checkpoint, config=config,
@@ -332,8 +296,7 @@ def main(argv=None):
                    limit=args.limit, seed=args.seed,
                    sentences={k: len(v) for k, v in data.items()}, reload_diff=reload_diff)
     if args.results:
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.results, results)
     return results
 
 

@@ -4,29 +4,44 @@
 Everything is importable from ``bert4keras.tokenizers`` as in the original
 toolkit: ``Tokenizer``, ``SpTokenizer``, ``TokenizerBase``, ``load_vocab``,
 ``save_vocab``.
+
+Modules, each importing only those above it:
+
+* :mod:`.chars` -- character classes (whitespace, punctuation, CJK, control)
+  as single-character tests and compiled regular expressions;
+* :mod:`.base` -- :class:`TokenizerBase`: start/end tokens, truncation, ``encode``;
+* :mod:`.vocab` -- reading and writing ``vocab.txt`` (uses :mod:`.chars`);
+* :mod:`.wordpiece` -- the WordPiece :class:`Tokenizer`;
+* :mod:`.sentencepiece` -- :class:`SpTokenizer`.
 """
 
+from bert4keras.tokenizers.base import TokenizerBase
 from bert4keras.tokenizers.sentencepiece import SpTokenizer
-from bert4keras.tokenizers.vocab import _is_redundant, load_vocab, save_vocab  # noqa: F401
-from bert4keras.tokenizers.wordpiece import (  # noqa: F401
+from bert4keras.tokenizers.vocab import load_vocab, save_vocab
+from bert4keras.tokenizers.wordpiece import Tokenizer
+
+__all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer", "SpTokenizer"]
+
+# Private helpers this package exported when it was one module (not part of
+# the public surface), still importable from here under their old names.
+from bert4keras.tokenizers.base import _truncate  # noqa: E402,F401
+from bert4keras.tokenizers.chars import (  # noqa: E402,F401
     _ASTRAL,
-    _CJK_RANGES,
-    _CONTROL_CATEGORIES,
-    _SPECIAL_TOKENS,
-    _WORD_CACHE_LIMIT,
-    Tokenizer,
-    TokenizerBase,
-    _Cache,
-    _CharTables,
+    CJK_RANGES as _CJK_RANGES,
+    CONTROL_CATEGORIES as _CONTROL_CATEGORIES,
+    CharTables as _CharTables,
     _is_ascii_punct,
     _none_of,
     _one_of,
     _ranges_to_class,
     _split_bmp,
     _subtract,
-    _tables,
-    _truncate,
+    char_tables as _tables,
+)
+from bert4keras.tokenizers.vocab import _is_redundant  # noqa: E402,F401
+from bert4keras.tokenizers.wordpiece import (  # noqa: E402,F401
+    _SPECIAL_TOKENS,
+    _WORD_CACHE_LIMIT,
+    _Cache,
     _unique,
 )
-
-__all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer", "SpTokenizer"]

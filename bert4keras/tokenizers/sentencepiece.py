@@ -12,7 +12,9 @@ own (``SentencePieceProcessor.encode``) plus the start/end tokens; with
 import os
 import re
 
-from bert4keras.tokenizers.wordpiece import TokenizerBase
+from bert4keras.tokenizers.base import TokenizerBase
+
+__all__ = ["SpTokenizer"]
 
 _EXTRA_ID = re.compile(r"<extra_id_(\d+)>")
 

@@ -5,6 +5,8 @@ that drops tokens a Chinese model never produces and returns the
 
 import os
 
+from bert4keras.tokenizers.chars import is_cjk_character, is_punctuation, stem
+
 __all__ = ["load_vocab", "save_vocab"]
 
 
@@ -81,11 +83,9 @@ def _is_redundant(token):
     """True for vocabulary entries the WordPiece tokenizer never emits."""
     if token.startswith("[unused") and token.endswith("]"):
         return True
-    from bert4keras.tokenizers.wordpiece import Tokenizer  # its character classes
-
     if len(token) > 1:
-        for ch in Tokenizer.stem(token):
-            if Tokenizer._is_cjk_character(ch) or Tokenizer._is_punctuation(ch):
+        for ch in stem(token):
+            if is_cjk_character(ch) or is_punctuation(ch):
                 return True
     return False
 

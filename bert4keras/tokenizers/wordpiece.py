@@ -1,4 +1,5 @@
-"""Vocabulary helpers and the BERT WordPiece tokenizer.
+"""The BERT WordPiece tokenizer (``load_vocab``/``save_vocab`` of
+:mod:`.vocab` are importable from here too).
 
 The tokenizer follows Google BERT's ``tokenization.py`` (``BasicTokenizer`` +
 ``WordpieceTokenizer``) and keeps the interface of the original bert4keras
@@ -28,322 +29,35 @@ text.  The points where this matters:
   ``tokenizers``, which start CJK Extension E at U+2B920 instead of Google's
   U+2B820.
 
-Character classes come from Python's ``unicodedata`` (the Unicode version of
-the running interpreter); for characters added to Unicode after the tables
-compiled into ``tokenizers`` they can differ, which does not occur in
-ordinary text.
+The character classes live in :mod:`bert4keras.tokenizers.chars`; they come
+from Python's ``unicodedata`` (the Unicode version of the running
+interpreter); for characters added to Unicode after the tables compiled into
+``tokenizers`` they can differ, which does not occur in ordinary text.
 
 The hot path runs on precompiled regular expressions and a per-word cache,
 so no per-character Python code runs for text that has been seen before.
 """
 
-import itertools
 import os
 import re
 import unicodedata
 
+from bert4keras.tokenizers.base import TokenizerBase
+from bert4keras.tokenizers.chars import (
+    char_tables,
+    is_cjk_character,
+    is_control,
+    is_punctuation,
+    is_space,
+    is_special,
+    stem,
+)
 from bert4keras.tokenizers.vocab import load_vocab, save_vocab  # noqa: F401  (re-exported)
 
 __all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer"]
 
-# CJK blocks that are split into single characters (see module docstring).
-_CJK_RANGES = (
-    (0x4E00, 0x9FFF),
-    (0x3400, 0x4DBF),
-    (0x20000, 0x2A6DF),
-    (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F),
-    (0x2B920, 0x2CEAF),
-    (0xF900, 0xFAFF),
-    (0x2F800, 0x2FA1F),
-)
-_CONTROL_CATEGORIES = frozenset(("Cc", "Cf", "Co", "Cs"))
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _WORD_CACHE_LIMIT = 200_000
-
-
-def _is_ascii_punct(code):
-    return 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
-
-
-def _ranges_to_class(ranges):
-    """Inclusive ``(first, last)`` code point ranges -> the inside of a regex
-    character class (adjacent ranges merged)."""
-    merged = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], last)
-        else:
-            merged.append([first, last])
-    return "".join("\\U%08x" % a if a == b else "\\U%08x-\\U%08x" % (a, b) for a, b in merged)
-
-
-class _CharTables:
-    """Regex character classes for the cleanup and splitting rules.
-
-    Built once (a fraction of a second) from ``unicodedata`` by one scan over
-    all code points; the classes are exactly the static classifiers of
-    :class:`Tokenizer` (``_is_control`` etc.) applied to every code point.
-    """
-
-    def __init__(self):
-        # runs of equal category over all code points (a few thousand runs)
-        cats = map(unicodedata.category, map(chr, range(0x110000)))
-        drop, space, punct, marks = [(0xFFFD, 0xFFFD)], [(9, 10), (13, 13)], [], []
-        start = 0
-        for cat, run in itertools.groupby(cats):
-            end = start + sum(1 for _ in run) - 1
-            if cat in _CONTROL_CATEGORIES:
-                drop.append((start, end))
-            elif cat[0] == "Z":
-                space.append((start, end))
-            elif cat[0] == "P":
-                punct.append((start, end))
-            elif cat == "Mn":
-                marks.append((start, end))
-            start = end + 1
-        # ASCII symbols count as punctuation (Google BERT); \t \n \r are kept
-        punct.extend(((33, 47), (58, 64), (91, 96), (123, 126)))
-        drop = _subtract(_subtract(drop, (9, 10)), (13, 13))
-        cjk = list(_CJK_RANGES)
-        # plain classes (the classifiers' definitions, used by the tests)
-        self.drop = _ranges_to_class(drop)
-        self.space = _ranges_to_class(space)
-        self.punct = _ranges_to_class(punct)
-        self.marks = _ranges_to_class(marks)
-        self.cjk = _ranges_to_class(cjk)
-        # fast regexes: see _one_of
-        self.drop_re = re.compile(_one_of(drop) + "+")
-        self.drop_marks_re = re.compile(_one_of(drop + marks) + "+")
-        self._word_res = {
-            split_cjk: re.compile("%s|%s+" % (_one_of(single), _none_of(single + space)))
-            for split_cjk, single in ((True, punct + cjk), (False, punct))
-        }
-
-    def word_re(self, split_cjk):
-        """Regex whose ``findall`` gives the words of cleaned text: a single
-        CJK character (when ``split_cjk``), a single punctuation character, or
-        a maximal run of other non-space characters."""
-        return self._word_res[bool(split_cjk)]
-
-
-_ASTRAL = "\\U00010000-\\U0010ffff"
-
-
-def _split_bmp(ranges):
-    bmp, astral = [], []
-    for first, last in ranges:
-        if first <= 0xFFFF:
-            bmp.append((first, min(last, 0xFFFF)))
-        if last > 0xFFFF:
-            astral.append((max(first, 0x10000), last))
-    return _ranges_to_class(bmp), _ranges_to_class(astral)
-
-
-def _one_of(ranges):
-    """Regex for one character in ``ranges``.
-
-    Python's ``re`` tests the characters of a class below U+10000 with one
-    bitmap lookup but the ranges above it one after the other, for every
-    character of the text.  Testing the astral ranges only for astral
-    characters makes cleanup several times faster on ordinary text.
-    """
-    bmp, astral = _split_bmp(ranges)
-    if not astral:
-        return "[%s]" % bmp
-    if not bmp:
-        return "(?=[%s])[%s]" % (_ASTRAL, astral)
-    return "(?:[%s]|(?=[%s])[%s])" % (bmp, _ASTRAL, astral)
-
-
-def _none_of(ranges):
-    """Regex for one character not in ``ranges`` (see :func:`_one_of`)."""
-    bmp, astral = _split_bmp(ranges)
-    return "(?:[^%s%s]|(?=[%s])[^\\x00-\\uffff%s])" % (bmp, _ASTRAL, _ASTRAL, astral)
-
-
-def _subtract(ranges, hole):
-    """Inclusive ranges minus the inclusive range ``hole``."""
-    out = []
-    for first, last in ranges:
-        if last < hole[0] or first > hole[1]:
-            out.append((first, last))
-            continue
-        if first < hole[0]:
-            out.append((first, hole[0] - 1))
-        if last > hole[1]:
-            out.append((hole[1] + 1, last))
-    return out
-
-
-_TABLES = None
-
-
-def _tables():
-    global _TABLES
-    if _TABLES is None:
-        _TABLES = _CharTables()
-    return _TABLES
-
-
-# ---------------------------------------------------------------------------
-# Vocabulary files
-# ---------------------------------------------------------------------------
-
-
-def _truncate(maxlen, index, sequences, keep):
-    """Pop ``sequences[i][index]`` from the longest sequence (first on ties)
-    until the total length is <= ``maxlen``; as ``truncate_sequences`` of
-    the original bert4keras.  ``keep`` is the number of elements (special
-    tokens) that must stay in each sequence."""
-    lengths = [len(s) for s in sequences]
-    if maxlen < keep * len(sequences):
-        raise ValueError(f"maxlen={maxlen} leaves no room for the special tokens")
-    total = sum(lengths)
-    while total > maxlen:
-        i = lengths.index(max(lengths))
-        sequences[i].pop(index)
-        lengths[i] -= 1
-        total -= 1
-
-
-# ---------------------------------------------------------------------------
-# Tokenizers
-# ---------------------------------------------------------------------------
-
-
-class TokenizerBase:
-    """Shared part of the tokenizers: start/end tokens, truncation, ``encode``.
-
-    Follows ``TokenizerBase`` of the original bert4keras.  Subclasses provide
-    ``_tokenize(text) -> list of str``, ``token_to_id`` and ``id_to_token``.
-
-    Args:
-        token_start: token put in front of every sequence (``None``: none).
-        token_end: token appended to every sequence (``None``: none).
-        pre_tokenize: optional function ``text -> iterable of str`` (e.g.
-            ``jieba.lcut``) applied first; a piece that is a vocabulary token
-            is kept whole, the others are tokenized further.
-        token_translate: optional dict token -> token applied to the output
-            of the tokenizer (and inverted by ``decode``).
-    """
-
-    _token_pad = "[PAD]"
-    _token_unk = "[UNK]"
-    _token_mask = "[MASK]"
-
-    def __init__(self, token_start="[CLS]", token_end="[SEP]", pre_tokenize=None,
-                 token_translate=None):
-        self._token_start = token_start
-        self._token_end = token_end
-        self._pre_tokenize = pre_tokenize
-        self._token_translate = dict(token_translate or {})
-        self._token_translate_inv = {v: k for k, v in self._token_translate.items()}
-
-    def tokenize(self, text, maxlen=None):
-        """Split ``text`` into tokens, with the start and end tokens.
-
-        Args:
-            text: a string.
-            maxlen: if given, drop tokens before the end token until at most
-                ``maxlen`` tokens remain.
-
-        Returns:
-            A list of token strings.
-        """
-        tokens = self._tokenize(text)
-        if self._token_start is not None:
-            tokens.insert(0, self._token_start)
-        if self._token_end is not None:
-            tokens.append(self._token_end)
-        if maxlen is not None:
-            keep = (self._token_start is not None) + (self._token_end is not None)
-            _truncate(maxlen, -1 - (self._token_end is not None), [tokens], keep)
-        return tokens
-
-    def token_to_id(self, token):
-        """Id of one token (implemented by subclasses)."""
-        raise NotImplementedError
-
-    def id_to_token(self, i):
-        """Token of one id (implemented by subclasses)."""
-        raise NotImplementedError
-
-    def tokens_to_ids(self, tokens):
-        """Map a list of tokens to ids (unknown tokens -> the unknown id)."""
-        return [self.token_to_id(token) for token in tokens]
-
-    def ids_to_tokens(self, ids):
-        """Map a list of ids to tokens."""
-        return [self.id_to_token(int(i)) for i in ids]
-
-    def encode(self, first_text, second_text=None, maxlen=None, pattern="S*E*E",
-               truncate_from="right"):
-        """Token ids and segment ids of one text or a text pair.
-
-        Follows ``encode`` of the original bert4keras.  With
-        ``pattern='S*E*E'`` a pair is ``[CLS] A [SEP] B [SEP]``; with
-        ``'S*ES*E'`` it is ``[CLS] A [SEP] [CLS] B [SEP]``.  Segment ids are 0
-        for the first part and 1 for the second.
-
-        Args:
-            first_text: a string, or an already tokenized list (with start
-                and end tokens, as :meth:`tokenize` returns it).
-            second_text: optional second string or token list.
-            maxlen: maximum total length; tokens are removed one at a time
-                from the currently longer sequence (the first on ties).
-            pattern: ``'S*E*E'`` or ``'S*ES*E'``.
-            truncate_from: ``'right'`` (drop the last real token), ``'left'``
-                (drop the first real token) or an int position.
-
-        Returns:
-            ``(token_ids, segment_ids)``, two lists of ints.
-
-        Raises:
-            ValueError: unknown ``pattern``/``truncate_from``, or ``maxlen``
-                too small to hold the special tokens.
-        """
-        if pattern not in ("S*E*E", "S*ES*E"):
-            raise ValueError(f"unknown pattern {pattern!r}")
-        first = self.tokenize(first_text) if isinstance(first_text, str) else list(first_text)
-        if second_text is None:
-            second = None
-        elif isinstance(second_text, str):
-            second = self.tokenize(second_text)
-        else:
-            second = list(second_text)
-
-        if maxlen is not None:
-            if truncate_from == "right":
-                index = -1 - (self._token_end is not None)
-            elif truncate_from == "left":
-                index = int(self._token_start is not None)
-            elif isinstance(truncate_from, int):
-                index = truncate_from
-            else:
-                raise ValueError(f"unknown truncate_from {truncate_from!r}")
-            keep = (self._token_start is not None) + (self._token_end is not None)
-            sequences = [first] if second is None else [first, second]
-            if second is not None and pattern == "S*E*E" and self._token_start is not None:
-                maxlen += 1  # the second start token is dropped below
-            _truncate(maxlen, index, sequences, keep)
-
-        token_ids = self.tokens_to_ids(first)
-        segment_ids = [0] * len(token_ids)
-        if second is not None:
-            if pattern == "S*E*E" and self._token_start is not None:
-                second = second[1:]
-            second_ids = self.tokens_to_ids(second)
-            token_ids.extend(second_ids)
-            segment_ids.extend([1] * len(second_ids))
-        return token_ids, segment_ids
-
-    def decode(self, ids):
-        """Text of a list of ids (implemented by subclasses)."""
-        raise NotImplementedError
-
-    def _tokenize(self, text):
-        raise NotImplementedError
 
 
 class Tokenizer(TokenizerBase):
@@ -427,7 +141,7 @@ class Tokenizer(TokenizerBase):
         self._max_first = max((len(t) for t in token_dict if not t.startswith("##")), default=1)
         self._max_cont = max((len(t) - 2 for t in token_dict if t.startswith("##")), default=1)
 
-        tables = _tables()
+        tables = char_tables()
         self._word_re = tables.word_re(self._tokenize_chinese_chars)
         self._clean_re = tables.drop_marks_re if self._strip_accents else tables.drop_re
         self._make_caches()
@@ -849,44 +563,14 @@ class Tokenizer(TokenizerBase):
 
     # -- character classes ------------------------------------------------------
 
-    @staticmethod
-    def stem(token):
-        """The token without a leading ``##`` (a WordPiece continuation)."""
-        return token[2:] if token[:2] == "##" else token
-
-    @staticmethod
-    def _is_space(ch):
-        """Whitespace: ``\\t``, ``\\n``, ``\\r`` or Unicode category ``Z*``."""
-        return ch in "\t\n\r" or unicodedata.category(ch)[0] == "Z"
-
-    @staticmethod
-    def _is_punctuation(ch):
-        """Punctuation: printable non-alphanumeric ASCII or category ``P*``
-        (Google BERT's definition)."""
-        return _is_ascii_punct(ord(ch)) or unicodedata.category(ch)[0] == "P"
-
-    @staticmethod
-    def _is_cjk_character(ch):
-        """A character of the CJK blocks that are split off one by one."""
-        code = ord(ch)
-        for a, b in _CJK_RANGES:
-            if a <= code <= b:
-                return True
-        return False
-
-    @staticmethod
-    def _is_control(ch):
-        """A character removed by the cleanup: category ``Cc``, ``Cf``,
-        ``Co`` or ``Cs``, except ``\\t``, ``\\n``, ``\\r`` (which are
-        whitespace).  NUL and U+FFFD are removed too."""
-        if ch in "\t\n\r":
-            return False
-        return unicodedata.category(ch) in _CONTROL_CATEGORIES
-
-    @staticmethod
-    def _is_special(ch):
-        """A bracketed special token such as ``[CLS]`` or ``[unused1]``."""
-        return bool(ch) and ch[0] == "[" and ch[-1] == "]" and len(ch) > 2
+    # the single-character tests of :mod:`bert4keras.tokenizers.chars`, kept as
+    # static methods under the original toolkit's names
+    stem = staticmethod(stem)
+    _is_space = staticmethod(is_space)
+    _is_punctuation = staticmethod(is_punctuation)
+    _is_cjk_character = staticmethod(is_cjk_character)
+    _is_control = staticmethod(is_control)
+    _is_special = staticmethod(is_special)
 
 
 class _Cache(dict):
