@@ -32,7 +32,10 @@ setup(
             "torch==2.13.0",
             "jax[cpu]",
             "matplotlib",
+            "ruff",  # tests/test_architecture.py lints the tree
+            "flask",  # tests/test_compat_snippets.py serves a WebServing over localhost
         ],
         "plot": ["matplotlib"],  # python -m pretraining.plot_history
+        "serve": ["flask"],  # bert4keras.snippets.WebServing
     },
 )
