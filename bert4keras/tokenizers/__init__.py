@@ -22,6 +22,24 @@ from bert4keras.tokenizers.wordpiece import Tokenizer
 
 __all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer", "SpTokenizer"]
 
+# Names bert4keras 0.11.5's tokenizers module had imported from its snippets
+# (and two standard modules); scripts could import them from here. Resolved
+# on first use so that importing the tokenizers stays light.
+_SNIPPETS_NAMES = ("is_string", "is_py2", "open", "convert_to_unicode",
+                   "truncate_sequences", "lowercase_and_normalize")
+
+
+def __getattr__(name):
+    if name in _SNIPPETS_NAMES:
+        from bert4keras import snippets
+
+        return getattr(snippets, name)
+    if name in ("re", "unicodedata"):
+        import importlib
+
+        return importlib.import_module(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 # Private helpers this package exported when it was one module (not part of
 # the public surface), still importable from here under their old names.
 from bert4keras.tokenizers.base import _truncate  # noqa: E402,F401

@@ -32,17 +32,25 @@ def _truncate(maxlen, index, sequences, keep):
 class TokenizerBase:
     """Shared part of the tokenizers: start/end tokens, truncation, ``encode``.
 
-    Follows ``TokenizerBase`` of the original bert4keras.  Subclasses provide
-    ``_tokenize(text) -> list of str``, ``token_to_id`` and ``id_to_token``.
+    Follows ``TokenizerBase`` of bert4keras 0.11.5, with its signature.
+    Subclasses provide ``_tokenize(text) -> list of str`` (the tokens before
+    ``token_translate``), ``token_to_id``, ``id_to_token`` and ``decode``;
+    :meth:`tokenize`, :meth:`encode`, :meth:`tokens_to_ids` and
+    :meth:`ids_to_tokens` are built on them, so a 0.11.5-style subclass
+    that defines only those works unchanged.
 
     Args:
         token_start: token put in front of every sequence (``None``: none).
         token_end: token appended to every sequence (``None``: none).
         pre_tokenize: optional function ``text -> iterable of str`` (e.g.
-            ``jieba.lcut``) applied first; a piece that is a vocabulary token
-            is kept whole, the others are tokenized further.
-        token_translate: optional dict token -> token applied to the output
-            of the tokenizer (and inverted by ``decode``).
+            ``jieba.lcut``) used by the subclass's ``_tokenize`` as a first
+            split (see :class:`~bert4keras.tokenizers.wordpiece.Tokenizer`
+            and :class:`~bert4keras.tokenizers.sentencepiece.SpTokenizer` for
+            what each does with the pieces).
+        token_translate: optional dict token -> token applied by
+            :meth:`tokenize` to the tokens of ``_tokenize`` (and inverted by
+            the subclasses' ``decode``); kept as ``_token_translate``, its
+            inverse as ``_token_translate_inv``.
     """
 
     _token_pad = "[PAD]"
@@ -60,18 +68,24 @@ class TokenizerBase:
     def tokenize(self, text, maxlen=None):
         """Split ``text`` into tokens, with the start and end tokens.
 
+        As in bert4keras 0.11.5: the tokens of :meth:`_tokenize` are passed
+        through ``token_translate`` (a token missing from the dict, or mapped
+        to an empty string, stays as it is), then the start token is put in
+        front and the end token appended.
+
         Args:
             text: a string.
-            maxlen: if given, drop tokens before the end token until at most
-                ``maxlen`` tokens remain.
+            maxlen: if given, drop the last token before the end token until
+                at most ``maxlen`` tokens remain (0.11.5's truncation).
 
         Returns:
             A list of token strings.
 
         Raises:
-            ValueError: ``maxlen`` too small to hold the start and end tokens.
+            ValueError: ``maxlen`` too small to hold the start and end tokens
+                (0.11.5 went on to drop the start token; an improvement).
         """
-        tokens = self._tokenize(text)
+        tokens = self._translate(self._tokenize(text))
         if self._token_start is not None:
             tokens.insert(0, self._token_start)
         if self._token_end is not None:
@@ -80,6 +94,13 @@ class TokenizerBase:
             keep = (self._token_start is not None) + (self._token_end is not None)
             _truncate(maxlen, -1 - (self._token_end is not None), [tokens], keep)
         return tokens
+
+    def _translate(self, tokens):
+        """``tokens`` through ``token_translate`` (a new list)."""
+        translate = self._token_translate
+        if not translate:
+            return list(tokens)
+        return [translate.get(token) or token for token in tokens]
 
     def token_to_id(self, token):
         """Id of one token (implemented by subclasses)."""
@@ -101,27 +122,42 @@ class TokenizerBase:
                truncate_from="right"):
         """Token ids and segment ids of one text or a text pair.
 
-        Follows ``encode`` of the original bert4keras.  With
-        ``pattern='S*E*E'`` a pair is ``[CLS] A [SEP] B [SEP]``; with
-        ``'S*ES*E'`` it is ``[CLS] A [SEP] [CLS] B [SEP]``.  Segment ids are 0
-        for the first part and 1 for the second.
+        Follows ``encode`` of bert4keras 0.11.5.  With ``pattern='S*E*E'``
+        (the default) a pair is ``[CLS] A [SEP] B [SEP]``: the second text's
+        own start token is dropped.  With ``'S*ES*E'`` it is kept:
+        ``[CLS] A [SEP] [CLS] B [SEP]``.  Segment ids are 0 for the first part
+        and 1 for the second.
+
+        Truncation (``maxlen``), as in 0.11.5: both texts are tokenized with
+        their start and end tokens, then one token at a time is removed from
+        the currently longer one (the first on ties) until the total is at
+        most ``maxlen``; for ``'S*E*E'`` pairs the second start token still
+        counts there, so ``maxlen`` is raised by one to make up for dropping
+        it.  The result is at most ``maxlen`` ids long.
 
         Args:
             first_text: a string, or an already tokenized list (with start
                 and end tokens, as :meth:`tokenize` returns it).
             second_text: optional second string or token list.
-            maxlen: maximum total length; tokens are removed one at a time
-                from the currently longer sequence (the first on ties).
+            maxlen: maximum total length (``None``: no truncation).
             pattern: ``'S*E*E'`` or ``'S*ES*E'``.
-            truncate_from: ``'right'`` (drop the last real token), ``'left'``
-                (drop the first real token) or an int position.
+            truncate_from: ``'right'`` (drop the last token before the end
+                token), ``'left'`` (drop the first token after the start
+                token) or an int: the list position to pop in each sequence.
 
         Returns:
-            ``(token_ids, segment_ids)``, two lists of ints.
+            ``(token_ids, segment_ids)``, two lists of ints of equal length.
 
         Raises:
             ValueError: unknown ``pattern``/``truncate_from``, or ``maxlen``
                 too small to hold the special tokens.
+
+        Differences from 0.11.5 (all on inputs 0.11.5 mishandled): a token
+        list passed in is copied, not truncated in place; an unknown
+        ``pattern`` raises instead of acting as ``'S*ES*E'``; a ``maxlen``
+        too small for the special tokens raises instead of dropping them;
+        without a start token, ``'S*E*E'`` does not raise ``maxlen`` by one
+        (0.11.5 did, and returned ``maxlen + 1`` ids).
         """
         if pattern not in ("S*E*E", "S*ES*E"):
             raise ValueError(f"unknown pattern {pattern!r}")

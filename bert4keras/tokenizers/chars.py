@@ -23,6 +23,7 @@ import re
 import unicodedata
 
 __all__ = [
+    "CJK_PUNCTUATION",
     "CJK_RANGES",
     "CONTROL_CATEGORIES",
     "CharTables",
@@ -48,6 +49,25 @@ CJK_RANGES = (
 )
 # Unicode categories removed by the cleanup (besides NUL and U+FFFD).
 CONTROL_CATEGORIES = frozenset(("Cc", "Cf", "Co", "Cs"))
+
+
+def _from_ranges(*ranges):
+    return "".join(chr(c) for first, last in ranges for c in range(first, last + 1))
+
+
+# The full-width and CJK punctuation after which bert4keras 0.11.5's decode
+# removed the space, in 0.11.5's order (``Tokenizer._cjk_punctuation()``):
+# full-width ASCII symbols, ideographic punctuation and brackets, dashes,
+# quotation marks, ellipsis, small forms, middle dot, then ！ ？ ｡ 。.
+CJK_PUNCTUATION = _from_ranges(
+    (0xFF02, 0xFF0D), (0xFF0F, 0xFF0F), (0xFF1A, 0xFF1E), (0xFF20, 0xFF20),
+    (0xFF3B, 0xFF40), (0xFF5B, 0xFF60), (0xFF62, 0xFF64), (0x3000, 0x3001),
+    (0x3003, 0x3003), (0x3008, 0x3011), (0x3014, 0x301F), (0x3030, 0x3030),
+    (0x303E, 0x303F), (0x2013, 0x2014), (0x2018, 0x2019), (0x201B, 0x201F),
+    (0x2026, 0x2027), (0xFE4F, 0xFE4F), (0xFE51, 0xFE51), (0xFE54, 0xFE54),
+    (0x00B7, 0x00B7), (0xFF01, 0xFF01), (0xFF1F, 0xFF1F), (0xFF61, 0xFF61),
+    (0x3002, 0x3002),
+)
 
 
 # ---------------------------------------------------------------------------

@@ -19,19 +19,40 @@ __all__ = ["SpTokenizer"]
 _EXTRA_ID = re.compile(r"<extra_id_(\d+)>")
 
 
+class _ModelDefault:
+    """Default of ``token_start``/``token_end``: decided from the model."""
+
+    def __repr__(self):
+        return "<from the model>"
+
+
+_FROM_MODEL = _ModelDefault()
+
+
 class SpTokenizer(TokenizerBase):
     """A SentencePiece model with bert4keras' tokenizer interface.
 
+    Follows ``SpTokenizer(sp_model_path, **kwargs)`` of bert4keras 0.11.5
+    (the keyword arguments are :class:`TokenizerBase`'s).
+
     Args:
         sp_model_path: path of a ``.model`` file (``spiece.model`` of T5).
-        token_start: token put in front of every sequence (T5: none).
-        token_end: token appended to every sequence (T5's ``'</s>'``, id 1);
-            ``None`` for none.
+        token_start: token put in front of every sequence; ``None`` for none.
+            By default ``'[CLS]'`` if the model has that piece (ALBERT's
+            models do; 0.11.5's default), else none (T5).
+        token_end: token appended to every sequence; ``None`` for none.  By
+            default ``'[SEP]'`` if the model has ``'[CLS]'`` and ``'[SEP]'``
+            pieces, else the model's end-of-sequence piece (T5's ``'</s>'``,
+            id 1), else none.  0.11.5 used ``'[CLS]'``/``'[SEP]'`` whatever
+            the model, which gave the unknown id on models without them
+            (T5 scripts pass ``token_start=None, token_end='</s>'``, which
+            works the same here).
         pre_tokenize: optional ``text -> iterable of str`` applied first; the
-            pieces are joined with spaces before SentencePiece (as the
-            original toolkit did, e.g. with ``jieba.lcut``).
-        token_translate: optional dict token -> token applied to the pieces
-            (and inverted by :meth:`decode`).
+            pieces are joined with spaces before SentencePiece (as 0.11.5
+            did, e.g. with ``jieba.lcut``).
+        token_translate: optional dict token -> token applied by
+            :meth:`tokenize` to the pieces (and inverted by :meth:`decode`),
+            e.g. ``{'\\u2583': '<cls>'}`` of 0.11.5's CPM-LM example.
         extra_ids: number of T5 sentinel tokens ``<extra_id_0>`` ... after
             the model's pieces, numbered downwards from the top (``<extra_id_0>``
             is ``piece_size + extra_ids - 1``), as ``transformers``'
@@ -40,7 +61,10 @@ class SpTokenizer(TokenizerBase):
 
     Special ids come from the model: ``pad_id``, ``unk_id``, ``bos_id`` and
     ``eos_id`` (``None`` when the model has none; T5's layout is pad 0, eos
-    1, unk 2, no bos; sentencepiece's default is unk 0, bos 1, eos 2).
+    1, unk 2, no bos; sentencepiece's default is unk 0, bos 1, eos 2).  The
+    0.11.5 attributes ``_token_pad``, ``_token_unk``, ``_token_mask``
+    (``'[MASK]'`` if the model has it, else ``None``), ``_token_start``,
+    ``_token_end`` and their ``_token_*_id`` are set as there.
 
     Raises:
         FileNotFoundError: ``sp_model_path`` does not exist.
@@ -48,8 +72,8 @@ class SpTokenizer(TokenizerBase):
             ``token_end`` is not one of its pieces.
     """
 
-    def __init__(self, sp_model_path, token_start=None, token_end="</s>", pre_tokenize=None,
-                 token_translate=None, extra_ids=0):
+    def __init__(self, sp_model_path, token_start=_FROM_MODEL, token_end=_FROM_MODEL,
+                 pre_tokenize=None, token_translate=None, extra_ids=0):
         super().__init__(token_start=token_start, token_end=token_end,
                          pre_tokenize=pre_tokenize, token_translate=token_translate)
         import sentencepiece as spm
@@ -78,7 +102,14 @@ class SpTokenizer(TokenizerBase):
         self._bos_id, self._eos_id = special(sp.bos_id()), special(sp.eos_id())
         self._token_pad = None if self._pad_id is None else sp.id_to_piece(self._pad_id)
         self._token_unk = None if self._unk_id is None else sp.id_to_piece(self._unk_id)
-        self._token_mask = None  # SentencePiece models have no [MASK]
+        self._token_mask = "[MASK]" if self._is_piece("[MASK]") else None
+        if self._token_start is _FROM_MODEL or self._token_end is _FROM_MODEL:
+            bert_style = self._is_piece("[CLS]") and self._is_piece("[SEP]")
+            if self._token_start is _FROM_MODEL:
+                self._token_start = "[CLS]" if bert_style else None
+            if self._token_end is _FROM_MODEL:
+                eos = None if self._eos_id is None else sp.id_to_piece(self._eos_id)
+                self._token_end = "[SEP]" if bert_style else eos
         for name in ("start", "end"):
             token = getattr(self, "_token_%s" % name)
             if token is not None and not self._known(token):
@@ -92,6 +123,11 @@ class SpTokenizer(TokenizerBase):
     def _known(self, token):
         i = self.token_to_id(token)
         return i != self._unk_id or token == self._token_unk
+
+    def _is_piece(self, token):
+        """``token`` is a piece of the model itself."""
+        i = self.sp_model.piece_to_id(token)
+        return self.sp_model.id_to_piece(i) == token
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -177,14 +213,15 @@ class SpTokenizer(TokenizerBase):
         return [(s, t) for s, t in out if s or t]
 
     def _tokenize(self, text):
+        """Pieces of ``text`` before ``token_translate`` (0.11.5's
+        ``_tokenize``: ``pre_tokenize`` pieces joined by spaces, then
+        SentencePiece; sentinels kept whole)."""
         tokens = []
         for sentinel, chunk in self._chunks(text):
             if sentinel:
                 tokens.append(chunk)
             else:
                 tokens.extend(self.sp_model.encode_as_pieces(chunk))
-        if self._token_translate:
-            tokens = [self._token_translate.get(t) or t for t in tokens]
         return tokens
 
     def encode(self, first_text, second_text=None, maxlen=None, pattern="S*E*E",
@@ -210,14 +247,18 @@ class SpTokenizer(TokenizerBase):
     def decode(self, ids):
         """Text of a list of ids.
 
-        Control pieces (pad, start, end), unknown and unused pieces are
-        dropped, as in the original toolkit; sentinels are kept as
-        ``<extra_id_N>``; the rest is SentencePiece's own detokenization.
-        The text is stripped (a dropped unknown piece can leave a space).
+        As 0.11.5: ``token_translate`` is undone, ids past the vocabulary
+        (a model whose embedding is larger than its SentencePiece model)
+        and control pieces (pad, start, end) give nothing, and the rest is
+        SentencePiece's own detokenization.  Unknown and unused pieces are
+        dropped too (0.11.5 showed an unknown piece as `` ⁇ ``); sentinels
+        are kept as ``<extra_id_N>``.  The text is stripped (a dropped
+        unknown piece can leave a space).
         """
         if self._token_translate_inv:
-            ids = [self.token_to_id(self._token_translate_inv.get(t, t))
-                   for t in self.ids_to_tokens(ids)]
+            inv = self._token_translate_inv
+            ids = [self.token_to_id(inv.get(self.id_to_token(i), self.id_to_token(i)))
+                   if 0 <= i < self._vocab_size else -1 for i in map(int, ids)]
         parts, run = [], []
 
         def flush():

@@ -13,11 +13,14 @@ __all__ = ["load_vocab", "save_vocab"]
 def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
     """Read a BERT ``vocab.txt`` (one token per line, id = line number).
 
-    Follows ``load_vocab`` of the original bert4keras.  Each line, with only
-    its line break removed, is a token (as Google's and Hugging Face's
-    readers do: the Chinese vocabulary really contains U+2028 as a token, so
-    lines are not split on other whitespace).  A token listed twice keeps the
-    id of its last line, as in Hugging Face.
+    Follows ``load_vocab`` of bert4keras 0.11.5, with its signature and
+    return values.  Each line, with only its line break removed, is a token
+    (as Google's and Hugging Face's readers do: the Chinese vocabulary really
+    contains U+2028 as a token, so lines are not split on other whitespace).
+    A token listed twice keeps the id of its last line, as in Hugging Face.
+    0.11.5 kept only a line's first whitespace-separated field (the U+2028
+    line became the empty token) and numbered a repeated token by the
+    dictionary's size; the ids differ from 0.11.5's only for such lines.
 
     Args:
         dict_path: path of the vocabulary file.
@@ -41,7 +44,7 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file cannot be decoded with ``encoding``, is empty, or
-            a ``startswith`` token is not in it.
+            a ``startswith`` token is not in it (0.11.5: ``KeyError``).
         OSError: the file cannot be read otherwise.
     """
     path = os.fspath(dict_path)
@@ -93,8 +96,10 @@ def _is_redundant(token):
 def save_vocab(dict_path, token_dict, encoding="utf-8"):
     """Write ``token_dict`` as a ``vocab.txt``, one token per line by id.
 
-    Follows ``save_vocab`` of the original bert4keras.  The ids must be
-    ``0 .. len(token_dict) - 1`` so that line number == id on reading back.
+    Follows ``save_vocab`` of bert4keras 0.11.5 (e.g. to save the
+    ``simplified`` vocabulary next to a fine-tuned model).  The ids must be
+    ``0 .. len(token_dict) - 1`` so that line number == id on reading back;
+    0.11.5 wrote any ids in order and silently shifted the others.
 
     Args:
         dict_path: output path.

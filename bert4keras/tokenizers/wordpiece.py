@@ -44,6 +44,7 @@ import unicodedata
 
 from bert4keras.tokenizers.base import TokenizerBase
 from bert4keras.tokenizers.chars import (
+    CJK_PUNCTUATION,
     char_tables,
     is_cjk_character,
     is_control,
@@ -52,7 +53,7 @@ from bert4keras.tokenizers.chars import (
     is_special,
     stem,
 )
-from bert4keras.tokenizers.vocab import load_vocab, save_vocab  # noqa: F401  (re-exported)
+from bert4keras.tokenizers.vocab import _is_redundant, load_vocab, save_vocab  # noqa: F401
 
 __all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer"]
 
@@ -80,16 +81,22 @@ class Tokenizer(TokenizerBase):
     characters or one that cannot be split becomes ``[UNK]``.
 
     Args:
-        token_dict_or_path: a dict token -> id or the path of a
-            ``vocab.txt`` (read with :func:`load_vocab`).
+        token_dict: a dict token -> id or the path of a ``vocab.txt`` (read
+            with :func:`load_vocab`), as in 0.11.5.
         do_lower_case: lower-case the text (and strip accents, unless
             ``strip_accents`` says otherwise).  Google's Chinese and uncased
             English models need ``True``; the default ``False`` is the
             original bert4keras default.
         word_maxlen: words with more characters become ``[UNK]`` (Google:
             200, Hugging Face: 100).
-        token_start, token_end, pre_tokenize, token_translate: see
+        token_start, token_end, token_translate: see
             :class:`TokenizerBase`.
+        pre_tokenize: optional ``text -> iterable of str`` (e.g.
+            ``jieba.lcut``), as in 0.11.5: it gets the text lower-cased and
+            stripped of accents when ``do_lower_case`` (or ``strip_accents``)
+            is on, else the raw text; a
+            piece that is a vocabulary token (after the same normalisation)
+            is kept whole, the others are tokenized as usual.
         strip_accents: ``None`` follows ``do_lower_case`` (as in Hugging
             Face); ``True``/``False`` force it.
         tokenize_chinese_chars: split off every CJK character (default).
@@ -100,18 +107,27 @@ class Tokenizer(TokenizerBase):
     Raises:
         FileNotFoundError, ValueError: see :func:`load_vocab`.
         ValueError: the vocabulary has no ``[UNK]`` token.
+
+    Differences from bert4keras 0.11.5, kept because they give Hugging
+    Face's ids (the ids of ordinary text are the same): a word that cannot
+    be split, or is too long, is the token ``[UNK]`` (0.11.5 kept the word
+    as a token, whose id was ``[UNK]``'s); ``[MASK]`` and the other special
+    tokens written in the text stay whole (0.11.5 split them into ``[``,
+    ``mask``, ``]``); private-use characters are dropped (0.11.5: ``[UNK]``)
+    and U+2028/U+2029 are whitespace.  :meth:`decode` and :meth:`rematch`
+    list theirs.
     """
 
-    def __init__(self, token_dict_or_path, do_lower_case=False, word_maxlen=200,
+    def __init__(self, token_dict, do_lower_case=False, word_maxlen=200,
                  token_start="[CLS]", token_end="[SEP]", pre_tokenize=None,
                  token_translate=None, strip_accents=None, tokenize_chinese_chars=True,
                  never_split=None):
         super().__init__(token_start=token_start, token_end=token_end,
                          pre_tokenize=pre_tokenize, token_translate=token_translate)
-        if isinstance(token_dict_or_path, (str, os.PathLike)):
-            token_dict = load_vocab(token_dict_or_path)
+        if isinstance(token_dict, (str, os.PathLike)):
+            token_dict = load_vocab(token_dict)
         else:
-            token_dict = dict(token_dict_or_path)
+            token_dict = dict(token_dict)
         if self._token_unk not in token_dict:
             raise ValueError(f"the vocabulary has no {self._token_unk} token")
         self._token_dict = token_dict
@@ -276,35 +292,69 @@ class Tokenizer(TokenizerBase):
                 words.extend(self._word_re.findall(self._normalize(text[start:end])))
         return words
 
+    def _pre_text(self, text):
+        """The text handed to ``pre_tokenize`` and, unless it is ``text``
+        itself, ``mapping[i]`` = the index in ``text`` of its character i.
+
+        As in 0.11.5, with lower-casing (or accent stripping) the callback
+        sees the normalised text; the ``never_split`` tokens stay verbatim.
+        """
+        if not (self._do_lower_case or self._strip_accents):
+            return text, None
+        chars, mapping = [], []
+        for a, b, special in self._segments(text):
+            seg = text[a:b]
+            norm = seg if special else self._normalize(seg)
+            if len(norm) == len(seg) and (special or seg.isascii()):
+                chars.append(norm)  # character for character
+                mapping.extend(range(a, b))
+                continue
+            for i in range(a, b):
+                out = self._normalize_char(text[i])
+                chars.append(out)
+                mapping.extend([i] * len(out))
+        return "".join(chars), mapping
+
     def _pre_pieces(self, text):
-        """With ``pre_tokenize``: list of (normalised whole token or None, raw piece)."""
+        """With ``pre_tokenize``: ``(pre_text, mapping, pieces)`` (see
+        :meth:`_pre_text`); pieces are ``(whole token or None, piece)``."""
+        ptext, mapping = self._pre_text(text)
         out = []
-        for piece in self._pre_tokenize(text):
+        for piece in self._pre_tokenize(ptext):
             if piece in self._never_split:
                 out.append((piece, piece))
                 continue
             norm = self._normalize(piece)
-            out.append((norm if norm in self._token_dict else None, piece))
-        return out
+            whole = norm in self._token_dict and norm.split() == [norm]
+            out.append((norm if whole else None, piece))
+        return ptext, mapping, out
 
-    def _tokenize(self, text):
-        """Tokens of ``text`` without start/end tokens."""
-        if self._pre_tokenize is not None:
+    def _tokenize(self, text, pre_tokenize=True):
+        """Tokens of ``text`` without start/end tokens, before
+        ``token_translate`` (as 0.11.5's ``_tokenize``; ``pre_tokenize=False``
+        skips the ``pre_tokenize`` callback)."""
+        if pre_tokenize and self._pre_tokenize is not None:
             tokens = []
-            for whole, piece in self._pre_pieces(text):
+            for whole, piece in self._pre_pieces(text)[2]:
                 if whole is not None:
-                    tokens.append(self._token_translate.get(whole) or whole)
+                    tokens.append(whole)
                 else:
                     tokens.extend(self._tokens_of_words(self._words(piece)))
             return tokens
         return self._tokens_of_words(self._words(text))
 
+    def _word_piece_tokenize(self, word):
+        """WordPiece split of one normalised word (0.11.5's name); a word
+        that cannot be split, or longer than ``word_maxlen``, gives
+        ``['[UNK]']`` (0.11.5 returned ``[word]``, which has the same id)."""
+        return list(self._piece_cache[word])
+
     def _tokens_of_words(self, words):
-        cache = self._token_cache
+        cache = self._piece_cache
         tokens = []
         for word in words:
             if word in self._never_split:
-                tokens.append(self._token_translate.get(word) or word)
+                tokens.append(word)
             else:
                 tokens.extend(cache[word])
         if len(cache) > _WORD_CACHE_LIMIT:
@@ -358,23 +408,24 @@ class Tokenizer(TokenizerBase):
         cannot be found in the text."""
         tokens, spans = [], []
         if self._pre_tokenize is not None:
+            ptext, mapping, pieces = self._pre_pieces(text)
             pos = 0
-            for whole, piece in self._pre_pieces(text):
-                start = text.find(piece, pos)
+            for whole, piece in pieces:
+                start = ptext.find(piece, pos)
                 if start < 0:
                     return None
                 end = start + len(piece)
                 if whole is not None:
                     tokens.append(whole)
-                    spans.append([i for i in range(start, end) if self._normalize_char(text[i])])
+                    spans.append([i for i in range(start, end) if self._normalize_char(ptext[i])])
                 else:
-                    self._spans_of_plain(text, start, end, tokens, spans)
+                    self._spans_of_plain(ptext, start, end, tokens, spans)
                 pos = end
+            if mapping is not None:  # indices into ptext -> into text
+                spans = [_unique([mapping[i] for i in span]) for span in spans]
         else:
             self._spans_of_plain(text, 0, len(text), tokens, spans)
-        if self._token_translate:
-            translate = self._token_translate
-            tokens = [translate.get(t) or t for t in tokens]
+        tokens = self._translate(tokens)
         if len(self._piece_cache) > _WORD_CACHE_LIMIT:
             self._clear_caches()
         return tokens, spans
@@ -429,10 +480,13 @@ class Tokenizer(TokenizerBase):
     def rematch(self, text, tokens):
         """Map tokens back to the characters of the original ``text``.
 
-        Follows ``rematch`` of the original bert4keras, but computes the
-        offsets while tokenizing, so they are exact even where normalisation
-        changes the length of the text (dropped control characters, ``İ``,
-        Hangul syllables decomposed by NFD).
+        Follows ``rematch`` of bert4keras 0.11.5, but computes the offsets
+        while tokenizing, so they are exact even where normalisation changes
+        the length of the text (dropped control characters, ``İ``, Hangul
+        syllables decomposed by NFD).  Where 0.11.5 gave ``[]`` to every
+        bracketed token and raised ``ValueError`` for a token it could not
+        find, special tokens written in the text get their characters and
+        unlocatable tokens get ``[]``.
 
         Args:
             text: the original string.
@@ -510,7 +564,7 @@ class Tokenizer(TokenizerBase):
     def decode(self, ids, tokens=None):
         """Turn ids (or ``tokens``) back into readable text.
 
-        Follows ``decode`` of the original bert4keras: bracketed special
+        Follows ``decode`` of bert4keras 0.11.5: bracketed special
         tokens (``[CLS]``, ``[SEP]``, ``[PAD]``, ``[UNK]`` ...) are dropped,
         ``##`` pieces are glued to the previous token, CJK characters and CJK
         (non-ASCII) punctuation are joined without spaces, other words are
@@ -519,6 +573,14 @@ class Tokenizer(TokenizerBase):
         sides, and numbers like ``3 . 14`` or ``1 , 000`` become ``3.14`` and
         ``1,000``.  Decoding cannot undo lower-casing or recover dropped
         whitespace exactly.
+
+        Chinese text decodes as in 0.11.5.  The spacing of ASCII
+        punctuation is improved: 0.11.5 put a space after every
+        punctuation token and then removed the one after ``+ - / = { ( < [``
+        (``a+b=c``, ``$ 5``, ``10: 30``, ``1, 000``, ``a. . . b``); here
+        ``a + b = c``, ``$5``, ``10:30``, ``1,000``, ``a... b``.  Tokens are
+        also mapped back through ``token_translate`` first (0.11.5 did that
+        only in ``SpTokenizer``).
 
         Args:
             ids: token ids (ignored when ``tokens`` is given).
@@ -564,13 +626,26 @@ class Tokenizer(TokenizerBase):
     # -- character classes ------------------------------------------------------
 
     # the single-character tests of :mod:`bert4keras.tokenizers.chars`, kept as
-    # static methods under the original toolkit's names
+    # static methods under 0.11.5's names. Their definitions are Hugging
+    # Face's where 0.11.5's differed: _is_space also takes U+2028/U+2029 and
+    # the other Z categories; _is_control leaves out \t \n \r (whitespace)
+    # and takes private-use and surrogate characters; _is_cjk_character starts
+    # Extension E at U+2B920; _is_special needs at least one character
+    # between the brackets.
     stem = staticmethod(stem)
     _is_space = staticmethod(is_space)
     _is_punctuation = staticmethod(is_punctuation)
     _is_cjk_character = staticmethod(is_cjk_character)
     _is_control = staticmethod(is_control)
     _is_special = staticmethod(is_special)
+    _is_redundant = staticmethod(_is_redundant)
+
+    @staticmethod
+    def _cjk_punctuation():
+        """The full-width/CJK punctuation characters (a string, 0.11.5's set
+        and order) after which 0.11.5's ``decode`` removed the space (ours
+        decides by :meth:`_is_punctuation` on non-ASCII characters)."""
+        return CJK_PUNCTUATION
 
 
 class _Cache(dict):
