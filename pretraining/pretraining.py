@@ -23,7 +23,21 @@ Rerunning the same command after a crash or ``kill -9`` restores the newest
 valid checkpoint and skips the batches already consumed (the input order is a
 pure function of ``--seed``), so the run ends with the same weights as an
 uninterrupted one (bitwise on CPU).  Skipping re-reads the skipped records,
-which takes a while on a large step count; nothing is trained twice.
+which takes a while on a large step count; nothing is trained twice.  When
+``--out-dir/checkpoints`` holds checkpoints but every one is corrupt, the run
+stops with :class:`NoValidCheckpointError` instead of restarting at step 0;
+``--start-over`` asks for the fresh start.
+
+Divergence.  A non-finite loss stops AdamW/LAMB runs at once with
+:class:`~pretraining.resume.NonFiniteStateError` naming the step (non-zero
+exit); Tiger and ``mixed_float16`` skip such steps themselves, so there each
+is logged and training goes on until 10 in a row (:class:`NonFiniteLossGuard`).
+No state holding a NaN or inf is ever saved: the last good checkpoint stays.
+
+Records.  ``--records`` are checked against their ``manifest.json``: its
+``vocab_size`` must not exceed the config's (:class:`RecordsMismatchError`;
+XLA would clamp out-of-range ids silently) and every shard must have the
+recorded size (:class:`pretraining.data_utils.ShardMismatchError`).
 
 Distribution (``--strategy``, see :mod:`pretraining.distribute`):
 ``mirrored`` / ``multiworker`` / ``tpu`` on TensorFlow, ``data_parallel`` on
@@ -58,6 +72,21 @@ and ``--out-dir/history.csv`` (one row per ``--log-every`` steps; plot them
 with ``python -m pretraining.plot_history OUT_DIR``).
 """
 
+if __name__ == "__main__" and not __package__:
+    # Run as a file (``python pretraining/pretraining.py``): Python put this folder first
+    # on sys.path, where ``pretraining.py`` would shadow the package.  Import the
+    # package module from the repository root instead and run its ``main`` once.
+    import os as _os
+    import sys as _sys
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or ".") != _here]
+    _sys.path.insert(0, _os.path.dirname(_here))
+    from pretraining.pretraining import main as _main
+
+    _main()
+    raise SystemExit(0)
+
 import argparse
 import csv
 import json
@@ -77,9 +106,18 @@ from pretraining import distribute
 from pretraining.resume import (
     CheckpointManager,
     CheckpointMismatchError,
+    NonFiniteStateError,
     ResumeCheckpoint,
     restore_state,
 )
+
+
+class NoValidCheckpointError(RuntimeError):
+    """``--out-dir`` holds checkpoints but none can be resumed (all corrupt)."""
+
+
+class RecordsMismatchError(ValueError):
+    """The TFRecords were written for another vocabulary than the model config's."""
 
 #: Arguments that change the training trajectory; a resumed run warns when they differ.
 TRAJECTORY_ARGS = ("model", "config", "init_checkpoint", "records", "seq_len",
@@ -244,7 +282,11 @@ def learning_rate_schedule(lr, steps, warmup_steps, grad_accum=1):
 
 def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm, mixed_precision="none",
                    wrap_class=None):
-    """AdamW (decoupled weight decay, no decay on LayerNorm and biases), LAMB or Tiger.
+    """AdamW or LAMB (decoupled weight decay, none on LayerNorm and biases) or Tiger.
+
+    ``weight_decay``, ``clipnorm`` (global norm, 0 = none) and ``grad_accum``
+    act on every optimizer (:data:`OPTIMIZER_FLAGS`); ``weight_decay`` is
+    the decoupled (Loshchilov & Hutter) decay ``w <- w - lr * wd * w``.
 
     Tiger (:class:`bert4keras.optimizers.Tiger`) accumulates gradients in its
     momentum (no extra memory); its ``lr`` is relative to each weight's RMS
@@ -268,12 +310,24 @@ def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm, mixed_pre
                                                epsilon=1e-6, **kwargs)
             optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         elif name == "lamb":
-            optimizer = wrap(keras.optimizers.Lamb)(**kwargs)
+            optimizer = wrap(keras.optimizers.Lamb)(weight_decay=weight_decay, **kwargs)
+            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         else:
             raise ValueError("Unknown optimizer %r (adamw, lamb or tiger)" % name)
     if mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+#: Flags that act on every ``--optimizer`` (tested pairwise).
+OPTIMIZER_FLAGS = ("weight_decay", "clipnorm", "grad_accum")
+#: Flags that only act with some options: flag -> (option, values it acts with).
+#: Giving one with another value is an error rather than a silent no-op.
+CONDITIONAL_FLAGS = {
+    "max_predictions": ("model", ("roberta",)),
+    "tpu_address": ("strategy", ("tpu",)),
+    "tpu_timeout": ("strategy", ("tpu",)),
+}
 
 
 def parse_args(argv=None):
@@ -322,12 +376,22 @@ def parse_args(argv=None):
                         "data_parallel (jax); see pretraining/distribute.py")
     p.add_argument("--tpu-address", default=None,
                    help="--strategy tpu: TPU name or grpc://host:port (empty on a TPU VM)")
-    p.add_argument("--tpu-timeout", type=float, default=600,
+    p.add_argument("--tpu-timeout", type=float, default=None,
                    help="--strategy tpu: seconds to wait for the TPU to answer before stopping "
-                        "with an error (0: wait forever)")
+                        "with an error (0: wait forever; default 600)")
+    p.add_argument("--start-over", action="store_true",
+                   help="train from step 0 even though --out-dir/checkpoints holds only "
+                        "corrupt checkpoints (without it such a run stops with an error)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     args = p.parse_args(argv)
+    for name, (option, users) in CONDITIONAL_FLAGS.items():
+        if getattr(args, name) is not None and getattr(args, option) not in users:
+            p.error("--%s has no effect with --%s %s (only with --%s %s)" % (
+                name.replace("_", "-"), option.replace("_", "-"), getattr(args, option),
+                option.replace("_", "-"), " / ".join(sorted(users))))
+    if args.tpu_timeout is None:
+        args.tpu_timeout = 600.0
     for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every",
                  "keep_checkpoints", "seq_len"):
         if getattr(args, name) < 1:
@@ -344,6 +408,13 @@ HISTORY_FIELDS = ["step", "loss", "accuracy", "learning_rate", "wall_time"]
 
 class TrainingLogger(keras.callbacks.Callback):
     """Every ``log_every`` optimizer steps: TensorBoard scalars and a ``history.csv`` row.
+
+    Logging never stops training: if TensorBoard fails (not installed --
+    ``TBNotInstalledError`` from ``tf.summary.scalar`` --, a full disk ...)
+    it is switched off with one warning and the CSV goes on.  Rows of
+    ``history.csv`` without an integer ``step`` are dropped on resume with a
+    warning naming the file and lines (the original is kept as
+    ``history.csv.bad``).
 
     Values are means over the steps since the previous row (recovered from
     Keras' running epoch means, exact because every batch carries the same
@@ -381,15 +452,28 @@ class TrainingLogger(keras.callbacks.Callback):
         return os.path.join(self.out_dir, "history.csv")
 
     def _open_csv(self):
-        rows = []
+        rows, bad = [], []
         if os.path.exists(self.csv_path):
-            with open(self.csv_path, newline="", encoding="utf-8") as f:
+            with open(self.csv_path, newline="", encoding="utf-8", errors="replace") as f:
                 reader = csv.DictReader(f)
                 if reader.fieldnames and reader.fieldnames[0] == "step":
-                    rows = [r for r in reader if int(r["step"]) <= self.resume_step]
+                    for row in reader:
+                        try:
+                            step = int(row["step"])
+                        except (TypeError, ValueError):
+                            bad.append(reader.line_num)
+                            continue
+                        if step <= self.resume_step:
+                            rows.append(row)
                 else:  # a Keras CSVLogger file from an older version: keep it aside
                     f.close()
                     os.replace(self.csv_path, os.path.join(self.out_dir, "history_epochs.csv"))
+            if bad:  # logging must not block a resume: keep the file aside, drop the rows
+                shutil.copyfile(self.csv_path, self.csv_path + ".bad")
+                warnings.warn("%s: dropped %d unreadable row(s) (line %s; no integer 'step'); "
+                              "the original is kept as %s.bad" % (
+                                  self.csv_path, len(bad), ", ".join(map(str, bad[:5])),
+                                  os.path.basename(self.csv_path)), stacklevel=2)
         with open(self.csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
             writer.writeheader()
@@ -405,12 +489,28 @@ class TrainingLogger(keras.callbacks.Callback):
             import tensorflow as tf
         except ImportError:  # CSV only
             return
-        self._writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "logs", "train"))
+        try:
+            self._writer = tf.summary.create_file_writer(
+                os.path.join(self.out_dir, "logs", "train"))
+        except Exception as exc:  # noqa: BLE001 -- logging must never stop training
+            self._tensorboard_failed(exc)
+
+    def _tensorboard_failed(self, exc):
+        """Drop TensorBoard for the rest of the run with one warning; the CSV goes on."""
+        self._writer = None
+        warnings.warn("TensorBoard logging is off for this run (%s: %s); the values are "
+                      "still written to %s" % (type(exc).__name__, exc, self.csv_path),
+                      stacklevel=2)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = (self.initial_batches
                              + (epoch - self.initial_epoch) * self.batches_per_epoch)
         self._previous = (0, {})
+        self._loss_reset = 0
+
+    def loss_tracker_reset(self, count):
+        """Keras' loss mean was restarted after ``count`` batches of this epoch."""
+        self._loss_reset = int(count)
 
     def _logged_step(self, batch):
         """The optimizer step completed by ``batch`` if it gets a row, else None."""
@@ -440,7 +540,14 @@ class TrainingLogger(keras.callbacks.Callback):
                  if np.size(np.asarray(v)) == 1}
         values = {}
         for key, mean in means.items():
-            total, before = count * mean, previous[0] * previous[1].get(key, 0.0)
+            # the loss tracker restarts after a skipped non-finite step (NonFiniteLossGuard)
+            base = self._loss_reset if key == "loss" else 0
+            if previous[0] < base:  # this row's steps include the non-finite one
+                values[key] = float("nan")
+                continue
+            total = (count - base) * mean
+            before = ((previous[0] - base) * previous[1].get(key, 0.0)
+                      if previous[0] > base else 0.0)
             value = (total - before) / (count - previous[0])
             if abs(value) * (count - previous[0]) < 1e-6 * max(abs(total), abs(before)):
                 value = 0.0  # float32 rounding of the running means, not a value
@@ -453,21 +560,140 @@ class TrainingLogger(keras.callbacks.Callback):
         if self._writer is not None:
             import tensorflow as tf
 
-            with self._writer.as_default(step=step):
-                for key, value in values.items():
-                    tf.summary.scalar(key, value)
+            try:  # e.g. TBNotInstalledError from tf.summary.scalar without TensorBoard
+                with self._writer.as_default(step=step):
+                    for key, value in values.items():
+                        tf.summary.scalar(key, value)
+            except Exception as exc:  # noqa: BLE001 -- logging must never stop training
+                self._tensorboard_failed(exc)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._writer is not None:
-            self._writer.flush()
+            try:
+                self._writer.flush()
+            except Exception as exc:  # noqa: BLE001
+                self._tensorboard_failed(exc)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except Exception as exc:  # noqa: BLE001
+                self._tensorboard_failed(exc)
             self._writer = None
         if self._csv is not None:
             self._csv.close()
             self._csv = None
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss, or log it where the optimizer skips such steps.
+
+    Without a non-finite guard in the optimizer (AdamW, LAMB) a NaN/inf loss
+    means the update just applied was non-finite too: training stops at once
+    with :class:`~pretraining.resume.NonFiniteStateError` naming the step,
+    before any checkpoint of that state is written (the newest good one
+    stays).  With a guard (Tiger skips steps with non-finite gradients;
+    ``mixed_float16``'s loss scaling skips them too) each such step is
+    reported in the log (its ``history.csv`` row holds ``nan``) and training
+    goes on, until ``max_consecutive`` (default :attr:`MAX_CONSECUTIVE`)
+    batches in a row were non-finite: then the run has diverged and stops
+    with the same error.  The weights are also checked before every save
+    (:class:`~pretraining.resume.ResumeCheckpoint`).  Keras' batch ``loss`` is
+    a running mean, so after a skipped batch the guard restarts it (and tells
+    ``logger``, a :class:`TrainingLogger`, so its rows stay exact).
+    """
+
+    MAX_CONSECUTIVE = 10
+
+    def __init__(self, guarded, grad_accum=1, initial_batches=0, initial_epoch=0,
+                 batches_per_epoch=1, logger=None, max_consecutive=None):
+        super().__init__()
+        self.guarded, self.grad_accum = bool(guarded), int(grad_accum)
+        self.initial_batches, self.initial_epoch = int(initial_batches), int(initial_epoch)
+        self.batches_per_epoch = int(batches_per_epoch)
+        self.logger = logger
+        self.max_consecutive = int(max_consecutive or self.MAX_CONSECUTIVE)
+        self.skipped = []  # batches whose update the guard skipped
+        self._run = 0  # consecutive non-finite batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = (self.initial_batches
+                             + (epoch - self.initial_epoch) * self.batches_per_epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs or "loss" not in logs:
+            return
+        loss = float(np.asarray(logs["loss"]))
+        if np.isfinite(loss):
+            self._run = 0
+            return
+        batches = self._epoch_start + batch + 1
+        step = -(-batches // self.grad_accum)
+        if not self.guarded:
+            self.model.stop_training = True
+            raise NonFiniteStateError(
+                "training diverged: the loss is %s at step %d (batch %d); the state was not "
+                "saved, the newest checkpoint in --out-dir/checkpoints is the last good one. "
+                "Lower --lr, raise --warmup-steps or set --clipnorm, then rerun to resume."
+                % (loss, step, batches))
+        self.skipped.append(batches)
+        self._run += 1
+        print("warning: non-finite loss (%s) at step %d (batch %d): the optimizer's "
+              "non-finite guard skipped this update" % (loss, step, batches), flush=True)
+        if self._run >= self.max_consecutive:
+            self.model.stop_training = True
+            raise NonFiniteStateError(
+                "training diverged: the loss was non-finite for %d batches in a row, up to "
+                "step %d (batch %d); every update was skipped, nothing after the newest "
+                "checkpoint in --out-dir/checkpoints was saved. Lower --lr or raise "
+                "--warmup-steps, then rerun to resume." % (self._run, step, batches))
+        tracker = getattr(self.model, "_loss_tracker", None)
+        if tracker is not None:  # restart Keras' running mean so the next batch is seen alone
+            tracker.reset_state()
+            if self.logger is not None:
+                self.logger.loss_tracker_reset(batch + 1)
+
+
+def records_manifest(records):
+    """The ``manifest.json`` that describes ``--records`` (a directory, or files beside one).
+
+    Returns the manifest ``dict``, or None when there is none.
+    """
+    from pretraining.data_utils import MANIFEST_NAME
+
+    path = os.fspath(records)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    manifest_path = os.path.join(folder or ".", MANIFEST_NAME)
+    if not os.path.exists(manifest_path):
+        return None
+    with open(manifest_path, encoding="utf-8") as f:
+        return dict(json.load(f), _path=manifest_path)
+
+
+def check_records_vocab(records, config_path):
+    """Refuse records whose token ids can reach past the config's ``vocab_size``.
+
+    Compiled gathers (XLA) clamp out-of-range ids instead of failing, so a
+    mismatch would train silently on garbage.  The records' vocabulary size
+    comes from their ``manifest.json`` (written by :mod:`pretraining.data_utils`).
+
+    Raises:
+        RecordsMismatchError: the manifest's ``vocab_size`` exceeds the config's.
+    """
+    manifest = records_manifest(records)
+    if manifest is None or manifest.get("vocab_size") is None:
+        warnings.warn("%s has no manifest.json with a vocab_size: token ids are not checked "
+                      "against the config's vocab_size" % (records,), stacklevel=2)
+        return
+    vocab_size = int(load_config(config_path)["vocab_size"])
+    if int(manifest["vocab_size"]) > vocab_size:
+        raise RecordsMismatchError(
+            "the records in %s were written with a %d-token vocabulary (%s) but %s has "
+            "vocab_size %d: ids %d..%d would be out of range. Rebuild the records with the "
+            "model's vocabulary or use a config with vocab_size >= %d." % (
+                records, manifest["vocab_size"], manifest["_path"], config_path, vocab_size,
+                vocab_size, int(manifest["vocab_size"]) - 1, manifest["vocab_size"]))
 
 
 # ---------------------------------------------------------------------------
@@ -532,6 +758,7 @@ def _train(args, argv, placement, extra_callbacks):
             "conditional, which tf.distribute does not support. Use --optimizer tiger (its "
             "accumulation has no conditional), a larger --batch-size or more replicas."
             % (args.optimizer, args.strategy))
+    check_records_vocab(args.records, args.config)
     if placement.is_chief:  # other workers (multiworker) write nothing
         os.makedirs(args.out_dir, exist_ok=True)
     max_predictions = args.max_predictions or int(0.15 * args.seq_len) + 4
@@ -588,6 +815,13 @@ def _train(args, argv, placement, extra_callbacks):
                               "%s %r -> %r" % (k, a, b) for k, (a, b) in sorted(changed.items()))))
         print("Resuming from %s: step %d, %d batches consumed"
               % (path, batches_done // args.grad_accum, batches_done), flush=True)
+    elif (manager.rejected or manager.corrupt()) and not args.start_over:
+        raise NoValidCheckpointError(
+            "%s holds no valid checkpoint to resume from (corrupt: %s); refusing to restart "
+            "at step 0. Pass --start-over to train from scratch (the corrupt ones stay as "
+            "ckpt-N.corrupt)." % (manager.directory, ", ".join(
+                os.path.basename(p) for p in ([p for p, _ in manager.rejected]
+                                              or manager.corrupt()))))
     else:
         with placement.scope():
             legacy = _load_legacy_backup(model, args.out_dir, min(args.save_every, args.steps))
@@ -619,13 +853,18 @@ def _train(args, argv, placement, extra_callbacks):
         initial_epoch = batches_done // batches_per_epoch
         epochs = initial_epoch + -(-(total_batches - batches_done) // batches_per_epoch)
         position = dict(initial_batches=batches_done, initial_epoch=initial_epoch)
+        logger = TrainingLogger(args.out_dir, args.log_every, batches_per_epoch, total_batches,
+                                args.grad_accum, write=placement.is_chief,
+                                pooled_metrics=placement.strategy is not None, **position)
         callbacks = [
             ResumeCheckpoint(manager, batches_per_epoch, total_batches, args.grad_accum,
                              meta={"trajectory": trajectory}, save=placement.is_chief,
                              **position),
-            TrainingLogger(args.out_dir, args.log_every, batches_per_epoch, total_batches,
-                           args.grad_accum, write=placement.is_chief,
-                           pooled_metrics=placement.strategy is not None, **position),
+            logger,
+            NonFiniteLossGuard(  # Tiger and loss scaling skip non-finite steps themselves
+                args.optimizer == "tiger" or args.mixed_precision == "mixed_float16",
+                args.grad_accum, batches_per_epoch=batches_per_epoch, logger=logger,
+                **position),
         ] + list(extra_callbacks)
         model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=batches_per_epoch, callbacks=callbacks, verbose=2)

