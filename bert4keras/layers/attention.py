@@ -45,6 +45,23 @@ class AttentionMask(keras.layers.Layer):
             keep = keep * B.unilm_visibility(segment_ids)
         return B.visibility_to_bias(keep)
 
+    def call_cached(self, inputs, step):
+        """A cached decoding step (see
+        :meth:`bert4keras.generation.DecodingStep.attention_bias`): the step's
+        causal bias over its cache, the keys of new [PAD] (id 0) tokens hidden
+        from then on; ``'unilm'``: the prompt (segment 0) attends both ways.
+
+        Raises:
+            ValueError: ``mode='padding'`` (a bidirectional encoder's mask
+                cannot decode).
+        """
+        if self.mode == "padding":
+            raise ValueError("%s: a bidirectional mask (mode='padding') cannot decode; build the "
+                             "model with application='lm' or 'unilm'" % self.name)
+        token_ids = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        return step.attention_bias(hide=ops.equal(token_ids, 0),
+                                   bidirectional_prompt=self.mode == "unilm")
+
     def compute_output_spec(self, inputs):
         token_ids = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         batch, seq_len = token_ids.shape[0], token_ids.shape[1]
@@ -84,8 +101,10 @@ class MultiHeadAttention(keras.layers.Layer):
     Incremental decoding: :meth:`call_with_cache` attends over a preallocated
     key/value cache (written with ``ops.slice_update`` at a step index) and
     :meth:`compute_cache` projects a context once (cross-attention); both run
-    the same projections and score code as :meth:`call` (see
-    :mod:`bert4keras.generation`).
+    the same projections and score code as :meth:`call`.
+    :meth:`call_cached` is the layer's part of a cached decoding step (see
+    :class:`bert4keras.generation.DecodingStep`): it takes its cache from the
+    step, starts or updates it and hands it back.
 
     Weights, in this order (the checkpoint maps rely on it): ``q_dense``,
     ``k_dense``, ``v_dense``, ``o_dense``, each a kernel and (``use_bias``) a
@@ -176,6 +195,51 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         return self._project_kv(k, v, position)
 
+    def call_cached(self, inputs, step, training=None):
+        """The attention of one cached decoding step (``step``: a
+        :class:`bert4keras.generation.DecodingStep`).
+
+        Self-attention (``inputs[1] is inputs[0]``): the keys/values of the
+        new positions are written at ``step.index`` into the step's cache (a
+        zero cache of ``step.cache_len`` slots on the first pass) and the
+        queries attend over it, beams read through ``step.beams``.
+        Cross-attention (keys from a context): the context is projected once,
+        on the first pass, and read from the cache afterwards.
+
+        After the first pass each input becomes ``step.copies`` rows: the
+        self-attention cache is tiled side by side when those rows are the
+        beams of one search (``step.beam_copies``, the layout ``beams``
+        reads), every other cache repeated row by row.
+
+        Returns:
+            ``(batch, q_len, out_dim)``, as :meth:`call`.
+        """
+        if inputs[1] is not inputs[0]:  # cross-attention
+            cache = step.cache(lambda: tuple(
+                _head_major(x, self.heads) for x in self.compute_cache(inputs[1], inputs[2])))
+            step.keep(cache, self._repeat_cache)
+            return self.call_with_cache(inputs, cache, training=training)[0]
+        rows = ops.shape(inputs[0])[0]
+        dtype = self.compute_dtype
+        cache = step.cache(lambda: (
+            ops.zeros((self.heads * rows, step.cache_len, self.key_size), dtype),
+            ops.zeros((self.heads * rows, step.cache_len, self.head_size), dtype)))
+        output, cache = self.call_with_cache(inputs, cache, index=step.index, beams=step.beams,
+                                             training=training)
+        step.keep(cache, _tile_cache if step.beam_copies else self._repeat_cache)
+        return output
+
+    def _repeat_cache(self, cache, copies):
+        """``(heads * batch, len, size)`` caches -> ``(heads * batch * copies,
+        len, size)``: each sequence's rows ``copies`` times, in the
+        head-major layout of :meth:`call_with_cache`."""
+        out = []
+        for x in cache:
+            x = ops.reshape(x, (self.heads, x.shape[0] // self.heads) + tuple(x.shape[1:]))
+            x = ops.repeat(x, copies, axis=1)
+            out.append(ops.reshape(x, (-1,) + tuple(x.shape[2:])))
+        return tuple(out)
+
     def call_with_cache(self, inputs, cache, index=None, beams=None, training=None):
         """Attention of new queries over a key/value cache.
 
@@ -194,7 +258,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 ``(heads * batch, cache_len, key_size|head_size)`` (row ``h *
                 batch + b``: head ``h`` of sequence ``b``); with ``beams``,
                 ``(heads * batch // k, k * cache_len, size)`` (the ``k`` beams
-                of a group side by side; ``bert4keras.generation`` builds it
+                of a group side by side; ``call_cached`` builds it
                 from :meth:`compute_cache`'s ``(batch, k_len, heads, size)``).
                 In this layout every product with the cache is a plain batched
                 matmul and the new slots are written in place under XLA: no
@@ -351,3 +415,16 @@ class MultiHeadAttention(keras.layers.Layer):
             p_bias=self.p_bias,
         )
         return config
+
+
+def _head_major(x, heads):
+    """Keys or values ``(batch, len, heads, size)`` -> ``(heads * batch, len,
+    size)``, the cache layout of :meth:`MultiHeadAttention.call_with_cache`."""
+    batch, length, _, size = x.shape
+    return ops.reshape(ops.transpose(x, (2, 0, 1, 3)), (heads * batch, length, size))
+
+
+def _tile_cache(cache, copies):
+    """``(heads * batch, len, size)`` caches -> ``(heads * batch, copies * len,
+    size)``: ``copies`` beams side by side, as ``beams`` reads them."""
+    return tuple(ops.tile(x, (1, copies, 1)) for x in cache)

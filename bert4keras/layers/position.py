@@ -1,5 +1,14 @@
 """Position encodings: trainable absolute (BERT), and the relative/rotary
-schemes of the other families."""
+schemes of the other families.
+
+Cached decoding: every layer here has ``call_cached(inputs, step)``, its
+output for the new positions of one decoding step (see
+:class:`bert4keras.generation.DecodingStep`): the absolute layers encode the
+positions the step gives them (``step.positions``, ``(batch, q_len)``), the
+relative ones the distances from the step's slots (``step.slots``, the
+``q_len`` new positions from a start index) to every slot of the cache
+(``step.cache_len``).
+"""
 
 import keras
 import numpy as np
@@ -40,21 +49,28 @@ class PositionEmbedding(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs):
-        seq_len = inputs.shape[1]
-        if seq_len is None:
-            seq_len = ops.shape(inputs)[1]
-        B.check_max_length(seq_len, self.input_dim, self.name)
-        table = ops.cast(self.embeddings, inputs.dtype)
-        pos = ops.take(table, ops.arange(seq_len), axis=0)[None]
-        if self.merge_mode == "add":
-            return inputs + pos
-        if self.merge_mode == "mul":
-            return inputs * (pos + 1.0)
-        if self.merge_mode == "zero":
-            return ops.broadcast_to(pos, ops.shape(inputs)[:2] + (self.output_dim,))
-        pos = ops.broadcast_to(pos, (ops.shape(inputs)[0], seq_len, self.output_dim))
-        return ops.concatenate([inputs, pos], axis=-1)
+    @property
+    def max_positions(self):
+        """Positions this layer can encode (the table's rows, ``input_dim``);
+        cached decoding refuses a prompt plus new tokens longer than this."""
+        return self.input_dim
+
+    def call(self, inputs, positions=None):
+        """``positions``: int ``(batch|1, seq_len)``, the table rows to merge
+        (default ``0 .. seq_len - 1``, checked against ``input_dim``)."""
+        if positions is None:
+            seq_len = inputs.shape[1]
+            if seq_len is None:
+                seq_len = ops.shape(inputs)[1]
+            B.check_max_length(seq_len, self.input_dim, self.name)
+            positions = ops.arange(seq_len)[None]
+        pos = ops.take(ops.cast(self.embeddings, inputs.dtype), positions, axis=0)
+        return _merge(inputs, pos, self.merge_mode)
+
+    def call_cached(self, inputs, step):
+        """The rows ``step.positions`` ``(batch, q_len)`` merged into the new
+        positions ``inputs`` ``(batch, q_len, dim)`` (a cached decoding step)."""
+        return self(inputs, positions=step.positions)
 
     def compute_output_shape(self, input_shape):
         if self.merge_mode == "concat":
@@ -93,18 +109,20 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         self.output_dim = int(output_dim)
         self.merge_mode = merge_mode
 
-    def call(self, inputs):
-        seq_len = ops.shape(inputs)[1]
-        table = B.sinusoidal_embeddings(ops.arange(seq_len)[None], self.output_dim)
+    def call(self, inputs, positions=None):
+        """``positions``: ``(batch|1, seq_len)`` positions to encode (default
+        ``0 .. seq_len - 1``)."""
+        if positions is None:
+            positions = ops.arange(ops.shape(inputs)[1])[None]
+        table = B.sinusoidal_embeddings(positions, self.output_dim)
         if self.merge_mode == "zero":
             return table
-        table = ops.cast(table, inputs.dtype)
-        if self.merge_mode == "add":
-            return inputs + table
-        if self.merge_mode == "mul":
-            return inputs * (table + 1.0)
-        table = ops.broadcast_to(table, (ops.shape(inputs)[0], seq_len, self.output_dim))
-        return ops.concatenate([inputs, table], axis=-1)
+        return _merge(inputs, ops.cast(table, inputs.dtype), self.merge_mode)
+
+    def call_cached(self, inputs, step):
+        """The encoding of ``step.positions`` ``(batch, q_len)``: ``(batch,
+        q_len, output_dim)`` (``'zero'``) or merged into ``inputs``."""
+        return self(inputs, positions=step.positions)
 
     def compute_output_shape(self, input_shape):
         if self.merge_mode == "zero":
@@ -151,10 +169,20 @@ class RelativePositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs):
         q, k = inputs
+        return self._between(ops.arange(ops.shape(q)[1]), ops.arange(ops.shape(k)[1]))
+
+    def call_cached(self, inputs, step):
+        """The new positions (slots ``step.slots``) against every slot of the
+        cache: ``(q_len, step.cache_len, output_dim)``. Left padding shifts
+        queries and keys alike, so slot differences are position differences."""
+        return self._between(step.slots, ops.arange(step.cache_len, dtype="int32"))
+
+    def _between(self, q_idx, k_idx):
+        """Rows of the table for query indices ``(q_len,)`` and key indices
+        ``(k_len,)``: ``(q_len, k_len, output_dim)``."""
         max_distance = (self.input_dim - 1) // 2
-        q_idx = ops.arange(ops.shape(q)[1])[:, None]
-        k_idx = ops.arange(ops.shape(k)[1])[None, :]
-        rows = ops.clip(k_idx - q_idx, -max_distance, max_distance) + max_distance
+        distance = ops.cast(k_idx[None, :], "int32") - ops.cast(q_idx[:, None], "int32")
+        rows = ops.clip(distance, -max_distance, max_distance) + max_distance
         return ops.take(ops.convert_to_tensor(self._table), rows, axis=0)
 
     def compute_output_shape(self, input_shape):
@@ -203,9 +231,22 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
 
     def call(self, inputs):
         q, k = inputs
-        buckets = B.t5_relative_position_buckets(
-            ops.shape(q)[1], ops.shape(k)[1], num_buckets=self.input_dim,
-            max_distance=self.max_distance, bidirectional=self.bidirectional)
+        return self._biases(self._buckets(ops.shape(q)[1], ops.shape(k)[1]))
+
+    def call_cached(self, inputs, step):
+        """The new positions (slots ``step.slots``) against every slot of the
+        cache: ``(q_len, step.cache_len, output_dim)`` (slot differences are
+        position differences under left padding; the bucket table is a
+        constant of the static ``cache_len``)."""
+        buckets = self._buckets(step.cache_len, step.cache_len)
+        return self._biases(ops.take(buckets, step.slots, axis=0))
+
+    def _buckets(self, q_len, k_len):
+        return B.t5_relative_position_buckets(
+            q_len, k_len, num_buckets=self.input_dim, max_distance=self.max_distance,
+            bidirectional=self.bidirectional)
+
+    def _biases(self, buckets):
         return ops.take(ops.cast(self.embeddings, "float32"), buckets, axis=0)
 
     def compute_output_shape(self, input_shape):
@@ -221,3 +262,18 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
         )
         return config
+
+
+def _merge(inputs, table, mode):
+    """A position table ``(batch|1, seq_len, dim)`` merged into ``inputs``
+    ``(batch, seq_len, hidden)`` by ``mode``: ``'add'``, ``'mul'`` (``x *
+    (table + 1)``), ``'zero'`` (the table alone, broadcast to the batch) or
+    ``'concat'`` (along the last axis)."""
+    if mode == "add":
+        return inputs + table
+    if mode == "mul":
+        return inputs * (table + 1.0)
+    shape = tuple(ops.shape(inputs)[:2]) + (ops.shape(table)[-1],)
+    if mode == "zero":
+        return ops.broadcast_to(table, shape)
+    return ops.concatenate([inputs, ops.broadcast_to(table, shape)], axis=-1)

@@ -292,7 +292,8 @@ class BeamSearch:
         if opt.early_stopping:
             full = ops.all(state["fin_flag"], axis=1, keepdims=True)
             finished_scores = finished_scores + ops.cast(full, "float32") * NEG
-        finished_scores = finished_scores + ops.cast(~state["improvable"][:, None], "float32") * NEG
+        stale = ops.cast(~state["improvable"][:, None], "float32")  # no beam can improve
+        finished_scores = finished_scores + stale * NEG
         finished_scores = finished_scores + ops.cast(~just, "float32") * NEG
         merged_scores = ops.concatenate([state["fin_scores"], finished_scores], axis=1)
         merged_ids = ops.concatenate(
