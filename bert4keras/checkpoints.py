@@ -391,11 +391,7 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
     for layer_name, pairs in mapping.items():
         for weight, spec in pairs:
             alternatives, transposed = parse_spec(spec)
-            stored = chunk = None
-            for name, chunk in alternatives:
-                stored = resolve(reader, name, prefixes)
-                if stored is not None:
-                    break
+            stored, chunk = _first_present(reader, alternatives, prefixes)
             if stored is None:
                 raise CheckpointError(
                     "Variable %r (for layer %s) is missing from checkpoint %r, which has %d "
@@ -428,6 +424,15 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
             warnings.warn("Loaded %r into model=%r, but the checkpoint looks like model=%s"
                           % (reader.path, signature["family"],
                              " or ".join(repr(f) for f in found)), stacklevel=3)
+
+
+def _first_present(reader, alternatives, prefixes):
+    """``(stored name, chunk)`` of the first alternative ``reader`` has, or ``(None, None)``."""
+    for name, chunk in alternatives:
+        stored = resolve(reader, name, prefixes)
+        if stored is not None:
+            return stored, chunk
+    return None, None
 
 
 def collect(mapping):

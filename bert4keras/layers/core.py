@@ -128,17 +128,33 @@ class LayerNormalization(keras.layers.Layer):
     subtraction and no ``beta`` (``zero_mean`` is the original toolkit's
     keyword).
 
-    Weights: ``gamma`` then ``beta`` (then ``beta_dense``, ``gamma_dense``).
+    bert4keras 0.11.5 keywords: ``offset`` (= ``center``), ``unit_variance``
+    (False: no division by the deviation), and for ``conditional=True``
+    ``hidden_units``/``hidden_activation``/``hidden_initializer``: the
+    condition first goes through ``Dense(hidden_units, hidden_activation,
+    use_bias=False)`` (``build_transformer_model``'s
+    ``layer_norm_cond_hidden_size``/``_act``). ``epsilon`` defaults to
+    ``keras.config.epsilon()`` (1e-7) as there; the model families pass
+    their own (1e-12 for BERT).
+
+    Weights: ``gamma`` then ``beta`` (then ``hidden_dense``, ``beta_dense``,
+    ``gamma_dense``).
     """
 
-    def __init__(self, center=True, scale=True, epsilon=1e-12, conditional=False,
-                 zero_mean=True, **kwargs):
+    def __init__(self, center=True, scale=True, epsilon=None, conditional=False,
+                 zero_mean=True, unit_variance=True, hidden_units=None,
+                 hidden_activation="linear", hidden_initializer="glorot_uniform",
+                 offset=None, **kwargs):
         super().__init__(**kwargs)
-        self.center = center
+        self.center = bool(center if offset is None else offset)
         self.scale = scale
-        self.epsilon = float(epsilon)
+        self.epsilon = float(keras.config.epsilon() if epsilon is None else epsilon)
         self.conditional = conditional
         self.zero_mean = bool(zero_mean)
+        self.unit_variance = bool(unit_variance)
+        self.hidden_units = None if hidden_units is None else int(hidden_units)
+        self.hidden_activation = keras.activations.get(B.get_activation(hidden_activation))
+        self.hidden_initializer = keras.initializers.get(hidden_initializer)
 
     def build(self, input_shape):
         shape = input_shape[0] if self.conditional else input_shape
@@ -153,6 +169,13 @@ class LayerNormalization(keras.layers.Layer):
                                         autocast=False)
         if self.conditional:
             cond_shape = input_shape[1]
+            if self.hidden_units is not None:
+                self.hidden_dense = keras.layers.Dense(
+                    self.hidden_units, activation=self.hidden_activation, use_bias=False,
+                    kernel_initializer=fresh_initializer(self.hidden_initializer),
+                    name="hidden_dense")
+                self.hidden_dense.build(cond_shape)
+                cond_shape = tuple(cond_shape[:-1]) + (self.hidden_units,)
             if self.center:
                 self.beta_dense = keras.layers.Dense(dim, use_bias=False,
                                                      kernel_initializer="zeros", name="beta_dense")
@@ -166,6 +189,8 @@ class LayerNormalization(keras.layers.Layer):
     def call(self, inputs):
         if self.conditional:
             x, cond = inputs
+            if self.hidden_units is not None:
+                cond = self.hidden_dense(cond)
             cond = ops.cast(cond, "float32")
             for _ in range(len(x.shape) - len(cond.shape)):
                 cond = ops.expand_dims(cond, 1)
@@ -175,8 +200,9 @@ class LayerNormalization(keras.layers.Layer):
         x = ops.cast(x, "float32")
         if self.zero_mean:
             x = x - ops.mean(x, axis=-1, keepdims=True)
-        var = ops.mean(ops.square(x), axis=-1, keepdims=True)
-        x = x * ops.rsqrt(var + self.epsilon)
+        if self.unit_variance:
+            var = ops.mean(ops.square(x), axis=-1, keepdims=True)
+            x = x * ops.rsqrt(var + self.epsilon)
         if self.scale:
             gamma = ops.cast(self.gamma, "float32")
             if self.conditional:
@@ -195,8 +221,24 @@ class LayerNormalization(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(center=self.center, scale=self.scale, epsilon=self.epsilon,
-                      conditional=self.conditional, zero_mean=self.zero_mean)
+                      conditional=self.conditional, zero_mean=self.zero_mean,
+                      unit_variance=self.unit_variance, hidden_units=self.hidden_units,
+                      hidden_activation=keras.activations.serialize(self.hidden_activation),
+                      hidden_initializer=keras.initializers.serialize(
+                          self.hidden_initializer))
         return config
+
+
+@register
+class ConditionalLayerNormalization(LayerNormalization):
+    """:class:`LayerNormalization` with ``conditional=True``: inputs ``[x, c]``,
+    ``x`` ``(batch, seq_len, hidden)`` and condition ``c`` ``(batch, cond_dim)``."""
+
+    def __init__(self, conditional=True, **kwargs):
+        if not conditional:
+            raise ValueError("ConditionalLayerNormalization is conditional; use "
+                             "LayerNormalization for an unconditional one")
+        super().__init__(conditional=True, **kwargs)
 
 
 @register
@@ -287,6 +329,12 @@ class CausalMask(keras.layers.Layer):
     def call(self, inputs):
         return B.visibility_to_bias(B.causal_visibility(ops.shape(inputs)[1]))
 
+    def call_cached(self, inputs, step):
+        """A cached decoding step: the step's causal bias over its cache,
+        ``(batch, 1, q_len, cache_len)`` (see
+        :meth:`bert4keras.generation.DecodingStep.attention_bias`)."""
+        return step.attention_bias()
+
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((1, 1, inputs.shape[1], inputs.shape[1]), dtype="float32")
 
@@ -321,6 +369,14 @@ class ContextMask(keras.layers.Layer):
     def call(self, inputs):
         keep = ops.cast(ops.any(ops.not_equal(inputs, 0), axis=-1), "float32")
         return B.visibility_to_bias(keep[:, None, None, :])
+
+    def call_cached(self, inputs, step):
+        """A cached decoding step: the bias is computed from the context once
+        (the first pass) and kept with the step's caches, so later passes
+        need no context."""
+        bias = step.cache(lambda: self(inputs))
+        step.keep(bias, lambda x, copies: ops.repeat(x, copies, axis=0))
+        return bias
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((inputs.shape[0], 1, 1, inputs.shape[1]), dtype="float32")

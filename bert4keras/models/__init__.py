@@ -2,62 +2,57 @@
 
 One module per family (``bert.py``, ...), each with a ``MODELS`` dict of the
 ``model=`` keys it serves; :mod:`bert4keras.models.base` holds the shared
-:class:`Transformer` base class.
+:class:`Transformer` base class, :mod:`bert4keras.models.config` the config
+files (:func:`find_config`, :func:`load_config`, the key translation both ways).
 """
 
 import inspect
-import json
-import os
 
 from bert4keras.checkpoints import CheckpointError  # noqa: F401  (re-export)
 from bert4keras.models import albert, bert, electra, gpt, nezha, roformer, t5
+from bert4keras.models.albert import ALBERT, ALBERT_Unshared
 from bert4keras.models.base import FORMATS, Transformer  # noqa: F401
-from bert4keras.models.bert import BERT  # noqa: F401
+from bert4keras.models.bert import BERT
+from bert4keras.models.compat import (
+    OPTIONS as LEGACY_OPTIONS,
+    LM_Mask,
+    UniLM_Mask,
+    data_parallel,
+    extend_with_language_model,
+    extend_with_unified_language_model,
+    is_default,
+    legacy_class,
+)
+from bert4keras.models.config import (  # noqa: F401  (re-export)
+    GOOGLE_CONFIG_KEYS,
+    find_config,
+    load_config,
+)
+from bert4keras.models.electra import ELECTRA
+from bert4keras.models.gpt import GPT, GPT2, GPT2_ML
+from bert4keras.models.nezha import NEZHA
+from bert4keras.models.roformer import RoFormer, RoFormerV2
+from bert4keras.models.t5 import T5, T5_Base, T5_Decoder, T5_Encoder
+
+#: bert4keras 0.11.5's names in this module (the families, their base, the
+#: mask mixins and helpers).
+__all__ = [
+    "ALBERT", "ALBERT_Unshared", "BERT", "ELECTRA", "GPT", "GPT2", "GPT2_ML", "LM_Mask",
+    "NEZHA", "RoFormer", "RoFormerV2", "T5", "T5_Base", "T5_Decoder", "T5_Encoder",
+    "Transformer", "UniLM_Mask", "build_transformer_model", "data_parallel",
+    "extend_with_language_model", "extend_with_unified_language_model",
+]
 
 #: ``model=`` keys of :func:`build_transformer_model`.
 MODELS = {}
 for _family in (bert, albert, nezha, electra, roformer, gpt, t5):
     MODELS.update(_family.MODELS)
 
-#: Google/Hugging Face config keys -> constructor arguments.
-CONFIG_KEYS = {
-    "max_position_embeddings": "max_position",
-    "type_vocab_size": "segment_vocab_size",
-    "hidden_dropout_prob": "dropout_rate",
-    "attention_probs_dropout_prob": "attention_dropout_rate",
-}
+#: Google/Hugging Face config keys -> constructor arguments (the base of every
+#: family's ``config_keys``; see :mod:`bert4keras.models.config`).
+CONFIG_KEYS = GOOGLE_CONFIG_KEYS
 REQUIRED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers",
                         "num_attention_heads", "intermediate_size")
-
-
-def load_config(config_path):
-    """Read a Google ``bert_config.json`` or a Hugging Face ``config.json``.
-
-    ``config_path`` may be the file or a directory holding one of them.
-
-    Raises:
-        FileNotFoundError / ValueError: naming the file when it is missing or
-            not valid JSON.
-    """
-    path = os.fspath(config_path)
-    if os.path.isdir(path):
-        for candidate in ("config.json", "bert_config.json"):
-            if os.path.exists(os.path.join(path, candidate)):
-                path = os.path.join(path, candidate)
-                break
-        else:
-            raise FileNotFoundError("No config.json or bert_config.json in directory %r" % path)
-    if not os.path.exists(path):
-        raise FileNotFoundError("Config file not found: %r" % path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ValueError("Cannot read config %r: %s" % (path, exc)) from exc
-    if not isinstance(config, dict):
-        raise ValueError("Config %r is not a JSON object" % path)
-    config["_path"] = path
-    return config
 
 
 def _accepted_arguments(cls):
@@ -75,8 +70,8 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
 
     Args:
         config_path: Google ``bert_config.json``, Hugging Face ``config.json``,
-            or a directory with either. May be None if every required size is
-            given in ``kwargs``.
+            or a directory with either (chosen by :func:`find_config`). May be
+            None if every required size is given in ``kwargs``.
         checkpoint_path: Google TF checkpoint prefix or directory, or a Hugging
             Face directory of ``*.safetensors`` (sharded too); None leaves the
             random initialisation.
@@ -85,12 +80,22 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             ``'roformer_v2'``, ``'gpt'``, ``'gpt2'``, ``'gpt2_ml'``, ``'t5'``,
             ``'t5.1.1'``, ``'mt5.1.1'`` and their ``_encoder``/``_decoder``
             variants) or a :class:`Transformer` subclass.
-        application: ``'encoder'``, ``'lm'`` or ``'unilm'``.
+        application: ``'encoder'``, ``'lm'`` or ``'unilm'`` (unlike bert4keras
+            0.11.5 this does not switch on ``with_mlm``; pass it, or use
+            ``model=extend_with_language_model(BERT)`` for 0.11.5's pairing).
         return_keras_model: return the ``keras.Model`` (default) or the
             :class:`Transformer` object (its ``.model`` is the Keras model).
         **kwargs: constructor arguments overriding the config: ``with_pool``,
             ``with_nsp``, ``with_mlm``, ``keep_tokens``, ``max_position``,
-            ``segment_vocab_size``, ``dropout_rate``, ...
+            ``segment_vocab_size``, ``dropout_rate``, ...; and bert4keras
+            0.11.5's options ``sequence_length``, ``prefix``, ``layers``,
+            ``custom_position_ids``, ``hierarchical_position``,
+            ``shared_segment_embeddings``, ``compound_tokens``,
+            ``residual_attention_scores``, ``ignore_invalid_weights``,
+            ``autoresize_weights``, ``layer_norm_cond``,
+            ``layer_norm_cond_hidden_size``, ``layer_norm_cond_hidden_act``,
+            ``additional_input_layers``, ``attention_caches`` (see
+            :mod:`bert4keras.models.compat`).
 
     Returns:
         ``keras.Model`` with inputs ``Input-Token`` (and ``Input-Segment``),
@@ -109,19 +114,22 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         cls = MODELS[model.lower()]
     else:
         cls = model
-    config = cls.translate_config(config)
-    args = {}
-    for key, value in config.items():
-        args[CONFIG_KEYS.get(key, key)] = value
+    args = cls.translate_config(config)
     args.update(kwargs)
     args["application"] = application
     missing = [k for k in REQUIRED_CONFIG_KEYS if args.get(k) is None]
     if missing:
-        raise KeyError("Config %s lacks required key(s): %s" % (config["_path"], ", ".join(missing)))
+        raise KeyError("Config %s lacks required key(s): %s"
+                       % (config["_path"], ", ".join(missing)))
     accepted = _accepted_arguments(cls)
-    unknown = set(kwargs) - accepted
+    if any(k not in accepted and not is_default(v, LEGACY_OPTIONS[k])
+           for k, v in kwargs.items() if k in LEGACY_OPTIONS):
+        cls = legacy_class(cls)
+        accepted |= set(LEGACY_OPTIONS)
+    unknown = set(kwargs) - accepted - set(LEGACY_OPTIONS)
     if unknown:
-        raise TypeError("%s got unknown argument(s): %s" % (cls.__name__, ", ".join(sorted(unknown))))
+        raise TypeError("%s got unknown argument(s): %s"
+                        % (cls.__name__, ", ".join(sorted(unknown))))
     transformer = cls(**{k: v for k, v in args.items() if k in accepted})
     transformer.build()
     if checkpoint_path is not None:

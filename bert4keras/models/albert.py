@@ -75,6 +75,10 @@ class ALBERT(BERT):
     name_map = {**_outside_map(), **{"Transformer" + k: v for k, v in _BLOCK.items()}}
     block_name_map = {}
     hf_prefixes = ("albert.",)
+    config_keys = {"embedding_size": "embedding_size"}
+    hf_model_type = "albert"
+    hf_architectures = {"": "AlbertModel", "mlm": "AlbertForMaskedLM",
+                        "mlm+nsp": "AlbertForPreTraining"}
     signature = {
         "family": "albert",
         "present": [(_GOOGLE_BLOCK + "attention_1/self/query/kernel",
@@ -90,6 +94,16 @@ class ALBERT(BERT):
 
     def block_name(self, index):
         return "Transformer"
+
+    def export_config(self, config):
+        """transformers' ALBERT always projects its embeddings; without an
+        ``Embedding-Mapping`` (``embedding_size == hidden_size``) it cannot
+        hold this model (raises ValueError)."""
+        if self.embedding_size == self.hidden_size:
+            raise ValueError("%s with embedding_size == hidden_size has no Embedding-Mapping, "
+                             "which transformers' ALBERT always has; save with format='google'"
+                             % type(self).__name__)
+        return config
 
 
 class ALBERT_Unshared(ALBERT):

@@ -46,10 +46,11 @@ from bert4keras.checkpoints import (
 )
 from bert4keras.layers import AttentionMask
 from bert4keras.models import config as _config
+from bert4keras.models.legacy_methods import LegacyMethods
 from bert4keras.models.recompute import TransformerModel, recompute_block, recompute_from_env
 
 
-class Transformer:
+class Transformer(LegacyMethods):
     """Base class: builds a functional ``keras.Model`` and loads/saves weights.
 
     Args:
@@ -235,14 +236,18 @@ class Transformer:
                 ``(batch, seq_len, hidden)`` before the final layers (a
                 decoder keeps only the positions it reads).
         """
-        self._pass_tensors = {}
-        x = self.apply_embeddings(inputs)
-        bias = self.compute_attention_bias(inputs)
-        for index in range(self.num_hidden_layers):
-            x = self.apply_block(self.block_name(index), self.apply_main_layers, x, index, bias)
-        if select is not None:
-            x = select(x)
-        return self.apply_final_layers(x)
+        self._pass_tensors = {}  # what shared_by_blocks keeps for this pass only
+        try:
+            x = self.apply_embeddings(inputs)
+            bias = self.compute_attention_bias(inputs)
+            for index in range(self.num_hidden_layers):
+                x = self.apply_block(self.block_name(index), self.apply_main_layers, x, index,
+                                     bias)
+            if select is not None:
+                x = select(x)
+            return self.apply_final_layers(x)
+        finally:
+            self._pass_tensors = {}
 
     def shared_by_blocks(self, name, fn):
         """``fn()`` once per pass of :meth:`apply_layers`, the same tensor for

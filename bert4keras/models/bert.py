@@ -105,6 +105,9 @@ class BERT(Transformer):
         ],
     }
     hf_prefixes = ("bert.",)
+    hf_model_type = "bert"
+    hf_architectures = {"": "BertModel", "mlm": "BertForMaskedLM",
+                        "nsp": "BertForNextSentencePrediction", "mlm+nsp": "BertForPreTraining"}
     signature = {
         "family": "bert",
         "present": [("bert/embeddings/position_embeddings",
@@ -202,6 +205,26 @@ class BERT(Transformer):
         if len(outputs) == 2:
             return outputs[1]
         return outputs[1:]
+
+
+def bert_names_with_prefix(mapping, hf_prefix, drop=()):
+    """BERT's name map with the Hugging Face ``bert.`` prefix replaced.
+
+    For the families that reuse BERT's checkpoint names (NEZHA, RoFormer):
+    Google names stay, Hugging Face names ``bert.x`` become ``hf_prefix + x``.
+
+    Args:
+        mapping: a name map as :attr:`BERT.name_map` (layer name -> list of
+            ``(google_name, hf_name or None)``).
+        hf_prefix: the family's Hugging Face prefix, e.g. ``"nezha."``.
+        drop: layer names left out of the result.
+
+    Returns:
+        A new dict of the same form.
+    """
+    return {layer: [(google, None if hf is None else hf.replace("bert.", hf_prefix, 1))
+                    for google, hf in pairs]
+            for layer, pairs in mapping.items() if layer not in drop}
 
 
 MODELS = {

@@ -53,6 +53,9 @@ class ELECTRA(BERT):
     }
     block_name_map = {layer: _electra_names(pairs) for layer, pairs in BERT.block_name_map.items()}
     hf_prefixes = ("electra.",)
+    config_keys = {"embedding_size": "embedding_size"}
+    hf_model_type = "electra"
+    hf_architectures = {"": "ElectraModel", "discriminator": "ElectraForPreTraining"}
     signature = {
         "family": "electra",
         "present": [("electra/encoder/layer_0/attention/self/query/kernel",

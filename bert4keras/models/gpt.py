@@ -44,31 +44,6 @@ from bert4keras.layers import (
 from bert4keras.models.base import Transformer
 
 
-def _rename(config, renames):
-    """Copy ``config`` with keys renamed (an existing target key wins)."""
-    out = dict(config)
-    for old, new in renames.items():
-        if old in out:
-            value = out.pop(old)
-            out.setdefault(new, value)
-    return out
-
-
-#: OpenAI GPT / GPT-2 ``config.json`` keys -> constructor arguments.
-_HF_GPT_KEYS = {
-    "n_embd": "hidden_size",
-    "n_layer": "num_hidden_layers",
-    "n_head": "num_attention_heads",
-    "n_inner": "intermediate_size",
-    "n_positions": "max_position",
-    "resid_pdrop": "dropout_rate",
-    "attn_pdrop": "attention_dropout_rate",
-    "layer_norm_epsilon": "layer_norm_eps",
-    "activation_function": "hidden_act",
-    "afn": "hidden_act",
-}
-
-
 class GPT(Transformer):
     """OpenAI GPT: token (+ segment) + position embeddings, post-LN blocks.
 
@@ -154,15 +129,64 @@ class GPT(Transformer):
         self.final_activation = final_activation
         self.shared_segment_embeddings = bool(shared_segment_embeddings)
 
+    #: ``OpenAIGPTConfig``/``GPT2Config`` keys (besides BERT's, which
+    #: configs in the original toolkit's style use).
+    config_keys = {
+        "n_embd": "hidden_size",
+        "n_layer": "num_hidden_layers",
+        "n_head": "num_attention_heads",
+        "n_inner": "intermediate_size",
+        "n_positions": "max_position",
+        "resid_pdrop": "dropout_rate",
+        "attn_pdrop": "attention_dropout_rate",
+        "layer_norm_epsilon": "layer_norm_eps",
+        "afn": "hidden_act",
+        "activation_function": "hidden_act",
+    }
+    hf_model_type = "openai-gpt"
+    hf_architectures = {"": "OpenAIGPTModel", "lm": "OpenAIGPTLMHeadModel"}
+
     @classmethod
     def translate_config(cls, config):
-        """Accept an ``OpenAIGPTConfig``/``GPT2Config`` ``config.json`` too."""
-        config = _rename(config, _HF_GPT_KEYS)
+        """Accept an ``OpenAIGPTConfig``/``GPT2Config`` ``config.json`` too:
+        the renames of ``config_keys``, then ``intermediate_size`` defaults to
+        ``4 * hidden_size`` (``n_inner`` is null or absent there) and OpenAI
+        GPT's ``afn='gelu'`` becomes ``'gelu_new'`` (transformers' OpenAI GPT
+        "gelu" is the tanh approximation)."""
+        config = super().translate_config(config)
         if config.get("model_type") in ("openai-gpt", "gpt2"):
             if config.get("intermediate_size") is None and "hidden_size" in config:
                 config["intermediate_size"] = 4 * config["hidden_size"]
             if config.get("model_type") == "openai-gpt" and config.get("hidden_act") == "gelu":
-                config["hidden_act"] = "gelu_new"  # transformers' OpenAI GPT "gelu" is tanh's
+                config["hidden_act"] = "gelu_new"
+        return config
+
+    def export_config(self, config):
+        """The reverse of :meth:`translate_config` for a ``config.json``:
+        ``embd_pdrop`` is the dropout rate; OpenAI GPT has no ``n_inner``
+        (its inner width is ``4 * n_embd``) and names the tanh GELU ``'gelu'``.
+
+        Raises:
+            ValueError: OpenAI GPT with ``intermediate_size != 4 *
+                hidden_size`` or an activation its ``afn`` lacks (the erf
+                GELU among them).
+        """
+        config["embd_pdrop"] = self.dropout_rate
+        if self.hf_model_type != "openai-gpt":
+            return config
+        if self.intermediate_size != 4 * self.hidden_size:
+            raise ValueError("GPT: transformers' OpenAI GPT has an inner width of 4 * hidden_size "
+                             "= %d, this model %d; save with format='google'"
+                             % (4 * self.hidden_size, self.intermediate_size))
+        config.pop("n_inner", None)
+        act = str(self.hidden_act).lower()
+        afn = {"gelu_new": "gelu", "gelu_tanh": "gelu", "gelu_pytorch_tanh": "gelu",
+               "relu": "relu", "silu": "silu", "swish": "silu"}.get(act)
+        if afn is None:
+            raise ValueError("GPT: hidden_act=%r has no transformers OpenAI GPT equivalent (its "
+                             "afn is relu, silu or 'gelu', the tanh GELU: hidden_act='gelu_new'); "
+                             "save with format='google'" % (self.hidden_act,))
+        config["afn"] = afn
         return config
 
     # -- graph ----------------------------------------------------------------
@@ -269,6 +293,9 @@ class GPT2(GPT):
         "family": "gpt2",
         "present": [("gpt/output/LayerNorm/gamma", "transformer.wte.weight")],
     }
+    config_keys = {"activation_function": "hidden_act"}  # written rather than OpenAI's afn
+    hf_model_type = "gpt2"
+    hf_architectures = {"": "GPT2Model", "lm": "GPT2LMHeadModel"}
 
     def get_inputs(self):
         return [keras.Input(shape=(None,), dtype="int32", name="Input-Token")]
@@ -335,6 +362,8 @@ class GPT2_ML(GPT):
         "family": "gpt2_ml",
         "present": [("newslm/embeddings/word_embed", None)],
     }
+    hf_model_type = None  # transformers has no GPT2-ML class: save with format='google'
+    hf_architectures = {}
 
     def get_inputs(self):
         return [keras.Input(shape=(None,), dtype="int32", name="Input-Token")]

@@ -10,14 +10,7 @@ removed in 5.x) used BERT's with a ``nezha.`` prefix.
 """
 
 from bert4keras.layers import RelativePositionEmbedding
-from bert4keras.models.bert import BERT
-
-
-def bert_names_with_prefix(mapping, hf_prefix, drop=()):
-    """BERT's name map with the Hugging Face ``bert.`` prefix replaced."""
-    return {layer: [(google, None if hf is None else hf.replace("bert.", hf_prefix, 1))
-                    for google, hf in pairs]
-            for layer, pairs in mapping.items() if layer not in drop}
+from bert4keras.models.bert import BERT, bert_names_with_prefix
 
 
 class NEZHA(BERT):
@@ -34,6 +27,8 @@ class NEZHA(BERT):
     name_map = bert_names_with_prefix(BERT.name_map, "nezha.", drop=("Embedding-Position",))
     block_name_map = bert_names_with_prefix(BERT.block_name_map, "nezha.")
     hf_prefixes = ("nezha.",)
+    hf_model_type = None  # transformers 5 has no NEZHA class: save with format='google'
+    hf_architectures = {}
     signature = {
         "family": "nezha",
         "present": [("bert/encoder/layer_0/attention/self/query/kernel",
@@ -49,14 +44,12 @@ class NEZHA(BERT):
     def __init__(self, max_relative_position=64, **kwargs):
         super().__init__(**kwargs)
         self.max_relative_position = int(max_relative_position)
-        self.position_bias = None
 
     def attention_inputs(self, x, attention_bias):
-        if self.position_bias is None:  # one table for all layers
-            self.position_bias = self.apply(
-                [x, x], RelativePositionEmbedding, input_dim=2 * self.max_relative_position + 1,
-                output_dim=self.attention_key_size, name="Embedding-Relative-Position")
-        return [x, x, x, attention_bias, self.position_bias]
+        position = self.shared_by_blocks("position", lambda: self.apply(  # one table per pass
+            [x, x], RelativePositionEmbedding, input_dim=2 * self.max_relative_position + 1,
+            output_dim=self.attention_key_size, name="Embedding-Relative-Position"))
+        return [x, x, x, attention_bias, position]
 
 
 MODELS = {"nezha": NEZHA}

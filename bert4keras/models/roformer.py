@@ -19,8 +19,7 @@ Hugging Face has no RoFormer-V2 class.
 import keras
 
 from bert4keras.layers import Embedding, LayerNormalization, SinusoidalPositionEmbedding
-from bert4keras.models.bert import BERT
-from bert4keras.models.nezha import bert_names_with_prefix
+from bert4keras.models.bert import BERT, bert_names_with_prefix
 
 
 class RoFormer(BERT):
@@ -46,6 +45,9 @@ class RoFormer(BERT):
     }
     block_name_map = bert_names_with_prefix(BERT.block_name_map, "roformer.")
     hf_prefixes = ("roformer.",)
+    config_keys = {"embedding_size": "embedding_size"}
+    hf_model_type = "roformer"
+    hf_architectures = {"": "RoFormerModel", "mlm": "RoFormerForMaskedLM"}
     signature = {
         "family": "roformer",
         "present": [("bert/encoder/layer_0/attention/self/query/kernel",
@@ -62,14 +64,12 @@ class RoFormer(BERT):
         if rotary_value:
             raise ValueError("RoFormer with rotary_value=True (rotary values) is not supported")
         super().__init__(**kwargs)
-        self.position_bias = None
 
     def attention_inputs(self, x, attention_bias):
-        if self.position_bias is None:  # one table for all layers
-            self.position_bias = self.apply(
-                x, SinusoidalPositionEmbedding, output_dim=self.attention_key_size,
-                merge_mode="zero", name="Embedding-Rotary-Position")
-        return [x, x, x, attention_bias, self.position_bias]
+        position = self.shared_by_blocks("position", lambda: self.apply(  # one table per pass
+            x, SinusoidalPositionEmbedding, output_dim=self.attention_key_size,
+            merge_mode="zero", name="Embedding-Rotary-Position"))
+        return [x, x, x, attention_bias, position]
 
 
 def _without_parameters_of_norms_and_biases(mapping):
@@ -97,6 +97,8 @@ class RoFormerV2(RoFormer):
 
     name_map = _without_parameters_of_norms_and_biases(RoFormer.name_map)
     block_name_map = _without_parameters_of_norms_and_biases(RoFormer.block_name_map)
+    hf_model_type = None  # transformers has no RoFormer-V2 class: save with format='google'
+    hf_architectures = {}
     signature = {
         "family": "roformer_v2",
         "present": [("bert/encoder/layer_0/attention/self/query/kernel", None)],

@@ -51,6 +51,8 @@ Checkpoints: mesh-TF (``shared/embedding``,
 / ``MT5ForConditionalGeneration`` / ``T5EncoderModel`` directories.
 """
 
+import contextlib
+
 import keras
 
 from bert4keras.layers import (
@@ -64,19 +66,10 @@ from bert4keras.layers import (
     RelativePositionEmbeddingT5,
     SequenceMasking,
 )
+from bert4keras.models import config as config_module
 from bert4keras.models.base import Transformer
 
 VERSIONS = ("t5.1.0", "t5.1.1", "mt5.1.1")
-
-#: Hugging Face ``T5Config``/``MT5Config`` keys -> constructor arguments.
-_HF_T5_KEYS = {
-    "d_model": "hidden_size",
-    "d_ff": "intermediate_size",
-    "d_kv": "attention_head_size",
-    "num_heads": "num_attention_heads",
-    "num_layers": "num_hidden_layers",
-    "layer_norm_epsilon": "layer_norm_eps",
-}
 
 
 def _norm_name(stack, where, version):
@@ -187,21 +180,76 @@ class T5_Base(Transformer):
             num_decoder_layers=num_decoder_layers,
             layer_norm_eps=layer_norm_eps)
 
+    #: Hugging Face ``T5Config``/``MT5Config`` keys (besides BERT's, which
+    #: configs in the original toolkit's style use).
+    config_keys = {
+        "d_model": "hidden_size",
+        "d_ff": "intermediate_size",
+        "d_kv": "attention_head_size",
+        "num_heads": "num_attention_heads",
+        "num_layers": "num_hidden_layers",
+        "num_decoder_layers": "num_decoder_layers",
+        "layer_norm_epsilon": "layer_norm_eps",
+        "dropout_rate": "dropout_rate",
+        "relative_attention_num_buckets": "relative_attention_num_buckets",
+        "relative_attention_max_distance": "relative_attention_max_distance",
+    }
+    #: ``transformers`` class per head (``MT5`` instead of ``T5`` for mT5).
+    hf_classes = {}
+
+    @property
+    def hf_model_type(self):
+        return "mt5" if self.version == "mt5.1.1" else "t5"
+
+    @property
+    def hf_architectures(self):
+        prefix = "MT5" if self.version == "mt5.1.1" else "T5"
+        return {heads: prefix + name for heads, name in self.hf_classes.items()}
+
     @classmethod
     def translate_config(cls, config):
-        """Accept a Hugging Face ``T5Config``/``MT5Config`` ``config.json`` too."""
-        config = dict(config)
-        for old, new in _HF_T5_KEYS.items():
-            if old in config:
-                config.setdefault(new, config.pop(old))
+        """Accept a Hugging Face ``T5Config``/``MT5Config`` ``config.json`` too:
+        the renames of ``config_keys``, then ``feed_forward_proj`` becomes
+        ``hidden_act`` (``'gated-gelu'`` -> ``['gelu_new', 'linear']``: for
+        it transformers, like mesh-TF, uses the tanh GELU)."""
+        config = super().translate_config(config)
         proj = config.pop("feed_forward_proj", None)
         if proj is not None and "hidden_act" not in config:
             if proj.startswith("gated-"):
                 act = proj[len("gated-"):]
-                # transformers (like mesh-TF) uses the tanh GELU for gated-gelu
                 config["hidden_act"] = ["gelu_new" if act == "gelu" else act, "linear"]
             else:
                 config["hidden_act"] = proj
+        return config
+
+    def export_config(self, config):
+        """The reverse of :meth:`translate_config` for a ``config.json``:
+        ``hidden_act`` becomes ``feed_forward_proj`` (a gated erf GELU is
+        ``'gated-gelu_python'``, since transformers reads ``'gated-gelu'`` as
+        the tanh one) and ``tie_word_embeddings`` says whether the LM head
+        is the scaled embedding (T5 1.0) or its own ``lm_head`` (1.1, mT5;
+        transformers 5 keeps an ``lm_head.weight`` that differs from
+        ``shared.weight`` untied). BERT-style keys T5 lacks are dropped.
+
+        Raises:
+            ValueError: a gated ``hidden_act`` whose second entry is not
+                ``'linear'``.
+        """
+        acts = list(self.hidden_act) if isinstance(self.hidden_act, (list, tuple)) else [
+            self.hidden_act]
+        if len(acts) > 2 or (len(acts) == 2 and str(acts[1]).lower() != "linear"):
+            raise ValueError("%s: hidden_act=%r has no transformers feed_forward_proj (gated "
+                             "means [act, 'linear'])" % (type(self).__name__, self.hidden_act))
+        act = config_module.hf_activation_name(self, acts[0])
+        if self.gated:
+            act = {"gelu_new": "gelu", "gelu": "gelu_python"}.get(act, act)
+            config["feed_forward_proj"] = "gated-" + act
+        else:
+            config["feed_forward_proj"] = act
+        config["tie_word_embeddings"] = self.tie_word_embeddings
+        for key in ("hidden_act", "attention_probs_dropout_prob", "max_position_embeddings",
+                    "type_vocab_size", "initializer_range"):
+            config.pop(key, None)
         return config
 
     # -- shared pieces ----------------------------------------------------------
@@ -246,6 +294,8 @@ class T5_Base(Transformer):
 class T5_Encoder(T5_Base):
     """The T5 encoder stack (see the module docstring)."""
 
+    hf_classes = {"": "EncoderModel"}
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.name_map, self.block_name_map = t5_name_maps("encoder", self.version, self.gated)
@@ -280,6 +330,9 @@ class T5_Decoder(T5_Base):
         with_lm: ``True`` (softmax), an activation (``'linear'``: logits) or
             ``False`` (the final hidden states, before the tied head's
             ``d_model**-0.5`` scaling).
+
+    ``transformers`` has no class for the decoder alone: save it with
+    ``format='google'``.
     """
 
     def __init__(self, with_lm=True, **kwargs):
@@ -301,7 +354,10 @@ class T5_Decoder(T5_Base):
         x = self.attention(x, [context, context_mask], name + "-MultiHeadCrossAttention")
         return self.feed_forward(x, name + "-FeedForward")
 
-    def decode(self, context, ids):
+    def decode(self, context, ids, select=None):
+        """The decoder over ``context`` ``(batch, enc_len, hidden)`` and
+        ``ids`` ``(batch, dec_len)``; ``select``: optional ``fn(x) -> x``
+        applied to the last block's output before the final norm and head."""
         x = self.token_embedding(ids, "Decoder-")
         causal = self.apply(x, CausalMask, name="Attention-LM-Mask")
         position = self.relative_positions(x, "Decoder-Embedding-Relative-Position", False)
@@ -310,6 +366,8 @@ class T5_Decoder(T5_Base):
             name = "Decoder-Transformer-%d" % index
             x = self.apply_block(name, self.decoder_block, x, causal, position, context,
                                  context_mask, name)
+        if select is not None:
+            x = select(x)
         x = self.norm(x, "Decoder-Output-Norm")
         x = self.dropout(x, "Decoder-Output-Dropout")
         if not self.with_lm:
@@ -334,6 +392,8 @@ class T5(T5_Base):
     Args: those of :class:`T5_Decoder` (``with_lm``) and :class:`T5_Base`.
     """
 
+    hf_classes = {"": "Model", "lm": "ForConditionalGeneration"}
+
     def __init__(self, with_lm=True, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         shared = dict(self._init_kwargs)
@@ -345,6 +405,23 @@ class T5(T5_Base):
         self._decoder.layers = self._encoder.layers = self.layers  # one set of layers
         self.with_lm = with_lm
         self.encoder = self.decoder = None
+
+    is_encoder_decoder = True
+    decoder_start_id = 0
+
+    def encode(self, inputs):
+        """The encoder output ``(batch, enc_len, hidden)`` of token ids
+        ``(batch, enc_len)`` (the built ``.encoder`` model)."""
+        return self.encoder(inputs[0] if isinstance(inputs, (list, tuple)) else inputs)
+
+    def apply_decoder(self, inputs, context=None, select=None):
+        """The decoder stack over ``context``; ``inputs`` ``[decoder ids]``."""
+        return self._decoder.decode(context, inputs[0], select=select)
+
+    @contextlib.contextmanager
+    def hooked(self, hook):
+        with super().hooked(hook), self._encoder.hooked(hook), self._decoder.hooked(hook):
+            yield self
 
     def build(self):
         self.encoder = self._encoder.build()

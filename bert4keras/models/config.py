@@ -1,0 +1,324 @@
+"""Config files: find one, read it, and translate its keys in both directions.
+
+A model is built from a JSON config: Google's ``bert_config.json`` (the keys
+of google-research/bert ``modeling.BertConfig``) or a Hugging Face
+``config.json`` (the keys of ``transformers``' ``BertConfig``, ``GPT2Config``,
+``T5Config``, ...). The keys become constructor arguments of a
+:class:`~bert4keras.models.base.Transformer` family through one mechanism:
+
+* each family class may declare ``config_keys = {config key: constructor
+  argument}``; the maps of a class and its bases are merged, the class's own
+  entries first (:func:`merged_config_keys`);
+* reading (:meth:`Transformer.translate_config`, via
+  :func:`rename_config_keys`) renames every key found in the config to its
+  argument; an argument the config already names wins over an alias of it;
+* writing a Hugging Face ``config.json``
+  (``save_weights_as_checkpoint(..., format='huggingface')``, via
+  :func:`huggingface_config`) runs the same map backwards: each argument is
+  written under the first key that maps to it (so a family's own key, e.g.
+  GPT-2's ``n_embd``, is written rather than the BERT-style alias of a base
+  class). A key spelled like its argument needs an entry only to be written.
+
+Values that are not a plain rename (T5's ``feed_forward_proj``, OpenAI GPT's
+``afn``) are converted by the family's ``translate_config`` (reading) and
+``export_config`` (writing) around this shared map.
+
+The ``transformers`` (5.x) class a directory is written for, by family
+(``hf_model_type`` and ``hf_architectures``, chosen by the heads built):
+
+=====================  ==================================================
+``model=``             ``architectures``
+=====================  ==================================================
+bert, roberta          BertModel, BertForMaskedLM, BertForPreTraining,
+                       BertForNextSentencePrediction (Chinese
+                       RoBERTa-wwm has BERT's layout: ``model_type`` bert)
+albert(_unshared)      AlbertModel, AlbertForMaskedLM, AlbertForPreTraining
+electra                ElectraModel, ElectraForPreTraining
+roformer               RoFormerModel, RoFormerForMaskedLM
+gpt                    OpenAIGPTModel, OpenAIGPTLMHeadModel
+gpt2                   GPT2Model, GPT2LMHeadModel
+t5, t5.1.1 (mt5.1.1)   T5Model, T5ForConditionalGeneration, T5EncoderModel
+                       (MT5...)
+=====================  ==================================================
+
+NEZHA (transformers 5 removed ``NezhaModel``), GPT2-ML, RoFormer-V2 and the
+T5 decoder alone have no ``transformers`` class: they are saved with
+``format='google'``.
+"""
+
+import glob
+import json
+import os
+import warnings
+
+import numpy as np
+
+#: Google BERT ``bert_config.json`` keys (also Hugging Face ``BertConfig``'s)
+#: -> constructor arguments; the base of every family's ``config_keys``.
+GOOGLE_CONFIG_KEYS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_hidden_layers": "num_hidden_layers",
+    "num_attention_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "hidden_act": "hidden_act",
+    "hidden_dropout_prob": "dropout_rate",
+    "attention_probs_dropout_prob": "attention_dropout_rate",
+    "max_position_embeddings": "max_position",
+    "type_vocab_size": "segment_vocab_size",
+    "initializer_range": "initializer_range",
+    "layer_norm_eps": "layer_norm_eps",
+}
+
+#: Config file names, in the order tried when nothing else decides.
+CONFIG_FILES = ("config.json", "bert_config.json")
+
+#: Our activation names that ``transformers`` spells differently.
+_HF_ACTIVATIONS = {"gelu_erf": "gelu", "gelu_tanh": "gelu_new"}
+
+#: Output heads (``with_<head>`` attributes) that choose a ``transformers``
+#: class, in the order they are joined into an ``hf_architectures`` key.
+HEADS = ("mlm", "nsp", "lm", "discriminator")
+
+
+def _checkpoint_format(directory):
+    """``'hf'``, ``'google'``, or None (neither or both) for a directory."""
+    has_hf = bool(glob.glob(os.path.join(directory, "*.safetensors")))
+    has_tf = (os.path.exists(os.path.join(directory, "checkpoint"))
+              or bool(glob.glob(os.path.join(directory, "*.index"))))
+    if has_hf == has_tf:
+        return None
+    return "hf" if has_hf else "google"
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError("Cannot read config %r: %s" % (path, exc)) from exc
+    if not isinstance(config, dict):
+        raise ValueError("Config %r is not a JSON object" % path)
+    return config
+
+
+def find_config(path):
+    """The config file for ``path``: the file itself, or the one in a directory.
+
+    In a directory the choice is: ``config.json`` if the directory holds a
+    Hugging Face checkpoint (``*.safetensors``) and no TF checkpoint;
+    ``bert_config.json`` if it holds a Google TF checkpoint (a ``checkpoint``
+    state file or ``*.index``) and no safetensors; otherwise ``config.json``
+    then ``bert_config.json`` (:data:`CONFIG_FILES`). When the other file
+    exists too, only one is read; if the two give different values for a key
+    they share, a ``UserWarning`` names both files and the key.
+
+    Args:
+        path: a config file or a model directory (``str`` or path-like).
+
+    Returns:
+        The path of the config file (``str``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or a directory holds
+            neither file (both names and the directory are given).
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        if not os.path.exists(path):
+            raise FileNotFoundError("Config file not found: %r" % path)
+        return path
+    found = [name for name in CONFIG_FILES if os.path.exists(os.path.join(path, name))]
+    if not found:
+        raise FileNotFoundError("No %s in directory %r" % (" or ".join(CONFIG_FILES), path))
+    if len(found) == 1:
+        return os.path.join(path, found[0])
+    fmt = _checkpoint_format(path)
+    chosen, other = ("bert_config.json", "config.json") if fmt == "google" else found
+    chosen, other = os.path.join(path, chosen), os.path.join(path, other)
+    try:
+        a, b = _read_json(chosen), _read_json(other)
+    except ValueError:
+        return chosen  # load_config reports an unreadable chosen file
+    differing = sorted(k for k in set(a) & set(b) if a[k] != b[k])
+    if differing:
+        warnings.warn(
+            "%r has both %s and %s, which differ in %s (%r vs %r); reading %s%s"
+            % (path, os.path.basename(chosen), os.path.basename(other), differing[0],
+               a[differing[0]], b[differing[0]], os.path.basename(chosen),
+               " (it matches the %s checkpoint there)" % fmt if fmt else ""),
+            UserWarning, stacklevel=2)
+    return chosen
+
+
+def load_config(config_path):
+    """Read a Google ``bert_config.json`` or a Hugging Face ``config.json``.
+
+    Args:
+        config_path: the file or a directory holding one (chosen by
+            :func:`find_config`).
+
+    Returns:
+        The JSON object as a ``dict``, with ``'_path'`` set to the file read.
+
+    Raises:
+        FileNotFoundError: naming the missing file or directory.
+        ValueError: naming the file when it is not a valid JSON object.
+    """
+    path = find_config(config_path)
+    config = _read_json(path)
+    config["_path"] = path
+    return config
+
+
+def merged_config_keys(cls):
+    """``{config key: constructor argument}`` of ``cls`` and its bases.
+
+    Every class's own ``config_keys`` (from its ``__dict__``) is merged, the
+    most derived first; a key a subclass declares overrides the same key of
+    a base. The dict order is the order keys are tried (reading) and the
+    preference for an argument's key (writing).
+    """
+    merged = {}
+    for klass in cls.__mro__:
+        for key, argument in klass.__dict__.get("config_keys", {}).items():
+            merged.setdefault(key, argument)
+    return merged
+
+
+def rename_config_keys(config, keys):
+    """Copy ``config`` with each key of ``keys`` renamed to its argument.
+
+    Keys are taken in the order of ``keys``; when the argument is already set
+    (by the config itself or an earlier alias) the later key is dropped.
+    Keys not in ``keys`` are kept as they are.
+    """
+    out = dict(config)
+    for key, argument in keys.items():
+        if key != argument and key in out:
+            value = out.pop(key)
+            out.setdefault(argument, value)
+    return out
+
+
+def hf_activation_name(transformer, value):
+    """``transformers``' name of the activation ``value`` (``gelu_erf`` ->
+    ``gelu``, ``gelu_tanh`` -> ``gelu_new``; other names pass through).
+
+    Raises:
+        ValueError: ``value`` is a callable (the family is named).
+    """
+    if callable(value):
+        raise ValueError("%s: hidden_act=%r is a callable; a Hugging Face config.json needs an "
+                         "activation name" % (type(transformer).__name__, value))
+    if isinstance(value, str):
+        return _HF_ACTIVATIONS.get(value.lower(), value)
+    return value
+
+
+def hf_architecture(transformer):
+    """The ``transformers`` class named in ``architectures``.
+
+    ``transformer.hf_architectures`` maps the output heads present
+    (:data:`HEADS` joined with ``+``, e.g. ``'mlm+nsp'``; ``''`` for none)
+    to a class; a combination it does not list falls back to the ``''``
+    (encoder only) class, which loads the same file without the heads.
+
+    Raises:
+        ValueError: the family has no ``transformers`` class
+            (``hf_model_type`` is None): the message names the family and
+            ``format='google'``.
+    """
+    name = type(transformer).__name__
+    architectures = getattr(transformer, "hf_architectures", None)
+    if not getattr(transformer, "hf_model_type", None) or not architectures:
+        raise ValueError(
+            "%s has no Hugging Face transformers class, so it cannot be saved with "
+            "format='huggingface'; save it with format='google' (the original checkpoint "
+            "format) instead" % name)
+    heads = "+".join(h for h in HEADS if getattr(transformer, "with_" + h, False))
+    if heads not in architectures and "" not in architectures:
+        raise ValueError("%s with head(s) %r has no Hugging Face transformers class (known: %s); "
+                         "save it with format='google'" % (name, heads, ", ".join(
+                             repr(k) for k in architectures)))
+    return architectures.get(heads, architectures.get(""))
+
+
+def huggingface_config(transformer):
+    """The ``config.json`` dict of ``transformer`` for ``transformers``.
+
+    Holds ``model_type``, ``architectures`` (:func:`hf_architecture`) and,
+    for every constructor argument in the family's merged ``config_keys``
+    that the object holds as an attribute, its value under the argument's
+    first key (see the module docstring); activation names are spelled as
+    ``transformers`` does (``gelu_erf`` -> ``gelu``). The vocabulary size is
+    the model's, so a ``keep_tokens`` model writes the kept size. The
+    family's ``export_config(config)`` (if any) then converts the values that
+    are not plain renames.
+
+    Raises:
+        ValueError: the family has no ``transformers`` class; or the model
+            has a size ``transformers``' config cannot express
+            (``embedding_size != hidden_size`` where the family has no
+            ``embedding_size`` key, a head size other than ``hidden_size /
+            heads`` where it has no head-size key, a key size different from
+            the value size). The family and the values are named.
+    """
+    name = type(transformer).__name__
+    config = {"architectures": [hf_architecture(transformer)],
+              "model_type": transformer.hf_model_type}
+    written = {}
+    for key, argument in merged_config_keys(type(transformer)).items():
+        if argument in written or not hasattr(transformer, argument):
+            continue
+        written[argument] = key
+        value = getattr(transformer, argument)
+        config[key] = hf_activation_name(transformer, value) if argument == "hidden_act" else value
+    if transformer.embedding_size != transformer.hidden_size and "embedding_size" not in written:
+        raise ValueError("%s: embedding_size=%d != hidden_size=%d cannot be expressed in "
+                         "transformers' %r config; save with format='google'"
+                         % (name, transformer.embedding_size, transformer.hidden_size,
+                            transformer.hf_model_type))
+    head_size = transformer.attention_head_size
+    if (head_size * transformer.num_attention_heads != transformer.hidden_size
+            and "attention_head_size" not in written):
+        raise ValueError("%s: attention_head_size=%d x %d heads != hidden_size=%d cannot be "
+                         "expressed in transformers' %r config; save with format='google'"
+                         % (name, head_size, transformer.num_attention_heads,
+                            transformer.hidden_size, transformer.hf_model_type))
+    if transformer.attention_key_size != head_size:
+        raise ValueError("%s: attention_key_size=%d != attention_head_size=%d has no "
+                         "transformers equivalent; save with format='google'"
+                         % (name, transformer.attention_key_size, head_size))
+    export = getattr(transformer, "export_config", None)
+    if export is not None:
+        config = export(config)
+    return config
+
+
+def huggingface_export(transformer):
+    """``(config, tensors)`` of a ``transformers`` directory for ``transformer``.
+
+    ``config`` is :func:`huggingface_config`; ``tensors`` is
+    ``transformer.checkpoint_tensors('hf')`` (``{name: numpy array}`` in the
+    family's Hugging Face names, the first spelling of each). A model without
+    segments (``segment_vocab_size=0``) whose family has a Hugging Face
+    token-type table gets ``type_vocab_size`` 1 and an all-zero table of one
+    row: ``transformers`` adds row 0 for its default token type ids, so the
+    outputs are unchanged.
+
+    Raises:
+        ValueError: as :func:`huggingface_config`.
+        CheckpointError: a layer of the model has no Hugging Face name (e.g.
+            RoFormer's pooler), naming the family and the layer.
+    """
+    config = huggingface_config(transformer)
+    tensors = transformer.checkpoint_tensors("hf")
+    key = next((k for k, a in merged_config_keys(type(transformer)).items()
+                if a == "segment_vocab_size"), None)
+    pairs = transformer.name_map.get("Embedding-Segment")
+    if key is not None and config.get(key) == 0 and pairs and pairs[0][1]:
+        name = pairs[0][1].split("|")[0]
+        config[key] = 1
+        tensors[name] = np.zeros((1, transformer.embedding_size), "float32")
+    return config, tensors
