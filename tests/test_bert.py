@@ -143,7 +143,7 @@ def _perturbation_effects(model, ids, seg, position):
 
 
 def test_lm_application_is_causal(google_bert):
-    model = build_transformer_model(google_bert, google_bert, application="lm")
+    model = build_transformer_model(google_bert, google_bert, application="lm", with_mlm=False)
     ids = np.arange(1, 13, dtype="int32")[None]
     seg = np.zeros_like(ids)
     for position in range(ids.shape[1]):
@@ -153,7 +153,8 @@ def test_lm_application_is_causal(google_bert):
 
 
 def test_unilm_application_visibility(google_bert):
-    model = build_transformer_model(google_bert, google_bert, application="unilm")
+    model = build_transformer_model(google_bert, google_bert, application="unilm",
+                                    with_mlm=False)
     ids = np.arange(1, 11, dtype="int32")[None]
     seg = np.array([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1]], "int32")
     n = ids.shape[1]

@@ -155,8 +155,8 @@ def test_hierarchical_position_1024_tokens_on_a_512_position_model():
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 13585, (1, 1024)).astype("int32")
     seg = np.zeros_like(ids)
-    plain = build_transformer_model(SMALL_CONFIG, SMALL_DIR, application="lm")
-    long = build_transformer_model(SMALL_CONFIG, SMALL_DIR, application="lm",
+    plain = build_transformer_model(SMALL_CONFIG, SMALL_DIR, application="lm", with_mlm=False)
+    long = build_transformer_model(SMALL_CONFIG, SMALL_DIR, application="lm", with_mlm=False,
                                    hierarchical_position=True, return_keras_model=False)
     out_long = long.model.predict([ids, seg], verbose=0)
     assert out_long.shape == (1, 1024, 192) and np.isfinite(out_long).all()
@@ -461,3 +461,16 @@ def test_numerical_subset_on_jax():
     tail = "\n".join(result.stdout.splitlines()[-30:])
     assert result.returncode == 0 and " passed" in tail and "failed" not in tail, (
         tail + result.stderr[-3000:])
+
+
+def test_lm_and_unilm_switch_on_the_mlm_head_as_in_0_11_5():
+    """bert4keras 0.11.5: application='lm'/'unilm' implies with_mlm=True, so
+    an old seq2seq script reads next-token probabilities from model.output."""
+    for application in ("lm", "unilm"):
+        model = build_transformer_model(SMALL_CONFIG, SMALL_DIR, application=application)
+        probs = model.predict([np.array([[101, 2769, 102]]), np.zeros((1, 3), "int32")],
+                              verbose=0)
+        assert probs.shape == (1, 3, 13585)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    hidden = build_transformer_model(SMALL_CONFIG, SMALL_DIR, application="lm", with_mlm=False)
+    assert hidden.output.shape[-1] == 192

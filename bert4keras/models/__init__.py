@@ -80,9 +80,11 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             ``'roformer_v2'``, ``'gpt'``, ``'gpt2'``, ``'gpt2_ml'``, ``'t5'``,
             ``'t5.1.1'``, ``'mt5.1.1'`` and their ``_encoder``/``_decoder``
             variants) or a :class:`Transformer` subclass.
-        application: ``'encoder'``, ``'lm'`` or ``'unilm'`` (unlike bert4keras
-            0.11.5 this does not switch on ``with_mlm``; pass it, or use
-            ``model=extend_with_language_model(BERT)`` for 0.11.5's pairing).
+        application: ``'encoder'``, ``'lm'`` or ``'unilm'``. As in bert4keras
+            0.11.5, ``'lm'`` and ``'unilm'`` switch on the MLM head
+            (``with_mlm=True``: next-token probabilities) for families that
+            have one, unless ``with_mlm`` is given (``with_mlm=False`` keeps
+            the hidden states).
         return_keras_model: return the ``keras.Model`` (default) or the
             :class:`Transformer` object (its ``.model`` is the Keras model).
         **kwargs: constructor arguments overriding the config: ``with_pool``,
@@ -130,6 +132,8 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if unknown:
         raise TypeError("%s got unknown argument(s): %s"
                         % (cls.__name__, ", ".join(sorted(unknown))))
+    if application in ("lm", "unilm") and "with_mlm" in accepted and "with_mlm" not in kwargs:
+        args["with_mlm"] = True  # bert4keras 0.11.5: an LM predicts tokens
     transformer = cls(**{k: v for k, v in args.items() if k in accepted})
     transformer.build()
     if checkpoint_path is not None:
