@@ -186,6 +186,18 @@ def test_save_weights_as_checkpoint_round_trip(google_albert, hf_albert, inputs,
                  torch_outputs(hf_albert[1], ids, seg))
 
 
+def test_unshared_layers_that_diverged_are_not_written(google_albert, tmp_path):
+    """The formats hold one shared block: once fine-tuning has made the
+    per-layer copies differ, writing must refuse rather than keep one."""
+    path, config = google_albert
+    transformer = build_transformer_model(config, path, model="albert_unshared",
+                                          return_keras_model=False)
+    weight = transformer.layers["Transformer-1-FeedForward"].weights[0]
+    weight.assign(np.asarray(weight.numpy()) + 0.5)
+    with pytest.raises(ValueError, match="Transformer-1-FeedForward"):
+        transformer.save_weights_as_checkpoint(str(tmp_path / "albert_model.ckpt"))
+
+
 def test_albert_on_a_bert_checkpoint_names_the_family(google_bert):
     with pytest.raises(CheckpointError) as info:
         build_transformer_model(google_bert, google_bert, model="albert", embedding_size=32)

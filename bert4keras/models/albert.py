@@ -7,6 +7,9 @@ shared by every layer. Google's release stores that block once, under
 ``albert.encoder.albert_layer_groups.0.albert_layers.0.``.
 """
 
+import numpy as np
+from keras import ops
+
 from bert4keras.models.bert import BERT
 
 _GOOGLE_BLOCK = "bert/encoder/transformer/group_0/inner_group_0/"
@@ -109,14 +112,41 @@ class ALBERT(BERT):
 class ALBERT_Unshared(ALBERT):
     """ALBERT's weights in BERT's per-layer layout (``Transformer-%d-...``):
     the shared checkpoint block is loaded into every layer, which can then be
-    fine-tuned apart. ``save_weights_as_checkpoint`` writes the last layer's
-    values under the shared names."""
+    fine-tuned apart. The checkpoint formats hold one shared block, so
+    ``save_weights_as_checkpoint`` writes only while every layer still holds
+    the same values, and raises once they differ (it would otherwise keep
+    one layer and silently drop the others)."""
 
     name_map = _outside_map()
     block_name_map = {"Transformer-{i}" + k: v for k, v in _BLOCK.items()}
 
     def block_name(self, index):
         return "Transformer-%d" % index
+
+    def checkpoint_tensors(self, fmt="google"):
+        """As :meth:`Transformer.checkpoint_tensors`, after checking that the
+        per-layer copies of the shared block are still equal.
+
+        Raises:
+            ValueError: naming the first weight whose layers differ.
+        """
+        first = {}
+        for index in range(self.num_hidden_layers):
+            for suffix in _BLOCK:
+                layer = self.layers.get(("Transformer-%d" % index) + suffix)
+                if layer is None:
+                    continue
+                for position, weight in enumerate(layer.weights):
+                    value = np.asarray(ops.convert_to_numpy(weight))
+                    key = (suffix, position)
+                    if key not in first:
+                        first[key] = value
+                    elif not np.array_equal(first[key], value):
+                        raise ValueError(
+                            "ALBERT_Unshared: weight %s differs from Transformer-0's; ALBERT's "
+                            "checkpoint formats hold one shared block, so these layers cannot be "
+                            "written without losing some of them" % weight.path)
+        return super().checkpoint_tensors(fmt)
 
 
 MODELS = {
