@@ -3,6 +3,28 @@
 The public entry points are :func:`bert4keras.models.build_transformer_model`,
 :class:`bert4keras.tokenizers.Tokenizer` and the helpers in
 :mod:`bert4keras.snippets`.
+
+``import bert4keras`` registers every layer, model class, activation,
+optimizer and schedule of the library with ``keras.saving`` (package
+``bert4keras``), so a ``.keras`` file saved from a bert4keras model loads in a
+fresh process with ``keras.saving.load_model(path)`` after this one import.
+It imports Keras and the modules that define those objects, nothing heavier
+(no TensorFlow of its own, no tokenizers, no data sets).
 """
 
+# Imported for their side effect: registration with keras.saving.
+from bert4keras import layers, models, optimizers
+
 __version__ = "1.0.0.dev0"
+
+__all__ = [
+    "backend",
+    "checkpoints",
+    "datasets",
+    "generation",
+    "layers",
+    "models",
+    "optimizers",
+    "snippets",
+    "tokenizers",
+]

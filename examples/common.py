@@ -14,6 +14,11 @@ Scripts run as ``python examples/NAME.py`` find this module beside them.
 
 Besides the model flags, the kit every example shares:
 
+* importing this module first loads TensorFlow without its C++ start-up log
+  (``TF_CPP_MIN_LOG_LEVEL``, see :func:`_import_tensorflow_quietly`);
+* :class:`ArgumentParser`: the scripts' parser, whose ``--help`` shows every
+  default;
+
 * :func:`add_run_args`: ``--limit``, ``--seed``, ``--output``, ``--results``;
 * :func:`adamw`: AdamW with linear decay and no decay of norms and biases;
 * :class:`BestEpoch`: the callback that scores each epoch and keeps the best
@@ -24,15 +29,101 @@ Besides the model flags, the kit every example shares:
   predictions.
 """
 
+import argparse
 import json
 import os
+import sys
 
-import keras
-import numpy as np
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow (and let it look for devices) with its C++ start-up
+    log hidden: the oneDNN, CUDA-driver and CPU-feature lines.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` is set to 2 (info and warnings off) unless the
+    user set it; TensorFlow 2.21 still writes some lines before its logging
+    is set up (absl's "All log messages before absl::InitializeLog()"), which
+    no variable hides, so file descriptor 2 points to ``/dev/null`` while
+    TensorFlow loads. Python errors raised by the import still show (they are
+    printed after stderr is back). Nothing is hidden when the user asked for
+    the log (``TF_CPP_MIN_LOG_LEVEL`` 0 or 1), when TensorFlow is already
+    loaded, or when it is not installed (another Keras backend).
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or level in ("0", "1"):
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe logs on first use
+    except ImportError:
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# Scripts import this module before Keras (which loads TensorFlow).
+_import_tensorflow_quietly()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_DIR = os.path.join(REPO, "checkpoints", "chinese_bert_small")
+
+
+def _shown(default):
+    """A default as ``--help`` prints it: a path inside the repository relative
+    to its root (as the usage lines run the scripts), ``%`` escaped."""
+    if isinstance(default, str) and os.path.isabs(default) and default.startswith(REPO + os.sep):
+        default = os.path.relpath(default, REPO)
+    return str(default).replace("%", "%%")
+
+
+def _informative(default):
+    """False for the defaults ``--help`` leaves out: ``None``, an unset flag."""
+    return not (default is None or default is False or default == argparse.SUPPRESS)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, unless its help text already
+    names one (``default``) or there is none to show (``None``, an unset
+    ``store_true`` flag)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or not action.option_strings or not _informative(action.default):
+            return text
+        return (text + " " if text else "") + "(default: %s)" % _shown(action.default)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of an example script: ``description`` is the first
+    paragraph of ``doc`` (the script's docstring) and ``--help`` shows every
+    option's default (:class:`DefaultsHelpFormatter`), options added without
+    a help text included."""
+
+    def __init__(self, doc=None, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        if doc is not None:
+            kwargs.setdefault("description", doc.split("\n\n")[0])
+        super().__init__(**kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if not action.help and action.option_strings and _informative(action.default):
+            # argparse prints nothing after an option without help text
+            action.help = "(default: %s)" % _shown(action.default)
+        return action
 
 
 def add_model_args(parser, default_dir=DEFAULT_DIR):

@@ -27,10 +27,10 @@ the training file are thereby ignored).
     python examples/task_sequence_labeling_ner_crf.py --random-init --limit 64 --epochs 1
 """
 
-import argparse
 import random
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -43,6 +43,7 @@ from bert4keras.layers import (
     global_pointer_f1,
 )
 from bert4keras.models import build_transformer_model
+from bert4keras.optimizers import extend_with_parameter_wise_lr
 from bert4keras.snippets import DataGenerator, ViterbiDecoder
 from bert4keras.tokenizers import Tokenizer
 
@@ -188,9 +189,27 @@ def build_ner_model(config, checkpoint, head, crf_lr_multiplier=1.0, head_size=6
     elif head == "efficient_globalpointer":
         layer = EfficientGlobalPointer(len(TYPES), head_size, name="EfficientGlobalPointer")
         output = layer([bert.output, token_ids])
+        # The layer keeps bert4keras 0.11.5's weight layout, which halves the
+        # start/end biases (q_dense's outputs). A doubled initial q_dense
+        # kernel here and a doubled q_dense learning rate (adamw_egp) train
+        # exactly as an unhalved head would (Adam's steps do not depend on the
+        # scale of a weight).
+        layer.q_dense.kernel.assign(2 * layer.q_dense.kernel)
     else:
         raise ValueError("unknown head %r" % head)
     return keras.Model(bert.inputs, output, name="bert_%s_ner" % head), layer
+
+
+def adamw_egp(lr, steps, exclude):
+    """``common.adamw`` with a doubled learning rate for the
+    EfficientGlobalPointer's ``q_dense`` (see :func:`build_ner_model`)."""
+    optimizer_class = extend_with_parameter_wise_lr(keras.optimizers.AdamW)
+    schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(int(steps), 1),
+                                                          end_learning_rate=0.0)
+    optimizer = optimizer_class(schedule, weight_decay=0.01,
+                                multipliers={"EfficientGlobalPointer/q_dense/": 2.0})
+    optimizer.exclude_from_weight_decay(var_names=list(exclude))
+    return optimizer
 
 
 def predict_entities(model, layer, head, encoder, texts, batch_size, maxlen):
@@ -229,7 +248,7 @@ def format_scores(scores):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--head", choices=["crf", "globalpointer", "efficient_globalpointer"],
                    default="crf")
@@ -264,7 +283,11 @@ def main(argv=None):
     model, layer = build_ner_model(config, checkpoint, args.head, args.crf_lr_multiplier,
                                    args.head_size)
     train = NerGenerator(pieces, encoder, args.batch_size, args.head)
-    optimizer = adamw(args.lr, len(train) * args.epochs, ("gamma", "beta", "bias", "trans"))
+    no_decay = ("gamma", "beta", "bias", "trans")
+    if args.head == "efficient_globalpointer":
+        optimizer = adamw_egp(args.lr, len(train) * args.epochs, no_decay)
+    else:
+        optimizer = adamw(args.lr, len(train) * args.epochs, no_decay)
     if args.head == "crf":
         model.compile(optimizer=optimizer, loss=layer.sparse_loss, metrics=[layer.sparse_accuracy])
     else:
@@ -277,7 +300,7 @@ def main(argv=None):
         report=lambda scores, best: "valid %s (best F1 %.4f)" % (format_scores(scores), best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2)
+              callbacks=[evaluator], verbose=2, shuffle=False)
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     start = time.time()

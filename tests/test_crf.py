@@ -110,14 +110,16 @@ def test_crf_mask_argument_and_no_mask():
     emissions, token_ids, labels = crf_batch(k, seed=3)
     crf, trans = make_crf(k, seed=3)
     from_ids = np_(crf([ops.convert_to_tensor(emissions), ops.convert_to_tensor(token_ids)]))
-    from_mask = np_(crf(ops.convert_to_tensor(emissions), mask=ops.convert_to_tensor(token_ids > 0)))
+    from_mask = np_(crf(ops.convert_to_tensor(emissions),
+                        mask=ops.convert_to_tensor(token_ids > 0)))
     np.testing.assert_array_equal(from_ids, from_mask)
     # without a mask every position is real: the full-length likelihood
     out = crf(ops.convert_to_tensor(emissions))
     log_z = np_(crf.log_partition(out))
     for row in range(len(LENGTHS)):
         nodes = emissions[row].astype("float64")
-        np.testing.assert_allclose(log_z[row], logsumexp(path_scores(nodes, trans, all_paths(k, 5))),
+        np.testing.assert_allclose(log_z[row],
+                                   logsumexp(path_scores(nodes, trans, all_paths(k, 5))),
                                    rtol=1e-5)
     # a trailing 1-axis on sparse labels (as Keras may add) is accepted
     np.testing.assert_allclose(np_(crf.sparse_loss(labels[..., None], out)),
@@ -288,7 +290,8 @@ def test_jieba_crf_layout(jieba_crf):
     learned values make IOB sense only in that orientation."""
     start, end, trans, tags = jieba_crf
     inside = [i for i, t in enumerate(tags) if t.endswith("-I")]
-    assert start[inside].max() < -20 < start[[i for i, t in enumerate(tags) if t.endswith("-B")]].min()
+    begin = [i for i, t in enumerate(tags) if t.endswith("-B")]
+    assert start[inside].max() < -20 < start[begin].min()
     same, other = [], []
     for i, a in enumerate(tags):
         for j in inside:
@@ -420,23 +423,75 @@ def test_global_pointer_matches_numpy():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def egp_reference_0115(hidden, p_kernel, p_bias, q_kernel, q_bias, heads, size):
+    """bert4keras 0.11.5's EfficientGlobalPointer, written out in NumPy:
+    ``p = x W_p + b_p``; ``q = p[0::2]``, ``k = p[1::2]`` rotated by RoPE;
+    ``c = (p W_q + b_q) / 2``; ``s_h(i, j) = q_i.k_j / sqrt(size) + c_i[2h+1]
+    + c_j[2h]`` (odd outputs: start bias, even outputs: end bias)."""
+    p = hidden.astype("float64") @ p_kernel + p_bias
+    q = rope_reference(p[:, :, None, 0::2])[:, :, 0]
+    k = rope_reference(p[:, :, None, 1::2])[:, :, 0]
+    c = (p @ q_kernel + q_bias) / 2  # (batch, n, 2 * heads)
+    batch, n = hidden.shape[:2]
+    out = np.empty((batch, heads, n, n))
+    for h in range(heads):
+        for i in range(n):
+            for j in range(n):
+                out[:, h, i, j] = (np.sum(q[:, i] * k[:, j], axis=-1) / np.sqrt(size)
+                                   + c[:, i, 2 * h + 1] + c[:, j, 2 * h])
+    return out
+
+
 def test_efficient_global_pointer_matches_numpy():
     hidden, token_ids = gp_inputs(1)
     heads, size = 5, 6
     layer = EfficientGlobalPointer(heads, size)
     out = np_(layer(ops.convert_to_tensor(hidden), mask=ops.convert_to_tensor(token_ids > 0)))
     assert out.shape == (3, heads, 6, 6)
-    p_kernel, p_bias = (np_(w) for w in layer.p_dense.weights)
-    q_kernel, q_bias = (np_(w) for w in layer.q_dense.weights)
-    p = hidden.astype("float64") @ p_kernel + p_bias
-    q, k = rope_reference(p[:, :, None, 0::2])[:, :, 0], rope_reference(p[:, :, None, 1::2])[:, :, 0]
-    b = p @ q_kernel + q_bias  # (batch, n, 2 * heads)
-    expected = (np.einsum("bmd,bnd->bmn", q, k)[:, None] / np.sqrt(size)
-                + b[..., :heads].transpose(0, 2, 1)[..., :, None]
-                + b[..., heads:].transpose(0, 2, 1)[..., None, :])
+    assert [w.path.split("/")[-2:] for w in layer.weights] == [
+        ["p_dense", "kernel"], ["p_dense", "bias"], ["q_dense", "kernel"], ["q_dense", "bias"]]
+    weights = [np_(w) for w in layer.weights]
+    expected = egp_reference_0115(hidden, *weights, heads, size)
     keep = span_keep(token_ids, heads)
     np.testing.assert_allclose(out[keep], expected[keep], rtol=1e-4, atol=1e-5)
     assert np.all(out[~keep] == NEG)
+
+
+def test_efficient_global_pointer_reads_weights_laid_out_as_0115():
+    """Weights in bert4keras 0.11.5's layout (as an old model stores them)
+    give 0.11.5's scores: q_dense output 2h+1 is head h's start bias, output
+    2h its end bias, both halved."""
+    hidden, token_ids = gp_inputs(3)
+    heads, size = 3, 4
+    rng = np.random.RandomState(7)
+    old = [rng.normal(0, 0.5, (8, 2 * size)), rng.normal(0, 0.5, (2 * size,)),
+           rng.normal(0, 0.5, (2 * size, 2 * heads)), rng.normal(0, 0.5, (2 * heads,))]
+    layer = EfficientGlobalPointer(heads, size, name="efficient_global_pointer")
+    layer.build((None, None, 8))
+    layer.set_weights([w.astype("float32") for w in old])
+    inputs = [ops.convert_to_tensor(hidden), ops.convert_to_tensor(token_ids)]
+    out = np_(layer(inputs))
+    expected = egp_reference_0115(hidden, *old, heads, size)
+    keep = span_keep(token_ids, heads)
+    np.testing.assert_allclose(out[keep], expected[keep], rtol=1e-4, atol=1e-5)
+    # the layout, one output of q_dense at a time (all other outputs zero)
+    layer = EfficientGlobalPointer(heads, size, RoPE=False, tril_mask=False)
+    layer.build((None, None, 8))
+    zeros = [np.zeros((2 * size, 2 * heads)), np.zeros(2 * heads)]
+    layer.set_weights([w.astype("float32") for w in old[:2] + zeros])
+    plain = np_(layer(ops.convert_to_tensor(hidden)))
+    p = hidden.astype("float64") @ old[0] + old[1]
+    for output, head, is_start in [(3, 1, True), (4, 2, False), (0, 0, False), (5, 2, True)]:
+        kernel = np.zeros((2 * size, 2 * heads))
+        kernel[:, output] = old[2][:, output]
+        layer.set_weights([w.astype("float32") for w in old[:2] + [kernel, zeros[1]]])
+        shift = np_(layer(ops.convert_to_tensor(hidden))) - plain
+        c = p @ old[2][:, output] / 2  # (batch, n), halved
+        expected_shift = np.zeros_like(shift)
+        # a start bias moves row i of its head, an end bias column j
+        expected_shift[:, head] = c[:, :, None] if is_start else c[:, None, :]
+        np.testing.assert_allclose(shift, expected_shift, atol=1e-5,
+                                   err_msg="q_dense output %d" % output)
 
 
 def test_global_pointer_loss_and_f1_match_numpy():

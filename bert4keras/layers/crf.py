@@ -1,4 +1,4 @@
-"""Output layers for sequence labelling: CRF, MEMM and GlobalPointer.
+"""Output layers for sequence labelling: CRF and MEMM.
 
 * :class:`ConditionalRandomField` -- a linear-chain CRF (Lafferty et al.
   2001) over per-token emission scores, trained with the exact negative
@@ -7,10 +7,10 @@
 * :class:`MaximumEntropyMarkovModel` -- the locally normalised counterpart
   (McCallum et al. 2000) in the bidirectional form of the original
   bert4keras (https://kexue.fm/archives/7213).
-* :class:`GlobalPointer`, :class:`EfficientGlobalPointer` -- span scoring
-  for (nested) named entities (Su 2021, https://kexue.fm/archives/8373;
-  2022, https://kexue.fm/archives/8877), trained with
-  :func:`global_pointer_crossentropy`.
+
+The span-scoring heads (``GlobalPointer``, ``EfficientGlobalPointer``) live
+in :mod:`bert4keras.layers.global_pointer` and share the padding convention
+below (and this module's input helpers).
 
 Padding. Keras loss functions only see ``y_true`` and ``y_pred``, so these
 layers write :data:`bert4keras.backend.NEG_INF` (-1e12) into the scores of
@@ -30,13 +30,13 @@ All layers use ``keras.ops`` only, run on every backend, have ``get_config``
 and are registered for ``keras.saving``.
 """
 
-import math
-
 import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.core import register
+
+__all__ = ["PAD_THRESHOLD", "ConditionalRandomField", "MaximumEntropyMarkovModel"]
 
 #: scores at or below this value are read as padding by the losses
 PAD_THRESHOLD = -1e6
@@ -344,183 +344,3 @@ class MaximumEntropyMarkovModel(_TransitionLayer):
         config = super().get_config()
         config.update(hidden_dim=self.hidden_dim)
         return config
-
-
-def _span_mask(logits, mask, tril_mask):
-    """Set padded rows/columns (and, with ``tril_mask``, spans that end
-    before they start) of ``(batch, heads, seq_len, seq_len)`` to -1e12."""
-    seq_len = ops.shape(logits)[-1]
-    keep = None
-    if mask is not None:
-        real = ops.cast(mask, "bool")
-        keep = ops.logical_and(real[:, None, :, None], real[:, None, None, :])
-    if tril_mask:
-        idx = ops.arange(seq_len)
-        upper = (idx[None, :] >= idx[:, None])[None, None]
-        keep = upper if keep is None else ops.logical_and(keep, upper)
-    if keep is None:
-        return logits
-    return ops.where(keep, logits, ops.cast(B.NEG_INF, logits.dtype))
-
-
-class _PointerBase(keras.layers.Layer):
-    def __init__(self, heads, head_size, RoPE=True, use_bias=True, tril_mask=True,
-                 kernel_initializer="lecun_normal", **kwargs):
-        super().__init__(**kwargs)
-        self.heads = int(heads)
-        self.head_size = int(head_size)
-        if RoPE and self.head_size % 2:
-            raise ValueError("RoPE needs an even head_size, got %d" % self.head_size)
-        self.RoPE = bool(RoPE)
-        self.use_bias = bool(use_bias)
-        self.tril_mask = bool(tril_mask)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.supports_masking = True
-
-    def _rotate(self, qw, kw):
-        """Rotary position embedding of ``(batch, seq_len, heads, d)`` q and k."""
-        if not self.RoPE:
-            return qw, kw
-        positions = ops.arange(ops.shape(qw)[1], dtype="float32")[None]
-        table = B.sinusoidal_embeddings(positions, self.head_size)
-        return B.apply_rotary_position_embeddings(table, qw, kw)
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        shape = _scores_shape(input_shape)
-        return (shape[0], self.heads, shape[1], shape[1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            heads=self.heads,
-            head_size=self.head_size,
-            RoPE=self.RoPE,
-            use_bias=self.use_bias,
-            tril_mask=self.tril_mask,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
-
-
-@register
-class GlobalPointer(_PointerBase):
-    """GlobalPointer span scores for (nested) entity recognition (Su 2021).
-
-    Every head (entity type) ``h`` scores the span ``[i, j]`` as
-    ``q_{h,i} . k_{h,j} / sqrt(head_size)``, where ``q``/``k`` are linear
-    projections of the hidden states, rotated by RoPE so the score depends
-    on the relative position ``j - i``. A span is predicted when its score
-    is positive.
-
-    Input: hidden states ``(batch, seq_len, hidden)`` (or ``[hidden,
-    token_ids]``). Output: ``(batch, heads, seq_len, seq_len)``; padded rows
-    and columns and, with ``tril_mask``, spans with ``j < i`` are -1e12.
-    Train with :func:`global_pointer_crossentropy` on 0/1 targets of the
-    same shape.
-
-    Args:
-        heads: number of entity types.
-        head_size: width of ``q`` and ``k`` per head (even with RoPE).
-        RoPE: rotary relative position (Su et al. 2021).
-        use_bias: bias of the projection.
-        tril_mask: mask the spans that end before they start.
-        kernel_initializer: of the projection.
-
-    Weights: ``dense`` ``(hidden, heads * head_size * 2)``; per head, the
-    first ``head_size`` outputs are ``q`` and the next ``head_size`` ``k``.
-    """
-
-    def build(self, input_shape):
-        shape = _scores_shape(input_shape)
-        self.dense = keras.layers.Dense(self.heads * self.head_size * 2, use_bias=self.use_bias,
-                                        kernel_initializer=fresh_initializer(
-                                            self.kernel_initializer), name="dense")
-        self.dense.build(shape)
-        self.built = True
-
-    def call(self, inputs, mask=None):
-        inputs, mask = _split_inputs(inputs, mask)
-        x = self.dense(inputs)
-        x = ops.reshape(x, tuple(ops.shape(x)[:2]) + (self.heads, 2 * self.head_size))
-        qw, kw = self._rotate(x[..., :self.head_size], x[..., self.head_size:])
-        logits = ops.einsum("bmhd,bnhd->bhmn", qw, kw) / math.sqrt(self.head_size)
-        return _span_mask(logits, mask, self.tril_mask)
-
-
-@register
-class EfficientGlobalPointer(_PointerBase):
-    """GlobalPointer with shared span features (Su 2022).
-
-    All heads share one ``q``/``k`` pair (one projection to ``2 *
-    head_size``); each head adds its own start and end biases, linear in
-    the shared projection: ``s_h(i, j) = q_i . k_j / sqrt(head_size) +
-    a_h . p_i + b_h . p_j``. Far fewer parameters than
-    :class:`GlobalPointer` when there are many types.
-
-    Input/output, arguments and loss as :class:`GlobalPointer`.
-
-    Weights: ``p_dense`` ``(hidden, 2 * head_size)`` (even outputs are
-    ``q``, odd ones ``k``), ``q_dense`` ``(2 * head_size, 2 * heads)``
-    (first ``heads`` outputs are the start biases, the rest the end biases).
-    """
-
-    def build(self, input_shape):
-        shape = _scores_shape(input_shape)
-        self.p_dense = keras.layers.Dense(2 * self.head_size, use_bias=self.use_bias,
-                                          kernel_initializer=fresh_initializer(self.kernel_initializer),
-                                          name="p_dense")
-        self.p_dense.build(shape)
-        self.q_dense = keras.layers.Dense(2 * self.heads, use_bias=self.use_bias,
-                                          kernel_initializer=fresh_initializer(self.kernel_initializer),
-                                          name="q_dense")
-        self.q_dense.build(tuple(shape[:-1]) + (2 * self.head_size,))
-        self.built = True
-
-    def call(self, inputs, mask=None):
-        inputs, mask = _split_inputs(inputs, mask)
-        p = self.p_dense(inputs)
-        qw, kw = self._rotate(p[..., None, 0::2], p[..., None, 1::2])
-        logits = ops.einsum("bmd,bnd->bmn", qw[:, :, 0], kw[:, :, 0]) / math.sqrt(self.head_size)
-        bias = ops.transpose(self.q_dense(p), (0, 2, 1))  # (batch, 2 * heads, seq_len)
-        start, end = bias[:, :self.heads], bias[:, self.heads:]
-        logits = logits[:, None] + start[:, :, :, None] + end[:, :, None, :]
-        return _span_mask(logits, mask, self.tril_mask)
-
-
-@keras.saving.register_keras_serializable(package="bert4keras")
-def global_pointer_crossentropy(y_true, y_pred):
-    """Multi-label categorical cross-entropy over all spans of each head.
-
-    For every (sample, head) the ``seq_len ** 2`` span scores are one
-    multi-label problem (:func:`bert4keras.backend.multilabel_categorical_crossentropy`);
-    masked spans score -1e12 and add nothing.
-
-    Args:
-        y_true: 0/1 ``(batch, heads, seq_len, seq_len)``.
-        y_pred: :class:`GlobalPointer` output, same shape.
-
-    Returns:
-        ``(batch,)``: the loss averaged over the heads.
-    """
-    shape = ops.shape(y_pred)
-    flat = (shape[0], shape[1], -1)
-    y_true = ops.reshape(ops.cast(y_true, y_pred.dtype), flat)
-    loss = B.multilabel_categorical_crossentropy(y_true, ops.reshape(y_pred, flat))
-    return ops.mean(loss, axis=1)
-
-
-@keras.saving.register_keras_serializable(package="bert4keras")
-def global_pointer_f1(y_true, y_pred):
-    """Span F1 of a batch: ``2 |gold & predicted| / (|gold| + |predicted|)``
-    with predicted = score > 0 (a batch-averaged metric for training logs;
-    score whole data sets by collecting the spans instead).
-
-    Returns:
-        A scalar; 0 for a batch with neither gold nor predicted spans.
-    """
-    y_true = ops.cast(y_true, "float32")
-    predicted = ops.cast(ops.greater(y_pred, 0), "float32")
-    return 2 * ops.sum(y_true * predicted) / ops.maximum(ops.sum(y_true + predicted), 1e-12)
