@@ -30,9 +30,29 @@ stops with :class:`NoValidCheckpointError` instead of restarting at step 0;
 
 Divergence.  A non-finite loss stops AdamW/LAMB runs at once with
 :class:`~pretraining.resume.NonFiniteStateError` naming the step (non-zero
-exit); Tiger and ``mixed_float16`` skip such steps themselves, so there each
-is logged and training goes on until 10 in a row (:class:`NonFiniteLossGuard`).
-No state holding a NaN or inf is ever saved: the last good checkpoint stays.
+exit); Tiger and ``mixed_float16`` (with loss scaling) guard such steps
+themselves -- loss scaling skips them, Tiger keeps its momentum and shrinks
+the weights by 0.99 towards their initial centre (the Tiger post's rule) --
+so there each is logged and training goes on until 10 in a row
+(:class:`NonFiniteLossGuard`).  No state holding a NaN or inf is ever saved:
+the last good checkpoint stays.
+
+Tiger options.  ``--lazy-embeddings`` (embedding rows of tokens absent from a
+batch stay put) and ``--embedding-optimizer adam`` (Adam's direction for the
+embedding matrices, Tiger for the rest) are the two remedies of
+https://kexue.fm/archives/9736 for rarely seen tokens drifting to
+``+-1/weight_decay`` under a sign optimizer; see
+:class:`bert4keras.optimizers.Tiger`.  With either, ``--grad-accum`` uses
+Keras' accumulation (one extra buffer per weight) instead of Tiger's own.
+Half precision: ``--mixed-precision mixed_float16 --loss-scale none`` and
+``--mixed-precision float16`` (float16 weights, Tiger only, never loss
+scaled) train Tiger without loss scaling, relying on its non-finite rule.
+
+Paths.  ``--records``, ``--config``, ``--vocab`` and ``--out-dir`` may be
+local paths or ``gs://`` URLs (as a TPU run needs; ``ram://`` in tests): every
+file is read and written through :mod:`bert4keras.fileio` (``tf.io.gfile``).
+On object stores a training checkpoint is published by a pointer file, since
+renaming a directory there is not atomic (see :mod:`pretraining.resume`).
 
 Records.  ``--records`` are checked against their ``manifest.json``: its
 ``vocab_size`` must not exceed the config's (:class:`RecordsMismatchError`;
@@ -89,9 +109,9 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 import csv
+import io
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -100,6 +120,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras import fileio
 from bert4keras.layers import register
 from bert4keras.models import build_transformer_model, load_config
 from pretraining import distribute
@@ -123,7 +144,8 @@ class RecordsMismatchError(ValueError):
 TRAJECTORY_ARGS = ("model", "config", "init_checkpoint", "records", "seq_len",
                    "global_batch_size", "steps", "warmup_steps", "lr", "weight_decay", "clipnorm",
                    "optimizer", "grad_accum", "max_predictions", "dropout",
-                   "seed", "mixed_precision")
+                   "seed", "mixed_precision", "lazy_embeddings", "embedding_optimizer",
+                   "loss_scale")
 
 
 @register
@@ -281,7 +303,8 @@ def learning_rate_schedule(lr, steps, warmup_steps, grad_accum=1):
 
 
 def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm, mixed_precision="none",
-                   wrap_class=None):
+                   wrap_class=None, lazy_embeddings=False, embedding_optimizer=None,
+                   loss_scale=None):
     """AdamW or LAMB (decoupled weight decay, none on LayerNorm and biases) or Tiger.
 
     ``weight_decay``, ``clipnorm`` (global norm, 0 = none) and ``grad_accum``
@@ -290,18 +313,35 @@ def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm, mixed_pre
 
     Tiger (:class:`bert4keras.optimizers.Tiger`) accumulates gradients in its
     momentum (no extra memory); its ``lr`` is relative to each weight's RMS
-    (1e-3 to 2e-3 is typical).  For ``mixed_float16`` the optimizer is wrapped
-    in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling).
+    (1e-3 to 2e-3 is typical).  ``lazy_embeddings`` and ``embedding_optimizer``
+    (``"tiger"`` or ``"adam"``) are Tiger's embedding-outlier remedies; with
+    either, ``grad_accum`` uses Keras' ``gradient_accumulation_steps`` (both
+    need whole-batch gradients).  For ``mixed_float16`` the optimizer is
+    wrapped in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling)
+    unless ``loss_scale`` is ``"none"``.
     ``wrap_class`` maps the optimizer class before use (see
     :meth:`pretraining.distribute.Placement.optimizer_class`).
+
+    Raises:
+        ValueError: an unknown ``name``, or a Tiger-only option with another
+            optimizer.
     """
     wrap = wrap_class or (lambda cls: cls)
     kwargs = dict(learning_rate=schedule, global_clipnorm=clipnorm or None)
+    if name != "tiger" and (lazy_embeddings or embedding_optimizer is not None):
+        raise ValueError("lazy_embeddings / embedding_optimizer are Tiger options, not %r"
+                         % (name,))
     if name == "tiger":
         from bert4keras.optimizers import Tiger
 
-        optimizer = wrap(Tiger)(weight_decay=weight_decay, grad_accum_steps=grad_accum,
-                          weight_decay_exclude=["gamma", "beta", "bias"], **kwargs)
+        embedding_optimizer = embedding_optimizer or "tiger"
+        if grad_accum > 1 and (lazy_embeddings or embedding_optimizer == "adam"):
+            kwargs["gradient_accumulation_steps"] = grad_accum
+        else:
+            kwargs["grad_accum_steps"] = grad_accum
+        optimizer = wrap(Tiger)(weight_decay=weight_decay, lazy_embeddings=bool(lazy_embeddings),
+                                embedding_optimizer=embedding_optimizer,
+                                weight_decay_exclude=["gamma", "beta", "bias"], **kwargs)
     else:
         if grad_accum > 1:
             kwargs["gradient_accumulation_steps"] = grad_accum
@@ -314,7 +354,7 @@ def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm, mixed_pre
             optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         else:
             raise ValueError("Unknown optimizer %r (adamw, lamb or tiger)" % name)
-    if mixed_precision == "mixed_float16":
+    if mixed_precision == "mixed_float16" and (loss_scale or "dynamic") == "dynamic":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -327,6 +367,9 @@ CONDITIONAL_FLAGS = {
     "max_predictions": ("model", ("roberta",)),
     "tpu_address": ("strategy", ("tpu",)),
     "tpu_timeout": ("strategy", ("tpu",)),
+    "lazy_embeddings": ("optimizer", ("tiger",)),
+    "embedding_optimizer": ("optimizer", ("tiger",)),
+    "loss_scale": ("mixed_precision", ("mixed_float16",)),
 }
 
 
@@ -362,8 +405,19 @@ def parse_args(argv=None):
                    help="write TensorBoard scalars and a history.csv row every N steps")
     p.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
     p.add_argument("--mixed-precision", default="none",
-                   choices=["none", "mixed_float16", "mixed_bfloat16"],
-                   help="Keras dtype policy; mixed_float16 adds dynamic loss scaling")
+                   choices=["none", "mixed_float16", "mixed_bfloat16", "float16"],
+                   help="Keras dtype policy; mixed_float16 adds dynamic loss scaling (see "
+                        "--loss-scale); float16 keeps the weights in float16 too (Tiger only, "
+                        "no loss scaling)")
+    p.add_argument("--loss-scale", default=None, choices=["dynamic", "none"],
+                   help="--mixed-precision mixed_float16: dynamic loss scaling (default) or "
+                        "none (Tiger's non-finite rule alone guards overflowing steps)")
+    p.add_argument("--lazy-embeddings", action="store_true", default=None,
+                   help="--optimizer tiger: leave embedding rows of tokens absent from the "
+                        "batch untouched (no drift of rare tokens to +-1/weight-decay)")
+    p.add_argument("--embedding-optimizer", default=None, choices=["tiger", "adam"],
+                   help="--optimizer tiger: update rule for the embedding matrices (default "
+                        "tiger; adam avoids the drift of rare tokens)")
     p.add_argument("--recompute", action="store_true", default=None,
                    help="recompute every Transformer block in the backward pass (less memory, "
                         "about one more forward pass of time); default: the RECOMPUTE "
@@ -390,6 +444,10 @@ def parse_args(argv=None):
             p.error("--%s has no effect with --%s %s (only with --%s %s)" % (
                 name.replace("_", "-"), option.replace("_", "-"), getattr(args, option),
                 option.replace("_", "-"), " / ".join(sorted(users))))
+    if args.mixed_precision == "float16" and args.optimizer != "tiger":
+        p.error("--mixed-precision float16 (float16 weights, no loss scaling) needs "
+                "--optimizer tiger, whose sign update ignores the gradient scale; %s's "
+                "moments underflow in float16 (use mixed_float16)" % args.optimizer)
     if args.tpu_timeout is None:
         args.tpu_timeout = 600.0
     for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every",
@@ -449,37 +507,36 @@ class TrainingLogger(keras.callbacks.Callback):
 
     @property
     def csv_path(self):
-        return os.path.join(self.out_dir, "history.csv")
+        return fileio.join(self.out_dir, "history.csv")
 
     def _open_csv(self):
         rows, bad = [], []
-        if os.path.exists(self.csv_path):
-            with open(self.csv_path, newline="", encoding="utf-8", errors="replace") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames and reader.fieldnames[0] == "step":
-                    for row in reader:
-                        try:
-                            step = int(row["step"])
-                        except (TypeError, ValueError):
-                            bad.append(reader.line_num)
-                            continue
-                        if step <= self.resume_step:
-                            rows.append(row)
-                else:  # a Keras CSVLogger file from an older version: keep it aside
-                    f.close()
-                    os.replace(self.csv_path, os.path.join(self.out_dir, "history_epochs.csv"))
+        if fileio.isfile(self.csv_path):
+            text = fileio.read_bytes(self.csv_path).decode("utf-8", errors="replace")
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            if reader.fieldnames and reader.fieldnames[0] == "step":
+                for row in reader:
+                    try:
+                        step = int(row["step"])
+                    except (TypeError, ValueError):
+                        bad.append(reader.line_num)
+                        continue
+                    if step <= self.resume_step:
+                        rows.append(row)
+            else:  # a Keras CSVLogger file from an older version: keep it aside
+                fileio.rename(self.csv_path, fileio.join(self.out_dir, "history_epochs.csv"))
             if bad:  # logging must not block a resume: keep the file aside, drop the rows
-                shutil.copyfile(self.csv_path, self.csv_path + ".bad")
+                fileio.copy(self.csv_path, self.csv_path + ".bad")
                 warnings.warn("%s: dropped %d unreadable row(s) (line %s; no integer 'step'); "
                               "the original is kept as %s.bad" % (
                                   self.csv_path, len(bad), ", ".join(map(str, bad[:5])),
-                                  os.path.basename(self.csv_path)), stacklevel=2)
-        with open(self.csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(self.csv_path + ".tmp", self.csv_path)
-        self._csv = open(self.csv_path, "a", newline="", encoding="utf-8")
+                                  fileio.basename(self.csv_path)), stacklevel=2)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        fileio.write_text(self.csv_path, text.getvalue())
+        self._csv = fileio.open(self.csv_path, "a")  # tf.io.gfile: local, gs://, ram://
 
     def on_train_begin(self, logs=None):
         if not self.write:
@@ -491,7 +548,7 @@ class TrainingLogger(keras.callbacks.Callback):
             return
         try:
             self._writer = tf.summary.create_file_writer(
-                os.path.join(self.out_dir, "logs", "train"))
+                fileio.join(self.out_dir, "logs", "train"))
         except Exception as exc:  # noqa: BLE001 -- logging must never stop training
             self._tensorboard_failed(exc)
 
@@ -640,7 +697,9 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         self.skipped.append(batches)
         self._run += 1
         print("warning: non-finite loss (%s) at step %d (batch %d): the optimizer's "
-              "non-finite guard skipped this update" % (loss, step, batches), flush=True)
+              "non-finite guard skipped this update (loss scaling: nothing changed; Tiger: "
+              "momentum kept, weights shrunk towards their centre by its shrink_ratio)"
+              % (loss, step, batches), flush=True)
         if self._run >= self.max_consecutive:
             self.model.stop_training = True
             raise NonFiniteStateError(
@@ -663,12 +722,11 @@ def records_manifest(records):
     from pretraining.data_utils import MANIFEST_NAME
 
     path = os.fspath(records)
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    manifest_path = os.path.join(folder or ".", MANIFEST_NAME)
-    if not os.path.exists(manifest_path):
+    folder = path if fileio.isdir(path) else fileio.dirname(path)
+    manifest_path = fileio.join(folder or ".", MANIFEST_NAME)
+    if not fileio.isfile(manifest_path):
         return None
-    with open(manifest_path, encoding="utf-8") as f:
-        return dict(json.load(f), _path=manifest_path)
+    return dict(json.loads(fileio.read_text(manifest_path)), _path=manifest_path)
 
 
 def check_records_vocab(records, config_path):
@@ -709,18 +767,18 @@ def _load_legacy_backup(model, out_dir, steps_per_epoch):
     loaded, but it did not record the data position nor the dropout RNG, so
     such a resume is not exact.
     """
-    backup = os.path.join(out_dir, "backup")
-    weights = os.path.join(backup, "latest.weights.h5")
-    meta = os.path.join(backup, "training_metadata.json")
-    if not (os.path.exists(weights) and os.path.exists(meta)):
+    backup = fileio.join(out_dir, "backup")
+    weights = fileio.join(backup, "latest.weights.h5")
+    meta = fileio.join(backup, "training_metadata.json")
+    if not (fileio.isfile(weights) and fileio.isfile(meta)):
         return None
-    with open(meta, encoding="utf-8") as f:
-        epoch = int(json.load(f).get("epoch", 0))  # epochs completed
+    epoch = int(json.loads(fileio.read_text(meta)).get("epoch", 0))  # epochs completed
     if epoch <= 0:
         return None
     model.load_weights(weights)
     warnings.warn("Resumed from an older BackupAndRestore backup in %s (epoch %d); that "
-                  "format has no data position, so this resume is not exact" % (backup, epoch))
+                  "format has no data position, so this resume is not exact" % (backup, epoch),
+                  stacklevel=2)
     return epoch * steps_per_epoch
 
 
@@ -750,7 +808,9 @@ def _train(args, argv, placement, extra_callbacks):
     from pretraining.data_utils import (TrainingDatasetGPT, TrainingDatasetRoBERTa,
                                         TrainingDatasetUniLM)
 
-    if (args.grad_accum > 1 and args.optimizer != "tiger" and placement.strategy is not None
+    keras_accumulation = args.optimizer != "tiger" or bool(
+        args.lazy_embeddings or args.embedding_optimizer == "adam")
+    if (args.grad_accum > 1 and keras_accumulation and placement.strategy is not None
             and placement.replicas > 1):
         raise ValueError(
             "--grad-accum with --optimizer %s cannot run under --strategy %s: Keras' "
@@ -760,7 +820,7 @@ def _train(args, argv, placement, extra_callbacks):
             % (args.optimizer, args.strategy))
     check_records_vocab(args.records, args.config)
     if placement.is_chief:  # other workers (multiworker) write nothing
-        os.makedirs(args.out_dir, exist_ok=True)
+        fileio.makedirs(args.out_dir)
     max_predictions = args.max_predictions or int(0.15 * args.seq_len) + 4
     global_batch = args.batch_size * placement.replicas
     batches_per_epoch = min(args.save_every, args.steps) * args.grad_accum
@@ -776,13 +836,17 @@ def _train(args, argv, placement, extra_callbacks):
         schedule = learning_rate_schedule(args.lr, args.steps, args.warmup_steps, args.grad_accum)
         optimizer = make_optimizer(args.optimizer, schedule, args.weight_decay, args.grad_accum,
                                    args.clipnorm, args.mixed_precision,
-                                   wrap_class=placement.optimizer_class)
+                                   wrap_class=placement.optimizer_class,
+                                   lazy_embeddings=args.lazy_embeddings,
+                                   embedding_optimizer=args.embedding_optimizer,
+                                   loss_scale=args.loss_scale)
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
                                                             reduction="sum_over_batch_size"),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=not args.no_jit and placement.jit,
+            auto_scale_loss=False,  # make_optimizer decides (--loss-scale)
         )
         optimizer.build(model.trainable_variables)
 
@@ -794,7 +858,7 @@ def _train(args, argv, placement, extra_callbacks):
         {k: v for k, v in trajectory.items()
          if k not in ("config", "init_checkpoint", "records")},
         save_every=args.save_every, log_every=args.log_every), sort_keys=True))
-    manager = CheckpointManager(os.path.join(args.out_dir, "checkpoints"),
+    manager = CheckpointManager(fileio.join(args.out_dir, "checkpoints"),
                                 keep=args.keep_checkpoints, cleanup=placement.is_chief)
     batches_done, resumed_from = 0, None
     found = manager.latest()
@@ -812,7 +876,8 @@ def _train(args, argv, placement, extra_callbacks):
         if changed:
             warnings.warn("Resuming %s with different settings, so the result will differ from "
                           "an uninterrupted run: %s" % (path, ", ".join(
-                              "%s %r -> %r" % (k, a, b) for k, (a, b) in sorted(changed.items()))))
+                              "%s %r -> %r" % (k, a, b) for k, (a, b) in sorted(changed.items()))),
+                          stacklevel=2)
         print("Resuming from %s: step %d, %d batches consumed"
               % (path, batches_done // args.grad_accum, batches_done), flush=True)
     elif (manager.rejected or manager.corrupt()) and not args.start_over:
@@ -820,14 +885,14 @@ def _train(args, argv, placement, extra_callbacks):
             "%s holds no valid checkpoint to resume from (corrupt: %s); refusing to restart "
             "at step 0. Pass --start-over to train from scratch (the corrupt ones stay as "
             "ckpt-N.corrupt)." % (manager.directory, ", ".join(
-                os.path.basename(p) for p in ([p for p, _ in manager.rejected]
+                fileio.basename(p) for p in ([p for p, _ in manager.rejected]
                                               or manager.corrupt()))))
     else:
         with placement.scope():
             legacy = _load_legacy_backup(model, args.out_dir, min(args.save_every, args.steps))
         if legacy is not None:
             batches_done = min(legacy, total_batches)
-            resumed_from = os.path.join(args.out_dir, "backup")
+            resumed_from = fileio.join(args.out_dir, "backup")
     # Multi-worker: every worker read --out-dir itself; they must resume alike.
     placement.check_workers_agree(
         "the state to resume from (--out-dir/checkpoints)",
@@ -862,7 +927,8 @@ def _train(args, argv, placement, extra_callbacks):
                              **position),
             logger,
             NonFiniteLossGuard(  # Tiger and loss scaling skip non-finite steps themselves
-                args.optimizer == "tiger" or args.mixed_precision == "mixed_float16",
+                args.optimizer == "tiger" or (args.mixed_precision == "mixed_float16"
+                                              and args.loss_scale != "none"),
                 args.grad_accum, batches_per_epoch=batches_per_epoch, logger=logger,
                 **position),
         ] + list(extra_callbacks)
@@ -871,20 +937,21 @@ def _train(args, argv, placement, extra_callbacks):
     elapsed = time.time() - start
     if not placement.is_chief:
         return None
-    prefix = os.path.join(args.out_dir, "bert_model.ckpt")
-    transformer.save_weights_as_checkpoint(prefix)
+    prefix = fileio.join(args.out_dir, "bert_model.ckpt")
+    transformer.save_weights_as_checkpoint(prefix, dtype="float32")  # float16 weights too
     config = load_config(args.config)
     config.pop("_path", None)
-    with open(os.path.join(args.out_dir, "bert_config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, ensure_ascii=False)
-    if os.path.abspath(args.vocab) != os.path.abspath(os.path.join(args.out_dir, "vocab.txt")):
-        shutil.copyfile(args.vocab, os.path.join(args.out_dir, "vocab.txt"))
+    fileio.write_text(fileio.join(args.out_dir, "bert_config.json"),
+                      json.dumps(config, indent=2, ensure_ascii=False))
+    vocab = fileio.join(args.out_dir, "vocab.txt")
+    if not (fileio.is_local(vocab) and fileio.is_local(args.vocab)
+            and os.path.abspath(args.vocab) == os.path.abspath(vocab)) and args.vocab != vocab:
+        fileio.copy(args.vocab, vocab)
     info = {"argv": sys.argv[1:] if argv is None else list(argv),
             "backend": keras.backend.backend(), "strategy": args.strategy,
             "replicas": placement.replicas, "global_batch_size": global_batch,
             "resumed_from": resumed_from, "seconds_this_run": round(elapsed, 1)}
-    with open(os.path.join(args.out_dir, "train_info.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
+    fileio.write_text(fileio.join(args.out_dir, "train_info.json"), json.dumps(info, indent=2))
     print("Saved %s (+ bert_config.json, vocab.txt)" % prefix)
     return prefix
 

@@ -212,7 +212,7 @@ def test_tiger_skips_whole_step_on_non_finite_gradient(bad_value):
     shapes = [np.shape(v) for v in values.values()]
     steps = [random_grads(rng, shapes) for _ in range(6)]
     steps[2][2][0] = bad_value  # only the bias gradient is broken, at step 2
-    optimizer = Tiger(learning_rate=0.01)
+    optimizer = Tiger(learning_rate=0.01, shrink_ratio=1.0)  # the skip option
     for t, grads in enumerate(steps):
         if t == 2:
             before_w = numpy_of(variables)

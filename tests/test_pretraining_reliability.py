@@ -206,7 +206,8 @@ def test_guarded_optimizer_skips_and_logs_a_non_finite_step(tmp_path, capsys):
     def fit(x, y, batches):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        model.compile(optimizer=Tiger(learning_rate=0.01, weight_decay=0.0), loss="mse")
+        model.compile(optimizer=Tiger(learning_rate=0.01, weight_decay=0.0, shrink_ratio=1.0),
+                      loss="mse")  # shrink_ratio=1.0: the skip option (default shrinks)
         logger = TrainingLogger(str(tmp_path), 1, batches, batches)
         guard = NonFiniteLossGuard(True, batches_per_epoch=batches, logger=logger)
         model.fit(x, y, batch_size=4, epochs=1, shuffle=False, callbacks=[logger, guard],

@@ -7,7 +7,10 @@ works with ``model.fit`` and is saved with the model.
 What is here
 ------------
 - :class:`Tiger` -- sign-of-momentum optimizer with a single slot per weight
-  (Su Jianlin, 2023).
+  (Su Jianlin, 2023), with the post's non-finite rule (momentum kept, weights
+  shrunk by 0.99; ``shrink_ratio=1.0`` skips instead) and both remedies for
+  rare-token embedding outliers (``lazy_embeddings=True``,
+  ``embedding_optimizer="adam"``).
 - :class:`PiecewiseLinear` / :func:`piecewise_linear` -- warm-up and decay
   schedules written as ``{step: value}``.
 - ``extend_with_*`` factories that take a Keras optimizer class and return a
@@ -80,7 +83,8 @@ What Keras already has (use it, it is not rewritten here)
   ``global_clipnorm`` / ``clipnorm`` / ``clipvalue``.
 - Mixed precision: ``keras.mixed_precision.LossScaleOptimizer`` already skips
   steps with non-finite gradients; Tiger's own guard is for setups without
-  loss scaling (e.g. bfloat16) and is harmless under it.
+  loss scaling (bfloat16, or float16 with Tiger alone: its sign update does
+  not care about the gradient's scale) and is harmless under it.
 """
 
 from bert4keras.optimizers.adafactor import AdaFactor, AdaFactorRelativeStep
