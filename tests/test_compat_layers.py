@@ -304,3 +304,179 @@ def test_this_file_on_jax():
     tail = "\n".join(run.stdout.splitlines()[-15:])
     assert run.returncode == 0 and " passed" in tail and "failed" not in tail, \
         tail + run.stderr[-2000:]
+
+
+# --- MultiHeadAttention's 0.11.5 options, position options, Embedding(mask_zero) ---
+
+def sinusoid(positions, dim):
+    """``[sin t0, cos t0, sin t1, ...]``, ``t_i = p / 10000^(2i/dim)`` (Vaswani et al.)."""
+    t = np.asarray(positions, "float64")[..., None] / 10000.0 ** (2 * np.arange(dim // 2) / dim)
+    return np.stack([np.sin(t), np.cos(t)], -1).reshape(t.shape[:-1] + (dim,))
+
+
+def rope(t, table):
+    """Rotate pairs ``(t[2i], t[2i+1])`` by the angles of ``table`` (RoFormer)."""
+    c, s = np.repeat(table[..., 1::2], 2, -1), np.repeat(table[..., 0::2], 2, -1)
+    r = np.stack([-t[..., 1::2], t[..., 0::2]], -1).reshape(t.shape)
+    return t * c + r * s
+
+
+def mha_reference(q, k, v, w, heads, size, normalization="softmax", bias=None, v_mask=None,
+                  mode=None, position=None):
+    """Multi-head attention from the formulas; returns (output, scaled scores)."""
+    qk, qb, kk, kb, vk, vb, ok, ob = w
+    split = lambda x: x.reshape(x.shape[:2] + (heads, size))  # noqa: E731
+    qw, kw, vw = split(q @ qk + qb), split(k @ kk + kb), split(v @ vk + vb)
+    if mode == "rotary":
+        qw, kw = rope(qw, position[:, :, None]), rope(kw, position[:, :, None])
+    a = np.einsum("bqhd,bkhd->bhqk", qw, kw)
+    if mode == "typical_relative":
+        a = a + np.einsum("bqhd,qkd->bhqk", qw, position)
+    elif mode == "t5_relative":
+        a = a + position.transpose(2, 0, 1)[None]
+    a = a / np.sqrt(size)
+    scores, full = a, a if bias is None else a + bias[:, None]
+    keep = np.ones_like(full, bool) if v_mask is None else np.broadcast_to(
+        v_mask[:, None, None, :] > 0, full.shape)
+    n = keep.sum(-1, keepdims=True)
+    if normalization == "squared_relu":
+        p = np.where(keep, np.maximum(full, 0) ** 2, 0) / n
+    else:
+        if normalization == "softmax_plus":
+            full = full * np.log(np.maximum(n, 16)) / np.log(512)
+        e = np.where(keep, np.exp(full - full.max(-1, keepdims=True)), 0)
+        p = e / e.sum(-1, keepdims=True)
+    o = np.einsum("bhqk,bkhd->bqhd", p, vw)
+    if mode == "typical_relative":
+        o = o + np.einsum("bhqk,qkd->bqhd", p, position)
+    return o.reshape(o.shape[:2] + (-1,)) @ ok + ob, scores
+
+
+@pytest.mark.parametrize("normalization", ["softmax", "squared_relu", "softmax_plus"])
+def test_multi_head_attention_normalization_bias_masks_and_scores(normalization):
+    keras.utils.set_random_seed(4)
+    ids = keras.Input((None,), dtype="int32")
+    bias_in = keras.Input((5, 5))
+    emb = L.Embedding(20, 8, mask_zero=True, embeddings_initializer="normal")
+    layer = L.MultiHeadAttention(2, 4, normalization=normalization,
+                                 return_attention_scores=True)
+    x = emb(ids)
+    out, scores = layer([x, x, x, bias_in], a_bias=True)  # 0.11.5's call form
+    assert getattr(out, "_keras_mask", None) is not None
+    model = keras.Model([ids, bias_in], [x, out, scores])
+    data = np.array([[3, 5, 7, 9, 0], [0, 6, 2, 0, 0]], "int32")
+    bias = RNG.normal(size=(2, 5, 5)).astype("float32")
+    xv, got, got_scores = model.predict([data, bias], verbose=0)
+    v_mask = (data > 0).astype(int)
+    v_mask[:, 0] = 1  # Embedding's rule: the first position is never masked
+    ref, ref_scores = mha_reference(xv, xv, xv, weights(layer), 2, 4, normalization, bias,
+                                    v_mask)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_scores, ref_scores, rtol=1e-4, atol=1e-5)
+    # the query's mask is the output's
+    eager = layer([emb(data), emb(data), emb(data), bias], a_bias=True)
+    np.testing.assert_array_equal(np_(eager[0]._keras_mask), v_mask > 0)
+    config = layer.get_config()
+    assert config["normalization"] == normalization and config["return_attention_scores"]
+    with pytest.raises(ValueError, match="normalization"):
+        L.MultiHeadAttention(2, 4, normalization="cosine")
+
+
+@pytest.mark.parametrize("mode", ["rotary", "typical_relative", "t5_relative"])
+def test_multi_head_attention_p_bias_in_the_call(mode):
+    keras.utils.set_random_seed(5)
+    q = RNG.normal(size=(2, 5, 8)).astype("float32")
+    bool_bias = np.tril(np.ones((5, 5), bool))[None, None]  # a bool a_bias is a visibility
+    if mode == "rotary":
+        position = sinusoid(np.arange(5)[None], 4).astype("float32")
+    elif mode == "typical_relative":
+        position = RNG.normal(size=(5, 5, 4)).astype("float32")
+    else:
+        position = RNG.normal(size=(5, 5, 2)).astype("float32")
+    old = L.MultiHeadAttention(2, 4)  # 0.11.5: the mode is a call option
+    got = np_(old([q, q, q, bool_bias, position], a_bias=True, p_bias=mode))
+    bias = np.where(bool_bias, 0.0, -1e12)[0]
+    ref, _ = mha_reference(q, q, q, weights(old), 2, 4, bias=np.broadcast_to(bias, (2, 5, 5)),
+                           mode=mode, position=position)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # no a_bias: the position input is inputs[3]
+    got = np_(old([q, q, q, position], p_bias=mode))
+    ref, _ = mha_reference(q, q, q, weights(old), 2, 4, mode=mode, position=position)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # our form (mode in the constructor) is unchanged by the call options
+    ours = L.MultiHeadAttention(2, 4, p_bias=mode)
+    ours([q, q, q, position])
+    ours.set_weights(old.get_weights())
+    np.testing.assert_allclose(np_(ours([q, q, q, position])), ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="inputs"):
+        old([q, q, q], a_bias=True, p_bias=mode)
+
+
+def test_position_embeddings_hierarchical_and_custom_position_ids():
+    keras.utils.set_random_seed(6)
+    layer = L.PositionEmbedding(4, 6, hierarchical=True, embeddings_initializer="normal")
+    x = RNG.normal(size=(2, 11, 6)).astype("float32")  # longer than the table
+    got = np_(layer(x))
+    p = np_(layer.embeddings)
+    u = (p - 0.4 * p[:1]) / 0.6
+    k = np.arange(11)
+    np.testing.assert_allclose(got, x + 0.4 * u[k // 4] + 0.6 * u[k % 4], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, :4], x[:, :4] + p, rtol=1e-5, atol=1e-5)  # p_k for k < n
+    assert layer.max_positions == 16 and layer.get_config()["hierarchical"] == 0.4
+    legacy = L.HierarchicalPositionEmbedding(4, 6, hierarchical=0.3)
+    assert isinstance(legacy, L.PositionEmbedding) and legacy.hierarchical == 0.3
+    with pytest.raises(ValueError, match="hierarchical"):
+        L.PositionEmbedding(4, 6, hierarchical=1.5)
+    with pytest.raises(ValueError, match="max_position"):
+        L.PositionEmbedding(4, 6)(x)
+
+    ids = np.array([[3, 1, 0, 2], [0, 0, 1, 1]], "int32")
+    custom = L.PositionEmbedding(4, 6, merge_mode="concat", custom_position_ids=True,
+                                 embeddings_initializer="normal")
+    got = np_(custom([x[:, :4], ids]))
+    np.testing.assert_allclose(got, np.concatenate([x[:, :4], np_(custom.embeddings)[ids]], -1),
+                               rtol=1e-6)
+    assert custom.compute_output_shape([(2, 4, 6), (2, 4)]) == (2, 4, 12)
+    with pytest.raises(ValueError, match="position_ids"):
+        custom(x)
+
+    sin = L.SinusoidalPositionEmbedding(6, merge_mode="zero", custom_position_ids=True)
+    got = np_(sin([x[:, :4], ids]))
+    np.testing.assert_allclose(got, sinusoid(ids, 6), rtol=1e-5, atol=1e-6)
+    sin = L.SinusoidalPositionEmbedding(6, merge_mode="add", custom_position_ids=True)
+    np.testing.assert_allclose(np_(sin([x[:, :4], ids.astype("float32")])),
+                               x[:, :4] + sinusoid(ids, 6), rtol=1e-5, atol=1e-5)
+    for layer in (custom, sin):  # the options survive a config round trip
+        assert type(layer).from_config(layer.get_config()).custom_position_ids
+
+
+def test_embedding_mask_zero_reaches_a_loss():
+    seen = {}
+
+    class MaskedMean(L.Loss):
+        """mt5-style: the loss reads the mask of its second input."""
+
+        def compute_loss(self, inputs, mask=None):
+            seen["mask"] = mask
+            y_mask = K.cast(mask[1], K.floatx())
+            return K.sum(K.mean(inputs[1], -1) * y_mask) / K.sum(y_mask)
+
+    ids = keras.Input((None,), dtype="int32")
+    emb = L.Embedding(10, 3, mask_zero=True, embeddings_initializer="normal")
+    x = emb(ids)
+    logits = emb(x, mode="dense")  # the dense mode passes the mask through
+    out = MaskedMean(1)([x, logits])
+    model = keras.Model(ids, out)
+    data = np.array([[0, 4, 0, 5], [2, 0, 0, 0]], "int32")
+    model.predict(data, verbose=0)
+    assert seen["mask"] is not None and seen["mask"][1] is not None
+    keep = np.array([[1, 1, 0, 1], [1, 0, 0, 0]], bool)  # position 0 never masked
+    np.testing.assert_array_equal(np_(emb.compute_mask(data)), keep)
+    table = np_(emb.embeddings)
+    want = ((table[data] @ table.T).mean(-1) * keep).sum() / keep.sum()
+    x_eager = emb(data)  # eagerly, the masks ride on the tensors
+    layer = MaskedMean(1)
+    layer([x_eager, emb(x_eager, mode="dense")])
+    np.testing.assert_allclose(np_(layer.losses[0]), want, rtol=1e-5)
+    assert L.Embedding(10, 3).compute_mask(data) is None
+    assert L.Embedding(10, 3, mask_zero=True).get_config()["mask_zero"] is True

@@ -96,6 +96,18 @@ class MultiHeadAttention(keras.layers.Layer):
     * ``p_bias='t5_relative'`` (T5): ``position`` ``(q_len, k_len, heads)`` is
       added to the scores.
 
+    bert4keras 0.11.5's call form works too: ``layer(inputs, a_bias=True,
+    p_bias='rotary')`` reads ``[q, k, v, (bias if a_bias), (position if
+    p_bias)]``, ``p_bias`` choosing the position mode of that call (see
+    :meth:`call`). In either form, Keras masks on the inputs (e.g. from
+    ``Embedding(mask_zero=True)``) hide the masked keys, and the query's mask
+    is the output's.
+
+    Options (as 0.11.5): ``normalization`` of the scores, ``'softmax'``,
+    ``'squared_relu'`` or ``'softmax_plus'`` (see
+    :func:`bert4keras.backend.attention_normalize`);
+    ``return_attention_scores=True`` makes the output ``[output, scores]``.
+
     Output: ``(batch, q_len, out_dim)``.
 
     Incremental decoding: :meth:`call_with_cache` attends over a preallocated
@@ -113,14 +125,19 @@ class MultiHeadAttention(keras.layers.Layer):
     """
 
     P_BIAS_MODES = (None, "typical_relative", "rotary", "t5_relative")
+    NORMALIZATIONS = ("softmax", "squared_relu", "softmax_plus")
 
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
-                 attention_scale=True, attention_dropout=0.0,
-                 kernel_initializer="glorot_uniform", p_bias=None, **kwargs):
+                 normalization="softmax", attention_scale=True, attention_dropout=0.0,
+                 return_attention_scores=False, kernel_initializer="glorot_uniform",
+                 p_bias=None, **kwargs):
         super().__init__(**kwargs)
-        if p_bias not in self.P_BIAS_MODES:
-            raise ValueError("p_bias must be one of %s, got %r" % (self.P_BIAS_MODES, p_bias))
+        if normalization not in self.NORMALIZATIONS:
+            raise ValueError("%s: normalization must be one of %s, got %r"
+                             % (self.name, self.NORMALIZATIONS, normalization))
         self.p_bias = p_bias
+        self.normalization = normalization
+        self.return_attention_scores = bool(return_attention_scores)
         self.heads = int(heads)
         self.head_size = int(head_size)
         self.out_dim = int(out_dim or heads * head_size)
@@ -129,10 +146,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_scale = attention_scale
         self.attention_dropout = float(attention_dropout or 0.0)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        if p_bias == "typical_relative" and self.key_size != self.head_size:
-            raise ValueError("p_bias='typical_relative' shares one table between keys and values, "
-                             "so key_size (%d) must equal head_size (%d)"
-                             % (self.key_size, self.head_size))
+        self._check_p_bias(p_bias)
         def dense(units, name):  # each projection its own initializer (own seed)
             return keras.layers.Dense(units, use_bias=use_bias, name=name,
                                       kernel_initializer=fresh_initializer(
@@ -157,13 +171,44 @@ class MultiHeadAttention(keras.layers.Layer):
         shape = ops.shape(x)
         return ops.reshape(x, (shape[0], shape[1], self.heads, size))
 
-    def _split_inputs(self, inputs):
-        """``[q, k, v, (bias), (position)]`` -> ``(q, k, v, bias, position)``."""
+    def _check_p_bias(self, p_bias):
+        if p_bias not in self.P_BIAS_MODES:
+            raise ValueError("%s: p_bias must be one of %s, got %r"
+                             % (self.name, self.P_BIAS_MODES, p_bias))
+        if p_bias == "typical_relative" and self.key_size != self.head_size:
+            raise ValueError("%s: p_bias='typical_relative' shares one table between keys and "
+                             "values, so key_size (%d) must equal head_size (%d)"
+                             % (self.name, self.key_size, self.head_size))
+
+    def _split_inputs(self, inputs, a_bias=None, p_bias=None):
+        """The inputs, in either layout, as ``(q, k, v, bias, position, mode)``
+        (``mode``: the position mode of this call).
+
+        Without ``a_bias``/``p_bias``: ``[q, k, v, (bias), (position)]``, the
+        position mode being the constructor's. With either (bert4keras
+        0.11.5's call form): ``inputs[3]`` is the bias iff ``a_bias`` is
+        truthy, and the next input is the position input iff the mode
+        (``p_bias``, else the constructor's) is set.
+
+        Raises:
+            ValueError: an unknown ``p_bias``, or too few inputs for the flags.
+        """
         q, k, v = inputs[:3]
-        extra = list(inputs[3:])
-        position = extra.pop() if self.p_bias else None
-        bias = extra[0] if extra else None
-        return q, k, v, bias, position
+        if a_bias is None and p_bias is None:
+            extra = list(inputs[3:])
+            position = extra.pop() if self.p_bias else None
+            bias = extra[0] if extra else None
+            return q, k, v, bias, position, self.p_bias
+        mode = self.p_bias if p_bias is None else p_bias
+        self._check_p_bias(mode)
+        n = 4 if a_bias else 3
+        if len(inputs) < n + (1 if mode else 0):
+            raise ValueError("%s: a_bias=%r, p_bias=%r need [q, k, v%s%s], got %d inputs"
+                             % (self.name, a_bias, mode, ", bias" if a_bias else "",
+                                ", position" if mode else "", len(inputs)))
+        bias = inputs[3] if a_bias else None
+        position = inputs[n] if mode else None
+        return q, k, v, bias, position, mode
 
     def _project_kv(self, k, v, position=None):
         """Keys ``(batch, k_len, heads, key_size)`` and values ``(batch, k_len,
@@ -174,14 +219,41 @@ class MultiHeadAttention(keras.layers.Layer):
             kw = B.apply_rotary_position_embeddings(position, kw)[0]
         return kw, vw
 
-    def call(self, inputs, training=None):
-        q, k, v, bias, position = self._split_inputs(inputs)
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+        """Attention over ``inputs`` (see the class docstring for both layouts).
+
+        Args:
+            inputs: ``[q, k, v, ...]``.
+            mask: Keras masks of the inputs (filled in by Keras from
+                ``mask_zero`` embeddings): the keys where the value mask
+                (``mask[2]``, ``(batch, k_len)``) is 0 are hidden, on top of
+                any bias.
+            a_bias, p_bias: bert4keras 0.11.5's call options; ``a_bias``
+                truthy: ``inputs[3]`` is an additive float bias (``(batch|1,
+                heads|1, q_len|1, k_len)`` or ``(batch, q_len, k_len)``) or a
+                bool visibility; ``p_bias``: the position mode of this call
+                (``'typical_relative'``, ``'rotary'``, ``'t5_relative'``).
+
+        Returns:
+            ``(batch, q_len, out_dim)``, or ``[output, scores]`` with
+            ``return_attention_scores`` (``scores`` float32 ``(batch, heads,
+            q_len, k_len)``: scaled dot products with the position terms,
+            before bias, mask and normalization).
+        """
+        q, k, v, bias, position, mode = self._split_inputs(inputs, a_bias, p_bias)
+        v_mask = mask[2] if isinstance(mask, (list, tuple)) and len(mask) > 2 else None
         qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
         kw = self._split_heads(self.k_dense(k), self.key_size)
         vw = self._split_heads(self.v_dense(v), self.head_size)
-        if self.p_bias == "rotary":
+        if mode == "rotary":
             qw, kw = B.apply_rotary_position_embeddings(position, qw, kw)
-        return self._attend(qw, kw, vw, bias, position, training)
+        output, scores = self._attend(qw, kw, vw, bias, position, training, mode, v_mask)
+        return [output, scores] if self.return_attention_scores else output
+
+    def compute_mask(self, inputs, mask=None):
+        """The query's mask for the output (``None`` for the scores)."""
+        q_mask = mask[0] if isinstance(mask, (list, tuple)) and mask else None
+        return [q_mask, None] if self.return_attention_scores else q_mask
 
     def compute_cache(self, k, v, position=None):
         """Project a context once for :meth:`call_with_cache` (cross-attention).
@@ -283,7 +355,7 @@ class MultiHeadAttention(keras.layers.Layer):
             ValueError: the cache does not have the layout above for this
                 layer, these queries and ``beams``.
         """
-        q, k, v, bias, position = self._split_inputs(inputs)
+        q, k, v, bias, position, _ = self._split_inputs(inputs)
         qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
         if self.p_bias == "rotary":
             qw = B.apply_rotary_position_embeddings(position, qw)[0]
@@ -359,47 +431,70 @@ class MultiHeadAttention(keras.layers.Layer):
         o = ops.reshape(ops.transpose(o, (1, 2, 0, 3)), (rows, q_len, heads * self.head_size))
         return self.o_dense(o)
 
-    def _attend(self, qw, kw, vw, bias, position, training=None):
-        """Scores, position terms, bias, softmax and output projection.
+    def _attend(self, qw, kw, vw, bias, position, training=None, mode=None, mask=None):
+        """Scores, position terms, bias, normalization and output projection.
 
         ``qw`` ``(batch, q_len, heads, key_size)``, ``kw`` ``(batch, k_len,
-        heads, key_size)``, ``vw`` ``(batch, k_len, heads, head_size)``.
+        heads, key_size)``, ``vw`` ``(batch, k_len, heads, head_size)``;
+        ``mode`` the position mode, ``mask`` ``(batch, k_len)`` or None.
+        Returns ``(output (batch, q_len, out_dim), scaled float32 scores)``.
         """
         qw = ops.transpose(qw, (0, 2, 1, 3))
         kw = ops.transpose(kw, (0, 2, 3, 1))
         vw = ops.transpose(vw, (0, 2, 1, 3))
         scores = ops.cast(ops.matmul(qw, kw), "float32")  # (batch, heads, q_len, k_len)
-        if self.p_bias == "typical_relative":
+        if mode == "typical_relative":
             position = ops.cast(position, qw.dtype)
             scores = scores + ops.cast(ops.einsum("bhqd,qkd->bhqk", qw, position), "float32")
-        elif self.p_bias == "t5_relative":
+        elif mode == "t5_relative":
             scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[None]
-        probs = self._probabilities(scores, bias, training)
+        scores = self._scale(scores)
+        probs = self._normalize(scores, bias, training, mask)
         o = ops.matmul(probs, vw)  # (batch, heads, q_len, head_size)
-        if self.p_bias == "typical_relative":
+        if mode == "typical_relative":
             o = o + ops.einsum("bhqk,qkd->bhqd", probs, ops.cast(position, probs.dtype))
         o = ops.transpose(o, (0, 2, 1, 3))
         shape = ops.shape(o)
         o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
-        return self.o_dense(o)
+        return self.o_dense(o), scores
 
-    def _probabilities(self, scores, bias, training=None):
-        """Attention weights from float32 ``scores``: scaling, the additive
-        ``bias`` (broadcastable to ``scores``), softmax in float32, dropout.
-        Returns them in the compute dtype, shaped like ``scores``."""
-        if self.attention_scale:
-            scores = scores / math.sqrt(self.key_size)
+    def _scale(self, scores):
+        return scores / math.sqrt(self.key_size) if self.attention_scale else scores
+
+    def _probabilities(self, scores, bias, training=None, mask=None):
+        """Attention weights from float32 ``scores``: scaling, then
+        :meth:`_normalize`. Returns them in the compute dtype, shaped like
+        ``scores``."""
+        return self._normalize(self._scale(scores), bias, training, mask)
+
+    def _normalize(self, scores, bias, training=None, mask=None):
+        """Scaled float32 ``scores`` -> weights: the additive ``bias`` (float,
+        broadcastable to ``scores``, or ``(batch, q_len, k_len)``; a bool bias
+        is a visibility), the key ``mask`` ``(batch, k_len)``, the
+        normalization (softmax in float32), dropout."""
         if bias is not None:
+            if keras.backend.standardize_dtype(bias.dtype) == "bool":
+                bias = ops.where(bias, 0.0, B.NEG_INF)
+            if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
+                bias = bias[:, None]
             # dtype fix: a float16 policy autocasts the -1e12 bias to -inf on the way in; clamp
             # it back so that a fully masked row stays finite (uniform), as in float32
             scores = scores + ops.maximum(ops.cast(bias, "float32"), B.NEG_INF)
-        probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        if self.normalization == "softmax" and mask is None:
+            probs = ops.softmax(scores, axis=-1)
+        else:
+            probs = B.attention_normalize(scores, mask, -1, self.normalization)
+        probs = ops.cast(probs, self.compute_dtype)
         if self.attention_dropout:
             probs = self.dropout(probs, training=training)
         return probs
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0][:-1]) + (self.out_dim,)
+        output = tuple(input_shape[0][:-1]) + (self.out_dim,)
+        if self.return_attention_scores:
+            q_shape, k_shape = input_shape[0], input_shape[1]
+            return [output, (q_shape[0], self.heads, q_shape[1], k_shape[1])]
+        return output
 
     def get_config(self):
         config = super().get_config()
@@ -409,8 +504,10 @@ class MultiHeadAttention(keras.layers.Layer):
             out_dim=self.out_dim,
             key_size=self.key_size,
             use_bias=self.use_bias,
+            normalization=self.normalization,
             attention_scale=self.attention_scale,
             attention_dropout=self.attention_dropout,
+            return_attention_scores=self.return_attention_scores,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             p_bias=self.p_bias,
         )

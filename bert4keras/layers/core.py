@@ -43,14 +43,22 @@ class Embedding(keras.layers.Layer):
     ``mode='dense'``: ``(batch, seq_len, output_dim)`` -> ``(batch, seq_len,
     input_dim)`` logits ``x @ E^T`` (the MLM head of BERT shares the table).
 
+    ``mask_zero=True`` (as ``keras.layers.Embedding`` and bert4keras 0.11.5):
+    the ids give their output a Keras mask, 0 (the [PAD] id) masked, except
+    the first position, which is never masked (0.11.5's rule, so that T5's
+    decoder start token 0 stays visible). In ``'dense'`` mode the input's
+    mask passes through.
+
     Weights: ``embeddings`` ``(input_dim, output_dim)``.
     """
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", **kwargs):
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform",
+                 mask_zero=False, **kwargs):
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.mask_zero = bool(mask_zero)
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(
@@ -68,12 +76,24 @@ class Embedding(keras.layers.Layer):
             return ops.matmul(inputs, ops.transpose(table))
         raise ValueError("Embedding mode must be 'embedding' or 'dense', got %r" % mode)
 
+    def compute_mask(self, inputs, mask=None):
+        """Ids ``(batch, seq_len)``: bool ``(batch, seq_len)`` with
+        ``mask_zero`` (first position always True), else None; hidden states
+        (``'dense'`` mode): ``mask`` unchanged."""
+        if len(inputs.shape) != 2:
+            return mask
+        if not self.mask_zero:
+            return None
+        keep = ops.not_equal(inputs, 0)
+        return ops.concatenate([ops.ones_like(keep[:, :1]), keep[:, 1:]], axis=1)
+
     def get_config(self):
         config = super().get_config()
         config.update(
             input_dim=self.input_dim,
             output_dim=self.output_dim,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            mask_zero=self.mask_zero,
         )
         return config
 

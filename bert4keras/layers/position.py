@@ -22,24 +22,48 @@ from bert4keras.layers.core import register
 class PositionEmbedding(keras.layers.Layer):
     """Trainable absolute position embedding (BERT), merged into its input.
 
-    Input ``(batch, seq_len, output_dim)``; output the same shape with row
-    ``i`` of the table added (``merge_mode='add'``), multiplied (``'mul'``),
-    concatenated (``'concat'``) or returned alone (``'zero'``).
+    Input ``(batch, seq_len, output_dim)``, or ``[x, position_ids]`` with
+    ``custom_position_ids=True`` (``position_ids`` int ``(batch|1,
+    seq_len)``, the table rows to use; bert4keras 0.11.5's layout). Output
+    the shape of ``x`` with the position rows added (``merge_mode='add'``),
+    multiplied (``'mul'``: ``x * (p + 1)``), concatenated (``'concat'``) or
+    returned alone (``'zero'``).
+
+    ``hierarchical`` (bert4keras 0.11.5's option; Su Jianlin,
+    "层次分解位置编码，让BERT可以处理超长文本", kexue.fm/archives/7947, 2020):
+    with ``alpha`` (``True`` means 0.4) and the table ``p_0 .. p_{n-1}``
+    (``n = input_dim``), let ``u_i = (p_i - alpha p_0) / (1 - alpha)``;
+    position ``k`` is encoded as ``alpha u_{k // n} + (1 - alpha) u_{k % n}``,
+    which equals ``p_k`` for ``k < n`` and reaches ``n * n`` positions.
+
+    Weights: ``embeddings`` ``(input_dim, output_dim)``.
 
     Raises:
-        ValueError: when ``seq_len > input_dim`` (the table's rows, i.e.
-            ``max_position``) and the length is known when the graph is built;
-            on TensorFlow with an unknown length, an ``InvalidArgumentError``
-            with the same message at run time.
+        ValueError: ``hierarchical`` outside (0, 1); when ``seq_len``
+            exceeds :attr:`max_positions` and the length is known when the
+            graph is built; on TensorFlow with an unknown length, an
+            ``InvalidArgumentError`` with the same message at run time.
     """
 
-    def __init__(self, input_dim, output_dim, merge_mode="add",
-                 embeddings_initializer="zeros", **kwargs):
+    def __init__(self, input_dim, output_dim, merge_mode="add", hierarchical=None,
+                 embeddings_initializer="zeros", custom_position_ids=False, **kwargs):
         super().__init__(**kwargs)
+        if merge_mode not in ("add", "mul", "zero", "concat"):
+            raise ValueError("merge_mode must be add, mul, zero or concat; got %r" % merge_mode)
+        if hierarchical:
+            hierarchical = 0.4 if hierarchical is True else float(hierarchical)
+            if not 0.0 < hierarchical < 1.0:
+                raise ValueError("%s: hierarchical (alpha) must be True or in (0, 1), got %r"
+                                 % (self.name, hierarchical))
+        else:
+            hierarchical = None
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.merge_mode = merge_mode
+        self.hierarchical = hierarchical
+        self.custom_position_ids = bool(custom_position_ids)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.supports_masking = True  # a Keras mask on the input passes through
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(
@@ -51,20 +75,32 @@ class PositionEmbedding(keras.layers.Layer):
 
     @property
     def max_positions(self):
-        """Positions this layer can encode (the table's rows, ``input_dim``);
-        cached decoding refuses a prompt plus new tokens longer than this."""
-        return self.input_dim
+        """Positions this layer can encode (the table's rows, ``input_dim``,
+        or ``input_dim**2`` when ``hierarchical``); cached decoding refuses a
+        prompt plus new tokens longer than this."""
+        return self.input_dim * self.input_dim if self.hierarchical else self.input_dim
 
     def call(self, inputs, positions=None):
-        """``positions``: int ``(batch|1, seq_len)``, the table rows to merge
-        (default ``0 .. seq_len - 1``, checked against ``input_dim``)."""
+        """``positions``: int ``(batch|1, seq_len)``, the positions to encode
+        (default: the second input with ``custom_position_ids``, else ``0 ..
+        seq_len - 1``, checked against :attr:`max_positions`)."""
+        inputs, positions = _with_positions(self, inputs, positions)
         if positions is None:
             seq_len = inputs.shape[1]
             if seq_len is None:
                 seq_len = ops.shape(inputs)[1]
-            B.check_max_length(seq_len, self.input_dim, self.name)
+            B.check_max_length(seq_len, self.max_positions, self.name)
             positions = ops.arange(seq_len)[None]
-        pos = ops.take(ops.cast(self.embeddings, inputs.dtype), positions, axis=0)
+        positions = ops.cast(positions, "int32")
+        table = ops.cast(self.embeddings, inputs.dtype)
+        if self.hierarchical:
+            alpha = self.hierarchical
+            table = (table - alpha * table[:1]) / (1.0 - alpha)
+            high = ops.take(table, positions // self.input_dim, axis=0)
+            low = ops.take(table, positions % self.input_dim, axis=0)
+            pos = alpha * high + (1.0 - alpha) * low
+        else:
+            pos = ops.take(table, positions, axis=0)
         return _merge(inputs, pos, self.merge_mode)
 
     def call_cached(self, inputs, step):
@@ -73,6 +109,8 @@ class PositionEmbedding(keras.layers.Layer):
         return self(inputs, positions=step.positions)
 
     def compute_output_shape(self, input_shape):
+        if self.custom_position_ids:
+            input_shape = input_shape[0]
         if self.merge_mode == "concat":
             return tuple(input_shape[:2]) + (input_shape[2] + self.output_dim,)
         return tuple(input_shape[:2]) + (self.output_dim,)
@@ -83,7 +121,9 @@ class PositionEmbedding(keras.layers.Layer):
             input_dim=self.input_dim,
             output_dim=self.output_dim,
             merge_mode=self.merge_mode,
+            hierarchical=self.hierarchical,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            custom_position_ids=self.custom_position_ids,
         )
         return config
 
@@ -97,24 +137,31 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
     RoFormer uses ``merge_mode='zero'`` to get the table alone and rotates
     queries and keys with it (``MultiHeadAttention(p_bias='rotary')``).
 
-    Input ``(batch, seq_len, hidden)``. Output: ``inputs + table``
-    (``'add'``), ``inputs * (table + 1)`` (``'mul'``), the concatenation
-    (``'concat'``), or the table alone ``(1, seq_len, output_dim)`` (``'zero'``).
+    Input ``(batch, seq_len, hidden)``, or ``[x, position_ids]`` with
+    ``custom_position_ids=True`` (``position_ids`` ``(batch|1, seq_len)``,
+    int or float; bert4keras 0.11.5's layout). Output: ``x + table``
+    (``'add'``), ``x * (table + 1)`` (``'mul'``), the concatenation
+    (``'concat'``), or the table alone (``'zero'``: ``(1, seq_len,
+    output_dim)``, ``(batch|1, seq_len, output_dim)`` for custom positions).
     """
 
-    def __init__(self, output_dim, merge_mode="add", **kwargs):
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
         super().__init__(**kwargs)
         if merge_mode not in ("add", "mul", "zero", "concat"):
             raise ValueError("merge_mode must be add, mul, zero or concat; got %r" % merge_mode)
         self.output_dim = int(output_dim)
         self.merge_mode = merge_mode
+        self.custom_position_ids = bool(custom_position_ids)
+        self.supports_masking = True  # a Keras mask on the input passes through
 
     def call(self, inputs, positions=None):
-        """``positions``: ``(batch|1, seq_len)`` positions to encode (default
-        ``0 .. seq_len - 1``)."""
+        """``positions``: ``(batch|1, seq_len)`` positions to encode (default:
+        the second input with ``custom_position_ids``, else ``0 .. seq_len -
+        1``)."""
+        inputs, positions = _with_positions(self, inputs, positions)
         if positions is None:
             positions = ops.arange(ops.shape(inputs)[1])[None]
-        table = B.sinusoidal_embeddings(positions, self.output_dim)
+        table = B.sinusoidal_embeddings(ops.cast(positions, "float32"), self.output_dim)
         if self.merge_mode == "zero":
             return table
         return _merge(inputs, ops.cast(table, inputs.dtype), self.merge_mode)
@@ -125,6 +172,10 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         return self(inputs, positions=step.positions)
 
     def compute_output_shape(self, input_shape):
+        if self.custom_position_ids:
+            input_shape, position_shape = input_shape
+            if self.merge_mode == "zero":
+                return tuple(position_shape[:2]) + (self.output_dim,)
         if self.merge_mode == "zero":
             return (1, input_shape[1], self.output_dim)
         if self.merge_mode == "concat":
@@ -133,8 +184,25 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(output_dim=self.output_dim, merge_mode=self.merge_mode)
+        config.update(output_dim=self.output_dim, merge_mode=self.merge_mode,
+                      custom_position_ids=self.custom_position_ids)
         return config
+
+
+def _with_positions(layer, inputs, positions):
+    """``(x, positions)`` from a position layer's inputs: with
+    ``custom_position_ids`` the inputs are ``[x, position_ids]`` (an explicit
+    ``positions`` argument wins).
+
+    Raises:
+        ValueError: ``custom_position_ids`` and the inputs are not a pair.
+    """
+    if not layer.custom_position_ids:
+        return inputs, positions
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        raise ValueError("%s: custom_position_ids=True takes [inputs, position_ids], got %r"
+                         % (layer.name, inputs))
+    return inputs[0], inputs[1] if positions is None else positions
 
 
 @register
