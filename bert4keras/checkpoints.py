@@ -12,17 +12,27 @@ Both readers answer ``names()``, ``shape(name)`` and ``get(name)`` (a NumPy
 array). :func:`write_tf_checkpoint` writes Google-format TF checkpoints,
 :func:`write_hf_directory` Hugging Face directories (the mirror of the reader).
 
+Paths go through :mod:`bert4keras.fileio` (``tf.io.gfile`` for every
+``scheme://`` path): local paths, ``gs://`` and ``ram://`` all work.  A
+safetensors file away from the local disk is read whole into memory
+(``safetensors.numpy.load`` on its bytes; a local one is memory-mapped with
+``safe_open``).  Every failed read of a stored
+tensor -- a truncated ``.data`` file, a damaged safetensors file -- raises
+:class:`CheckpointError` naming the file and the variable.
+
 Weight *names* are not decided here: each model family carries its name map
 as data (see :mod:`bert4keras.models`); :func:`resolve` looks a mapped name up
 in a reader, trying the usual spelling variants of the format.
 """
 
-import glob
 import json
 import os
+import re
 import warnings
 
 import numpy as np
+
+from bert4keras import fileio
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
@@ -48,19 +58,19 @@ class TFCheckpointReader:
         import tensorflow as tf
 
         self.path = self._find_prefix(path, tf)
-        try:
-            self._reader = tf.train.load_checkpoint(self.path)
+        try:  # not tf.train.load_checkpoint: on ram:// every prefix looks like a directory
+            self._reader = tf.compat.v1.train.NewCheckpointReader(self.path)
         except Exception as exc:  # tf raises several error types here
             raise CheckpointError("Cannot read TF checkpoint %r: %s" % (self.path, exc)) from exc
         self._shapes = self._reader.get_variable_to_shape_map()
 
     @staticmethod
     def _find_prefix(path, tf):
-        if os.path.isdir(path):
+        if fileio.isdir(path):
             latest = tf.train.latest_checkpoint(path)
-            if latest:
+            if latest and fileio.exists(latest + ".index"):
                 return latest
-            indexes = glob.glob(os.path.join(path, "*.index"))
+            indexes = fileio.glob(fileio.join(path, "*.index"))
             if len(indexes) == 1:
                 return indexes[0][: -len(".index")]
             raise CheckpointError(
@@ -70,7 +80,7 @@ class TFCheckpointReader:
         if path.endswith(".index") or ".data-" in path:
             path = path.split(".data-")[0]
             path = path[: -len(".index")] if path.endswith(".index") else path
-        if not os.path.exists(path + ".index"):
+        if not fileio.exists(path + ".index"):
             raise CheckpointError("TF checkpoint not found: %r (no %r)" % (path, path + ".index"))
         return path
 
@@ -81,7 +91,18 @@ class TFCheckpointReader:
         return tuple(self._shapes[name])
 
     def get(self, name):
-        return np.asarray(self._reader.get_tensor(name))
+        """The stored tensor ``name`` as a NumPy array.
+
+        Raises:
+            CheckpointError: naming the checkpoint and ``name`` when the data
+                cannot be read (e.g. a truncated ``.data`` file).
+        """
+        try:
+            return np.asarray(self._reader.get_tensor(name))
+        except Exception as exc:  # IndexError, DataLossError, ... from TensorFlow
+            raise CheckpointError(
+                "Cannot read variable %r of TF checkpoint %r (%s: %s); the .data file may be "
+                "truncated or damaged" % (name, self.path, type(exc).__name__, exc)) from exc
 
 
 class SafetensorsReader:
@@ -99,38 +120,47 @@ class SafetensorsReader:
     format = "hf"
 
     def __init__(self, path):
-        from safetensors import safe_open
-
         self.path = path
         files = self._find_files(path)
-        self._where = {}
-        self._handles = []
+        self._where = {}  # stored name -> (file, safe_open handle or {name: array})
         for f in files:
             try:
-                handle = safe_open(f, framework="numpy")
+                handle = self._open(f)
             except Exception as exc:
                 raise CheckpointError("Cannot read safetensors file %r: %s" % (f, exc)) from exc
-            self._handles.append(handle)
             for key in handle.keys():
-                self._where[key] = handle
+                self._where[key] = (f, handle)
+
+    @staticmethod
+    def _open(f):
+        """A local file is memory-mapped; elsewhere (gs://, ram://) its bytes are parsed."""
+        if fileio.is_local(f):
+            from safetensors import safe_open
+
+            return safe_open(f, framework="numpy")
+        from safetensors.numpy import load
+
+        return load(fileio.read_bytes(f))
 
     @staticmethod
     def _find_files(path):
-        if os.path.isfile(path):
+        if fileio.isfile(path):
             return [path]
-        index = os.path.join(path, SAFETENSORS_INDEX)
-        if os.path.exists(index):
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f).get("weight_map", {})
-            files = sorted({os.path.join(path, v) for v in weight_map.values()})
-            missing = [f for f in files if not os.path.exists(f)]
+        index = fileio.join(path, SAFETENSORS_INDEX)
+        if fileio.exists(index):
+            try:
+                weight_map = json.loads(fileio.read_text(index)).get("weight_map", {})
+            except ValueError as exc:
+                raise CheckpointError("Cannot parse %s: %s" % (index, exc)) from exc
+            files = sorted({fileio.join(path, v) for v in weight_map.values()})
+            missing = [f for f in files if not fileio.exists(f)]
             if missing:
                 raise CheckpointError("%s names missing shard(s): %s" % (index, ", ".join(missing)))
             return files
-        single = os.path.join(path, "model.safetensors")
-        if os.path.exists(single):
+        single = fileio.join(path, "model.safetensors")
+        if fileio.exists(single):
             return [single]
-        files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+        files = fileio.glob(fileio.join(path, "*.safetensors"))
         if files:
             return files
         raise CheckpointError(
@@ -142,19 +172,33 @@ class SafetensorsReader:
         return sorted(self._where)
 
     def shape(self, name):
-        return tuple(self._where[name].get_slice(name).get_shape())
+        handle = self._where[name][1]
+        if isinstance(handle, dict):
+            return tuple(handle[name].shape)
+        return tuple(handle.get_slice(name).get_shape())
 
     def get(self, name):
-        return np.asarray(self._where[name].get_tensor(name))
+        """The stored tensor ``name`` as a NumPy array.
+
+        Raises:
+            CheckpointError: naming the file and ``name`` when it cannot be read.
+        """
+        f, handle = self._where[name]
+        try:
+            return np.asarray(handle[name] if isinstance(handle, dict)
+                              else handle.get_tensor(name))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError("Cannot read variable %r of safetensors file %r (%s: %s)"
+                                  % (name, f, type(exc).__name__, exc)) from exc
 
 
 def is_hf_directory(path):
     """True if ``path`` is a safetensors file or a directory of them."""
-    if os.path.isfile(path):
+    if fileio.isfile(path):
         return path.endswith(".safetensors")
-    return os.path.isdir(path) and (
-        os.path.exists(os.path.join(path, SAFETENSORS_INDEX))
-        or bool(glob.glob(os.path.join(path, "*.safetensors")))
+    return fileio.isdir(path) and (
+        fileio.exists(fileio.join(path, SAFETENSORS_INDEX))
+        or bool(fileio.glob(fileio.join(path, "*.safetensors")))
     )
 
 
@@ -169,18 +213,18 @@ def open_checkpoint(path):
     path = os.fspath(path)
     if is_hf_directory(path):
         return SafetensorsReader(path)
-    if os.path.isdir(path):
-        has_tf = os.path.exists(os.path.join(path, "checkpoint")) or glob.glob(
-            os.path.join(path, "*.index"))
+    if fileio.isdir(path):
+        has_tf = fileio.exists(fileio.join(path, "checkpoint")) or fileio.glob(
+            fileio.join(path, "*.index"))
         if not has_tf:
-            bins = [f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth", ".h5"))]
+            bins = [f for f in fileio.listdir(path) if f.endswith((".bin", ".pt", ".pth", ".h5"))]
             raise CheckpointError(
                 "No checkpoint in directory %r: neither a TF checkpoint ('checkpoint' file or "
                 "*.index) nor *.safetensors%s" % (path, (
                     "; found %s, which is not read: convert it to safetensors first"
                     % ", ".join(sorted(bins))) if bins else ""))
         return TFCheckpointReader(path)
-    if os.path.exists(path + ".index") or path.endswith(".index"):
+    if fileio.exists(path + ".index") or path.endswith(".index"):
         return TFCheckpointReader(path)
     raise CheckpointError(
         "Checkpoint not found: %r is neither a TF checkpoint prefix (no %r) nor a directory "
@@ -231,8 +275,12 @@ def write_tf_checkpoint(prefix, tensors):
     Writes ``prefix.index`` and ``prefix.data-00000-of-00001`` (TF's V2 format,
     via the ``SaveV2`` op, so variable names are exactly the given ones) and a
     ``checkpoint`` state file in the same directory pointing at ``prefix``.
-    The files are written under a temporary prefix and renamed, so an
-    interrupted write never leaves a readable half-checkpoint.
+    The files are written under a temporary prefix and moved, the ``.index``
+    last (it marks completeness), so an interrupted write never leaves a
+    readable half-checkpoint. ``prefix`` may be local, ``gs://`` or
+    ``ram://`` (``tf.io.gfile``); where rename is not atomic (object stores)
+    the old ``.index`` is deleted before the new ``.data`` arrives, so an
+    interrupted overwrite leaves no index rather than a mismatched one.
 
     Args:
         prefix: path prefix, e.g. ``'out/bert_model.ckpt'``.
@@ -241,23 +289,24 @@ def write_tf_checkpoint(prefix, tensors):
     import tensorflow as tf
 
     prefix = os.fspath(prefix)
-    directory = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(directory, exist_ok=True)
+    directory = fileio.dirname(os.path.abspath(prefix) if fileio.is_local(prefix) else prefix)
+    fileio.makedirs(directory)
     names = sorted(tensors)
-    tmp = prefix + ".tmp-write"
+    tmp = "%s.tmp-write-%s" % (prefix, fileio.unique_suffix())
     tf.raw_ops.SaveV2(
         prefix=tmp,
         tensor_names=names,
         shape_and_slices=[""] * len(names),
         tensors=[tf.convert_to_tensor(np.asarray(tensors[n])) for n in names],
     )
+    if not fileio.atomic_rename(prefix):
+        fileio.remove(prefix + ".index")
     for suffix in (".data-00000-of-00001", ".index"):  # index last: it marks completeness
-        os.replace(tmp + suffix, prefix + suffix)
-    state = os.path.join(directory, "checkpoint")
-    base = os.path.basename(prefix)
-    with open(state + ".tmp", "w", encoding="utf-8") as f:
-        f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (base, base))
-    os.replace(state + ".tmp", state)
+        fileio.rename(tmp + suffix, prefix + suffix, overwrite=True)
+    base = fileio.basename(prefix)
+    fileio.write_text(fileio.join(directory, "checkpoint"),
+                      'model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n'
+                      % (base, base))
 
 
 # -- the checkpoint-name language -------------------------------------------------
@@ -382,12 +431,20 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
             variable is missing, and a warning is given when the loaded
             checkpoint looks like another family.
 
+    Warns:
+        UserWarning: once, listing the checkpoint variables left unused that
+            repeat the pattern of loaded ones up to their numbers (e.g.
+            ``bert/encoder/layer_5/...`` when only layers 0-3 were loaded:
+            a config with fewer layers than the checkpoint). Heads the model
+            does not build and optimizer slots are not reported.
+
     Raises:
         CheckpointError: naming the checkpoint and the first variable that is
             missing, or both names and both shapes on a shape mismatch, or a
             ``keep_tokens`` id beyond the stored vocabulary.
     """
     vocab_axes = vocab_axes or {}
+    used = set()
     for layer_name, pairs in mapping.items():
         for weight, spec in pairs:
             alternatives, transposed = parse_spec(spec)
@@ -398,6 +455,7 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                     "variables%s" % (spec.replace(":T", ""), layer_name, reader.path,
                                      len(reader.names()), describe_checkpoint(reader, signature)))
             value = reader.get(stored)
+            used.add(stored)
             if chunk is not None:
                 value = np.split(value, chunk[1], axis=-1)[chunk[0]]
             if transposed:
@@ -418,12 +476,28 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                                      + (" (transposed)" if transposed else ""), weight.path,
                                      layer_name, tuple(weight.shape)))
             weight.assign(value.astype(weight.dtype))
+    _warn_unused(reader, used)
     if matches_signature(reader, signature, prefixes) is False:
         found = checkpoint_families(reader)
         if found:
             warnings.warn("Loaded %r into model=%r, but the checkpoint looks like model=%s"
                           % (reader.path, signature["family"],
                              " or ".join(repr(f) for f in found)), stacklevel=3)
+
+
+def _warn_unused(reader, used):
+    """One warning listing the stored names not in ``used`` that equal a used
+    name once every run of digits is ignored (extra layers/blocks)."""
+    def pattern(name):
+        return re.sub(r"\d+", "#", name)
+
+    loaded = {pattern(name) for name in used}
+    unused = sorted(n for n in reader.names() if n not in used and pattern(n) in loaded)
+    if unused:
+        warnings.warn(
+            "Checkpoint %r has %d variable(s) like the loaded ones that the model left unused "
+            "(does the config have fewer layers than the checkpoint?): %s"
+            % (reader.path, len(unused), ", ".join(unused)), UserWarning, stacklevel=4)
 
 
 def _first_present(reader, alternatives, prefixes):
@@ -470,8 +544,10 @@ def write_hf_directory(directory, tensors, config):
     huggingface/safetensors, with the ``{"format": "pt"}`` metadata that
     ``from_pretrained`` checks) and ``directory/config.json``. Each file is
     written under a temporary name and renamed, ``config.json`` last, so an
-    interrupted write never leaves a directory that looks complete.
-    :class:`SafetensorsReader` reads the directory back.
+    interrupted write never leaves a directory that looks complete; where
+    rename is not atomic (``gs://``, ``ram://``: :mod:`bert4keras.fileio`)
+    each file goes straight to its name, an old ``config.json`` being
+    deleted first. :class:`SafetensorsReader` reads the directory back.
 
     Args:
         directory: the output directory (created if missing).
@@ -483,10 +559,10 @@ def write_hf_directory(directory, tensors, config):
         CheckpointError: ``directory`` is an existing file, or a config value
             is not JSON-serialisable (the key is named).
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     directory = os.fspath(directory)
-    if os.path.isfile(directory):
+    if fileio.isfile(directory):
         raise CheckpointError("Cannot write a Hugging Face directory at %r: it is a file"
                               % directory)
     for key, value in config.items():
@@ -495,13 +571,11 @@ def write_hf_directory(directory, tensors, config):
         except (TypeError, ValueError) as exc:
             raise CheckpointError("config.json value of %r is not JSON-serialisable: %r"
                                   % (key, value)) from exc
-    os.makedirs(directory, exist_ok=True)
-    weights = os.path.join(directory, "model.safetensors")
-    save_file({name: np.ascontiguousarray(value) for name, value in tensors.items()},
-              weights + ".tmp", metadata={"format": "pt"})
-    os.replace(weights + ".tmp", weights)
-    path = os.path.join(directory, "config.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    fileio.makedirs(directory)
+    path = fileio.join(directory, "config.json")
+    if not fileio.atomic_rename(directory):
+        fileio.remove(path)
+    fileio.write_bytes(fileio.join(directory, "model.safetensors"), save(
+        {name: np.ascontiguousarray(value) for name, value in tensors.items()},
+        metadata={"format": "pt"}))
+    fileio.write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")

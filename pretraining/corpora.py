@@ -32,7 +32,7 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 
-from bert4keras import datasets
+from bert4keras import datasets, fileio
 
 GROUP = 16
 
@@ -80,7 +80,7 @@ def main(argv=None):
                         default=["peoples_daily", "msra_train", "sentiment_train"])
     args = parser.parse_args(argv)
     docs = sentences = chars = 0
-    with open(args.out, "w", encoding="utf-8") as f:
+    with fileio.open(args.out, "w") as f:  # tf.io.gfile: local, gs://, ram://
         for document in documents(args.sources):
             document = [s.strip() for s in document if s.strip()]
             if not document:

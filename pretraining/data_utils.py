@@ -63,13 +63,13 @@ if __name__ == "__main__" and not __package__:
     raise SystemExit(0)
 
 import argparse
-import glob
 import json
 import os
 import sys
 
 import numpy as np
 
+from bert4keras import fileio
 from bert4keras.snippets import parallel_apply_generator, truncate_sequences
 
 __all__ = [
@@ -179,17 +179,16 @@ def verify_shards(manifest_path, files=None):
         ShardMismatchError: names the shard, what the manifest says and what
             the file holds.
     """
-    with open(manifest_path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    folder = os.path.dirname(manifest_path)
-    listed = {os.path.join(folder, n): i for i, n in enumerate(manifest.get("files", []))}
+    manifest = json.loads(fileio.read_text(manifest_path))
+    folder = fileio.dirname(manifest_path)
+    listed = {fileio.join(folder, n): i for i, n in enumerate(manifest.get("files", []))}
     sizes, counts = manifest.get("shard_bytes"), manifest.get("shard_sequences")
     for path in files if files is not None else list(listed):
-        index = listed.get(os.path.join(folder, os.path.basename(path)))
-        if index is None or not os.path.exists(path):
+        index = listed.get(fileio.join(folder, fileio.basename(path)))
+        if index is None or not fileio.isfile(path):
             continue
         if sizes is not None:
-            size = os.path.getsize(path)
+            size = fileio.getsize(path)
             if size != sizes[index]:
                 raise ShardMismatchError(
                     f"TFRecord shard {path} has {size} bytes but {manifest_path} records "
@@ -213,27 +212,27 @@ def _resolve_record_names(record_names):
     """
     if isinstance(record_names, (str, os.PathLike)):
         name = os.fspath(record_names)
-        if os.path.isdir(name):
-            manifest_path = os.path.join(name, MANIFEST_NAME)
-            if not os.path.exists(manifest_path):
+        if fileio.isdir(name):
+            manifest_path = fileio.join(name, MANIFEST_NAME)
+            if not fileio.isfile(manifest_path):
                 raise FileNotFoundError(f"{name} is a directory without {MANIFEST_NAME}")
-            with open(manifest_path, encoding="utf-8") as f:
-                files = [os.path.join(name, n) for n in json.load(f)["files"]]
-        elif glob.has_magic(name):
-            files = sorted(glob.glob(name))
+            files = [fileio.join(name, n)
+                     for n in json.loads(fileio.read_text(manifest_path))["files"]]
+        elif fileio.has_magic(name):
+            files = fileio.glob(name)
         else:
             files = [name]
     else:
         files = [os.fspath(n) for n in record_names]
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {record_names!r}")
-    missing = [f for f in files if not os.path.exists(f)]
+    missing = [f for f in files if not fileio.isfile(f)]
     if missing:
         raise FileNotFoundError(f"TFRecord files not found: {missing[:5]}")
-    for folder in sorted({os.path.dirname(f) for f in files}):
-        manifest_path = os.path.join(folder, MANIFEST_NAME)
-        if os.path.exists(manifest_path):
-            verify_shards(manifest_path, [f for f in files if os.path.dirname(f) == folder])
+    for folder in sorted({fileio.dirname(f) for f in files}):
+        manifest_path = fileio.join(folder, MANIFEST_NAME)
+        if fileio.isfile(manifest_path):
+            verify_shards(manifest_path, [f for f in files if fileio.dirname(f) == folder])
     return files
 
 
@@ -406,8 +405,8 @@ class TrainingDataset:
         from tqdm import tqdm
 
         seed = int(seed)
-        out_dir = os.path.dirname(os.fspath(record_name_prefix)) or "."
-        os.makedirs(out_dir, exist_ok=True)
+        out_dir = fileio.dirname(os.fspath(record_name_prefix)) or "."
+        fileio.makedirs(out_dir)
         names = _shard_names(os.fspath(record_name_prefix), num_shards)
 
         def tasks():
@@ -443,12 +442,15 @@ class TrainingDataset:
         counts = {"documents": 0, "sequences": 0, "tokens": 0, "masked_tokens": 0}
         shard_sequences = [0] * num_shards
         # Atomic: shards are written under temporary names and renamed into place
-        # only when all are complete; the old manifest goes first, the new one last.
-        temps = [os.path.join(os.path.dirname(n) or ".", f".tmp-{os.getpid()}-"
-                              + os.path.basename(n)) for n in names]
-        for stale in glob.glob(os.path.join(glob.escape(out_dir), ".tmp-*-*.tfrecord")):
-            if os.path.basename(stale).split("-", 2)[-1] in {os.path.basename(n) for n in names}:
-                os.unlink(stale)  # left by a killed run
+        # only when all are complete; the old manifest goes first, the new one last
+        # (on object stores, where rename is a copy, the manifest is the pointer that
+        # publishes the shards, and its shard sizes are checked at load).
+        temps = [fileio.join(fileio.dirname(n) or ".", f".tmp-{os.getpid()}-"
+                             + fileio.basename(n)) for n in names]
+        own = {fileio.basename(n) for n in names}
+        for stale in fileio.listdir(out_dir):
+            if stale.startswith(".tmp-") and stale.split("-", 2)[-1] in own:
+                fileio.remove(fileio.join(out_dir, stale))  # left by a killed run
         writers = [tf.io.TFRecordWriter(name) for name in temps]
         done = False
         try:
@@ -470,13 +472,11 @@ class TrainingDataset:
                 writer.close()
             if not done:
                 for temp in temps:
-                    if os.path.exists(temp):
-                        os.unlink(temp)
-        manifest_path = os.path.join(out_dir, MANIFEST_NAME)
-        if os.path.exists(manifest_path):
-            os.unlink(manifest_path)  # never an old manifest beside new shards
+                    fileio.remove(temp)
+        manifest_path = fileio.join(out_dir, MANIFEST_NAME)
+        fileio.remove(manifest_path)  # never an old manifest beside new shards
         for temp, name in zip(temps, names):
-            os.replace(temp, name)
+            fileio.rename(temp, name, overwrite=True)
 
         counts["documents"] //= dupe_factor
         manifest = {
@@ -496,14 +496,11 @@ class TrainingDataset:
                 "mask": self.token_mask_id,
             },
             **self._manifest_extra(),
-            "files": [os.path.basename(n) for n in names],
+            "files": [fileio.basename(n) for n in names],
             "shard_sequences": shard_sequences,
-            "shard_bytes": [os.path.getsize(n) for n in names],
+            "shard_bytes": [fileio.getsize(n) for n in names],
         }
-        with open(manifest_path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(manifest_path + ".tmp", manifest_path)
+        fileio.write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return manifest
 
     # ------------------------------------------------------------ reading
@@ -618,7 +615,8 @@ class TrainingDatasetRoBERTa(TrainingDataset):
     """Masked-LM data with whole-word masking (RoBERTa / BERT-wwm recipe).
 
     Each sentence is tokenised and its tokens grouped into whole words with
-    ``word_segment`` (default ``jieba.lcut``), see :meth:`sentence_words`.  For every packed sequence of ``n`` tokens (without
+    ``word_segment`` (default ``jieba.lcut``), see :meth:`sentence_words`.
+    For every packed sequence of ``n`` tokens (without
     ``[CLS]``/``[SEP]``) the budget is ``max(1, round(n * mask_rate))``
     tokens: words are visited in random order and taken whole while they
     fit the budget (a word that would overflow it is skipped), as in
@@ -643,7 +641,8 @@ class TrainingDatasetRoBERTa(TrainingDataset):
     features = ("token_ids", "mask_ids")
     supports_dupe_factor = True
 
-    def __init__(self, tokenizer, seq_len=512, word_segment=None, mask_rate=0.15, vocab_size=None, **special_tokens):
+    def __init__(self, tokenizer, seq_len=512, word_segment=None, mask_rate=0.15,
+                 vocab_size=None, **special_tokens):
         super().__init__(tokenizer, seq_len, vocab_size, **special_tokens)
         if self.token_mask_id is None:
             raise ValueError("masked LM needs a mask token in the vocabulary")
@@ -880,7 +879,8 @@ class TrainingDatasetUniLM(TrainingDataset):
         budget = self.seq_len - 3
         if self.pairs:
             source, target = document
-            source, target = truncate_sequences(budget, -1, self.tokenize(source), self.tokenize(target))
+            source, target = truncate_sequences(budget, -1, self.tokenize(source),
+                                                self.tokenize(target))
             return [self._instance(source, target)]
         units = []
         for sentence in _document_sentences(document):
@@ -949,14 +949,14 @@ class TextCorpus:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [os.fspath(p) for p in paths]
-        missing = [p for p in self.paths if not os.path.exists(p)]
+        missing = [p for p in self.paths if not fileio.isfile(p)]
         if missing:
             raise FileNotFoundError(f"corpus files not found: {missing}")
         self.pairs = pairs
 
     def __iter__(self):
         for path in self.paths:
-            with open(path, encoding="utf-8") as f:
+            with fileio.open(path, "r") as f:
                 if self.pairs:
                     for n, line in enumerate(f, 1):
                         line = line.rstrip("\r\n")
@@ -1010,7 +1010,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument("--dupe-factor", type=int, default=1, help="re-mask the corpus N times (roberta)")
+    parser.add_argument("--dupe-factor", type=int, default=1,
+                        help="re-mask the corpus N times (roberta)")
     parser.add_argument("--mask-rate", type=float, default=0.15, help="roberta only")
     parser.add_argument("--pairs", action="store_true", help="unilm: lines are source<TAB>target")
     parser.add_argument("--cased", action="store_true", help="do not lowercase")
@@ -1036,7 +1037,7 @@ def main(argv=None):
     corpus = TextCorpus(args.corpus, pairs=args.pairs)
     manifest = dataset.process(
         corpus,
-        os.path.join(args.out, args.model),
+        fileio.join(args.out, args.model),
         num_shards=args.num_shards,
         workers=args.workers,
         seed=args.seed,

@@ -46,11 +46,13 @@ its ``task.index``::
   other workers write nothing, anywhere.
 * To resume, every worker reads the newest checkpoint in
   ``--out-dir/checkpoints`` itself, so ``--out-dir`` must be one shared
-  directory mounted on every worker (NFS, a cluster file system; the
-  checkpoints are written with plain file operations, so not a ``gs://``
-  URL).  At start the workers compare what they found and stop with an error
-  if they disagree (for example a non-shared ``--out-dir``).  After a crash,
-  restart every worker with the same command.
+  directory every worker sees: NFS, a cluster file system, or a ``gs://``
+  URL (``scheme://`` paths go through ``tf.io.gfile``; on object stores a
+  checkpoint is published by a pointer file, see :mod:`pretraining.resume`).
+  ``--records`` may be a ``gs://`` URL too, as TPUs require.  At start the
+  workers compare what they found and stop with an error if they disagree
+  (for example a non-shared ``--out-dir``).  After a crash, restart every
+  worker with the same command.
 * If a worker dies, the others fail within about a minute (TensorFlow's
   collective health check) instead of waiting forever; nothing is trained
   twice after the restart.

@@ -30,8 +30,8 @@ if __name__ == "__main__" and not __package__:
 import argparse
 import json
 import os
-import shutil
 
+from bert4keras import fileio
 from bert4keras.models import build_transformer_model
 from pretraining.resume import CheckpointManager
 
@@ -41,8 +41,12 @@ APPLICATIONS = {"roberta": "encoder", "gpt": "lm", "unilm": "unilm"}
 def export_checkpoint(checkpoint_dir, config_path, out_dir, vocab_path=None, model="roberta"):
     """Write ``out_dir/bert_model.ckpt`` from a training checkpoint directory.
 
+    Every path may be local, ``gs://`` or ``ram://`` (``tf.io.gfile``).
+
     Args:
-        checkpoint_dir: ``.../checkpoints/ckpt-NNNNNNNN`` (verified against its SHA-256).
+        checkpoint_dir: ``.../checkpoints/ckpt-NNNNNNNN`` (a directory, or the
+            pointer file that names one on object stores; verified against its
+            SHA-256).
         config_path: the ``bert_config.json`` the run was trained with (copied to ``out_dir``).
         out_dir: output directory (created).
         vocab_path: ``vocab.txt`` to copy beside the checkpoint (optional).
@@ -73,15 +77,17 @@ def export_checkpoint(checkpoint_dir, config_path, out_dir, vocab_path=None, mod
                              "built from %s" % (checkpoint_dir, weight.path, tuple(value.shape),
                                                tuple(weight.shape), config_path))
         weight.assign(value)
-    os.makedirs(out_dir, exist_ok=True)
-    prefix = os.path.join(out_dir, "bert_model.ckpt")
+    fileio.makedirs(out_dir)
+    prefix = fileio.join(out_dir, "bert_model.ckpt")
     transformer.save_weights_as_checkpoint(prefix)
-    shutil.copyfile(config_path, os.path.join(out_dir, "bert_config.json"))
+    fileio.copy(config_path, fileio.join(out_dir, "bert_config.json"))
     if vocab_path:
-        shutil.copyfile(vocab_path, os.path.join(out_dir, "vocab.txt"))
-    with open(os.path.join(out_dir, "export_info.json"), "w", encoding="utf-8") as f:
-        json.dump({"checkpoint": os.path.abspath(checkpoint_dir), "model": model,
-                   "batches": meta.get("batches"), "sha256": meta.get("sha256")}, f, indent=2)
+        fileio.copy(vocab_path, fileio.join(out_dir, "vocab.txt"))
+    source = os.fspath(checkpoint_dir)
+    fileio.write_text(fileio.join(out_dir, "export_info.json"), json.dumps(
+        {"checkpoint": os.path.abspath(source) if fileio.is_local(source) else source,
+         "model": model, "batches": meta.get("batches"), "sha256": meta.get("sha256")},
+        indent=2))
     return prefix
 
 

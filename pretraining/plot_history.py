@@ -31,10 +31,12 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 import csv
-import glob
+import io
 import os
 
 import numpy as np
+
+from bert4keras import fileio
 
 #: Curves drawn, one panel each, in this order (when present).
 PANELS = (("loss", "loss"), ("accuracy", "accuracy"), ("learning_rate", "learning rate"))
@@ -53,8 +55,7 @@ def read_csv(path):
     The x axis is ``step`` (per-step files) or ``epoch + 1`` (Keras
     ``CSVLogger`` files; the x label then says epochs).
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(fileio.read_text(path), newline="")))
     if not rows:
         return {}, "step"
     axis = "step" if "step" in rows[0] else "epoch"
@@ -73,9 +74,12 @@ def read_csv(path):
 
 
 def _event_files(path):
-    if os.path.isfile(path):
+    if fileio.isfile(path):
         return [path]
-    return sorted(glob.glob(os.path.join(path, "**", "events.out.tfevents.*"), recursive=True))
+    if not fileio.isdir(path):
+        return []
+    return [f for f in fileio.walk_files(path)
+            if fileio.basename(f).startswith("events.out.tfevents.")]
 
 
 def read_tensorboard(path):
@@ -129,17 +133,17 @@ def read_history(source):
     Raises:
         FileNotFoundError: nothing readable at ``source``.
     """
-    if os.path.isdir(source):
-        csv_path = os.path.join(source, "history.csv")
-        if os.path.exists(csv_path):
+    if fileio.isdir(source):
+        csv_path = fileio.join(source, "history.csv")
+        if fileio.isfile(csv_path):
             return read_csv(csv_path)
-        logs = os.path.join(source, "logs")
+        logs = fileio.join(source, "logs")
         if _event_files(logs):
             return read_tensorboard(logs)
         if _event_files(source):
             return read_tensorboard(source)
         raise FileNotFoundError("no history.csv nor TensorBoard events under %r" % source)
-    if not os.path.exists(source):
+    if not fileio.exists(source):
         raise FileNotFoundError("no such file: %r" % source)
     if source.endswith(".csv"):
         return read_csv(source)
@@ -168,7 +172,7 @@ def plot(sources, out, labels=None, smooth=1):
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), sharex=True,
                              squeeze=False)
     for ax, (key, title) in zip(axes[:, 0], panels):
-        for (history, axis), label in zip(histories, labels):
+        for (history, _), label in zip(histories, labels):
             if key not in history:
                 continue
             steps, values = history[key]
@@ -182,9 +186,12 @@ def plot(sources, out, labels=None, smooth=1):
     if len(sources) > 1:
         axes[0, 0].legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
+    out = os.fspath(out)
+    fileio.makedirs(fileio.dirname(os.path.abspath(out) if fileio.is_local(out) else out))
+    image = io.BytesIO()
+    fig.savefig(image, dpi=120, format="png")
     plt.close(fig)
+    fileio.write_bytes(out, image.getvalue())  # local, gs://, ram:// (tf.io.gfile)
     return out
 
 
@@ -200,8 +207,8 @@ def main(argv=None):
     out = args.out
     if out is None:
         first = args.sources[0]
-        base = first if os.path.isdir(first) else os.path.dirname(first) or "."
-        out = os.path.join(base, "history.png")
+        base = first if fileio.isdir(first) else fileio.dirname(first) or "."
+        out = fileio.join(base, "history.png")
     plot(args.sources, out, args.labels, args.smooth)
     print("Wrote %s" % out)
     return out

@@ -11,14 +11,19 @@ holding
   dtype of every stored variable, the SHA-256 of ``state.npz`` and free-form
   extras (the command-line arguments, the last logs).
 
-Writing is atomic: both files are written into a hidden temporary directory,
-flushed and ``fsync``-ed, the directory is renamed to its final name and the
-parent directory is ``fsync``-ed.  A process killed at any moment therefore
-leaves either a complete checkpoint or a hidden temporary directory, which is
-never read and is deleted on the next start.  On load, checkpoints are tried
-newest first; one whose ``meta.json`` is missing or unreadable, or whose
-``state.npz`` does not match its recorded hash, shapes or dtypes, is skipped
-with a warning.  Only the newest ``keep`` (default 2) are kept.
+Writing is atomic: on a local disk both files are written into a hidden
+temporary directory, flushed and ``fsync``-ed, the directory is renamed to its
+final name and the parent directory is ``fsync``-ed.  A process killed at any
+moment therefore leaves either a complete checkpoint or a hidden temporary
+directory, which is never read and is deleted on the next start.  On
+``gs://`` (and ``ram://``), where renaming a directory is a copy and a delete,
+the files go into a directory of a unique name and a pointer file
+``ckpt-NNNNNNNN``, written last in one piece, publishes it (see
+:class:`CheckpointManager`); ``scheme://`` paths go through ``tf.io.gfile``
+(:mod:`bert4keras.fileio`).  On load, checkpoints are tried newest first;
+one whose ``meta.json`` is missing or unreadable, or whose ``state.npz``
+does not match its recorded hash, shapes or dtypes, is skipped with a
+warning.  Only the newest ``keep`` (default 2) are kept.
 
 Nothing here is specific to pretraining: :class:`CheckpointManager` stores
 arrays, :func:`capture_state` / :func:`restore_state` map a compiled Keras
@@ -39,17 +44,20 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 import warnings
 
 import keras
 import numpy as np
 
+from bert4keras import fileio
+
 FORMAT = "bert4keras-train-state-v1"
+POINTER_FORMAT = "bert4keras-train-state-pointer-v1"
 STATE_FILE = "state.npz"
 META_FILE = "meta.json"
 _NAME = re.compile(r"^ckpt-(\d{8,})$")
+_DATA_NAME = re.compile(r"^ckpt-(\d{8,})\.\d+-[0-9a-f]{8}$")
 _TEMP_PREFIXES = (".tmp-", ".trash-")
 
 
@@ -145,138 +153,229 @@ def restore_state(model, arrays, specs=None):
 
 
 def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Flush a local directory entry to disk (nothing on other file systems)."""
+    fileio.fsync(path)
 
 
 def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return fileio.sha256(path)
+
+
+class _HashingWriter(fileio.StreamWriter):
+    """:class:`bert4keras.fileio.StreamWriter` that also hashes what it writes."""
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self.digest = hashlib.sha256()
+
+    def write(self, data):
+        self.digest.update(data)
+        return super().write(data)
+
+
+def _pointer_text(step, data_name, sha256):
+    return json.dumps({"format": POINTER_FORMAT, "step": int(step), "directory": data_name,
+                       "sha256": sha256}) + "\n"
 
 
 class CheckpointManager:
     """Atomic, validated checkpoints in ``directory``; see the module docstring.
 
+    ``directory`` may be local, ``gs://`` or ``ram://`` (``tf.io.gfile``).
+    Where rename is atomic (a local disk) a checkpoint is written into a
+    hidden temporary directory that is renamed to ``ckpt-NNNNNNNN``.  Elsewhere
+    (object stores, ``ram://``) renaming a directory is a copy and a delete,
+    so a checkpoint is written into a directory of its own unique name,
+    ``ckpt-NNNNNNNN.<pid>-<random>``, and then published by the pointer file
+    ``ckpt-NNNNNNNN`` (a small JSON object naming that directory and the
+    SHA-256 of its ``state.npz``), written last in one piece.  A directory no
+    pointer names is an interrupted save: never read, deleted by the next
+    writer.  Either way ``directory/ckpt-NNNNNNNN`` is the path of the
+    checkpoint (:meth:`checkpoints`, :meth:`read`, ``pretraining.export``).
+
     Args:
-        directory: where ``ckpt-*`` directories live (created).
+        directory: where ``ckpt-*`` entries live (created).
         keep: how many of the newest checkpoints to keep (>= 1).
         cleanup: delete leftover temporary directories now, and move invalid
             checkpoints aside (``ckpt-N.corrupt``, which is never read nor
             pruned) when :meth:`latest` meets them.  Pass False on processes
             that must not write (non-chief workers).
+        atomic_rename: force the local (True) or the pointer (False) layout;
+            default: :func:`bert4keras.fileio.atomic_rename` of ``directory``.
     """
 
-    def __init__(self, directory, keep=2, cleanup=True):
+    def __init__(self, directory, keep=2, cleanup=True, atomic_rename=None):
         if keep < 1:
             raise ValueError("keep must be >= 1, got %r" % (keep,))
         self.directory = os.fspath(directory)
         self.keep = int(keep)
         self.writable = bool(cleanup)
+        self.atomic = (fileio.atomic_rename(self.directory) if atomic_rename is None
+                       else bool(atomic_rename))
         self.rejected = []  # [(path, reason)] of invalid checkpoints met by latest()
         if cleanup:
-            os.makedirs(self.directory, exist_ok=True)
+            fileio.makedirs(self.directory)
             self.remove_temporaries()
 
+    def _path(self, name):
+        return fileio.join(self.directory, name)
+
     def remove_temporaries(self):
-        """Delete hidden temporary directories left by an interrupted save."""
-        if not os.path.isdir(self.directory):
-            return
-        for name in os.listdir(self.directory):
-            if name.startswith(_TEMP_PREFIXES):
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        """Delete what an interrupted save left: hidden temporaries, unpublished directories."""
+        names = fileio.listdir(self.directory)
+        referenced, unreadable = set(), set()
+        for name in names:
+            base = name[:-len(".corrupt")] if name.endswith(".corrupt") else name
+            if _NAME.match(base) and fileio.isfile(self._path(name)):
+                try:
+                    referenced.add(self._pointer(self._path(name))["directory"])
+                except ValueError:
+                    unreadable.add(base)
+        for name in names:
+            data = _DATA_NAME.match(name)
+            if name.startswith(_TEMP_PREFIXES) or (
+                    data and name not in referenced
+                    and "ckpt-" + data.group(1) not in unreadable):
+                fileio.rmtree(self._path(name))
 
     def corrupt(self):
         """Paths of checkpoints moved aside as ``ckpt-N.corrupt`` (by this or an earlier run)."""
-        if not os.path.isdir(self.directory):
-            return []
-        return sorted(os.path.join(self.directory, name) for name in os.listdir(self.directory)
-                      if name.endswith(".corrupt") and _NAME.match(name[:-len(".corrupt")]))
+        return [self._path(name) for name in fileio.listdir(self.directory)
+                if name.endswith(".corrupt") and _NAME.match(name[:-len(".corrupt")])]
 
     def checkpoints(self):
-        """``[(step, path), ...]`` of final-named directories, oldest first (not validated)."""
-        if not os.path.isdir(self.directory):
-            return []
+        """``[(step, path), ...]`` of published checkpoints, oldest first (not validated).
+
+        ``path`` is ``directory/ckpt-NNNNNNNN``: a directory, or a pointer file.
+        """
         found = []
-        for name in os.listdir(self.directory):
+        for name in fileio.listdir(self.directory):
             match = _NAME.match(name)
-            path = os.path.join(self.directory, name)
-            if match and os.path.isdir(path):
-                found.append((int(match.group(1)), path))
+            if match:
+                found.append((int(match.group(1)), self._path(name)))
         return sorted(found)
+
+    @staticmethod
+    def _pointer(path):
+        """The JSON object of pointer file ``path``; ValueError when unreadable."""
+        try:
+            pointer = json.loads(fileio.read_text(path))
+        except Exception as exc:  # noqa: BLE001 -- OSError, ValueError, tf errors
+            raise ValueError("unreadable pointer file: %s" % exc) from exc
+        if (not isinstance(pointer, dict) or pointer.get("format") != POINTER_FORMAT
+                or not _DATA_NAME.match(str(pointer.get("directory")))):
+            raise ValueError("%s is not a %s file" % (fileio.basename(path), POINTER_FORMAT))
+        return pointer
+
+    def _write_files(self, folder, arrays, meta):
+        """``state.npz`` then ``meta.json`` into ``folder``; returns the final meta."""
+        with fileio.open(fileio.join(folder, STATE_FILE), "wb") as f:
+            writer = _HashingWriter(f)
+            np.savez(writer, **arrays)
+            f.flush()
+        fileio.fsync(fileio.join(folder, STATE_FILE))
+        meta = dict(meta, format=FORMAT, sha256=writer.digest.hexdigest(),
+                    saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        with fileio.open(fileio.join(folder, META_FILE), "w") as f:
+            f.write(json.dumps(meta, indent=1))
+            f.flush()
+        fileio.fsync(fileio.join(folder, META_FILE))
+        return meta
 
     def save(self, step, arrays, meta):
         """Write ``arrays`` and ``meta`` as ``ckpt-{step}`` atomically; prune; return the path."""
-        os.makedirs(self.directory, exist_ok=True)
-        final = os.path.join(self.directory, "ckpt-%08d" % step)
-        temp = os.path.join(self.directory, ".tmp-ckpt-%08d-%d" % (step, os.getpid()))
-        shutil.rmtree(temp, ignore_errors=True)
-        os.makedirs(temp)
-        state_path = os.path.join(temp, STATE_FILE)
-        with open(state_path, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        meta = dict(meta, format=FORMAT, step=int(step), sha256=_sha256(state_path),
-                    saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        with open(os.path.join(temp, META_FILE), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
+        fileio.makedirs(self.directory)
+        final = self._path("ckpt-%08d" % step)
+        meta = dict(meta, step=int(step))
+        if not self.atomic:
+            return self._save_with_pointer(step, final, arrays, meta)
+        temp = self._path(".tmp-ckpt-%08d-%d" % (step, os.getpid()))
+        fileio.rmtree(temp)
+        fileio.makedirs(temp)
+        self._write_files(temp, arrays, meta)
         _fsync_dir(temp)
         trash = None
-        if os.path.exists(final):  # same step saved again: swap it out
-            trash = os.path.join(self.directory, ".trash-ckpt-%08d-%d" % (step, os.getpid()))
-            os.rename(final, trash)
-        os.rename(temp, final)
+        if fileio.exists(final):  # same step saved again: swap it out
+            trash = self._path(".trash-ckpt-%08d-%d" % (step, os.getpid()))
+            fileio.rename(final, trash, overwrite=False)
+        fileio.rename(temp, final, overwrite=False)
         _fsync_dir(self.directory)
         if trash:
-            shutil.rmtree(trash, ignore_errors=True)
+            fileio.rmtree(trash)
         self.prune()
         return final
 
-    def prune(self):
-        """Delete all but the newest ``keep`` checkpoints (renamed away first)."""
-        for step, path in self.checkpoints()[:-self.keep]:
-            trash = os.path.join(self.directory, ".trash-" + os.path.basename(path))
+    def _save_with_pointer(self, step, final, arrays, meta):
+        data_name = "ckpt-%08d.%s" % (step, fileio.unique_suffix())
+        folder = self._path(data_name)
+        fileio.makedirs(folder)
+        meta = self._write_files(folder, arrays, meta)
+        old = None
+        if fileio.isfile(final):  # same step saved again: its old data goes after the switch
             try:
-                os.rename(path, trash)
-            except OSError:
+                old = self._pointer(final)["directory"]
+            except ValueError:
+                old = None
+        fileio.write_text(final, _pointer_text(step, data_name, meta["sha256"]))
+        if old and old != data_name:
+            fileio.rmtree(self._path(old))
+        self.prune()
+        return final
+
+    def _remove(self, path):
+        """Delete checkpoint ``path``: the pointer first, then the data it names."""
+        if fileio.isdir(path):
+            trash = self._path(".trash-" + fileio.basename(path))
+            if self.atomic:
+                fileio.rename(path, trash, overwrite=True)
+                path = trash
+            fileio.rmtree(path)
+            return
+        try:
+            data = self._pointer(path)["directory"]
+        except ValueError:
+            data = None
+        fileio.remove(path)
+        if data:
+            fileio.rmtree(self._path(data))
+
+    def prune(self):
+        """Delete all but the newest ``keep`` checkpoints."""
+        for _, path in self.checkpoints()[:-self.keep]:
+            try:
+                self._remove(path)
+            except Exception:  # noqa: BLE001 -- pruning must not stop training
                 continue
-            shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
     def read(path):
-        """``(meta, arrays)`` of one checkpoint directory.
+        """``(meta, arrays)`` of one checkpoint: its directory or its pointer file.
 
         Raises:
             ValueError: the checkpoint is incomplete or corrupt (the reason
                 is in the message).
         """
-        meta_path, state_path = os.path.join(path, META_FILE), os.path.join(path, STATE_FILE)
+        path = os.fspath(path)
+        expected_sha = None
+        if fileio.isfile(path):  # a pointer file (object stores, ram://)
+            pointer = CheckpointManager._pointer(path)
+            expected_sha = pointer.get("sha256")
+            path = fileio.join(fileio.dirname(path), pointer["directory"])
+        meta_path, state_path = fileio.join(path, META_FILE), fileio.join(path, STATE_FILE)
         try:
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as exc:
+            meta = json.loads(fileio.read_text(meta_path))
+        except Exception as exc:  # noqa: BLE001 -- OSError, ValueError, tf NotFoundError
             raise ValueError("unreadable %s: %s" % (META_FILE, exc)) from exc
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError("%s is not a %s file" % (META_FILE, FORMAT))
-        if not os.path.exists(state_path):
+        if expected_sha is not None and meta.get("sha256") != expected_sha:
+            raise ValueError("%s does not match its pointer file" % META_FILE)
+        if not fileio.isfile(state_path):
             raise ValueError("%s is missing" % STATE_FILE)
         if _sha256(state_path) != meta.get("sha256"):
             raise ValueError("%s does not match the SHA-256 in %s" % (STATE_FILE, META_FILE))
         try:
-            with np.load(state_path, allow_pickle=False) as npz:
+            with fileio.open(state_path, "rb") as f, np.load(f, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
         except Exception as exc:  # zipfile/numpy raise many kinds
             raise ValueError("unreadable %s: %s" % (STATE_FILE, exc)) from exc
@@ -294,19 +393,19 @@ class CheckpointManager:
         """``(path, meta, arrays)`` of the newest valid checkpoint, or None.
 
         Invalid ones are skipped with a warning naming the reason and, on a
-        writer, renamed to ``ckpt-N.corrupt`` so that pruning never counts
-        them among the ``keep`` newest.
+        writer, renamed to ``ckpt-N.corrupt`` (a pointer file is renamed, its
+        data stays) so that pruning never counts them among the ``keep`` newest.
         """
-        for step, path in reversed(self.checkpoints()):
+        for _, path in reversed(self.checkpoints()):
             try:
                 meta, arrays = self.read(path)
             except ValueError as exc:
                 aside = ""
                 if self.writable:
                     try:
-                        os.rename(path, path + ".corrupt")
-                        aside = " (moved to %s.corrupt)" % os.path.basename(path)
-                    except OSError:
+                        fileio.rename(path, path + ".corrupt", overwrite=False)
+                        aside = " (moved to %s.corrupt)" % fileio.basename(path)
+                    except Exception:  # noqa: BLE001 -- OSError, tf errors
                         pass
                 warnings.warn("Ignoring checkpoint %s: %s%s" % (path, exc, aside), stacklevel=2)
                 self.rejected.append((path, str(exc)))

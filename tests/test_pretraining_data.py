@@ -145,10 +145,8 @@ def test_masking_rate_and_80_10_10(tokenizer):
 
 
 def test_whole_words_keep_wordpieces_together(tmp_path):
-    try:
-        from bert4keras.tokenizers import Tokenizer
-    except ImportError:
-        pytest.skip("bert4keras.tokenizers is not available yet")
+    from bert4keras.tokenizers import Tokenizer
+
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + list("１２３８９年月日新讲话。") + ["##９", "##８", "１２"]), encoding="utf-8")
     dataset = TrainingDatasetRoBERTa(Tokenizer(str(vocab)), seq_len=64, word_segment=jieba.lcut)
@@ -379,24 +377,10 @@ def test_text_corpus(tmp_path):
         TextCorpus(tmp_path / "missing.txt")
 
 
-def _real_vocab():
-    try:
-        from bert4keras.tokenizers import Tokenizer  # noqa: F401
-    except ImportError:
-        pytest.skip("bert4keras.tokenizers is not available yet")
-    try:
-        from bert4keras.datasets import chinese_vocab_path
-
-        return chinese_vocab_path()
-    except Exception:
-        return None
-
-
 def test_cli_with_real_tokenizer(corpus, tmp_path):
-    vocab = _real_vocab()
-    if vocab is None:  # a small WordPiece vocab covering the corpus
-        vocab = tmp_path / "vocab.txt"
-        vocab.write_text("\n".join(SPECIALS[:2] + ["[unused1]"] + SPECIALS[2:] + VOCAB_CHARS) + "\n", encoding="utf-8")
+    from bert4keras.datasets import chinese_vocab_path
+
+    vocab = chinese_vocab_path()  # Google's Chinese vocab; a failure to fetch fails the test
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join("\n".join(doc) for doc in corpus[:40]) + "\n", encoding="utf-8")
     for model in ("roberta", "gpt", "unilm"):
