@@ -33,12 +33,12 @@ prompt, greedy or sampling).
         --vocab checkpoints/chinese_bert_small/vocab.txt --max-new-tokens 16
 """
 
-import argparse
 import json
 import os
 import sys
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 
 from bert4keras.checkpoints import open_checkpoint
@@ -53,7 +53,7 @@ PROMPTS = ["中国的首都是北京", "今天天气不错，", "新华社北京
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     p.add_argument("--model-dir", default=DEFAULT_DIR,
                    help="directory with the config, checkpoint and vocab.txt")
     p.add_argument("--config", default=None, help="bert_config.json / mega.json")
@@ -148,26 +148,32 @@ def main(argv=None):
     elif args.method == "beam":
         options.update(num_beams=args.beams)
 
-    if args.stream:
-        if args.method == "beam" or len(batch) != 1:
-            raise SystemExit("--stream needs one --prompt and greedy or sampling")
-        print(prompts[0], end="", flush=True)
-        for tokens in decoder.stream(batch, **{k: v for k, v in options.items()
-                                              if k != "progress"}):
-            if tokens[0] >= 0:
-                print(tokenizer.decode([int(tokens[0])]), end="", flush=True)
-        print()
-
     start = time.time()
-    outputs = decoder.generate(batch, **options)
+    if args.stream:  # decoded once: the streamed tokens are the result
+        if args.method == "beam" or len(batch) != 1 or args.n != 1:
+            raise SystemExit("--stream needs one --prompt, --n 1 and greedy or sampling")
+        ids, shown = [], ""
+        print("--", prompts[0], end="", flush=True)
+        for step in decoder.stream(batch, **{k: v for k, v in options.items()
+                                            if k not in ("progress", "n")}):
+            if step[0] >= 0:
+                ids.append(int(step[0]))
+                text = tokenizer.decode(ids)  # whole text: WordPiece joins pieces
+                print(text[len(shown):] if text.startswith(shown) else text, end="", flush=True)
+                shown = text
+        print()
+        outputs = [[ids] if args.method == "sample" else ids]
+    else:
+        outputs = decoder.generate(batch, **options)
     seconds = time.time() - start
     texts, tokens = [], 0
     for prompt, out in zip(prompts, outputs):
         samples = out if args.method == "sample" else [out]
         texts.append([prompt + tokenizer.decode([int(i) for i in ids]) for ids in samples])
         tokens += sum(len(ids) for ids in samples)
-        for text in texts[-1]:
-            print("--", text)
+        if not args.stream:
+            for text in texts[-1]:
+                print("--", text)
     print("%d tokens in %.2f s (%.1f tokens/s, compilation included on the first call)"
           % (tokens, seconds, tokens / max(seconds, 1e-9)), file=sys.stderr)
     results = dict(family=family, config=config, checkpoint=checkpoint, method=args.method,

@@ -47,11 +47,11 @@ linking of the gold mentions (the ranker alone).
         --model-dir /path/to/chinese_L-12_H-768_A-12 --epochs 2 --batch-size 32
 """
 
-import argparse
 import os
 import random
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -60,7 +60,6 @@ from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
 
-import common
 from common import (HERE, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
                     pad_batch, resolve_paths, save_and_check, write_json, write_json_lines)
 
@@ -622,7 +621,7 @@ def write_predictions(path, records, predicted):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--data-dir", default=SAMPLE_DIR,
                    help="directory with train.json, develop.json and kb_data (the official "
@@ -714,11 +713,11 @@ def main(argv=None):
     start = time.time()
     for epoch in range(args.epochs):
         mention_model.fit(mention_gen.forfit(), steps_per_epoch=len(mention_gen),
-                          epochs=epoch + 1, initial_epoch=epoch, verbose=2)
+                          epochs=epoch + 1, initial_epoch=epoch, verbose=2, shuffle=False)
         pairs = ranking_pairs(data["train"], index, args.negatives, args.max_candidates, rng)
         pair_gen = PairGenerator(pairs, encoder, kb, args.batch_size, args.maxlen)
         ranker.fit(pair_gen.forfit(), steps_per_epoch=len(pair_gen), epochs=epoch + 1,
-                   initial_epoch=epoch, verbose=2)
+                   initial_epoch=epoch, verbose=2, shuffle=False)
         if data["valid"]:
             scores, _ = evaluate(linker, data["valid"])
             # linking F1 decides; ties (e.g. all 0 early on) go to the better

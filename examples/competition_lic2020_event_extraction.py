@@ -43,11 +43,11 @@ argument-level metric (definition and source in its docstring).
         --model-dir chinese_L-12_H-768_A-12 --test test1.json --test-output duee_pred.json
 """
 
-import argparse
 import os
 import time
 from collections import Counter
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -471,7 +471,7 @@ def report(scores, best):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--train", default=os.path.join(SAMPLE_DIR, "train.json"),
                    help="DuEE 1.0 training file (default: the shipped sample)")
@@ -535,7 +535,7 @@ def main(argv=None):
                                shapes=(((None, None), (None, None)), (None, None)))
     start = time.time()
     model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs, callbacks=[evaluator],
-              verbose=2)
+              verbose=2, shuffle=False)
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     dev_scores, dev_predictions = evaluate(model, crf, tokenizer, labels, dev_records,

@@ -46,11 +46,11 @@ counts 0), reported like the official script as percentages.
         --predict dureader_robust-data/test.json --predict-output test.pred.json
 """
 
-import argparse
 import json
 import os
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -563,7 +563,7 @@ def evaluate(model, featurizer, examples, batch_size, max_answer_len):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--train", default=os.path.join(SAMPLE_DIR, "train.json"),
                    help="training file (default: the shipped sample)")
@@ -665,7 +665,7 @@ def main(argv=None):
         start = time.time()
         if args.epochs:
             model.fit(generator.forfit(), steps_per_epoch=len(generator), epochs=args.epochs,
-                      callbacks=callbacks, verbose=2)
+                      callbacks=callbacks, verbose=2, shuffle=False)
         results["train_seconds"] = round(time.time() - start, 1)
         if dev is not None and evaluator.best_weights is not None:
             model.set_weights(evaluator.best_weights)

@@ -56,11 +56,11 @@ PaddleNLP ``examples/information_extraction/DuIE/``).
         --test-output duie_pred.json
 """
 
-import argparse
 import os
 import re
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 from keras import ops
@@ -634,7 +634,7 @@ def report(scores, best):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--train", default=os.path.join(SAMPLE_DIR, "train.json"),
                    help="DuIE 2.0 training file (default: the shipped sample)")
@@ -702,7 +702,7 @@ def main(argv=None):
                 ((None, None, 2), (None, None, len(relations), 2))))
     start = time.time()
     train_model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs,
-                    callbacks=[evaluator], verbose=2)
+                    callbacks=[evaluator], verbose=2, shuffle=False)
     seconds = time.time() - start
     train_model.set_weights(evaluator.best_weights)
     dev_scores, dev_predictions = evaluate(models, tokenizer, dev_records, schema, relations,

@@ -52,7 +52,6 @@ ranked by their mean.
         --valid-tables DATA/val/val.tables.json --epochs 5 --batch-size 16
 """
 
-import argparse
 import difflib
 import math
 import os
@@ -60,6 +59,7 @@ import re
 import sqlite3
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -366,7 +366,8 @@ def same_logic_form(predicted, gold):
     """
     try:
         return (int(predicted["cond_conn_op"]) == int(gold["cond_conn_op"])
-                and set(zip(predicted["sel"], predicted["agg"])) == set(zip(gold["sel"], gold["agg"]))
+                and (set(zip(predicted["sel"], predicted["agg"]))
+                     == set(zip(gold["sel"], gold["agg"])))
                 and _conds_key(predicted["conds"]) == _conds_key(gold["conds"]))
     except (KeyError, TypeError, ValueError):
         return False
@@ -414,7 +415,8 @@ def execution_accuracy(database, table_ids, golds, predictions):
         try:
             expected = database.execute(table_id, gold)
         except (sqlite3.Error, ValueError, IndexError, TypeError) as e:
-            raise ValueError("gold SQL %r on table %r does not run: %s" % (gold, table_id, e))
+            raise ValueError("gold SQL %r on table %r does not run: %s"
+                             % (gold, table_id, e)) from e
         try:
             got = database.execute(table_id, predicted)
         except (sqlite3.Error, ValueError, IndexError, TypeError, KeyError):
@@ -830,7 +832,7 @@ def format_scores(scores):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--train", default=os.path.join(SAMPLE_DIR, "train.json"),
                    help="training questions (default: the shipped sample)")
@@ -891,7 +893,7 @@ def main(argv=None):
         report=lambda scores, best: "valid %s (best score %.4f)" % (format_scores(scores), best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2)
+              callbacks=[evaluator], verbose=2, shuffle=False)
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     valid, predictions = evaluate(model, valid_x, valid_q, valid_tables, database,

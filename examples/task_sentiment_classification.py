@@ -26,11 +26,11 @@ McNemar test on the texts where exactly one model is right, and a paired
 bootstrap interval of the difference).
 """
 
-import argparse
 import math
 import os
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -119,7 +119,7 @@ def paired_comparison(right_a, right_b, resamples=10000, seed=0):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--maxlen", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
@@ -175,8 +175,9 @@ def main(argv=None):
     evaluator = BestEpoch(lambda model: (accuracy(model, valid), None),
                           report=lambda acc, best: "val_acc=%.4f (best %.4f)" % (acc, best))
     start = time.time()
+    # shuffle=False: forfit() reshuffles every epoch itself; Keras cannot shuffle a dataset
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2)
+              callbacks=[evaluator], verbose=2, shuffle=False)
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     test_acc = accuracy(model, test)

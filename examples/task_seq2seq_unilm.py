@@ -26,10 +26,10 @@ output string (boundaries included) against the target.
     python examples/task_seq2seq_unilm.py --random-init --limit 64 --epochs 1
 """
 
-import argparse
 import random
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -227,7 +227,7 @@ def report(scores, best):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--max-chars", type=int, default=32, help="characters per clause")
     p.add_argument("--batch-size", type=int, default=32)
@@ -276,7 +276,7 @@ def main(argv=None):
         key=lambda scores: scores["f1"], report=report)
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2)
+              callbacks=[evaluator], verbose=2, shuffle=False)
     train_seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
 

@@ -27,10 +27,10 @@ harmonic mean, summed over the whole split; plus recall of gold words seen
     python examples/task_sequence_labeling_cws_crf.py --random-init --limit 64 --epochs 1
 """
 
-import argparse
 import random
 import time
 
+import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
@@ -229,7 +229,7 @@ def evaluate(model, crf, encoder, sentences, batch_size, maxlen, train_words=Non
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.ArgumentParser(__doc__)
     add_model_args(p)
     p.add_argument("--maxlen", type=int, default=128,
                    help="tokens per piece incl. [CLS]/[SEP]; longer sentences are cut")
@@ -269,7 +269,7 @@ def main(argv=None):
             scores["precision"], scores["recall"], scores["f1"], best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2)
+              callbacks=[evaluator], verbose=2, shuffle=False)
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     start = time.time()

@@ -1,6 +1,9 @@
 """Tests for bert4keras.snippets."""
 
+import multiprocessing
 import os
+import re
+import signal
 import time
 
 import numpy as np
@@ -17,6 +20,7 @@ from bert4keras.snippets import (
     text_segmentate,
     truncate_sequences,
 )
+from bert4keras.snippets.parallel import WorkerDiedError
 
 # ---------------------------------------------------------------- padding
 
@@ -394,3 +398,37 @@ def test_softmax():
     np.testing.assert_allclose(p.sum(-1), 1.0)
     np.testing.assert_allclose(p[1], 1 / 3)
     np.testing.assert_allclose(softmax(x, axis=0).sum(0), 1.0)
+
+
+def _die_on_five(x):
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+    time.sleep(0.01)
+    return x
+
+
+@pytest.mark.parametrize("unordered", [True, False])
+def test_parallel_apply_dead_worker_raises_naming_it(unordered):
+    """A worker killed mid-item must raise (not hang) and name the worker,
+    its pid, the signal and the item.  The alarm bounds the wait: the old
+    ``multiprocessing.Pool`` code waited forever for the lost item."""
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("parallel_apply still waiting 60 s after a worker died")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(60)
+    try:
+        with pytest.raises(WorkerDiedError) as caught:
+            parallel_apply(_die_on_five, range(20), workers=2, max_queue_size=4,
+                           unordered=unordered)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    message = str(caught.value)
+    assert "SIGKILL" in message and "item 5" in message and "pid " in message
+    assert re.search(r"worker \d of 2", message)
+    # the pool is usable again afterwards and leaves no worker behind
+    again = parallel_apply(_slow_square, range(6), 2, 2, unordered=False)
+    assert again == [i * i for i in range(6)]
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("parallel_apply")]

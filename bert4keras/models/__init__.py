@@ -25,6 +25,7 @@ from bert4keras.models.compat import (
 )
 from bert4keras.models.config import (  # noqa: F401  (re-export)
     GOOGLE_CONFIG_KEYS,
+    check_config_values,
     find_config,
     load_config,
 )
@@ -123,6 +124,7 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if missing:
         raise KeyError("Config %s lacks required key(s): %s"
                        % (config["_path"], ", ".join(missing)))
+    check_config_values(cls, config, args, kwargs)  # named errors for bad sizes/rates
     accepted = _accepted_arguments(cls)
     if any(k not in accepted and not is_default(v, LEGACY_OPTIONS[k])
            for k, v in kwargs.items() if k in LEGACY_OPTIONS):

@@ -46,12 +46,13 @@ T5 decoder alone have no ``transformers`` class: they are saved with
 ``format='google'``.
 """
 
-import glob
 import json
 import os
 import warnings
 
 import numpy as np
+
+from bert4keras import fileio
 
 #: Google BERT ``bert_config.json`` keys (also Hugging Face ``BertConfig``'s)
 #: -> constructor arguments; the base of every family's ``config_keys``.
@@ -83,9 +84,9 @@ HEADS = ("mlm", "nsp", "lm", "discriminator")
 
 def _checkpoint_format(directory):
     """``'hf'``, ``'google'``, or None (neither or both) for a directory."""
-    has_hf = bool(glob.glob(os.path.join(directory, "*.safetensors")))
-    has_tf = (os.path.exists(os.path.join(directory, "checkpoint"))
-              or bool(glob.glob(os.path.join(directory, "*.index"))))
+    has_hf = bool(fileio.glob(fileio.join(directory, "*.safetensors")))
+    has_tf = (fileio.exists(fileio.join(directory, "checkpoint"))
+              or bool(fileio.glob(fileio.join(directory, "*.index"))))
     if has_hf == has_tf:
         return None
     return "hf" if has_hf else "google"
@@ -93,9 +94,8 @@ def _checkpoint_format(directory):
 
 def _read_json(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as exc:
+        config = json.loads(fileio.read_text(path))  # local, gs://, ram://
+    except Exception as exc:  # noqa: BLE001 -- OSError, ValueError, tf NotFoundError
         raise ValueError("Cannot read config %r: %s" % (path, exc)) from exc
     if not isinstance(config, dict):
         raise ValueError("Config %r is not a JSON object" % path)
@@ -124,18 +124,18 @@ def find_config(path):
             neither file (both names and the directory are given).
     """
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        if not os.path.exists(path):
+    if not fileio.isdir(path):
+        if not fileio.exists(path):
             raise FileNotFoundError("Config file not found: %r" % path)
         return path
-    found = [name for name in CONFIG_FILES if os.path.exists(os.path.join(path, name))]
+    found = [name for name in CONFIG_FILES if fileio.exists(fileio.join(path, name))]
     if not found:
         raise FileNotFoundError("No %s in directory %r" % (" or ".join(CONFIG_FILES), path))
     if len(found) == 1:
-        return os.path.join(path, found[0])
+        return fileio.join(path, found[0])
     fmt = _checkpoint_format(path)
     chosen, other = ("bert_config.json", "config.json") if fmt == "google" else found
-    chosen, other = os.path.join(path, chosen), os.path.join(path, other)
+    chosen, other = fileio.join(path, chosen), fileio.join(path, other)
     try:
         a, b = _read_json(chosen), _read_json(other)
     except ValueError:
@@ -322,3 +322,84 @@ def huggingface_export(transformer):
         config[key] = 1
         tensors[name] = np.zeros((1, transformer.embedding_size), "float32")
     return config, tensors
+
+
+# -- checking the values ------------------------------------------------------------
+
+#: Constructor arguments that must be whole numbers, with their least value.
+#: ``num_hidden_layers`` >= 1: a 0-layer model would "load" a checkpoint while
+#: ignoring every Transformer block in it.
+INTEGER_ARGUMENTS = {
+    "vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1,
+    "intermediate_size": 1, "embedding_size": 1, "attention_head_size": 1,
+    "attention_key_size": 1, "max_position": 1, "segment_vocab_size": 0,
+    "num_decoder_layers": 1, "relative_attention_num_buckets": 1,
+    "relative_attention_max_distance": 1,
+}
+#: Constructor arguments that must be real numbers in ``[low, high)``.
+RATE_ARGUMENTS = {"dropout_rate": (0.0, 1.0), "attention_dropout_rate": (0.0, 1.0),
+                  "layer_norm_eps": (0.0, float("inf")), "initializer_range": (0.0, float("inf"))}
+
+
+def check_config_values(cls, config, args, overrides=()):
+    """Check the sizes and rates of a model before it is built.
+
+    Catches what would otherwise build a wrong model or fail deep inside
+    graph building: ``num_hidden_layers`` 0 or negative (a 0-layer model that
+    "loads" a checkpoint), a size given as a string (``"192"``: a
+    string-formatting ``TypeError`` later), ``num_attention_heads: 0`` (a
+    ``ZeroDivisionError``), a fractional size (``4.9`` layers would be
+    truncated to 4). Whole-number floats (``12.0``) are accepted. ``None``
+    values are skipped (a required size that is None is reported by
+    ``build_transformer_model`` as missing).
+
+    Args:
+        cls: the :class:`~bert4keras.models.base.Transformer` family (its
+            ``config_keys`` give the config file's spelling of a key).
+        config: the config as read (:func:`load_config`; ``'_path'`` names
+            the file, ``'<kwargs>'`` when there is none).
+        args: the constructor arguments (``translate_config`` plus overrides).
+        overrides: names of the arguments given to ``build_transformer_model``
+            as keyword arguments rather than read from the file.
+
+    Raises:
+        TypeError: a size that is not a whole number (a string, a bool, a
+            list) or a rate that is not a number; the message names the
+            config file and its key (or the keyword argument) and the value.
+        ValueError: a fractional size, a size below its least value
+            (:data:`INTEGER_ARGUMENTS`), or a rate out of range
+            (:data:`RATE_ARGUMENTS`), named the same way.
+    """
+    keys = merged_config_keys(cls)
+
+    def where(argument):
+        if argument in overrides:
+            return "build_transformer_model argument %s" % argument
+        key = next((k for k, a in keys.items() if a == argument and k in config), argument)
+        spelled = "key %r" % key + (" (%s)" % argument if key != argument else "")
+        return "config %s: %s" % (config.get("_path", "<kwargs>"), spelled)
+
+    for argument, least in INTEGER_ARGUMENTS.items():
+        value = args.get(argument)
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise TypeError("%s must be a whole number, got %r (%s)"
+                            % (where(argument), value, type(value).__name__))
+        if not float(value).is_integer():
+            raise ValueError("%s must be a whole number, got %r (it would be truncated to %d)"
+                             % (where(argument), value, int(value)))
+        if value < least:
+            raise ValueError("%s must be >= %d, got %r%s" % (
+                where(argument), least, value,
+                " (a model without Transformer blocks would ignore the checkpoint's)"
+                if argument in ("num_hidden_layers", "num_decoder_layers") else ""))
+    for argument, (low, high) in RATE_ARGUMENTS.items():
+        value = args.get(argument)
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise TypeError("%s must be a number, got %r (%s)"
+                            % (where(argument), value, type(value).__name__))
+        if not low <= value < high:
+            raise ValueError("%s must be in [%g, %g), got %r" % (where(argument), low, high, value))
