@@ -38,7 +38,11 @@ from bert4keras.snippets.arrays import (
 )
 from bert4keras.snippets.data import DataGenerator
 from bert4keras.snippets.files import open  # 0.11.5 shadows the built-in here too
-from bert4keras.snippets.parallel import parallel_apply, parallel_apply_generator
+from bert4keras.snippets.parallel import (
+    WorkerDiedError,
+    parallel_apply,
+    parallel_apply_generator,
+)
 from bert4keras.snippets.pyutils import (
     delete_arguments,
     insert_arguments,
@@ -76,6 +80,7 @@ __all__ = [
     "lowercase_and_normalize",
     "open",
     "orthogonally_resize",
+    "WorkerDiedError",
     "parallel_apply",
     "parallel_apply_generator",
     "sequence_padding",

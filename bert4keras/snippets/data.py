@@ -141,9 +141,10 @@ class DataGenerator:
         another length (``sequence_padding`` pads to the longest item of
         each batch) stops training with "Generator yielded an element of
         shape ...".  On JAX and PyTorch it is the generator of
-        :meth:`epochs` (those backends read batches of any shape).  Keras'
-        warning that ``shuffle=True`` is ignored for a dataset is expected:
-        with ``random=True`` the generator shuffles each epoch itself.
+        :meth:`epochs` (those backends read batches of any shape).  Pass
+        ``shuffle=False`` to ``fit`` (Keras cannot shuffle a dataset and
+        warns otherwise): with ``random=True`` the generator shuffles each
+        epoch itself.
 
         Returns:
             ``tf.data.Dataset`` (TensorFlow) or an endless generator.
