@@ -36,9 +36,11 @@ Modules: ``schedules`` (piecewise linear), ``base`` (shared mixin), ``tiger``,
 ``wrappers`` (the four modern factories), ``adafactor``, ``compat``; import
 everything from ``bert4keras.optimizers``.
 
-  The generated classes are registered for Keras serialization under
-  ``bert4keras>{name}``; call the same factory again before
-  ``keras.saving.load_model`` in a new process. They stack, e.g.
+  A model compiled with a generated class saves to ``.keras`` and loads in
+  a new process after ``import bert4keras`` alone: the class is saved as a
+  recipe (base class + extensions) that ``bert4keras>ExtendedOptimizer``
+  rebuilds (see ``bert4keras/optimizers/base.py``); a base class of your own
+  must be registered with ``keras.saving``. They stack, e.g.
   ``extend_with_lookahead(extend_with_parameter_wise_lr(keras.optimizers.AdamW))``.
   Put :func:`extend_with_layer_adaptation` innermost when combining it with
   parameter-wise learning rates (it sees the learning rate it is given).

@@ -3,7 +3,29 @@
 Holds the mixin that every ``extend_with_*`` class and :class:`Tiger` put in
 front of a Keras optimizer (variable paths, slot registry, decoupled
 per-variable weight decay), the gradient helpers they share, and the cache
-and registration of generated classes.
+and serialization of generated classes.
+
+How a generated class is saved and loaded
+-----------------------------------------
+A class made at run time by a factory (``extend_with_weight_decay(Adam)``,
+``extend_with_lookahead(extend_with_parameter_wise_lr(AdamW))``, ...) does not
+exist in a new process until the factory runs again. So every generated class
+is saved under the one registered name ``bert4keras>ExtendedOptimizer`` (the
+:class:`ExtendedOptimizer` dispatcher, registered by ``import bert4keras``),
+and its config carries a *recipe* under the key ``"extended_optimizer"``::
+
+    {"base": "AdamW", "base_module": "keras.src.optimizers.adamw",
+     "extensions": [{"extension": "ParameterWiseLR",
+                     "class_name": "AdamWParameterWiseLR"}]}
+
+``base`` is the registered name (``keras.saving.get_registered_name``) of
+the innermost class that no factory made, ``extensions`` the factories
+applied to it, innermost first, each with the class name it was given.
+``ExtendedOptimizer.from_config`` runs the same factories again (which
+return the cached class if it exists) and builds the instance from the rest
+of the config. Each generated class is also put into the custom objects as
+``bert4keras>{class name}``, its registered name before the recipe existed,
+so files saved then load once the factory has been called again.
 """
 
 import re
@@ -153,7 +175,16 @@ class _ExtensionBase:
     def get_config(self):
         config = super().get_config()
         config["weight_decay_exclude"] = list(self.weight_decay_exclude)
+        recipe = type(self).__dict__.get("_extended_recipe")
+        if recipe is not None:  # a class made by a factory (not a subclass of one)
+            config[_RECIPE_KEY] = _recipe_config(recipe)
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # The recipe names the class; it is not a constructor argument.
+        config = {key: value for key, value in config.items() if key != _RECIPE_KEY}
+        return super().from_config(config, custom_objects=custom_objects)
 
 
 def _check_optimizer_class(cls):
@@ -172,12 +203,141 @@ def _bases(cls):
 
 _CLASS_CACHE = {}
 
+# Serialization of generated classes (see the module docstring).
+_DISPATCHER_NAME = "ExtendedOptimizer"
+_RECIPE_KEY = "extended_optimizer"
+_FACTORIES = {}  # extension kind -> factory function
+
+
+def _factory(kind):
+    """Decorator: record ``function`` as the factory of extension ``kind``.
+
+    The dispatcher calls it by this kind when it rebuilds a saved class.
+    """
+    def register(function):
+        _FACTORIES[kind] = function
+        return function
+    return register
+
+
+def _is_generated(cls):
+    return isinstance(cls, type) and "_extended_recipe" in cls.__dict__
+
 
 def _finish(kind, base, new_cls, name):
-    """Name, register for deserialization and cache a generated class."""
+    """Name, cache and register for (de)serialization a generated class.
+
+    ``new_cls`` is saved under the dispatcher's registered name with its
+    recipe (base class + extensions so far); its own name also goes into the
+    custom objects as ``bert4keras>{name}`` (the name files saved by earlier
+    versions refer to), unless that name belongs to a class no factory made.
+    """
     name = name or base.__name__ + kind
     new_cls.__name__ = new_cls.__qualname__ = name
     new_cls.__module__ = "bert4keras.optimizers"
-    keras.saving.register_keras_serializable(package=_PACKAGE, name=name)(new_cls)
+    root, steps = base.__dict__.get("_extended_recipe", (base, ()))
+    new_cls._extended_recipe = (root, steps + ((kind, name),))
+    objects = keras.saving.get_custom_objects()
+    # register_keras_serializable is the public way to set the name a class is
+    # saved under; it also points that name at the class: point it back.
+    keras.saving.register_keras_serializable(package=_PACKAGE, name=_DISPATCHER_NAME)(new_cls)
+    objects["%s>%s" % (_PACKAGE, _DISPATCHER_NAME)] = ExtendedOptimizer
+    legacy = "%s>%s" % (_PACKAGE, name)
+    if legacy not in objects or _is_generated(objects[legacy]):
+        objects[legacy] = new_cls
     _CLASS_CACHE[(kind, base, name)] = new_cls
     return new_cls
+
+
+def _recipe_config(recipe):
+    root, steps = recipe
+    return {
+        "base": keras.saving.get_registered_name(root),
+        "base_module": root.__module__,
+        "extensions": [{"extension": kind, "class_name": name} for kind, name in steps],
+    }
+
+
+def _resolve_base(name, module):
+    """The base optimizer class a recipe names (Keras' own, or registered)."""
+    found = None
+    if ">" not in name and str(module).split(".")[0] == "keras":
+        found = getattr(keras.optimizers, name, None)
+    if found is None:
+        # registered classes, and load_model(..., custom_objects=...) during loading
+        found = keras.saving.get_registered_object(name)
+    if not (isinstance(found, type) and issubclass(found, keras.optimizers.Optimizer)):
+        raise TypeError(
+            "cannot rebuild a saved bert4keras optimizer: its base optimizer class %r "
+            "(module %r) is not known in this process. Import the module that defines it, "
+            "with the class decorated by @keras.saving.register_keras_serializable(), or pass "
+            "custom_objects={%r: TheClass} to keras.saving.load_model" % (name, module, name))
+    return found
+
+
+def optimizer_class_from_recipe(recipe):
+    """Rebuild a generated optimizer class from its saved recipe.
+
+    Args:
+        recipe: dict ``{"base": registered name, "base_module": str,
+            "extensions": [{"extension": kind, "class_name": str}, ...]}``, as
+            stored under ``"extended_optimizer"`` in the config of an
+            optimizer whose class an ``extend_with_*`` factory made.
+
+    Returns:
+        The class, made by running the factories again in order (the
+        factories' cache returns the existing class in the process that made
+        it).
+
+    Raises:
+        ValueError: the recipe is missing or malformed, or names an
+            extension this version does not have.
+        TypeError: the base class is not known (see :func:`_resolve_base`).
+    """
+    import bert4keras.optimizers  # noqa: F401  (defines the factories)
+
+    if (not isinstance(recipe, dict) or not isinstance(recipe.get("base"), str)
+            or not isinstance(recipe.get("extensions"), (list, tuple))
+            or not recipe["extensions"]):
+        raise ValueError("a config saved under 'bert4keras>%s' needs a recipe under %r "
+                         "({'base': ..., 'extensions': [...]}); got %r"
+                         % (_DISPATCHER_NAME, _RECIPE_KEY, recipe))
+    cls = _resolve_base(recipe["base"], recipe.get("base_module"))
+    for step in recipe["extensions"]:
+        kind = step.get("extension") if isinstance(step, dict) else None
+        if kind not in _FACTORIES:
+            raise ValueError("saved optimizer recipe names an unknown extension %r (known: %s)"
+                             % (kind, ", ".join(sorted(_FACTORIES))))
+        cls = _FACTORIES[kind](cls, name=step.get("class_name"))
+    return cls
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ExtendedOptimizer:
+    """Loader of optimizers whose class an ``extend_with_*`` factory made.
+
+    Not an optimizer: every generated class is saved under this class's
+    registered name (``bert4keras>ExtendedOptimizer``) with a recipe in its
+    config, and :meth:`from_config` rebuilds the class from the recipe
+    (:func:`optimizer_class_from_recipe`), then the instance from the rest of
+    the config. ``import bert4keras`` registers it, so such a ``.keras``
+    file loads in a new process without calling the factories first.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ExtendedOptimizer only loads saved optimizers; make optimizer classes "
+                        "with the extend_with_* factories of bert4keras.optimizers")
+
+    def get_config(self):  # required for registration; never called on an instance
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Optimizer instance from a generated class's config (recipe included).
+
+        Raises:
+            ValueError, TypeError: see :func:`optimizer_class_from_recipe`.
+        """
+        config = dict(config)
+        optimizer_class = optimizer_class_from_recipe(config.get(_RECIPE_KEY))
+        return optimizer_class.from_config(config, custom_objects=custom_objects)

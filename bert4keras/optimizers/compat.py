@@ -52,8 +52,10 @@ the two cannot both hold):
   (0.11.5: empty lists); pass the lists explicitly to choose.
 - Variable patterns are searched in the Keras 3 variable path
   (``Transformer-0-FeedForward/kernel``) instead of the TF 1 name.
-- Generated classes are registered for deserialization as
-  ``bert4keras>{name}`` (0.11.5 put them into the global custom objects).
+- Generated classes are saved as a recipe under the registered name
+  ``bert4keras>ExtendedOptimizer`` and load in a new process after
+  ``import bert4keras`` (0.11.5 put them into the global custom objects,
+  so the script had to build them again before loading).
 """
 
 import keras
@@ -67,6 +69,7 @@ from bert4keras.optimizers.base import (
     _as_tuple,
     _bases,
     _dense,
+    _factory,
     _finish,
 )
 from bert4keras.optimizers.schedules import _interpolate, _schedule_points
@@ -179,7 +182,8 @@ def export_to_custom_objects(base_extend_with):
     The returned factory names the class ``name`` (when given) and puts it
     into ``keras.saving.get_custom_objects()`` under that name, so
     ``keras.saving.load_model`` finds it. For user-written extensions; the
-    factories of this package register themselves as ``bert4keras>{name}``.
+    factories of this package need none of it (their classes are saved as a
+    recipe that ``import bert4keras`` knows how to rebuild).
 
     Args:
         base_extend_with: function taking an optimizer class, returning a class.
@@ -207,6 +211,7 @@ def _cached(kind, BaseOptimizer, name):
 # Weight decay
 # ---------------------------------------------------------------------------
 
+@_factory("WeightDecay")
 def extend_with_weight_decay(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` with decoupled weight decay (0.11.5 API).
 
@@ -269,6 +274,7 @@ def extend_with_weight_decay(BaseOptimizer, name=None):
 # Piecewise-linear learning rate
 # ---------------------------------------------------------------------------
 
+@_factory("PiecewiseLinearLR")
 def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` whose learning rate follows ``lr_schedule``.
 
@@ -327,6 +333,7 @@ def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
 # Gradient accumulation
 # ---------------------------------------------------------------------------
 
+@_factory("GradientAccumulation")
 def extend_with_gradient_accumulation(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` that updates every ``grad_accum_steps`` batches.
 
@@ -388,6 +395,7 @@ def extend_with_gradient_accumulation(BaseOptimizer, name=None):
 # Exponential moving average of the weights
 # ---------------------------------------------------------------------------
 
+@_factory("EMA")
 def extend_with_exponential_moving_average(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` keeping a moving average of the weights (0.11.5 API).
 

@@ -13,6 +13,7 @@ from bert4keras.optimizers.base import (
     _take_old_name,
     _bases,
     _dense,
+    _factory,
     _finish,
     _snapshot,
     _touched_rows,
@@ -23,6 +24,7 @@ from bert4keras.optimizers.base import (
 # Parameter-wise / layer-wise learning rates
 # ---------------------------------------------------------------------------
 
+@_factory("ParameterWiseLR")
 def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` with per-variable learning-rate multipliers.
 
@@ -49,8 +51,9 @@ def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
         BaseOptimizer: a ``keras.optimizers.Optimizer`` subclass (Keras' own,
             :class:`Tiger`, or one returned by another ``extend_with_*``).
         name: class name used for serialization; default
-            ``BaseOptimizer.__name__ + "ParameterWiseLR"``. Call the factory
-            again (same arguments) before loading a saved model.
+            ``BaseOptimizer.__name__ + "ParameterWiseLR"``. A saved model
+            loads after ``import bert4keras`` alone (the class is rebuilt
+            from a recipe; see ``bert4keras/optimizers/base.py``).
 
     Returns:
         The new class (cached: the same arguments return the same class).
@@ -162,6 +165,7 @@ def layerwise_lr_decay(num_layers, decay, embedding_pattern="Embedding-",
 # Lazy (touched-rows-only) updates
 # ---------------------------------------------------------------------------
 
+@_factory("Lazy")
 def extend_with_lazy_optimization(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` that updates only touched rows of some weights.
 
@@ -244,6 +248,7 @@ def extend_with_lazy_optimization(BaseOptimizer, name=None):
 # Lookahead
 # ---------------------------------------------------------------------------
 
+@_factory("Lookahead")
 def extend_with_lookahead(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` wrapped in Lookahead (Zhang et al., 2019).
 
@@ -336,6 +341,7 @@ def extend_with_lookahead(BaseOptimizer, name=None):
 # Layer adaptation (LAMB trust ratio)
 # ---------------------------------------------------------------------------
 
+@_factory("LayerAdaptation")
 def extend_with_layer_adaptation(BaseOptimizer, name=None):
     """Subclass of ``BaseOptimizer`` with the LAMB layer-wise trust ratio.
 
