@@ -247,7 +247,8 @@ class MultiHeadAttention(keras.layers.Layer):
         vw = self._split_heads(self.v_dense(v), self.head_size)
         if mode == "rotary":
             qw, kw = B.apply_rotary_position_embeddings(position, qw, kw)
-        output, scores = self._attend(qw, kw, vw, bias, position, training, mode, v_mask)
+        output, scores = self._attend_with_scores(qw, kw, vw, bias, position, training, mode,
+                                                 v_mask)
         return [output, scores] if self.return_attention_scores else output
 
     def compute_mask(self, inputs, mask=None):
@@ -431,7 +432,14 @@ class MultiHeadAttention(keras.layers.Layer):
         o = ops.reshape(ops.transpose(o, (1, 2, 0, 3)), (rows, q_len, heads * self.head_size))
         return self.o_dense(o)
 
-    def _attend(self, qw, kw, vw, bias, position, training=None, mode=None, mask=None):
+    def _attend(self, qw, kw, vw, bias, position, training=None):
+        """The output ``(batch, q_len, out_dim)`` of :meth:`_attend_with_scores`
+        with the layer's own ``p_bias`` mode and no key mask (what the
+        uncached ``call`` computes in the layer's own call form)."""
+        return self._attend_with_scores(qw, kw, vw, bias, position, training, self.p_bias)[0]
+
+    def _attend_with_scores(self, qw, kw, vw, bias, position, training=None, mode=None,
+                            mask=None):
         """Scores, position terms, bias, normalization and output projection.
 
         ``qw`` ``(batch, q_len, heads, key_size)``, ``kw`` ``(batch, k_len,
