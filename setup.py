@@ -7,7 +7,8 @@ setup(
     version="1.0.0.dev0",
     description="Pretrained Transformers (BERT, RoFormer, GPT2, T5, ...) on Keras 3, "
                 "loading the original checkpoint formats",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=(open("README.md", encoding="utf-8").read()
+                      if __import__("os").path.exists("README.md") else ""),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

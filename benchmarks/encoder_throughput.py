@@ -26,8 +26,8 @@ Every row is warmed up (compilation included) before timing. A sample is the
 mean time of ``--iters`` forward passes; the reported time is the median of
 the ``--rounds`` samples and ``seq/s = batch / time``; the ratio to torch is
 the median over rounds of (torch's time / the row's time) in the same round,
-with the range of those per-round ratios. All runtimes use every core unless ``--threads`` is given (the thread
-counts are printed).
+with the range of those per-round ratios. All runtimes use every core unless ``--threads`` is
+given (the thread counts are printed).
 
 Usage::
 

@@ -393,7 +393,7 @@ def t5_relative_position_buckets(q_len, k_len, num_buckets=32, max_distance=128,
 
 # -- bert4keras 0.11.5 names ------------------------------------------------------------
 
-from bert4keras import backend_k as K  # noqa: E402
+from bert4keras import backend_k as K  # noqa: E402, F401  (re-exported: backend.K)
 from bert4keras.backend_k import dtype as _strict_dtype  # noqa: E402
 from bert4keras.backend_k import flatten, reshape, symbolic, where  # noqa: E402,F401
 from bert4keras.backend_k_runtime import pool1d  # noqa: E402,F401

@@ -3,7 +3,6 @@ round trips, LM/UniLM masks, serialization and bad-input errors."""
 
 import json
 import os
-import shutil
 
 import keras
 import numpy as np

@@ -201,8 +201,8 @@ class LayerNormalization(keras.layers.Layer):
                                                      kernel_initializer="zeros", name="beta_dense")
                 self.beta_dense.build(cond_shape)
             if self.scale:
-                self.gamma_dense = keras.layers.Dense(dim, use_bias=False,
-                                                      kernel_initializer="zeros", name="gamma_dense")
+                self.gamma_dense = keras.layers.Dense(
+                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense")
                 self.gamma_dense.build(cond_shape)
         self.built = True
 

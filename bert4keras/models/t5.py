@@ -154,7 +154,8 @@ class T5_Base(Transformer):
     vocab_axes = {"Decoder-Output-LM": 1}
 
     def __init__(self, hidden_act=None, relative_attention_num_buckets=32,
-                 relative_attention_max_distance=128, num_decoder_layers=None, layer_norm_eps=1e-6, segment_vocab_size=0,
+                 relative_attention_max_distance=128, num_decoder_layers=None,
+                 layer_norm_eps=1e-6, segment_vocab_size=0,
                  application="encoder", **kwargs):
         if application != "encoder":
             raise ValueError("%s is an encoder-decoder model; application=%r does not apply "

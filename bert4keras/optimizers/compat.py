@@ -22,7 +22,7 @@ What each name is built on:
 ``extend_with_piecewise_linear_lr``           :func:`piecewise_linear` on the step counter
 ``extend_with_gradient_accumulation``         Keras ``gradient_accumulation_steps``
                                               (Tiger: its own ``grad_accum_steps``)
-``extend_with_exponential_moving_average``    Keras ``use_ema`` (its averages)              
+``extend_with_exponential_moving_average``    Keras ``use_ema`` (its averages)
 ``extend_with_layer_adaptation``,             the modern factories of the same name, which
 ``extend_with_lookahead``,                    also accept the 0.11.5 argument names
 ``extend_with_lazy_optimization``,
