@@ -11,7 +11,8 @@ import inspect
 from bert4keras.checkpoints import CheckpointError  # noqa: F401  (re-export)
 from bert4keras.models import albert, bert, electra, gpt, nezha, roformer, t5
 from bert4keras.models.albert import ALBERT, ALBERT_Unshared
-from bert4keras.models.base import FORMATS, Transformer  # noqa: F401
+from bert4keras.checkpoints import FORMATS  # noqa: F401  (re-export)
+from bert4keras.models.base import Transformer  # noqa: F401
 from bert4keras.models.bert import BERT
 from bert4keras.models.compat import (
     OPTIONS as LEGACY_OPTIONS,
