@@ -339,3 +339,28 @@ def test_keep_tokens_slices_the_tied_head(gpt2_ml_checkpoint):
     logits = model.predict(ids, verbose=0)
     ref, _ = gpt2_ml_reference(weights, np.array(keep)[ids])
     np.testing.assert_allclose(logits, ref[..., keep], atol=ATOL)
+
+
+def test_a_bert_directory_loaded_as_gpt2_names_the_family(tmp_path):
+    """Issue 16: a Hugging Face BERT directory with model='gpt2' raised a bare
+    IndexError while building; it is named as the wrong family, both for the
+    HF directory (its config.json's model_type) and for the same weights as a
+    Google checkpoint with bert_config.json."""
+    import transformers
+
+    from bert4keras.checkpoints import CheckpointError
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32)
+    transformers.BertModel(config).save_pretrained(tmp_path / "hf")
+    for family in ("gpt2", "gpt2_ml", "gpt"):
+        with pytest.raises(CheckpointError, match="model_type='bert'.*model='bert'"):
+            build_transformer_model(str(tmp_path / "hf"), str(tmp_path / "hf"), model=family)
+    bert = build_transformer_model(str(tmp_path / "hf"), str(tmp_path / "hf"),
+                                   return_keras_model=False)
+    bert.save_weights_as_checkpoint(str(tmp_path / "google" / "bert_model.ckpt"))
+    google_config = tmp_path / "google" / "bert_config.json"
+    google = {k: v for k, v in config.to_dict().items() if k != "model_type"}  # as Google's
+    google_config.write_text(json.dumps(google))
+    with pytest.raises(CheckpointError, match="look like model='bert'.*model='gpt2'"):
+        build_transformer_model(str(google_config), str(tmp_path / "google"), model="gpt2")

@@ -26,6 +26,7 @@ from bert4keras.models.compat import (
 )
 from bert4keras.models.config import (  # noqa: F401  (re-export)
     GOOGLE_CONFIG_KEYS,
+    check_model_type,
     check_config_values,
     find_config,
     load_config,
@@ -118,6 +119,7 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         cls = MODELS[model.lower()]
     else:
         cls = model
+    check_model_type(config, cls, MODELS)  # a Hugging Face config of another family
     args = cls.translate_config(config)
     args.update(kwargs)
     args["application"] = application

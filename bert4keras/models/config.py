@@ -53,6 +53,7 @@ import warnings
 import numpy as np
 
 from bert4keras import fileio
+from bert4keras.checkpoints import CheckpointError
 
 #: Google BERT ``bert_config.json`` keys (also Hugging Face ``BertConfig``'s)
 #: -> constructor arguments; the base of every family's ``config_keys``.
@@ -403,3 +404,49 @@ def check_config_values(cls, config, args, overrides=()):
                             % (where(argument), value, type(value).__name__))
         if not low <= value < high:
             raise ValueError("%s must be in [%g, %g), got %r" % (where(argument), low, high, value))
+
+
+#: Hugging Face ``model_type`` -> the family classes (by name) that read such
+#: a directory. A ``config.json`` whose ``model_type`` is listed here, given
+#: to a family of another row, is named as a wrong family before anything is
+#: built; model types not listed are not checked.
+HF_MODEL_TYPES = {
+    "bert": ("BERT",),
+    "albert": ("ALBERT", "ALBERT_Unshared"),
+    "electra": ("ELECTRA",),
+    "nezha": ("NEZHA",),
+    "roformer": ("RoFormer", "RoFormerV2"),
+    "openai-gpt": ("GPT",),
+    "gpt2": ("GPT2",),
+    "t5": ("T5", "T5_Encoder", "T5_Decoder"),
+    "mt5": ("T5", "T5_Encoder", "T5_Decoder"),
+}
+
+
+def check_model_type(config, cls, models):
+    """Refuse a Hugging Face ``config.json`` of another family than ``cls``.
+
+    Args:
+        config: the loaded config (its ``_path`` names the file).
+        cls: the family class asked for (``model=``).
+        models: ``{model key: class}`` (:data:`bert4keras.models.MODELS`),
+            to name the keys that would read the file.
+
+    Raises:
+        CheckpointError: naming the file, its ``model_type``, the ``model=``
+            keys that read it and the family asked for.
+    """
+    model_type = config.get("model_type")
+    known = {name for names in HF_MODEL_TYPES.values() for name in names}
+    family = next((k.__name__ for k in cls.__mro__ if k.__name__ in known), None)
+    if model_type not in HF_MODEL_TYPES or family is None:
+        return
+    if family not in HF_MODEL_TYPES[model_type]:
+        keys = sorted(key for key, klass in models.items()
+                      if klass.__name__ in HF_MODEL_TYPES[model_type])
+        asked = sorted(key for key, klass in models.items() if klass.__name__ == family)
+        raise CheckpointError(
+            "Config %s has model_type=%r, which looks like model=%s; this model is model=%s "
+            "(%s)" % (config.get("_path"), model_type, " or ".join(repr(k) for k in keys),
+                      " or ".join(repr(k) for k in asked) or repr(family), family))
+

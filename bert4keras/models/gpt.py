@@ -297,6 +297,12 @@ class GPT2(GPT):
     hf_model_type = "gpt2"
     hf_architectures = {"": "GPT2Model", "lm": "GPT2LMHeadModel"}
 
+    def __init__(self, segment_vocab_size=0, **kwargs):
+        # no segment embedding in this layout: a segment size from another
+        # family's config (BERT's type_vocab_size) is dropped here, and its
+        # checkpoint is then named by the family check at load time
+        super().__init__(segment_vocab_size=0, **kwargs)
+
     def get_inputs(self):
         return [keras.Input(shape=(None,), dtype="int32", name="Input-Token")]
 
@@ -364,6 +370,12 @@ class GPT2_ML(GPT):
     }
     hf_model_type = None  # transformers has no GPT2-ML class: save with format='google'
     hf_architectures = {}
+
+    def __init__(self, segment_vocab_size=0, **kwargs):
+        # no segment embedding in this layout: a segment size from another
+        # family's config (BERT's type_vocab_size) is dropped here, and its
+        # checkpoint is then named by the family check at load time
+        super().__init__(segment_vocab_size=0, **kwargs)
 
     def get_inputs(self):
         return [keras.Input(shape=(None,), dtype="int32", name="Input-Token")]
