@@ -224,6 +224,15 @@ def _recompute():
     return {"RecomputeBlock": blocks[0], "TransformerModel": model}, model, [IDS, SEGMENTS]
 
 
+@case("ValidatedModel")
+def _validated_model():
+    model = build_transformer_model(model="bert", vocab_size=20, hidden_size=8,
+                                    num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=12, max_position=16)
+    assert model.input_limits["Input-Token"] == {"ids": [20, "vocab_size"], "max_length": 16}
+    return {"ValidatedModel": model}, model, [IDS, SEGMENTS]
+
+
 @case("ScaleOffset", "ConditionalLayerNormalization")
 def _scale_offset():
     ids, cond = ids_input(), keras.Input((3,), name="cond")

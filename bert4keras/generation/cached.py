@@ -34,6 +34,7 @@ from bert4keras.generation.decoder import (
 )
 from bert4keras.generation.search import Options, make_search
 from bert4keras.generation.step import DecodingStep, positions
+from bert4keras.models.validation import check_array
 
 __all__ = ["CachedDecoder"]
 
@@ -120,6 +121,9 @@ class CachedDecoder(AutoRegressiveDecoder):
         ValueError: it is not built, or is a bidirectional encoder; at
             decoding time, a prompt plus ``max_new_tokens`` longer than a
             position table of the model (a layer's ``max_positions``).
+        InputRangeError: (a ValueError) at decoding time, a prompt id or the
+            ``start_id`` outside ``[0, vocab_size)``
+            (:mod:`bert4keras.models.validation`).
     """
 
     def __init__(self, transformer, start_id=None, end_id=None, maxlen=64, minlen=1,
@@ -146,6 +150,9 @@ class CachedDecoder(AutoRegressiveDecoder):
         self.prefix_lm = transformer.application == "unilm"  # the prompt attends both ways
         self.segment_id = (1 if self.prefix_lm else 0) if segment_id is None else int(segment_id)
         self.uses_segments = not self.seq2seq and transformer.segment_vocab_size > 0
+        if self.uses_segments:
+            check_array(np.asarray([[self.segment_id]]), "segment_id",
+                        transformer.segment_vocab_size, "segment_vocab_size")
         # the fewest positions a layer of the model can encode (absolute tables)
         limits = [getattr(layer, "max_positions", None) for layer in transformer.layers.values()]
         limits = [int(n) for n in limits if isinstance(n, (int, np.integer))]
@@ -226,7 +233,8 @@ class CachedDecoder(AutoRegressiveDecoder):
                           temperature=1.0, repetition_penalty=1.0, min_ends=1,
                           length_penalty=0.0, early_stopping=False, seed=None):
         sample, beam = method == "sample", method == "beam"
-        opt = Options(method=method, max_new=int(max_new_tokens or self.maxlen),
+        max_new = self.maxlen if max_new_tokens is None else max_new_tokens  # 0 raises
+        opt = Options(method=method, max_new=int(max_new),
                       stop_ids=self.stop_ids, minlen=self.minlen, min_ends=int(min_ends),
                       repetition_penalty=float(repetition_penalty),
                       temperature=float(temperature), topk=int(topk or 0) if sample else 0,
@@ -266,6 +274,11 @@ class CachedDecoder(AutoRegressiveDecoder):
         """Numpy inputs of the start function and the padded prompt length."""
         if not prompts:
             raise ValueError("no prompts")
+        # ids out of range would be clamped by the compiled gather (silent garbage)
+        for i, p in enumerate(prompts):
+            check_array(np.asarray(p)[None], "prompt %d" % i, self.vocab_size, "vocab_size")
+        if self.start_id is not None:
+            check_array(np.asarray([[self.start_id]]), "start_id", self.vocab_size, "vocab_size")
         longest = max(len(p) for p in prompts)
         batch = {"seed": np.asarray(0, "int32")}
         if self.seq2seq:

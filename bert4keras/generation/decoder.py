@@ -37,9 +37,14 @@ class AutoRegressiveDecoder:
         end_id: the stop token, a list of stop tokens, or None (decode
             ``maxlen`` tokens).
         maxlen: most tokens generated (``max_new_tokens``; the start token is
-            not counted).
+            not counted), >= 1.
         minlen: fewest tokens in the output before a stop may end it (the
-            stop token counted; 1 = no constraint).
+            stop token counted; 1 = no constraint), at most ``maxlen``.
+
+    Raises:
+        ValueError: ``maxlen < 1`` or ``minlen > maxlen``; at decoding time
+            ``max_new_tokens < 1`` or ``< minlen``, or a ``temperature`` /
+            ``repetition_penalty`` that is not a finite number > 0 (nan too).
 
     Subclasses implement ``predict`` decorated with :meth:`wraps`::
 
@@ -73,6 +78,11 @@ class AutoRegressiveDecoder:
         self.end_id = end_id
         self.maxlen = int(maxlen)
         self.minlen = int(minlen)
+        if self.maxlen < 1:
+            raise ValueError("maxlen must be >= 1, got %d" % self.maxlen)
+        if self.minlen > self.maxlen:
+            raise ValueError("minlen=%d exceeds maxlen=%d: no output can be that long"
+                             % (self.minlen, self.maxlen))
         if start_id is None:
             self.first_output_ids = np.empty((1, 0), dtype="int32")
         else:
@@ -136,7 +146,8 @@ class AutoRegressiveDecoder:
                                   "length_penalty", "early_stopping", "seed"}
         if unknown:
             raise TypeError("unknown decoding option(s): %s" % ", ".join(sorted(unknown)))
-        max_new = options.get("max_new_tokens") or self.maxlen
+        max_new = options.get("max_new_tokens")
+        max_new = self.maxlen if max_new is None else max_new  # 0 is an error, not "default"
         opt = Options(method=method, max_new=int(max_new), stop_ids=self.stop_ids,
                       minlen=self.minlen, repetition_penalty=float(
                           options.get("repetition_penalty", 1.0)),

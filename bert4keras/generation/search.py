@@ -32,6 +32,7 @@ Rules:
 
 import dataclasses
 import functools
+import math
 
 import keras
 import numpy as np
@@ -69,12 +70,17 @@ class Options:
             raise ValueError("method must be 'greedy', 'sample' or 'beam', got %r" % self.method)
         if self.max_new < 1:
             raise ValueError("max_new_tokens must be >= 1, got %d" % self.max_new)
+        if self.minlen > self.max_new:
+            raise ValueError("minlen=%d exceeds max_new_tokens (maxlen)=%d: no output can be "
+                             "that long" % (self.minlen, self.max_new))
         if self.method == "beam" and self.num_beams < 1:
             raise ValueError("num_beams (topk) must be >= 1, got %d" % self.num_beams)
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0, got %r" % self.temperature)
-        if self.repetition_penalty <= 0:
-            raise ValueError("repetition_penalty must be > 0, got %r" % self.repetition_penalty)
+        # "not x > 0" also rejects nan; inf would turn every score into nan or 0
+        if not 0 < self.temperature < math.inf:
+            raise ValueError("temperature must be finite and > 0, got %r" % self.temperature)
+        if not 0 < self.repetition_penalty < math.inf:
+            raise ValueError("repetition_penalty must be finite and > 0, got %r"
+                             % self.repetition_penalty)
         if self.topk < 0 or not 0.0 <= self.topp <= 1.0:
             raise ValueError("need topk >= 0 and 0 <= topp <= 1, got %r, %r"
                              % (self.topk, self.topp))

@@ -31,6 +31,7 @@ and are registered for ``keras.saving``.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from bert4keras import backend as B
@@ -67,6 +68,53 @@ def _mask_from_scores(y_pred):
 def _sparse_labels(y_true, y_pred):
     """int32 ``(batch, seq_len)`` labels, whatever trailing 1-axis Keras added."""
     return ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+
+
+def _concrete(tensor):
+    """True when ``tensor`` holds values now (eager), not a traced placeholder."""
+    if isinstance(tensor, keras.KerasTensor):
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(tensor, jax.core.Tracer)
+    return True
+
+
+def _check_length(y_pred, name, axis=1):
+    """Raise for a batch of empty sequences (``seq_len``, axis ``axis``, 0),
+    known statically or from concrete values; nothing can be scored there."""
+    seq_len = y_pred.shape[axis]
+    if seq_len is None and _concrete(y_pred):
+        seq_len = ops.shape(y_pred)[axis]
+    if seq_len is not None and int(seq_len) == 0:
+        raise ValueError("%s: a batch of empty sequences (seq_len 0, scores shape %s); drop "
+                         "empty samples before batching" % (name, tuple(y_pred.shape)))
+
+
+def _invalid_rows(bad, name, what, values=None):
+    """``bad``: bool ``(batch, ...)``, True where a label cannot be right.
+
+    Eager (concrete) values: raise ``ValueError`` naming the first bad place.
+    Traced (compiled) ones: return the bool ``(batch,)`` rows to set to NaN, so
+    the loss is loud without a check inside the compiled function.
+    """
+    if _concrete(bad):
+        found = ops.convert_to_numpy(bad)
+        if found.any():
+            where = tuple(int(i) for i in np.argwhere(found)[0])
+            value = "" if values is None else " (value %s)" % ops.convert_to_numpy(values)[where]
+            raise ValueError("%s: %s %s%s" % (name, what, where, value))
+    return ops.any(ops.reshape(bad, (ops.shape(bad)[0], -1)), axis=1)
+
+
+def _nan_where(rows, loss):
+    return ops.where(rows, ops.cast(float("nan"), loss.dtype), loss)
 
 
 def _masked_token_accuracy(labels, y_pred):
@@ -218,20 +266,54 @@ class ConditionalRandomField(_TransitionLayer):
         """Negative log-likelihood ``log Z - score(y)`` for one-hot labels.
 
         Args:
-            y_true: ``(batch, seq_len, num_labels)`` one-hot.
+            y_true: ``(batch, seq_len, num_labels)`` one-hot (or soft: each
+                real position a distribution); padded positions are ignored.
             y_pred: the layer's output.
 
         Returns:
             ``(batch,)``.
+
+        Raises:
+            ValueError: (eager values) a real position whose label row does
+                not sum to 1 (e.g. the all-zero one-hot of an out-of-range
+                label), or ``seq_len`` 0; compiled, that row's loss is NaN.
         """
+        _check_length(y_pred, "%s %r" % (type(self).__name__, self.name))
         mask = _mask_from_scores(y_pred)
-        return self.log_partition(y_pred, mask) - self.path_score(y_true, y_pred, mask)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        total = ops.sum(y_true, axis=-1)
+        bad = ops.logical_and(mask > 0, ops.logical_or(
+            ops.greater(ops.abs(total - 1.0), 1e-3), ops.any(ops.less(y_true, 0.0), axis=-1)))
+        rows = _invalid_rows(bad, "%s %r" % (type(self).__name__, self.name),
+                             "a label row that is not a distribution over the %d labels (sums "
+                             "to other than 1) at the real (unpadded) (row, position)"
+                             % y_pred.shape[-1])
+        loss = self.log_partition(y_pred, mask) - self.path_score(y_true, y_pred, mask)
+        return _nan_where(rows, loss)
 
     def sparse_loss(self, y_true, y_pred):
-        """:meth:`dense_loss` for integer labels ``(batch, seq_len)``."""
+        """:meth:`dense_loss` for integer labels ``(batch, seq_len)``.
+
+        Labels at padded positions are ignored (any value, e.g. -1); at real
+        positions they must lie in ``[0, num_labels)``.
+
+        Raises:
+            ValueError: (eager values) a label outside ``[0, num_labels)`` at
+                a real position, naming its (row, position); or ``seq_len``
+                0. Under a compiled function the check cannot raise: the loss
+                of such a row is NaN instead (never a finite wrong value).
+        """
         labels = _sparse_labels(y_true, y_pred)
-        return self.dense_loss(ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype),
-                               y_pred)
+        num_labels = ops.shape(y_pred)[-1]
+        _check_length(y_pred, "%s %r" % (type(self).__name__, self.name))
+        bad = ops.logical_and(_mask_from_scores(y_pred) > 0, ops.logical_or(
+            ops.less(labels, 0), ops.greater_equal(labels, num_labels)))
+        rows = _invalid_rows(bad, "%s %r" % (type(self).__name__, self.name),
+                             "label outside [0, num_labels=%s) at the real (unpadded) "
+                             "(row, position)" % y_pred.shape[-1], labels)
+        loss = self.dense_loss(ops.one_hot(ops.clip(labels, 0, num_labels - 1), num_labels,
+                                           dtype=y_pred.dtype), y_pred)
+        return _nan_where(rows, loss)
 
     def sparse_accuracy(self, y_true, y_pred):
         """Token accuracy of the per-token argmax of the emissions (not of

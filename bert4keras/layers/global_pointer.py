@@ -24,7 +24,8 @@ from keras import ops
 
 from bert4keras import backend as B
 from bert4keras.layers.core import fresh_initializer, register
-from bert4keras.layers.crf import _scores_shape, _split_inputs
+from bert4keras.layers.crf import (PAD_THRESHOLD, _check_length, _invalid_rows, _nan_where,
+                                   _scores_shape, _split_inputs)
 
 __all__ = [
     "EfficientGlobalPointer",
@@ -196,12 +197,25 @@ def global_pointer_crossentropy(y_true, y_pred):
 
     Returns:
         ``(batch,)``: the loss averaged over the heads.
+
+    Raises:
+        ValueError: (eager values) a gold span on a masked position -- a
+            padded start or end, or (``tril_mask``) an end before its start --
+            which the layer scored -1e12 and no model can predict, naming its
+            (row, head, start, end); or ``seq_len`` 0. Under a compiled
+            function the check cannot raise: that row's loss is NaN instead.
     """
+    _check_length(y_pred, "global_pointer_crossentropy", axis=2)
     shape = ops.shape(y_pred)
     flat = (shape[0], shape[1], -1)
-    y_true = ops.reshape(ops.cast(y_true, y_pred.dtype), flat)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    bad = ops.logical_and(ops.greater(y_true, 0), ops.less_equal(y_pred, PAD_THRESHOLD))
+    rows = _invalid_rows(bad, "global_pointer_crossentropy",
+                         "gold span on a masked position (padding, or end before start), "
+                         "(row, head, start, end) =")
+    y_true = ops.reshape(y_true, flat)
     loss = B.multilabel_categorical_crossentropy(y_true, ops.reshape(y_pred, flat))
-    return ops.mean(loss, axis=1)
+    return _nan_where(rows, ops.mean(loss, axis=1))
 
 
 @keras.saving.register_keras_serializable(package="bert4keras")

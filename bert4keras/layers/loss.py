@@ -32,6 +32,14 @@ def _pick(values, axis):
     return values[axis]
 
 
+def _float_if_integer(x):
+    """``x`` cast to ``keras.config.floatx()`` if it is an integer or bool tensor."""
+    dtype = keras.backend.standardize_dtype(getattr(x, "dtype", "float32"))
+    if "int" in dtype or dtype == "bool":
+        return keras.ops.cast(x, keras.config.floatx())
+    return x
+
+
 class Loss(keras.layers.Layer):
     """Adds ``compute_loss(inputs, mask)`` as a training loss, returns (part of) its inputs.
 
@@ -48,6 +56,13 @@ class Loss(keras.layers.Layer):
     mask, so recipes that need the padding should compute it from the token
     ids (``K.not_equal(token_ids, 0)``).
 
+    Integer (and bool) inputs reach :meth:`compute_loss` cast to
+    ``keras.config.floatx()``: in 0.11.5 ``Input-Token`` / ``Input-Segment``
+    were float inputs (the Keras 2 default), and recipes multiply float
+    losses by them (``loss * y_mask`` with ``y_mask`` the segment ids); this
+    library's inputs are int32, which Keras 3 would not multiply by a float.
+    The layer's outputs keep the inputs' own dtypes.
+
     ``Loss`` itself is abstract and not registered for serialization; to
     save a ``.keras`` file with a subclass, decorate the subclass with
     ``@keras.saving.register_keras_serializable()``.
@@ -63,7 +78,9 @@ class Loss(keras.layers.Layer):
             inputs = list(inputs)
             if mask is None:
                 mask = [None] * len(inputs)
-        loss = self.compute_loss(inputs, mask)
+            loss = self.compute_loss([_float_if_integer(x) for x in inputs], mask)
+        else:
+            loss = self.compute_loss(_float_if_integer(inputs), mask)
         self.add_loss(loss)
         return _pick(inputs, self.output_axis)
 

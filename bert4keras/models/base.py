@@ -31,6 +31,7 @@ from bert4keras.layers import AttentionMask
 from bert4keras.models.legacy_methods import LegacyMethods
 from bert4keras.models.weights import CheckpointWeights
 from bert4keras.models.recompute import TransformerModel, recompute_block, recompute_from_env
+from bert4keras.models.validation import ValidatedModel, input_limits
 
 
 class Transformer(CheckpointWeights, LegacyMethods):
@@ -157,9 +158,12 @@ class Transformer(CheckpointWeights, LegacyMethods):
     def keras_model(self, inputs, outputs, name=None):
         """``keras.Model(inputs, outputs, name=name)``; a :class:`TransformerModel`
         (whose ``get_layer`` also finds the layers inside recomputed blocks)
-        when ``self.recompute``."""
-        cls = TransformerModel if self.recompute else keras.Model
-        return cls(inputs, outputs, name=name)
+        when ``self.recompute``; either way a
+        :class:`~bert4keras.models.validation.ValidatedModel`, which checks
+        host (NumPy) inputs against the vocabulary sizes and ``max_position``
+        before they reach a compiled function (see that module for where)."""
+        cls = TransformerModel if self.recompute else ValidatedModel
+        return cls(inputs, outputs, name=name, input_limits=input_limits(self, inputs))
 
     def get_inputs(self):
         """``Input-Token`` ``(batch, seq_len)`` and, if segments are used,
@@ -190,6 +194,8 @@ class Transformer(CheckpointWeights, LegacyMethods):
         try:
             x = self.apply_embeddings(inputs)
             bias = self.compute_attention_bias(inputs)
+            if self.call_hook is None:  # the model's own pass, not a decoding step
+                self.attention_bias = bias  # 0.11.5's attribute; see apply_main_layers
             for index in range(self.num_hidden_layers):
                 x = self.apply_block(self.block_name(index), self.apply_main_layers, x, index,
                                      bias)
@@ -257,8 +263,32 @@ class Transformer(CheckpointWeights, LegacyMethods):
     def apply_embeddings(self, inputs):
         raise NotImplementedError
 
-    def apply_main_layers(self, x, index, attention_bias):
+    def apply_main_layers(self, x, index, attention_bias=None):
+        """Block ``index`` on ``x`` ``(batch, seq_len, hidden)``, same shape out.
+
+        ``attention_bias`` ``(batch, 1, q_len|1, k_len)`` defaults to
+        ``self.attention_bias``, the bias of the model's own inputs stored
+        when it was built, so ``bert.apply_main_layers(x, i)`` works as in
+        0.11.5 (e.g. BERT-of-Theseus) on tensors computed from
+        ``bert.model.inputs``.  Families override this method.
+        """
         raise NotImplementedError
+
+    def resolve_attention_bias(self, attention_bias):
+        """``attention_bias``, or the one stored by :meth:`apply_layers` if None.
+
+        Raises:
+            ValueError: None given and the model was never built.
+        """
+        if attention_bias is not None:
+            return attention_bias
+        stored = getattr(self, "attention_bias", None)
+        if stored is None:
+            raise ValueError(
+                "%s.apply_main_layers(x, index) without attention_bias uses the bias "
+                "stored when the model is built; build it first (build_transformer_model) "
+                "or pass attention_bias" % type(self).__name__)
+        return stored
 
     def apply_final_layers(self, x):
         return x

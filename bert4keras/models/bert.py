@@ -158,8 +158,12 @@ class BERT(Transformer):
         """Inputs of a block's self-attention (plus a position input with ``p_bias``)."""
         return [x, x, x, attention_bias]
 
-    def apply_main_layers(self, x, index, attention_bias):
-        """One post-LN block: attention -> add & norm -> FFN -> add & norm."""
+    def apply_main_layers(self, x, index, attention_bias=None):
+        """One post-LN block: attention -> add & norm -> FFN -> add & norm.
+
+        ``attention_bias`` defaults to the built model's (see
+        :meth:`Transformer.apply_main_layers`)."""
+        attention_bias = self.resolve_attention_bias(attention_bias)
         name = self.block_name(index) + "-MultiHeadSelfAttention"
         y = self.apply(self.attention_inputs(x, attention_bias), MultiHeadAttention,
                        heads=self.num_attention_heads, head_size=self.attention_head_size,

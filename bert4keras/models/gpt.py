@@ -243,8 +243,9 @@ class GPT(Transformer):
                        kernel_initializer=self.initializer, name=name)
         return self.dropout(y, name + "-Dropout")
 
-    def apply_main_layers(self, x, index, attention_bias):
+    def apply_main_layers(self, x, index, attention_bias=None):
         """Post-LN: ``n = LN(x + Att(x))``, ``LN(n + FFN(n))``."""
+        attention_bias = self.resolve_attention_bias(attention_bias)
         name = "Transformer-%d-MultiHeadSelfAttention" % index
         y = self.attention(x, attention_bias, name)
         x = self.norm(self.apply([x, y], keras.layers.Add, name=name + "-Add"), name + "-Norm")
@@ -306,8 +307,9 @@ class GPT2(GPT):
     def get_inputs(self):
         return [keras.Input(shape=(None,), dtype="int32", name="Input-Token")]
 
-    def apply_main_layers(self, x, index, attention_bias):
+    def apply_main_layers(self, x, index, attention_bias=None):
         """Pre-LN: ``h = x + Att(LN(x))``, ``h + FFN(LN(h))``."""
+        attention_bias = self.resolve_attention_bias(attention_bias)
         name = "Transformer-%d-MultiHeadSelfAttention" % index
         y = self.attention(self.norm(x, name + "-Norm"), attention_bias, name)
         x = self.apply([x, y], keras.layers.Add, name=name + "-Add")
@@ -383,7 +385,8 @@ class GPT2_ML(GPT):
     def embedding_norm(self, x):
         return self.norm(x, "Embedding-Norm")
 
-    def apply_main_layers(self, x, index, attention_bias):
+    def apply_main_layers(self, x, index, attention_bias=None):
+        attention_bias = self.resolve_attention_bias(attention_bias)
         name = "Transformer-%d-MultiHeadSelfAttention" % index
         y = self.attention(x, attention_bias, name)
         x = self.apply([x, y], keras.layers.Add, name=name + "-Add")

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras.models.validation import ValidatedModel
+
 __all__ = ["RecomputeBlock", "TransformerModel", "recompute_block", "recompute_from_env"]
 
 
@@ -273,9 +275,10 @@ class RecomputeBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bert4keras")
-class TransformerModel(keras.Model):
+class TransformerModel(ValidatedModel):
     """The functional model :func:`build_transformer_model` returns with
-    recompute: a plain functional ``keras.Model`` except that ``get_layer``
+    recompute: a :class:`~bert4keras.models.validation.ValidatedModel` (host
+    inputs checked against the vocabulary and ``max_position``) except that ``get_layer``
     also finds the layers inside its :class:`RecomputeBlock` wrappers
     (``get_layer('Transformer-0-MultiHeadSelfAttention')`` works as without
     recompute; ``get_layer('Transformer-0')`` is the wrapper itself)."""

@@ -135,7 +135,9 @@ class DataGenerator:
         On the TensorFlow backend this is a ``tf.data.Dataset`` whose axes are
         of unknown size except those of size 1 in the first batch (labels of
         shape ``(batch, 1)`` keep their static 1, which Keras losses check),
-        with dtypes taken from the first batch.  A
+        with dtypes taken from the first batch.  A batch ``x, None`` (the
+        targets of recipes that train through a ``Loss`` layer) is yielded
+        as ``(x,)``, inputs only.  A
         plain Python generator is not enough there: Keras fixes each axis to
         the size it has in the first two batches, so a later batch padded to
         another length (``sequence_padding`` pads to the longest item of
@@ -155,7 +157,7 @@ class DataGenerator:
         """
         import keras
 
-        batches = self.epochs(random)
+        batches = (_drop_none_targets(b) for b in self.epochs(random))
         first = next(batches)
         if keras.backend.backend() != "tensorflow":
             return _resume(first, batches)  # Keras wants a real generator
@@ -176,7 +178,7 @@ class DataGenerator:
             # the dataset starts a fresh endless pass.
             source = pending.pop() if pending else self.epochs(random)
             for batch in source:
-                yield _as_arrays(batch)
+                yield _as_arrays(_drop_none_targets(batch))
 
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         return dataset.prefetch(tf.data.AUTOTUNE)
@@ -220,6 +222,12 @@ class DataGenerator:
                 part by part, e.g. ``(('Input-Token', 'Input-Segment'), None)``
                 turns ``([tokens, segments], labels)`` into
                 ``({'Input-Token': tokens, 'Input-Segment': segments}, labels)``.
+                In this part-by-part form a target part (any part after the
+                first) named by a single name, ``'Probas'`` or
+                ``('Probas',)``, is yielded bare, not as ``{'Probas': y}``:
+                Keras 3 maps a dict of targets onto the outputs of
+                multi-output models only, and fails on a single-output
+                model ("Expected float32, but got Probas").
             padded_batch: if ``True``, :meth:`__iter__` yields single examples
                 and the dataset pads them into batches of ``batch_size``.
             padding_values: passed to ``Dataset.padded_batch`` (default 0).
@@ -251,10 +259,30 @@ class DataGenerator:
 
 
 def _is_structural(x):
-    """Is ``x`` an array, a dict, or a list/tuple made only of such things?"""
+    """Is ``x`` an array, a dict, or a list/tuple made only of such things?
+
+    ``None`` counts inside a list/tuple that also holds structure, so that
+    ``([token_ids, segment_ids], None)`` (the batches of ``Loss``-layer
+    recipes) is structure, while a list of ``None`` only is not.
+    """
     if hasattr(x, "shape") or isinstance(x, dict):
         return True
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(map(_is_structural, x))
+    return (isinstance(x, (list, tuple)) and any(e is not None for e in x)
+            and all(e is None or _is_structural(e) for e in x))
+
+
+def _drop_none_targets(batch):
+    """``(x, None)`` -> ``(x,)``: trailing ``None`` parts of a batch tuple removed.
+
+    Keras reads a 1-tuple as inputs only, and ``tf.data`` has no ``None``
+    element; recipes that train through a ``Loss`` layer yield ``x, None``.
+    """
+    if isinstance(batch, tuple) and len(batch) > 1 and batch[-1] is None:
+        parts = list(batch)
+        while len(parts) > 1 and parts[-1] is None:
+            parts.pop()
+        return tuple(parts)
+    return batch
 
 
 def _tuple_structure(x):
@@ -325,16 +353,20 @@ def _names_wrapper(names):
     if _is_names(names):
         return lambda element: zip_dict(names, element)
 
-    def part(name, value):
+    def part(name, value, is_target):
         if name is None:
             return value
-        if isinstance(name, str):
-            return {name: value}
-        return zip_dict(name, value)
+        named = {name: value} if isinstance(name, str) else zip_dict(name, value)
+        if is_target and len(named) == 1:
+            # Keras 3 matches a dict of targets to the outputs of a model with
+            # several outputs only; a single-output model (tf.keras 2 read
+            # {'Probas': y} there) takes the bare value.
+            return next(iter(named.values()))
+        return named
 
     def wrap(element):
         if len(element) != len(names):
             raise ValueError(f"names has {len(names)} parts, the element has {len(element)}")
-        return tuple(part(n, v) for n, v in zip(names, element))
+        return tuple(part(n, v, i > 0) for i, (n, v) in enumerate(zip(names, element)))
 
     return wrap
