@@ -16,19 +16,10 @@ corpus format of :mod:`pretraining.data_utils`). Sources:
 """
 
 if __name__ == "__main__" and not __package__:
-    # Run as a file (``python pretraining/corpora.py``): Python put this folder first
-    # on sys.path, where ``pretraining.py`` would shadow the package.  Import the
-    # package module from the repository root instead and run its ``main`` once.
-    import os as _os
-    import sys as _sys
+    # run as a file: import this module from the package instead (see _as_script)
+    import _as_script
 
-    _here = _os.path.dirname(_os.path.abspath(__file__))
-    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or ".") != _here]
-    _sys.path.insert(0, _os.path.dirname(_here))
-    from pretraining.corpora import main as _main
-
-    _main()
-    raise SystemExit(0)
+    _as_script.run("pretraining.corpora")
 
 import argparse
 
