@@ -137,3 +137,69 @@ def sample_inputs():
     ids[1, 7:] = 0
     seg[1, 7:] = 0
     return ids, seg
+
+
+# -- .keras files reloaded in a fresh process ---------------------------------------------
+
+_RELOAD_SCRIPT = r'''
+import json, sys
+import numpy as np
+import bert4keras  # the one import a user needs before load_model
+import keras
+
+report = []
+for job in json.loads(sys.argv[1]):
+    row = {"key": job["key"]}
+    try:
+        model = keras.saving.load_model(job["model"])
+        data = np.load(job["data"])
+        inputs = [data["input%d" % i] for i in range(job["inputs"])]
+        outputs = [np.asarray(keras.ops.convert_to_numpy(y))
+                   for y in keras.tree.flatten(model(inputs, training=False))]
+        expected = [data["output%d" % i] for i in range(len(data.files) - job["inputs"])]
+        row["shapes"] = [list(y.shape) for y in outputs] == [list(y.shape) for y in expected]
+        row["diff"] = (max(float(np.max(np.abs(y - e))) if y.size else 0.0
+                           for y, e in zip(outputs, expected)) if row["shapes"] else None)
+        row["compiled"] = bool(model.compiled)
+        row["iterations"] = (int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+                             if getattr(model, "optimizer", None) is not None else None)
+        row["loaded"] = sorted({type(layer).__name__ for layer in model.layers})
+    except Exception as error:  # reported per model; the others still run
+        row["error"] = "%s: %s" % (type(error).__name__, error)
+    report.append(row)
+print("REPORT " + json.dumps(report))
+'''
+
+
+def model_outputs(model, inputs):
+    """Every output of ``model(inputs)`` (inference mode) as a NumPy array."""
+    import keras
+
+    return [np.asarray(keras.ops.convert_to_numpy(y))
+            for y in keras.tree.flatten(model(inputs, training=False))]
+
+
+def reload_in_new_process(tmp_path, cases, timeout=600):
+    """Save each ``(key, model, inputs)`` as ``.keras`` with its outputs, reload
+    them all in ONE new Python process that only imports ``bert4keras`` and
+    ``keras`` and calls ``keras.saving.load_model``, and return its report:
+    one dict per case, in order, with ``key``, ``shapes`` (equal), ``diff``
+    (max abs output difference), ``compiled``, ``iterations`` (optimizer
+    steps or None), ``loaded`` (layer class names), or ``error``."""
+    import subprocess
+
+    jobs = []
+    for index, (key, model, inputs) in enumerate(cases):
+        path = str(tmp_path / ("case%d.keras" % index))
+        model.save(path)
+        data = str(tmp_path / ("case%d.npz" % index))
+        arrays = {"input%d" % i: x for i, x in enumerate(inputs)}
+        arrays.update({"output%d" % i: y for i, y in enumerate(model_outputs(model, inputs))})
+        np.savez(data, **arrays)
+        jobs.append({"key": key, "model": path, "data": data, "inputs": len(inputs)})
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT, json.dumps(jobs)], env=env,
+                         capture_output=True, text=True, timeout=timeout, cwd=str(tmp_path))
+    lines = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
+    assert run.returncode == 0 and lines, run.stderr[-3000:]
+    return json.loads(lines[-1][len("REPORT "):])

@@ -17,9 +17,7 @@ Backend-neutral: the subprocess inherits ``KERAS_BACKEND``.
 import copy
 import importlib
 import json
-import os
 import pkgutil
-import subprocess
 import sys
 
 import keras
@@ -27,6 +25,7 @@ import numpy as np
 import pytest
 
 import bert4keras
+from conftest import reload_in_new_process
 from bert4keras import layers as L
 from bert4keras.models import build_transformer_model
 
@@ -305,11 +304,6 @@ def _scored_attention_and_cache_bias():
 # ---------------------------------------------------------------------------
 
 
-def _outputs(model, inputs):
-    return [np.asarray(keras.ops.convert_to_numpy(y))
-            for y in keras.tree.flatten(model(inputs, training=False))]
-
-
 @pytest.fixture(scope="module")
 def built():
     """``{builder: (layers by class name, model, inputs)}``, each built once."""
@@ -375,53 +369,15 @@ def test_keras_file_reloads_in_a_new_process(built, tmp_path):
     reproduces its outputs."""
     missing = sorted(n for n in REGISTERED if n.split(">", 1)[1] not in CASES)
     assert not missing, "registered classes without an entry in CASES: %s" % missing
-    jobs = []
-    for index, (layers, model, inputs) in enumerate(built.values()):
-        path = str(tmp_path / ("case%d.keras" % index))
-        model.save(path)
-        data = str(tmp_path / ("case%d.npz" % index))
-        arrays = {"input%d" % i: x for i, x in enumerate(inputs)}
-        arrays.update({"output%d" % i: y for i, y in enumerate(_outputs(model, inputs))})
-        np.savez(data, **arrays)
-        jobs.append({"names": sorted(layers), "model": path, "data": data,
-                     "inputs": len(inputs), "compiled": model.compiled})
-    script = r'''
-import json, sys
-import numpy as np
-import bert4keras  # the one import a user needs
-import keras
-
-report = []
-for job in json.loads(sys.argv[1]):
-    row = {"names": job["names"]}
-    try:
-        model = keras.saving.load_model(job["model"])
-        data = np.load(job["data"])
-        inputs = [data["input%d" % i] for i in range(job["inputs"])]
-        outputs = [np.asarray(keras.ops.convert_to_numpy(y))
-                   for y in keras.tree.flatten(model(inputs, training=False))]
-        expected = [data["output%d" % i] for i in range(len(data.files) - job["inputs"])]
-        row["shapes"] = [list(y.shape) for y in outputs] == [list(y.shape) for y in expected]
-        row["diff"] = max(float(np.max(np.abs(y - e))) if y.size else 0.0
-                          for y, e in zip(outputs, expected)) if row["shapes"] else None
-        row["compiled"] = bool(model.compiled)
-        row["loaded"] = sorted({type(layer).__name__ for layer in model.layers})
-    except Exception as error:  # reported per case, the others still run
-        row["error"] = "%s: %s" % (type(error).__name__, error)
-    report.append(row)
-print("REPORT " + json.dumps(report))
-'''
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], env=env,
-                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
-    lines = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
-    assert run.returncode == 0 and lines, run.stderr[-3000:]
-    report = json.loads(lines[-1][len("REPORT "):])
+    cases = [(sorted(layers), model, inputs) for layers, model, inputs in built.values()]
+    report = reload_in_new_process(tmp_path, cases)
+    for row, (names, _, _) in zip(report, cases):
+        row["names"] = names
     failures = [row for row in report
                 if "error" in row or not row["shapes"] or row["diff"] > 1e-5]
     assert not failures, json.dumps(failures, indent=1)
     covered = {name for row in report for name in row["names"]}
     assert covered >= {n.split(">", 1)[1] for n in REGISTERED}
     # compiled models (the GlobalPointer loss and metric) come back compiled
-    assert [row["compiled"] for row in report] == [job["compiled"] for job in jobs], report
-    assert any(job["compiled"] for job in jobs)
+    assert [row["compiled"] for row in report] == [m.compiled for _, m, _ in cases], report
+    assert any(m.compiled for _, m, _ in cases)

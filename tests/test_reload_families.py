@@ -21,12 +21,11 @@ reloaded outputs must equal them within 1e-6.
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 
+from conftest import reload_in_new_process
 from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
 from bert4keras.tokenizers import Tokenizer
@@ -51,11 +50,6 @@ def _perturb(model, seed):
     for weight in model.weights:
         value = keras.ops.convert_to_numpy(weight)
         weight.assign((value + 0.05 * rng.normal(size=value.shape)).astype(value.dtype))
-
-
-def _outputs(model, inputs):
-    return [np.asarray(keras.ops.convert_to_numpy(y))
-            for y in keras.tree.flatten(model(inputs, training=False))]
 
 
 def _family_model(family, seed):
@@ -96,54 +90,13 @@ def _fine_tuned_classifier():
     return model, [token_ids[:3], segment_ids[:3]]
 
 
-SCRIPT = r'''
-import json, sys
-import numpy as np
-import bert4keras  # the one import a user needs before load_model
-import keras
-
-report = []
-for job in json.loads(sys.argv[1]):
-    row = {"name": job["name"]}
-    try:
-        model = keras.saving.load_model(job["model"])
-        data = np.load(job["data"])
-        inputs = [data["input%d" % i] for i in range(job["inputs"])]
-        outputs = [np.asarray(keras.ops.convert_to_numpy(y))
-                   for y in keras.tree.flatten(model(inputs, training=False))]
-        expected = [data["output%d" % i] for i in range(len(data.files) - job["inputs"])]
-        row["shapes"] = [list(y.shape) for y in outputs] == [list(y.shape) for y in expected]
-        row["diff"] = (max(float(np.max(np.abs(y - e))) for y, e in zip(outputs, expected))
-                       if row["shapes"] else None)
-        row["compiled"] = bool(model.compiled)
-        row["iterations"] = (int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-                             if getattr(model, "optimizer", None) is not None else None)
-    except Exception as error:  # reported per model; the others still run
-        row["error"] = "%s: %s" % (type(error).__name__, error)
-    report.append(row)
-print("REPORT " + json.dumps(report))
-'''
-
-
 def test_keras_files_reload_in_a_new_process(tmp_path):
     models = {"fine-tuned classifier": _fine_tuned_classifier()}
     for seed, family in enumerate(FAMILIES):
         models[family] = _family_model(family, seed)
-    jobs = []
-    for index, (name, (model, inputs)) in enumerate(models.items()):
-        path = str(tmp_path / ("model%d.keras" % index))
-        model.save(path)
-        data = str(tmp_path / ("model%d.npz" % index))
-        arrays = {"input%d" % i: x for i, x in enumerate(inputs)}
-        arrays.update({"output%d" % i: y for i, y in enumerate(_outputs(model, inputs))})
-        np.savez(data, **arrays)
-        jobs.append({"name": name, "model": path, "data": data, "inputs": len(inputs)})
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(jobs)], env=env,
-                         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    lines = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
-    assert run.returncode == 0 and lines, run.stderr[-3000:]
-    report = {row["name"]: row for row in json.loads(lines[-1][len("REPORT "):])}
+    rows = reload_in_new_process(tmp_path, [(name, model, inputs)
+                                            for name, (model, inputs) in models.items()])
+    report = {row["key"]: row for row in rows}
     assert sorted(report) == sorted(models)
     failures = {name: row for name, row in report.items()
                 if "error" in row or not row["shapes"] or row["diff"] > 1e-6}
