@@ -86,6 +86,30 @@ def test_loss_output_axis_and_errors():
         L.Loss()(np.ones((2, 3), "float32"))
 
 
+def test_loss_sees_integer_inputs_as_floats():
+    """0.11.5 recipes multiply a float loss by int inputs (``loss * y_mask``
+    with ``y_mask`` the segment ids, float32 in 0.11.5); outputs keep int32."""
+
+    class MaskedSum(L.Loss):
+        def compute_loss(self, inputs, mask=None):
+            y_mask, y_pred = inputs
+            assert K.dtype(y_mask) == K.floatx()
+            return K.sum(y_pred * y_mask) / K.sum(y_mask)   # no cast, as in the recipes
+
+    segments = keras.Input((None,), dtype="int32")
+    scores = keras.Input((None,))
+    outputs = MaskedSum()([segments, scores])
+    assert outputs[0].dtype == "int32"
+    model = keras.Model([segments, scores], outputs)
+    model.compile(optimizer="sgd")
+    seg = np.array([[0, 1, 1], [0, 0, 1]], "int32")
+    val = np.array([[5.0, 1.0, 2.0], [7.0, 9.0, 4.0]], "float32")
+    expected = (val * seg).sum() / seg.sum()   # NumPy: 7 / 3
+    np.testing.assert_allclose(model.evaluate([seg, val], verbose=0), expected, rtol=1e-6)
+    got_seg, _ = model.predict([seg, val], verbose=0)
+    assert got_seg.dtype == np.int32
+
+
 def gau_reference(x, w, units, key_size, mask, normalization, bias=None, table=None):
     """GAU forward (Hua et al. 2022, Su's notes), straight from the formulas."""
     (wi, bi, bq, gq, bk, gk, wo, bo) = w  # ScaleOffset keeps 0.11.5 order: beta, gamma

@@ -474,3 +474,31 @@ def test_lm_and_unilm_switch_on_the_mlm_head_as_in_0_11_5():
         np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
     hidden = build_transformer_model(SMALL_CONFIG, SMALL_DIR, application="lm", with_mlm=False)
     assert hidden.output.shape[-1] == 192
+
+
+def test_apply_main_layers_without_bias_uses_the_built_models_bias():
+    """0.11.5's ``apply_main_layers(inputs, index)`` (BERT-of-Theseus calls it):
+    the bias defaults to the padding bias of the built model's own inputs."""
+    from bert4keras.layers import AttentionMask
+
+    t = build_transformer_model(SMALL_CONFIG, SMALL_DIR, return_keras_model=False)
+    assert t.attention_bias is not None
+    x = t.apply_embeddings(t.model.inputs)  # reuses the built embedding layers
+    implicit = keras.Model(t.model.inputs, t.apply_main_layers(x, 0))
+    bias = AttentionMask(mode="padding")(t.model.inputs[0])  # a new layer, same rule
+    explicit = keras.Model(t.model.inputs, t.apply_main_layers(x, 0, bias))
+    ids, seg = ids_and_segments(batch=2, length=6, vocab=13584, seed=3)
+    ids[1, 4:] = 0  # padding, so the bias matters
+    expected = explicit.predict([ids, seg], verbose=0)
+    np.testing.assert_allclose(implicit.predict([ids, seg], verbose=0), expected, atol=1e-5)
+    # and block 0 of the built model computes the same thing
+    block0 = keras.Model(t.model.inputs,
+                         t.model.get_layer("Transformer-0-FeedForward-Norm").output)
+    np.testing.assert_allclose(block0.predict([ids, seg], verbose=0), expected, atol=1e-5)
+    # BERT-of-Theseus: a second model embeds the first one's inputs, so its
+    # default bias is that of those inputs (same weights: same numbers)
+    other = build_transformer_model(SMALL_CONFIG, SMALL_DIR, return_keras_model=False,
+                                    prefix="Successor-")
+    y = other.apply_main_layers(other.apply_embeddings(t.model.inputs), 0)
+    theseus = keras.Model(t.model.inputs, y)
+    np.testing.assert_allclose(theseus.predict([ids, seg], verbose=0), expected, atol=1e-5)

@@ -32,3 +32,26 @@ def test_old_style_unilm_seq2seq_trains_and_beam_decodes(tmp_path):
     assert report["last_loss"] < 0.1 * report["first_loss"], report
     # four pairs learnt by heart: beam search must give each title back
     assert report["titles"] == ["北京降雪", "股市大涨", "球队获胜", "工厂扩产"], report
+
+
+def test_random_sample_topp_of_one_or_more_keeps_every_token():
+    """0.11.5 scripts pass ``topp`` >= 1 (e.g. ``random_sample(inputs, n, topk, topp=5)``):
+    no nucleus cut, the same draws as without ``topp``; a negative ``topp`` raises."""
+    import numpy as np
+    import pytest
+
+    from bert4keras.snippets import AutoRegressiveDecoder
+
+    probs = np.array([[0.1, 0.2, 0.3, 0.4]], "float32")
+
+    class Fixed(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype="probas")
+        def predict(self, inputs, output_ids, states):
+            return np.repeat(probs, len(output_ids), 0)
+
+    decoder = Fixed(start_id=None, end_id=None, maxlen=6)
+    plain = decoder.random_sample([np.array([1])], 3, seed=7)
+    wide = decoder.random_sample([np.array([1])], 3, topp=5, seed=7)
+    assert [list(x) for x in wide] == [list(x) for x in plain]
+    with pytest.raises(ValueError):
+        decoder.random_sample([np.array([1])], 3, topp=-0.5, seed=7)

@@ -485,3 +485,134 @@ def test_old_style_script_runs(tmp_path):
     assert result["lengths"] == [len(t) for t in texts]
     assert result["tags"] == [0, 1, 1]  # 0-0-0 scores 1, 0-1-1 scores 1+1+2-1 = 3
     assert result["lcs"] == brute_subsequence_length(texts[0], texts[1])
+
+
+# ---------------------------------------------------------------- forfit / to_dataset, 0.11.5 recipes
+
+
+class LossRecipeGenerator(snippets.DataGenerator):
+    """Batches as the ``Loss``-layer recipes yield them: ``[inputs...], None``.
+
+    ``with_labels`` adds a third input of another shape (``(batch, 1)``)."""
+
+    with_labels = False
+
+    def __iter__(self, random=False):
+        for start in range(0, len(self.data), self.batch_size):
+            lengths = self.data[start:start + self.batch_size]
+            tokens = sequence_padding([[1 + i % 7 for i in range(n)] for n in lengths])
+            inputs = [tokens, (tokens > 3).astype("int32")]
+            if self.with_labels:
+                inputs.append(np.array([[n % 2] for n in lengths]))
+            yield inputs, None
+
+
+def train_loss_recipe(with_labels):
+    """Train a model whose only loss is added by a ``Loss`` layer on
+    ``gen.forfit()``; returns (first batch's structure, the epoch's losses)."""
+    import keras
+
+    from bert4keras.backend import K
+    from bert4keras.layers import Loss
+
+    class MaskedScore(Loss):
+        def compute_loss(self, inputs, mask=None):
+            y_mask, score = inputs[1], inputs[-1]
+            loss = K.square(score[..., 0] - 1.0)
+            if len(inputs) == 4:  # labels (batch, 1) of another shape
+                loss = loss + K.mean(inputs[2])
+            return K.sum(loss * y_mask) / (K.sum(y_mask) + 1.0)
+
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input((None,), dtype="int32", name="Input-Token"),
+              keras.Input((None,), dtype="int32", name="Input-Segment")]
+    if with_labels:
+        inputs.append(keras.Input((1,), dtype="int32", name="Input-Label"))
+    score = keras.layers.Dense(1)(keras.layers.Embedding(8, 4)(inputs[0]))
+    output = MaskedScore(len(inputs))(inputs + [score])
+    model = keras.Model(inputs, output)
+    model.compile(optimizer="adam")
+    gen = LossRecipeGenerator([5, 5, 3, 3, 6, 6, 2, 2], batch_size=2)
+    gen.with_labels = with_labels
+    batches = gen.forfit(random=False)
+    if hasattr(batches, "element_spec"):
+        first = batches.element_spec
+    else:
+        first = next(batches)
+        batches = (b for b in itertools.chain([first], batches))  # Keras wants a generator
+    history = model.fit(batches, steps_per_epoch=len(gen), epochs=1, verbose=0, shuffle=False)
+    return first, history.history["loss"]
+
+
+def _check_loss_recipe(first, losses, n_inputs):
+    # a 1-tuple (inputs only), the inputs a tuple: Keras sees n named inputs
+    assert isinstance(first, tuple) and len(first) == 1, first
+    assert isinstance(first[0], tuple) and len(first[0]) == n_inputs, first
+    assert np.all(np.isfinite(losses)), losses
+
+
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_forfit_inputs_and_none_target_train_a_loss_layer(with_labels):
+    first, losses = train_loss_recipe(with_labels)
+    _check_loss_recipe(first, losses, 3 if with_labels else 2)
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
+def test_forfit_inputs_and_none_target_on_jax():
+    code = textwrap.dedent("""
+        import json, sys
+        sys.path.insert(0, %r)
+        from test_compat_snippets import train_loss_recipe, _check_loss_recipe
+        for with_labels in (False, True):
+            first, losses = train_loss_recipe(with_labels)
+            assert not hasattr(first, "element_spec")
+            _check_loss_recipe(first, losses, 3 if with_labels else 2)
+        print("ok")
+    """ % os.path.join(ROOT, "tests"))
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+class SingleExampleGenerator(snippets.DataGenerator):
+    def __iter__(self, random=False):
+        for _is_end, n in self.sample(random):
+            tokens = [1 + i % 7 for i in range(n)]
+            yield [tokens, [0] * n], [[n % 3]]  # one example; float32 in the dataset
+
+
+def test_to_dataset_names_a_single_output_target_as_0_11_5_recipes_do():
+    """task_iflytek_multigpu: ``names=[('Input-Token', 'Input-Segment'),
+    ('Probas',)]`` with float32 types and ``padded_batch``; the one-output
+    model trains (Keras 3 takes the single target bare, not as a dict)."""
+    import keras
+
+    gen = SingleExampleGenerator([4, 2, 5, 3, 6, 1], batch_size=2)
+    dataset = gen.to_dataset(
+        types=[("float32", "float32"), ("float32",)],
+        shapes=[([None], [None]), ([1],)],
+        names=[("Input-Token", "Input-Segment"), ("Probas",)],
+        padded_batch=True, random=False,
+    )
+    x, y = next(iter(dataset))
+    assert set(x) == {"Input-Token", "Input-Segment"}
+    np.testing.assert_array_equal(x["Input-Token"].numpy(), [[1, 2, 3, 4], [1, 2, 0, 0]])
+    np.testing.assert_array_equal(y.numpy(), [[1.0], [2.0]])
+    assert y.dtype.name == "float32"
+    tokens = keras.Input((None,), name="Input-Token")
+    segments = keras.Input((None,), name="Input-Segment")
+    h = keras.layers.Embedding(8, 4)(tokens) + keras.layers.Embedding(2, 4)(segments)
+    probas = keras.layers.Dense(3, activation="softmax", name="Probas")(
+        keras.layers.GlobalAveragePooling1D()(h))
+    model = keras.Model([tokens, segments], probas)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    history = model.fit(dataset, steps_per_epoch=len(gen), epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+    # a two-name target stays a dict (multi-output models map it by name)
+    two = gen.to_dataset(types=[("float32", "float32"), ("float32", "float32")],
+                         shapes=[([None], [None]), ([1], [1])],
+                         names=[("Input-Token", "Input-Segment"), ("A", "B")],
+                         padded_batch=True, random=False)
+    assert two.element_spec is not None  # the signature builds
+    assert set(two.element_spec[1]) == {"A", "B"}

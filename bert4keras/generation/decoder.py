@@ -170,9 +170,16 @@ class AutoRegressiveDecoder:
     def random_sample(self, inputs, n, topk=None, topp=None, states=None, temperature=1,
                       min_ends=1, **options):
         """``n`` sampled sequences (a list of np.ndarray). ``seed`` option:
-        an int makes the draws reproducible (default: a random seed)."""
+        an int makes the draws reproducible (default: a random seed).
+
+        ``topp`` of 1 or more keeps every token (no nucleus cut), as in
+        bert4keras 0.11.5, whose scripts pass e.g. ``topp=5``; a negative
+        ``topp`` raises ``ValueError``."""
+        topp = float(topp or 0.0)
+        if topp >= 1.0:
+            topp = 0.0  # the whole distribution: no nucleus truncation
         opt = self._options("sample", options, n=int(n), topk=int(topk or 0),
-                            topp=float(topp or 0.0), temperature=float(temperature),
+                            topp=topp, temperature=float(temperature),
                             min_ends=int(min_ends))
         results, _ = self._decode_one(inputs, opt, states, options)
         return results

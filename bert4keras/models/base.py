@@ -196,6 +196,7 @@ class Transformer(CheckpointWeights, LegacyMethods):
             bias = self.compute_attention_bias(inputs)
             if self.call_hook is None:  # the model's own pass, not a decoding step
                 self.attention_bias = bias  # 0.11.5's attribute; see apply_main_layers
+                self._bias_inputs = _identity(inputs)
             for index in range(self.num_hidden_layers):
                 x = self.apply_block(self.block_name(index), self.apply_main_layers, x, index,
                                      bias)
@@ -274,14 +275,28 @@ class Transformer(CheckpointWeights, LegacyMethods):
         """
         raise NotImplementedError
 
+    def remember_embedded_inputs(self, inputs):
+        """Called by ``apply_embeddings``: the inputs whose attention bias
+        :meth:`resolve_attention_bias` gives by default (not while hooked)."""
+        if self.call_hook is None:
+            self._embedded_inputs = inputs
+
     def resolve_attention_bias(self, attention_bias):
-        """``attention_bias``, or the one stored by :meth:`apply_layers` if None.
+        """``attention_bias``, or, if None, the bias of the inputs last given
+        to ``apply_embeddings`` (those of the model itself once built:
+        ``self.attention_bias``, stored by :meth:`apply_layers`).
 
         Raises:
             ValueError: None given and the model was never built.
         """
         if attention_bias is not None:
             return attention_bias
+        inputs = self.__dict__.get("_embedded_inputs")
+        if inputs is not None and _identity(inputs) != self.__dict__.get("_bias_inputs"):
+            # apply_embeddings ran on other inputs (BERT-of-Theseus feeds one
+            # model's inputs to another): the bias of those inputs
+            self.attention_bias = self.compute_attention_bias(inputs)
+            self._bias_inputs = _identity(inputs)
         stored = getattr(self, "attention_bias", None)
         if stored is None:
             raise ValueError(
@@ -292,6 +307,11 @@ class Transformer(CheckpointWeights, LegacyMethods):
 
     def apply_final_layers(self, x):
         return x
+
+
+def _identity(inputs):
+    """Identity key of a tensor or a list of tensors."""
+    return tuple(map(id, inputs)) if isinstance(inputs, (list, tuple)) else (id(inputs),)
 
 
 def _mixed_policy():

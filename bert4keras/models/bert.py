@@ -131,6 +131,7 @@ class BERT(Transformer):
         self.with_mlm = with_mlm
 
     def apply_embeddings(self, inputs):
+        self.remember_embedded_inputs(inputs)
         x = self.apply(inputs[0], Embedding, input_dim=self.vocab_size,
                        output_dim=self.embedding_size,
                        embeddings_initializer=self.initializer, name="Embedding-Token")

@@ -201,6 +201,7 @@ class GPT(Transformer):
                           embeddings_initializer=self.initializer, name="Embedding-Token")
 
     def apply_embeddings(self, inputs):
+        self.remember_embedded_inputs(inputs)
         x = self.token_embedding(inputs[0])
         if self.segment_vocab_size > 0:
             if self.shared_segment_embeddings:

@@ -121,6 +121,7 @@ class RoFormerV2(RoFormer):
                           epsilon=self.layer_norm_eps, name=name)
 
     def apply_embeddings(self, inputs):
+        self.remember_embedded_inputs(inputs)
         x = self.apply(inputs[0], Embedding, input_dim=self.vocab_size,
                        output_dim=self.embedding_size,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
