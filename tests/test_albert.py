@@ -202,7 +202,8 @@ def test_albert_on_a_bert_checkpoint_names_the_family(google_bert):
     with pytest.raises(CheckpointError) as info:
         build_transformer_model(google_bert, google_bert, model="albert", embedding_size=32)
     message = str(info.value)
-    assert "group_0/inner_group_0/attention_1/self/query/kernel" in message
+    # ALBERT always has its embedding projection, the first variable a BERT checkpoint lacks
+    assert "bert/encoder/embedding_hidden_mapping_in/kernel" in message
     assert "look like model='bert'" in message and "model='albert'" in message
 
 
@@ -210,3 +211,32 @@ def test_grouped_albert_is_refused(google_albert):
     _, config = google_albert
     with pytest.raises(ValueError, match="num_hidden_groups"):
         build_transformer_model(config, model="albert", num_hidden_groups=2)
+
+
+def test_albert_with_embedding_size_equal_to_hidden_size_keeps_its_projection(tmp_path, inputs):
+    """ALBERT always projects its embeddings (embedding_hidden_mapping_in),
+    even when embedding_size == hidden_size; the projection was skipped and
+    its stored weight silently dropped. Outputs against transformers, and our
+    Hugging Face export of it loads back in transformers."""
+    import torch
+    from transformers import AlbertConfig, AlbertForPreTraining
+
+    config = dict(SMALL_ALBERT, embedding_size=SMALL_ALBERT["hidden_size"])
+    torch.manual_seed(5)
+    model = AlbertForPreTraining(AlbertConfig(**config)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "embedding_hidden_mapping_in" in name:
+                p.add_(0.5 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "hf")
+    ids, seg = inputs
+    theirs = torch_outputs(model, ids, seg)
+    assert_close(our_outputs(str(tmp_path / "hf"), str(tmp_path / "hf"), ids, seg, "albert"),
+                 theirs)
+    ours = build_transformer_model(str(tmp_path / "hf"), str(tmp_path / "hf"), model="albert",
+                                   with_nsp="linear", with_mlm="linear",
+                                   return_keras_model=False)
+    ours.save_weights_as_checkpoint(str(tmp_path / "export"), format="huggingface")
+    again = AlbertForPreTraining.from_pretrained(str(tmp_path / "export")).eval()
+    for key, value in torch_outputs(again, ids, seg).items():
+        np.testing.assert_allclose(value, theirs[key], atol=ATOL, rtol=0, err_msg=key)

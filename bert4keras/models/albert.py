@@ -98,15 +98,12 @@ class ALBERT(BERT):
     def block_name(self, index):
         return "Transformer"
 
-    def export_config(self, config):
-        """transformers' ALBERT always projects its embeddings; without an
-        ``Embedding-Mapping`` (``embedding_size == hidden_size``) it cannot
-        hold this model (raises ValueError)."""
-        if self.embedding_size == self.hidden_size:
-            raise ValueError("%s with embedding_size == hidden_size has no Embedding-Mapping, "
-                             "which transformers' ALBERT always has; save with format='google'"
-                             % type(self).__name__)
-        return config
+    def has_embedding_mapping(self):
+        """ALBERT always projects its embeddings (Google's
+        ``embedding_hidden_mapping_in``, transformers' likewise), even when
+        ``embedding_size == hidden_size``: skipping it would silently drop a
+        stored weight."""
+        return True
 
 
 class ALBERT_Unshared(ALBERT):

@@ -146,10 +146,15 @@ class BERT(Transformer):
                            embeddings_initializer=self.initializer, name="Embedding-Position")
         x = self.norm(x, "Embedding-Norm")
         x = self.dropout(x, "Embedding-Dropout")
-        if self.embedding_size != self.hidden_size:
+        if self.has_embedding_mapping():
             x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
+
+    def has_embedding_mapping(self):
+        """Whether ``Embedding-Mapping`` projects the embeddings to ``hidden_size``
+        (BERT: only when ``embedding_size`` differs)."""
+        return self.embedding_size != self.hidden_size
 
     def norm(self, x, name):
         """The LayerNorm called ``name`` (RoFormer-V2 overrides it)."""
