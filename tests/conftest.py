@@ -203,3 +203,21 @@ def reload_in_new_process(tmp_path, cases, timeout=600):
     lines = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
     assert run.returncode == 0 and lines, run.stderr[-3000:]
     return json.loads(lines[-1][len("REPORT "):])
+
+
+def rerun_under_jax(test_file, selection=None, timeout=900):
+    """Run the tests of ``test_file`` (``-k selection`` if given) again in a
+    subprocess with ``KERAS_BACKEND=jax``, one process, and assert that they
+    passed (exit 0, a ``passed`` count, no ``failed``)."""
+    import subprocess
+
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+               "no:xdist", "-o", "addopts=", os.path.abspath(test_file)]
+    if selection:
+        command += ["-k", selection]
+    run = subprocess.run(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))), env=env, capture_output=True, text=True, timeout=timeout)
+    tail = "\n".join(run.stdout.splitlines()[-30:])
+    assert run.returncode == 0, "failed on JAX:\n%s\n%s" % (tail, run.stderr[-3000:])
+    assert " passed" in tail and "failed" not in tail, tail

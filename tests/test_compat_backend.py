@@ -7,8 +7,6 @@ re-runs this file on JAX in a subprocess (Keras fixes the backend per process).
 """
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 
 from bert4keras import backend as B
 from bert4keras.backend import K, keras as b_keras, search_layer
+from conftest import rerun_under_jax
 
 RNG = np.random.RandomState(0)
 X = RNG.normal(size=(2, 3, 4)).astype("float32")
@@ -406,11 +405,4 @@ def test_search_layer():
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
 def test_this_file_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "-o", "addopts=", "-p", "no:xdist", os.path.abspath(__file__)],
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         env=env, capture_output=True, text=True, timeout=900)
-    tail = "\n".join(run.stdout.splitlines()[-15:])
-    assert run.returncode == 0 and " passed" in tail and "failed" not in tail, \
-        tail + run.stderr[-2000:]
+    rerun_under_jax(__file__)

@@ -18,6 +18,7 @@ import pytest
 from bert4keras import layers as L
 from bert4keras.backend import K
 from bert4keras.models import build_transformer_model
+from conftest import rerun_under_jax
 
 RNG = np.random.RandomState(0)
 
@@ -320,14 +321,7 @@ def test_an_old_style_script_runs(tmp_path):
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
 def test_this_file_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "-o", "addopts=", "-p", "no:xdist", os.path.abspath(__file__)],
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         env=env, capture_output=True, text=True, timeout=900)
-    tail = "\n".join(run.stdout.splitlines()[-15:])
-    assert run.returncode == 0 and " passed" in tail and "failed" not in tail, \
-        tail + run.stderr[-2000:]
+    rerun_under_jax(__file__)
 
 
 # --- MultiHeadAttention's 0.11.5 options, position options, Embedding(mask_zero) ---

@@ -20,6 +20,7 @@ from scipy.special import erf
 
 from bert4keras.checkpoints import CheckpointError
 from bert4keras.models import BERT, build_transformer_model
+from conftest import rerun_under_jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_DIR = os.path.join(ROOT, "checkpoints", "chinese_bert_small")
@@ -453,14 +454,7 @@ NUMERICAL = ("hierarchical or custom_position or compound or residual or attenti
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="run from the TF suite")
 def test_numerical_subset_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-         os.path.abspath(__file__), "-k", NUMERICAL],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    tail = "\n".join(result.stdout.splitlines()[-30:])
-    assert result.returncode == 0 and " passed" in tail and "failed" not in tail, (
-        tail + result.stderr[-3000:])
+    rerun_under_jax(__file__, NUMERICAL)
 
 
 def test_lm_and_unilm_switch_on_the_mlm_head_as_in_0_11_5():

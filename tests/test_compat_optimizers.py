@@ -9,8 +9,6 @@ JAX in a subprocess (Keras fixes the backend per process).
 
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 from keras import ops
 
 import bert4keras.optimizers as optimizers
+from conftest import rerun_under_jax
 from bert4keras.optimizers import (
     AdaFactor,
     Adam,
@@ -548,11 +547,4 @@ def test_old_style_script_trains_and_evaluates(tmp_path):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="launched once, from the TensorFlow run")
 def test_numerical_tests_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "-o", "addopts=", os.path.abspath(__file__), "-k", "not on_jax"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    tail = "\n".join(result.stdout.splitlines()[-30:])
-    assert result.returncode == 0, "failed on JAX:\n%s\n%s" % (tail, result.stderr[-3000:])
-    assert " passed" in tail and "failed" not in tail, tail
+    rerun_under_jax(__file__, "not on_jax")
