@@ -19,7 +19,9 @@ Besides the model flags, the kit every example shares:
 * :class:`ArgumentParser`: the scripts' parser, whose ``--help`` shows every
   default;
 
-* :func:`add_run_args`: ``--limit``, ``--seed``, ``--output``, ``--results``;
+* :func:`add_run_args`: ``--limit``, ``--seed``, ``--output``, ``--results``,
+  ``--log-every``; :func:`fit_progress` (with :class:`StepLog`): progress
+  within an epoch, a bar on a terminal, a line every N steps in a log file;
 * :func:`adamw`: AdamW with linear decay and no decay of norms and biases;
 * :class:`BestEpoch`: the callback that scores each epoch and keeps the best
   weights;
@@ -33,6 +35,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 
 def _import_tensorflow_quietly():
@@ -348,7 +351,55 @@ def add_run_args(parser, limit="examples per split", limit_default=None, seed=42
                             help="where to save %s; default %s; '' to skip"
                                  % (saved, output if output is not None else output_doc))
     parser.add_argument("--results", default=None, help="write %s to this JSON file" % results)
+    parser.add_argument("--log-every", type=int, default=50, metavar="N",
+                        help="when the output is not a terminal, print the running loss every "
+                             "N training steps (on a terminal Keras shows its per-step bar); "
+                             "0: one line per epoch only")
     return parser
+
+
+class StepLog(keras.callbacks.Callback):
+    """Print one line every ``every`` training steps: epoch, step/steps,
+    the running means Keras reports (loss, metrics) and the seconds since
+    the epoch began, flushed at once, so a log file shows progress within a
+    long epoch instead of nothing for minutes."""
+
+    def __init__(self, every):
+        super().__init__()
+        self.every = int(every)
+        self.epoch, self.started = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.started = epoch, time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every <= 0 or (batch + 1) % self.every:
+            return
+        steps = (self.params or {}).get("steps")
+        scores = " ".join("%s=%.4g" % (k, float(v)) for k, v in sorted((logs or {}).items())
+                          if np.ndim(v) == 0)
+        print("epoch %d step %d/%s: %s (%.0f s)" % (self.epoch + 1, batch + 1, steps or "?",
+                                                    scores, time.time() - self.started),
+              flush=True)
+
+
+def fit_progress(args, callbacks=()):
+    """The ``verbose`` and ``callbacks`` arguments of ``model.fit`` for a run
+    that shows its progress within an epoch.
+
+    On a terminal: Keras's per-step progress bar (``verbose=1``). Otherwise
+    (output piped or redirected to a log file, where the bar would be one
+    endless line): one line per epoch (``verbose=2``) plus a
+    :class:`StepLog` line every ``args.log_every`` steps (``--log-every``
+    from :func:`add_run_args`; 0 turns it off).
+
+    Usage: ``model.fit(data, epochs=..., **fit_progress(args, [evaluator]))``.
+    """
+    callbacks = list(callbacks)
+    if sys.stdout.isatty():
+        return dict(verbose=1, callbacks=callbacks)
+    every = getattr(args, "log_every", 50)
+    return dict(verbose=2, callbacks=callbacks + ([StepLog(every)] if every > 0 else []))
 
 
 def adamw(lr, steps, exclude=("gamma", "beta", "bias")):

@@ -713,11 +713,13 @@ def main(argv=None):
     start = time.time()
     for epoch in range(args.epochs):
         mention_model.fit(mention_gen.forfit(), steps_per_epoch=len(mention_gen),
-                          epochs=epoch + 1, initial_epoch=epoch, verbose=2, shuffle=False)
+                          epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+                          **common.fit_progress(args))
         pairs = ranking_pairs(data["train"], index, args.negatives, args.max_candidates, rng)
         pair_gen = PairGenerator(pairs, encoder, kb, args.batch_size, args.maxlen)
         ranker.fit(pair_gen.forfit(), steps_per_epoch=len(pair_gen), epochs=epoch + 1,
-                   initial_epoch=epoch, verbose=2, shuffle=False)
+                   initial_epoch=epoch, shuffle=False,
+                          **common.fit_progress(args))
         if data["valid"]:
             scores, _ = evaluate(linker, data["valid"])
             # linking F1 decides; ties (e.g. all 0 early on) go to the better

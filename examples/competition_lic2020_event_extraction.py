@@ -534,8 +534,8 @@ def main(argv=None):
     dataset = train.to_dataset(types=(("int32", "int32"), "int32"),
                                shapes=(((None, None), (None, None)), (None, None)))
     start = time.time()
-    model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs, callbacks=[evaluator],
-              verbose=2, shuffle=False)
+    model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs, shuffle=False,
+              **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     dev_scores, dev_predictions = evaluate(model, crf, tokenizer, labels, dev_records,

@@ -665,7 +665,7 @@ def main(argv=None):
         start = time.time()
         if args.epochs:
             model.fit(generator.forfit(), steps_per_epoch=len(generator), epochs=args.epochs,
-                      callbacks=callbacks, verbose=2, shuffle=False)
+                      shuffle=False, **common.fit_progress(args, callbacks))
         results["train_seconds"] = round(time.time() - start, 1)
         if dev is not None and evaluator.best_weights is not None:
             model.set_weights(evaluator.best_weights)

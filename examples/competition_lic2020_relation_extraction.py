@@ -702,7 +702,7 @@ def main(argv=None):
                 ((None, None, 2), (None, None, len(relations), 2))))
     start = time.time()
     train_model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs,
-                    callbacks=[evaluator], verbose=2, shuffle=False)
+                    shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     train_model.set_weights(evaluator.best_weights)
     dev_scores, dev_predictions = evaluate(models, tokenizer, dev_records, schema, relations,

@@ -893,7 +893,7 @@ def main(argv=None):
         report=lambda scores, best: "valid %s (best score %.4f)" % (format_scores(scores), best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2, shuffle=False)
+              shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     valid, predictions = evaluate(model, valid_x, valid_q, valid_tables, database,

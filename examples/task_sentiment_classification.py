@@ -177,7 +177,7 @@ def main(argv=None):
     start = time.time()
     # shuffle=False: forfit() reshuffles every epoch itself; Keras cannot shuffle a dataset
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2, shuffle=False)
+              shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     test_acc = accuracy(model, test)

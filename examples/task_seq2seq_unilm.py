@@ -276,7 +276,7 @@ def main(argv=None):
         key=lambda scores: scores["f1"], report=report)
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2, shuffle=False)
+              shuffle=False, **common.fit_progress(args, [evaluator]))
     train_seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
 

@@ -300,7 +300,7 @@ def main(argv=None):
         report=lambda scores, best: "valid %s (best F1 %.4f)" % (format_scores(scores), best))
     start = time.time()
     model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
-              callbacks=[evaluator], verbose=2, shuffle=False)
+              shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     start = time.time()
