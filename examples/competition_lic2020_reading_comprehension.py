@@ -437,21 +437,39 @@ class Featurizer:
                             self.doc_stride, self.cls_id, self.sep_id, answer)
 
     def training_windows(self, examples):
-        """All windows of the questions, targets from each question's first
-        answer. Returns ``(windows, stats)``; ``stats`` counts the questions
-        whose answer covers no token (dropped) and those whose tokens spell
-        more than the answer (an answer ending inside a WordPiece word)."""
-        windows, dropped, inexact = [], 0, 0
+        """All windows of the questions, with the targets of every usable gold
+        answer. Returns ``(windows, stats)``.
+
+        The windows of a question depend on its passage and question only, so
+        each window carries ``question`` (its question's index) and
+        ``targets``: one ``(start, end)`` pair per gold answer that covers a
+        token (in the order of the file); ``start``/``end`` hold the first
+        answer's. :class:`WindowGenerator` picks one answer per question at
+        random each training epoch, as the original baseline did. ``stats``
+        counts the questions whose answers all cover no token (dropped),
+        the answers dropped among the rest, and the questions whose first
+        usable answer's tokens spell more than it (an answer ending inside a
+        WordPiece word)."""
+        windows, dropped, inexact, other_dropped, kept = [], 0, 0, 0, 0
         for example in examples:
             passage = self.passage(example["passage"])
-            span = passage.token_span(*example["spans"][0])
-            if span is None:
+            spans = [(passage.token_span(*span), text)
+                     for span, text in zip(example["spans"], example["answers"])]
+            usable = [(span, text) for span, text in spans if span is not None]
+            if not usable:
                 dropped += 1
                 continue
-            inexact += passage.text(*span) != example["answers"][0]
-            windows.extend(self.windows(example, span))
+            other_dropped += len(spans) - len(usable)
+            inexact += passage.text(*usable[0][0]) != usable[0][1]
+            alternatives = [self.windows(example, span) for span, _ in usable]
+            for k, window in enumerate(alternatives[0]):
+                window["question"] = kept
+                window["targets"] = [(a[k]["start"], a[k]["end"]) for a in alternatives]
+                windows.append(window)
+            kept += 1
         return windows, dict(questions=len(examples), windows=len(windows),
-                             dropped_answers=dropped, inexact_answers=inexact)
+                             dropped_answers=dropped, other_answers_dropped=other_dropped,
+                             inexact_answers=inexact)
 
 
 # ---------------------------------------------------------------------------
@@ -485,20 +503,35 @@ def pointer_loss(y_true, y_pred):
 
 class WindowGenerator(DataGenerator):
     """Yields ``((token_ids, segment_ids), positions)``: (batch, maxlen)
-    int32 inputs and (batch, 2) int32 start/end targets."""
+    int32 inputs and (batch, 2) int32 start/end targets.
 
-    def __init__(self, windows, batch_size, maxlen):
+    Windows with ``targets`` (from :meth:`Featurizer.training_windows`): on a
+    shuffled pass (each training epoch) one gold answer is drawn per question,
+    the same for all its windows, with ``seed``'s generator; an ordered pass
+    uses each window's ``start``/``end`` (the first answer)."""
+
+    def __init__(self, windows, batch_size, maxlen, seed=0):
         super().__init__(windows, batch_size=batch_size)
         self.maxlen = maxlen
+        self.rng = np.random.default_rng(seed)
+
+    def draw_answers(self):
+        """``{question: answer index}``, one random draw per question with
+        more than one usable answer."""
+        counts = {w["question"]: len(w["targets"]) for w in self.data
+                  if len(w.get("targets", ())) > 1}
+        return {q: int(self.rng.integers(n)) for q, n in sorted(counts.items())}
 
     def __iter__(self, random=False):
         batch = []
+        drawn = self.draw_answers() if random else {}
         for is_end, window in self.sample(random):
             batch.append(window)
             if len(batch) == self.batch_size or is_end:
                 x = (pad_batch([w["token_ids"] for w in batch], length=self.maxlen),
                      pad_batch([w["segment_ids"] for w in batch], length=self.maxlen))
-                y = np.array([[w["start"], w["end"]] for w in batch], dtype="int32")
+                y = np.array([w["targets"][drawn[w["question"]]] if w.get("question") in drawn
+                              else (w["start"], w["end"]) for w in batch], dtype="int32")
                 yield x, y
                 batch = []
 
@@ -651,7 +684,7 @@ def main(argv=None):
               "dropped, %(inexact_answers)d inside a word" % stats)
         print("model: %s" % describe_model(config, checkpoint))
         model = build_mrc_model(config, checkpoint)
-        generator = WindowGenerator(windows, args.batch_size, args.maxlen)
+        generator = WindowGenerator(windows, args.batch_size, args.maxlen, seed=args.seed)
         model.compile(optimizer=adamw(args.lr, len(generator) * args.epochs), loss=pointer_loss)
         callbacks = []
         if dev is not None:

@@ -13,8 +13,10 @@ tagged separately and joined again before scoring.
 Model: one token per character, BERT -> Dense(4) emissions ->
 ``ConditionalRandomField`` (``[CLS]`` and ``[SEP]`` tagged S); decoding with
 ``ViterbiDecoder``. ``--crf-lr-multiplier`` scales the learning rate of the
-transition matrix (the original bert4keras used large values such as 100 or
-1000 when fine-tuning a pretrained encoder at a small learning rate).
+transition matrix; default 100, as the original bert4keras advised (enlarge the
+CRF's learning rate when fine-tuning a pretrained encoder at a small one) and as
+measured here: one epoch on People's Daily gives test F1 0.640 at 1 and 0.838 at
+100 (README, "Word segmentation and NER").
 
 Scoring as the SIGHAN bakeoff ``score`` script: a predicted word counts as
 correct when its character interval ``[start, end)`` equals a gold word's;
@@ -23,7 +25,7 @@ harmonic mean, summed over the whole split; plus recall of gold words seen
 (IV) and not seen (OOV) in the training split.
 
     python examples/task_sequence_labeling_cws_crf.py                  # shipped BERT
-    python examples/task_sequence_labeling_cws_crf.py --crf-lr-multiplier 100
+    python examples/task_sequence_labeling_cws_crf.py --crf-lr-multiplier 1   # the plain CRF
     python examples/task_sequence_labeling_cws_crf.py --random-init --limit 64 --epochs 1
 """
 
@@ -236,8 +238,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--crf-lr-multiplier", type=float, default=1.0,
-                   help="learning-rate multiplier of the CRF transitions")
+    p.add_argument("--crf-lr-multiplier", type=float, default=100.0,
+                   help="learning-rate multiplier of the CRF transitions (measured: test F1 "
+                        "0.838 at 100 vs 0.640 at 1 after one epoch)")
     add_run_args(p, limit="sentences per split", output="runs/cws_crf/model.keras")
     return p.parse_args(argv)
 

@@ -131,6 +131,37 @@ def test_offsets_recover_every_gold_answer(mrc, tokenizer, name):
     assert stats["windows"] == len(windows) > len(examples)
 
 
+def test_each_epoch_draws_one_gold_answer_per_question(mrc, tokenizer):
+    """A question with two gold answers: ordered passes train on the first,
+    shuffled passes (training epochs) on a random one, the same for all the
+    question's windows; both answers are drawn over a few epochs."""
+    context = ("北京是中国的首都，也是一座历史文化名城，有故宫和长城。"
+               "上海是中国最大的城市，位于长江入海口，港口繁忙。")
+    first, second = context.index("北京"), context.index("上海")
+    example = dict(id="q1", question="中国的城市有哪些", passage=0,
+                   answers=["北京", "上海"], spans=[(first, first + 2), (second, second + 2)])
+    featurizer = mrc.Featurizer(tokenizer, [context], 32, 8, 16)
+    windows, stats = featurizer.training_windows([example])
+    assert stats["dropped_answers"] == stats["other_answers_dropped"] == 0
+    assert len(windows) >= 2 and all(len(w["targets"]) == 2 for w in windows)
+    by_ids = {tuple(w["token_ids"]): w for w in windows}
+    assert len(by_ids) == len(windows)
+    generator = mrc.WindowGenerator(windows, batch_size=len(windows), maxlen=32, seed=1)
+
+    def answers(random):
+        (x, y), = list(generator.__iter__(random=random))
+        texts = set()
+        for ids, (start, end) in zip(np.asarray(x[0]), y):
+            w = by_ids[tuple(int(i) for i in ids[:len(np.trim_zeros(ids, "b"))])]
+            if start:  # back to the text through the window's offsets
+                texts.add(featurizer.passage(0).text(start - w["offset"] + w["window_start"],
+                                                     end - w["offset"] + w["window_start"]))
+        return frozenset(texts)
+
+    assert answers(False) == {"北京"}
+    assert {answers(True) for _ in range(8)} == {frozenset({"北京"}), frozenset({"上海"})}
+
+
 def test_ascii_answer_keeps_original_case_and_spaces(mrc, tokenizer):
     passage = mrc.Passage("由荷兰程序员Guido van Rossum设计", tokenizer)
     start = passage.context.index("Guido")
