@@ -19,7 +19,8 @@ module             names
 ``data``           ``DataGenerator``
 ``parallel``       ``parallel_apply``, ``parallel_apply_generator``
 ``viterbi``        ``ViterbiDecoder``
-``serving``        ``WebServing`` (Flask, optional extra ``serve``)
+``serving``        ``WebServing`` (Flask, optional extra ``serve``);
+                   ``RequestBatcher`` (new: concurrent calls -> batches)
 =================  ==========================================================
 
 ``AutoRegressiveDecoder`` lives in :mod:`bert4keras.generation` and is
@@ -50,7 +51,7 @@ from bert4keras.snippets.pyutils import (
     is_py2,
     is_string,
 )
-from bert4keras.snippets.serving import WebServing
+from bert4keras.snippets.serving import RequestBatcher, WebServing
 from bert4keras.snippets.text import (
     convert_to_str,
     convert_to_unicode,
@@ -68,6 +69,7 @@ __all__ = [
     "DataGenerator",
     "ViterbiDecoder",
     "WebServing",
+    "RequestBatcher",
     "convert_to_str",
     "convert_to_unicode",
     "delete_arguments",

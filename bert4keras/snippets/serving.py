@@ -1,10 +1,16 @@
 """``WebServing``: expose Python functions as a small JSON-over-HTTP API, with
 bert4keras 0.11.5's constructor and ``route`` / ``start`` calls, on Flask
 (0.11.5 used bottle).  Flask is an optional dependency:
-``pip install 'bert4keras[serve]'``."""
+``pip install 'bert4keras[serve]'``.
 
+``RequestBatcher`` (not in 0.11.5) gathers the calls that concurrent requests
+make into batches, so that a model runs once for many requests."""
+
+import concurrent.futures
 import json
+import queue
 import threading
+import time
 
 import numpy as np
 
@@ -165,3 +171,131 @@ class WebServing:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+class RequestBatcher:
+    """Gather single calls from many threads into batched calls of ``func``.
+
+    A web server answers each request in its own thread; a model is much
+    faster on one batch of N inputs than on N batches of one.  Each thread
+    calls ``batcher(item)`` and blocks; a worker thread takes the first
+    waiting item, keeps collecting until it has ``max_batch`` items or
+    ``max_wait`` seconds have passed since that first item, calls
+    ``func(items)`` once and hands every caller its own result.  Items that
+    arrive while ``func`` runs form the next batch.
+
+    Usage::
+
+        batcher = RequestBatcher(lambda texts: encode(texts), max_batch=32, max_wait=0.01)
+        web.route('/embed', lambda text: batcher(text), {'text': (None, True)})
+
+    Args:
+        func: ``list of items -> list of results`` of the same length, in
+            the same order (e.g. texts -> embeddings); called from the worker
+            thread only, so it need not be thread-safe.
+        max_batch: most items per call (>= 1).
+        max_wait: seconds to wait for more items after the first one of a
+            batch arrived (0: take only what is already waiting).
+
+    Attributes:
+        batch_sizes: the size of every batch ``func`` was called with, in
+            order (to check or log how well requests were batched).
+
+    Raises:
+        ValueError: ``max_batch < 1`` or ``max_wait < 0``.
+
+    An exception raised by ``func`` (or a result list of the wrong length)
+    is raised in every caller of that batch; the worker goes on.  Call
+    :meth:`close` (or use ``with``) to stop the worker; later calls raise
+    ``RuntimeError``.
+    """
+
+    _STOP = object()
+
+    def __init__(self, func, max_batch=32, max_wait=0.01):
+        if int(max_batch) < 1:
+            raise ValueError("RequestBatcher: max_batch must be >= 1, got %r" % (max_batch,))
+        if max_wait < 0:
+            raise ValueError("RequestBatcher: max_wait must be >= 0 seconds, got %r"
+                             % (max_wait,))
+        self.func, self.max_batch, self.max_wait = func, int(max_batch), float(max_wait)
+        self.batch_sizes = []
+        self._queue = queue.Queue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._worker = threading.Thread(target=self._run, name="RequestBatcher", daemon=True)
+        self._worker.start()
+
+    @property
+    def pending(self):
+        """Number of items waiting for the next batch (approximate while busy)."""
+        return self._queue.qsize()
+
+    def submit(self, item):
+        """Queue ``item``; returns a ``concurrent.futures.Future`` of its result.
+
+        Raises:
+            RuntimeError: the batcher is closed.
+        """
+        future = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("RequestBatcher is closed")
+            self._queue.put((item, future))
+        return future
+
+    def __call__(self, item, timeout=None):
+        """The result of ``item`` (blocks until its batch ran; ``timeout``
+        seconds at most, then ``concurrent.futures.TimeoutError``)."""
+        return self.submit(item).result(timeout)
+
+    def _collect(self, first):
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            try:
+                remaining = deadline - time.monotonic()
+                entry = self._queue.get(timeout=remaining) if remaining > 0 \
+                    else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is self._STOP:
+                self._queue.put(entry)  # seen again after this batch
+                break
+            batch.append(entry)
+        return batch
+
+    def _run(self):
+        while True:
+            entry = self._queue.get()
+            if entry is self._STOP:
+                return
+            batch = self._collect(entry)
+            self.batch_sizes.append(len(batch))
+            items = [item for item, _ in batch]
+            try:
+                results = list(self.func(items))
+                if len(results) != len(items):
+                    raise ValueError("RequestBatcher: func returned %d results for %d items"
+                                     % (len(results), len(items)))
+            except Exception as error:  # every caller of this batch gets it
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results):
+                future.set_result(result)
+
+    def close(self):
+        """Answer the items already queued, then stop the worker thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(self._STOP)
+        self._worker.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
