@@ -35,16 +35,14 @@ import numpy as np
 
 from bert4keras.datasets import load_peoples_daily_words
 from bert4keras.generation import CachedDecoder
-from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
 
-from common import (BestEpoch, CharEncoder, adamw, add_model_args, add_run_args, describe_model,
-                    pad_batch, resolve_paths, write_json)
+from common import (BestEpoch, CharEncoder, add_model_args, add_run_args, describe_model,
+                    resolve_paths, write_json)
+from seq2seq_kit import Seq2seqGenerator, build_unilm, compile_seq2seq, lcs_length
 
 BOUNDARY = "|"
 PUNCTUATION = set("，。！？；：、")
-BUCKET = 16  # pad batches to a multiple of this: few compiled shapes
 
 
 # ---------------------------------------------------------------------------
@@ -134,28 +132,6 @@ class Codec(CharEncoder):
         return words
 
 
-class Seq2seqGenerator(DataGenerator):
-    """``((token_ids, segment_ids), labels, weights)``: the next token at each
-    position, weighted 1 where that token belongs to the target."""
-
-    def __init__(self, pairs, batch_size):
-        super().__init__(pairs, batch_size=batch_size)
-
-    def __iter__(self, random=False):
-        tokens, segments = [], []
-        for is_end, (source, target) in self.sample(random):
-            tokens.append(source + target)
-            segments.append([0] * len(source) + [1] * len(target))
-            if len(tokens) == self.batch_size or is_end:
-                t, s = pad_batch(tokens, BUCKET), pad_batch(segments, BUCKET)
-                labels = np.zeros_like(t)
-                labels[:, :-1] = t[:, 1:]
-                weights = np.zeros(t.shape, "float32")
-                weights[:, :-1] = s[:, 1:]
-                yield (t, s), labels, weights
-                tokens, segments = [], []
-
-
 # ---------------------------------------------------------------------------
 # Scores
 # ---------------------------------------------------------------------------
@@ -167,15 +143,6 @@ def spans(words):
         out.append((start, start + len(word), word))
         start += len(word)
     return out
-
-
-def lcs_length(a, b):
-    row = [0] * (len(b) + 1)
-    for x in a:
-        prev = 0
-        for j, y in enumerate(b):
-            prev, row[j + 1] = row[j + 1], prev + 1 if x == y else max(row[j + 1], row[j])
-    return row[-1]
 
 
 def seq2seq_scores(gold, predicted):
@@ -260,17 +227,15 @@ def main(argv=None):
         len(split["train"]), len(split["valid"]), len(split["test"]),
         len(data["train"]), len(data["valid"]), len(data["test"])))
 
-    transformer = build_transformer_model(config, checkpoint, application="unilm",
-                                          with_mlm="linear", return_keras_model=False)
+    transformer = build_unilm(config, checkpoint)
     model = transformer.model
     print("model: %s" % describe_model(config, checkpoint))
     # a target has the clause's characters, a boundary between words and [SEP]
     decoder = CachedDecoder(transformer, end_id=codec.sep, maxlen=2 * args.max_chars + 1)
 
     train = Seq2seqGenerator(pairs, args.batch_size)
-    model.compile(optimizer=adamw(args.lr, len(train) * args.epochs),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    # Keras's mean over every position (as this recipe was measured), not the target mean
+    compile_seq2seq(model, args.lr, len(train) * args.epochs, target_mean=False)
     evaluator = BestEpoch(
         lambda _: evaluate(decoder, codec, split["valid"], args.batch_size, args.beams),
         key=lambda scores: scores["f1"], report=report)

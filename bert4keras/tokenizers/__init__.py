@@ -12,15 +12,20 @@ Modules, each importing only those above it:
 * :mod:`.base` -- :class:`TokenizerBase`: start/end tokens, truncation, ``encode``;
 * :mod:`.vocab` -- reading and writing ``vocab.txt`` (uses :mod:`.chars`);
 * :mod:`.wordpiece` -- the WordPiece :class:`Tokenizer`;
-* :mod:`.sentencepiece` -- :class:`SpTokenizer`.
+* :mod:`.sentencepiece` -- :class:`SpTokenizer`;
+* :mod:`.simplify` -- :func:`corpus_keep_tokens` and
+  :class:`SimplifiedTokenizer`: vocabulary trimming (``keep_tokens``) for any
+  tokenizer, from the texts of a task.
 """
 
 from bert4keras.tokenizers.base import TokenizerBase
 from bert4keras.tokenizers.sentencepiece import SpTokenizer
+from bert4keras.tokenizers.simplify import SimplifiedTokenizer, corpus_keep_tokens
 from bert4keras.tokenizers.vocab import load_vocab, save_vocab
 from bert4keras.tokenizers.wordpiece import Tokenizer
 
-__all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer", "SpTokenizer"]
+__all__ = ["load_vocab", "save_vocab", "TokenizerBase", "Tokenizer", "SpTokenizer",
+           "SimplifiedTokenizer", "corpus_keep_tokens"]
 
 # Names bert4keras 0.11.5's tokenizers module had imported from its snippets
 # (and two standard modules); scripts could import them from here. Resolved
