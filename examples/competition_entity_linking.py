@@ -18,21 +18,39 @@ Files (one JSON object per line, the official names and fields):
   "type": [...], "data": [{"predicate": "...", "object": "..."}, ...]}``
   (``alias``, ``type`` and ``data`` may be absent).
 
-Pipeline:
+Pipeline (every statistic below is counted on the training split only,
+never on the held-out or the scored texts):
 
+0. annotator statistics (:class:`MentionStats`), after the author's CCKS 2019
+   system, which modelled how the annotators behave: for each mention string
+   ``s`` (stripped, lower-cased), the labelled mentions per ``kb_id``, giving
+   the prior P(kb_id | s), and its link probability, the share of training
+   texts containing ``s`` that label it as a mention (an occurrence inside a
+   longer labelled mention, ``苹果`` in ``苹果公司``, is not counted);
 1. mention detection: BERT over the characters of the text, one token per
    character, and two sigmoid pointers per token (mention starts here / ends
-   here); each start is paired with the nearest end at or after it;
+   here); each start is paired with the nearest end at or after it. The
+   frequency filter then drops a detected string that occurs in at least
+   ``--min-occurrences`` (5) training texts with a link probability below
+   ``--min-link-prob`` (0.15; 0 disables), i.e. a string the annotators
+   usually leave unmarked (the author's rule, (unlabelled + 1) / (labelled +
+   1) >= 5, is close: never labelled in 4 texts, once in 10);
 2. candidate generation: an alias index (lower-cased subject and aliases of
-   every entity, plus the mention -> ``kb_id`` pairs of the training split)
-   gives the entities a mention string may name;
+   every entity, plus the mention -> ``kb_id`` pairs labelled at least
+   ``--min-alias-count`` (2) times in training; rarer pairs are dropped as
+   noise, as the author did) gives the entities a mention string may name,
+   most often linked in training first (``--max-candidates`` keeps those);
 3. candidate ranking: BERT over ``[CLS] text with the mention between 【 】
    [SEP] entity description [SEP]`` (the description is the subject, its
    types and its ``predicate：object`` pairs, the long ``摘要`` last, cut to
-   fit), a sigmoid score from the [CLS] vector; the best candidate wins. When
-   the training data has NIL mentions, a mention with no candidate or whose
-   best score is below ``--threshold`` is ``NIL``; otherwise such a mention
-   without candidates is dropped.
+   fit); the [CLS] vector, concatenated with three statistics of the pair
+   (prior P(kb_id | mention), whether the string was ever labelled, its link
+   probability; 0 when unknown; ``--no-mention-stats`` leaves them out),
+   gives a sigmoid score; the best candidate wins. The training pairs see the
+   statistics with their own text left out (leave-one-out), as a new text
+   will. When the training data has NIL mentions, a mention with no candidate
+   or whose best score is below ``--threshold`` is ``NIL``; otherwise such a
+   mention without candidates is dropped.
 
 Scoring (:func:`link_scores`): micro precision / recall / F1 over mentions;
 a predicted ``(offset, mention, kb_id)`` counts only if a gold mention of the
@@ -47,6 +65,7 @@ linking of the gold mentions (the ranker alone).
         --model-dir /path/to/chinese_L-12_H-768_A-12 --epochs 2 --batch-size 32
 """
 
+import collections
 import os
 import random
 import time
@@ -71,6 +90,7 @@ POINTER_THRESHOLD = 0.5
 MAX_MENTION_CHARS = 32
 DESCRIPTION_CHARS = 512  # a description is cut to this many characters when loaded
 ABSTRACT = "摘要"  # the long free-text predicate of the CCKS knowledge base; put last
+N_FEATURES = 3  # MentionStats.features: prior, ever labelled, link probability
 
 
 # ---------------------------------------------------------------------------
@@ -225,24 +245,47 @@ def normalize_alias(name):
     return name.strip().lower()
 
 
+def lower_chars(text):
+    """``text`` lower-cased character by character, same length (a character
+    whose lower case is longer, such as ``İ``, is kept), so offsets still hold."""
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+def link_counts(records):
+    """``Counter`` of ``(key, kb_id)`` over the labelled mentions of ``records``
+    (key: :func:`normalize_alias` of the mention string; NIL ids included)."""
+    counts = collections.Counter()
+    for record in records:
+        for _, mention, kb_id in record["mentions"] or ():
+            counts[normalize_alias(mention), kb_id] += 1
+    return counts
+
+
 class AliasIndex:
     """Candidate generation: mention string -> ``subject_id`` list.
 
     Built from the subject and aliases of every entity of ``kb`` and, when
-    given, the non-NIL gold mentions of training records (a mention string
-    the annotators linked to an entity becomes one of its aliases). Keys are
-    :func:`normalize_alias`; ids keep the order in which they were added.
+    given, the non-NIL gold mentions of training records: a mention string the
+    annotators linked to an entity at least ``min_count`` times becomes one of
+    its aliases (pairs seen less often are dropped as noise, as the author's
+    CCKS 2019 system dropped links seen once; the KB's own names always stay).
+    Keys are :func:`normalize_alias`. The ids of a key are ordered by how often
+    the training split links the key to them (most often first), ties in the
+    order added (KB order, then training order), so that ``limit`` keeps the
+    entities the annotators use.
     """
 
-    def __init__(self, kb, records=()):
+    def __init__(self, kb, records=(), min_count=1):
         self.index = {}
         for subject_id, entity in kb.items():
             for alias in entity["aliases"]:
                 self.add(alias, subject_id)
-        for record in records:
-            for _, mention, kb_id in record["mentions"] or ():
-                if not is_nil(kb_id):
-                    self.add(mention, kb_id)
+        counts = link_counts(records)
+        for (key, kb_id), n in counts.items():
+            if not is_nil(kb_id) and n >= min_count:
+                self.add(key, kb_id)
+        for key, ids in self.index.items():
+            ids.sort(key=lambda i: -counts.get((key, i), 0))  # stable: ties keep their order
 
     def add(self, name, subject_id):
         ids = self.index.setdefault(normalize_alias(name), [])
@@ -253,6 +296,122 @@ class AliasIndex:
         """The ``subject_id`` s ``mention`` may name (at most ``limit``)."""
         ids = self.index.get(normalize_alias(mention), [])
         return list(ids[:limit] if limit else ids)
+
+
+class MentionStats:
+    """How the annotators of the training split treat each mention string.
+
+    For a string ``s`` (keys by :func:`normalize_alias`, texts lower-cased):
+
+    * ``links[s]``: ``Counter`` {kb_id: labelled mentions spelled ``s`` linked
+      to it} (NIL is a label too); the prior P(kb_id | s) is
+      ``links[s][kb_id] / sum(links[s].values())``;
+    * ``labelled[s]``: training texts with at least one labelled mention
+      spelled ``s``; ``unlabelled[s]``: the other training texts in which ``s``
+      occurs at a position not inside a labelled mention (``苹果`` within a
+      labelled ``苹果公司`` belongs to that mention and is not counted); the
+      link probability of ``s`` is ``labelled / (labelled + unlabelled)``.
+
+    Occurrences are counted for ``names`` (e.g. the alias-index keys) and every
+    labelled mention string, those of 1 to ``max_chars`` characters. Counting
+    enumerates every substring of every training text up to that length, about
+    ``len(text) * max_chars`` set look-ups per text.
+
+    ``exclude`` (one of the training records) removes that text's own
+    contribution: the ranker's training pairs see the statistics as a new text
+    will (leave-one-out), not ones that already contain their own answer.
+    """
+
+    def __init__(self, records, names=(), max_chars=MAX_MENTION_CHARS):
+        self.links = {}
+        for (key, kb_id), n in link_counts(records).items():
+            self.links.setdefault(key, collections.Counter())[kb_id] = n
+        keys = {normalize_alias(n) for n in names} | set(self.links)
+        self.keys = {k for k in keys if 0 < len(k) <= max_chars}
+        lengths = sorted({len(k) for k in self.keys})
+        self.labelled, self.unlabelled = collections.Counter(), collections.Counter()
+        for record in records:
+            text, spans, labelled = self._parts(record)
+            found = set()
+            for i in range(len(text)):
+                for n in lengths:
+                    if i + n > len(text):
+                        break
+                    s = text[i:i + n]
+                    if s in self.keys and s not in labelled and not _inside(i, n, spans):
+                        found.add(s)
+            self.labelled.update(labelled)
+            self.unlabelled.update(found)
+
+    @staticmethod
+    def _parts(record):
+        mentions = record["mentions"] or ()
+        return (lower_chars(record["text"]), [(o, o + len(m)) for o, m, _ in mentions],
+                {normalize_alias(m) for _, m, _ in mentions})
+
+    def counts(self, mention, exclude=None):
+        """``(links, labelled, unlabelled)`` of ``mention``: a ``Counter``
+        {kb_id: n} and two numbers of texts, without ``exclude``'s share."""
+        key = normalize_alias(mention)
+        links = collections.Counter(self.links.get(key, {}))
+        labelled, unlabelled = self.labelled[key], self.unlabelled[key]
+        if exclude is not None:
+            text, spans, own = self._parts(exclude)
+            for _, m, kb_id in exclude["mentions"] or ():
+                if normalize_alias(m) == key:
+                    links[kb_id] -= 1
+            links = +links  # drops the counts that reached 0
+            if key in own:
+                labelled = max(labelled - 1, 0)
+            elif key in self.keys and _occurs_outside(text, key, spans):
+                unlabelled = max(unlabelled - 1, 0)
+        return links, labelled, unlabelled
+
+    def prior(self, mention, kb_id, exclude=None):
+        """P(kb_id | mention) in training; ``None`` for a string never labelled."""
+        links = self.counts(mention, exclude)[0]
+        total = sum(links.values())
+        return links[kb_id] / total if total else None
+
+    def link_probability(self, mention, exclude=None):
+        """Share of the training texts containing ``mention`` that label it;
+        ``None`` when no training text contains it."""
+        _, labelled, unlabelled = self.counts(mention, exclude)
+        return labelled / (labelled + unlabelled) if labelled + unlabelled else None
+
+    def features(self, mention, kb_id, exclude=None):
+        """The ranker's statistics input, ``(N_FEATURES,)`` float32:
+        ``[prior P(kb_id | mention), 1 if the string was ever labelled else 0,
+        link probability]`` (an unknown value is 0)."""
+        links, labelled, unlabelled = self.counts(mention, exclude)
+        total = sum(links.values())
+        return np.array([links[kb_id] / total if total else 0.0, float(total > 0),
+                         labelled / (labelled + unlabelled) if labelled + unlabelled else 0.0],
+                        "float32")
+
+    def rarely_linked(self, min_link_prob, min_occurrences):
+        """The frequency filter: the strings that occur in at least
+        ``min_occurrences`` training texts (labelled + unlabelled) and whose
+        link probability is below ``min_link_prob`` (a set of keys; empty when
+        ``min_link_prob <= 0``)."""
+        if min_link_prob <= 0:
+            return set()
+        return {k for k in set(self.labelled) | set(self.unlabelled)
+                if self.labelled[k] + self.unlabelled[k] >= max(min_occurrences, 1)
+                and self.labelled[k] / (self.labelled[k] + self.unlabelled[k]) < min_link_prob}
+
+
+def _inside(start, length, spans):
+    return any(a <= start and start + length <= b for a, b in spans)
+
+
+def _occurs_outside(text, key, spans):
+    i = text.find(key)
+    while i >= 0:
+        if not _inside(i, len(key), spans):
+            return True
+        i = text.find(key, i + 1)
+    return False
 
 
 # ---------------------------------------------------------------------------
@@ -473,55 +632,73 @@ def detect_mentions(model, encoder, texts, batch_size, maxlen):
 # ---------------------------------------------------------------------------
 
 
-def ranking_pairs(records, index, negatives, max_candidates, rng):
-    """Training pairs ``(text, offset, mention, subject_id, label)``.
+def ranking_pairs(records, index, negatives, max_candidates, rng, stats=None):
+    """Training pairs ``(text, offset, mention, subject_id, label, features)``.
 
     For every gold mention: the gold entity (label 1, unless NIL) and up to
     ``negatives`` other candidates of its string drawn at random (label 0);
-    a NIL mention contributes negatives only.
+    a NIL mention contributes negatives only. ``features`` is
+    :meth:`MentionStats.features` with the pair's own text left out
+    (``None`` without ``stats``).
     """
     pairs = []
     for record in records:
         text = record["text"]
         for offset, mention, kb_id in record["mentions"]:
             others = [c for c in index.candidates(mention, max_candidates) if c != kb_id]
-            if not is_nil(kb_id):
-                pairs.append((text, offset, mention, kb_id, 1))
-            for c in rng.sample(others, min(negatives, len(others))):
-                pairs.append((text, offset, mention, c, 0))
+            chosen = [] if is_nil(kb_id) else [(kb_id, 1)]
+            chosen += [(c, 0) for c in rng.sample(others, min(negatives, len(others)))]
+            for c, label in chosen:
+                features = None if stats is None else stats.features(mention, c, exclude=record)
+                pairs.append((text, offset, mention, c, label, features))
     return pairs
 
 
 class PairGenerator(DataGenerator):
     """Yields ``((token_ids, segment_ids), labels)``: (batch, seq_len) ints and
-    (batch, 1) floats, from :func:`ranking_pairs`."""
+    (batch, 1) floats, from :func:`ranking_pairs`; when the pairs carry
+    features, the inputs are ``(token_ids, segment_ids, features)`` with
+    features (batch, N_FEATURES) floats."""
 
     def __init__(self, pairs, encoder, kb, batch_size, maxlen):
         super().__init__(pairs, batch_size=batch_size)
         self.encoder, self.kb, self.maxlen = encoder, kb, maxlen
 
     def __iter__(self, random=False):
-        ids, segs, labels = [], [], []
-        for is_end, (text, offset, mention, subject_id, label) in self.sample(random):
+        ids, segs, labels, features = [], [], [], []
+        for is_end, (text, offset, mention, subject_id, label, f) in self.sample(random):
             i, s = self.encoder.pair(text, offset, mention, self.kb[subject_id]["description"],
                                      self.maxlen)
             ids.append(i)
             segs.append(s)
             labels.append([label])
+            features.append(f)
             if len(ids) == self.batch_size or is_end:
-                yield ((pad_batch(ids, length=self.maxlen),
-                        pad_batch(segs, length=self.maxlen)), np.array(labels, "float32"))
-                ids, segs, labels = [], [], []
+                inputs = (pad_batch(ids, length=self.maxlen), pad_batch(segs, length=self.maxlen))
+                if features[0] is not None:
+                    inputs += (np.array(features, "float32"),)
+                yield inputs, np.array(labels, "float32")
+                ids, segs, labels, features = [], [], [], []
 
 
-def build_ranker(config, checkpoint, dropout=0.1):
+def build_ranker(config, checkpoint, dropout=0.1, n_features=0):
     """BERT -> [CLS] vector -> dropout -> Dense(1, sigmoid): the probability
-    that the marked mention names the described entity, ``(batch, 1)``."""
+    that the marked mention names the described entity, ``(batch, 1)``.
+
+    With ``n_features`` > 0 the model takes a third input, ``(batch,
+    n_features)`` floats (the training-set statistics of
+    :meth:`MentionStats.features`), concatenated to the [CLS] vector after the
+    dropout, so the score is a learnt mix of text match and annotator habit.
+    """
     bert = build_transformer_model(config, checkpoint)
+    inputs = list(bert.inputs)
     x = TokenSlice(index=0, name="CLS-Token")(bert.output)
     x = keras.layers.Dropout(dropout, name="Ranker-Dropout")(x)
+    if n_features:
+        inputs.append(keras.Input((n_features,), name="Mention-Statistics"))
+        x = keras.layers.Concatenate(name="CLS-And-Statistics")([x, inputs[-1]])
     x = keras.layers.Dense(1, activation="sigmoid", name="Link-Score")(x)
-    return keras.Model(bert.inputs, x, name="candidate_ranker")
+    return keras.Model(inputs, x, name="candidate_ranker")
 
 
 class Linker:
@@ -535,24 +712,39 @@ class Linker:
         max_candidates: candidates ranked per mention.
         predict_nil: label unlinkable mentions ``NIL`` (else drop them).
         threshold: best ranker score below which a mention is NIL.
+        stats: :class:`MentionStats` of the training split, required when the
+            ranker takes the statistics input.
+        drop: keys (:func:`normalize_alias`) of strings the frequency filter
+            removes from the detected mentions (:meth:`MentionStats.rarely_linked`).
+
+    Raises:
+        ValueError: the ranker takes statistics but ``stats`` is ``None``.
     """
 
     def __init__(self, mention_model, ranker, encoder, kb, index, maxlen, batch_size,
-                 max_candidates, predict_nil, threshold):
+                 max_candidates, predict_nil, threshold, stats=None, drop=()):
         self.mention_model, self.ranker, self.encoder = mention_model, ranker, encoder
         self.kb, self.index, self.maxlen, self.batch_size = kb, index, maxlen, batch_size
         self.max_candidates, self.predict_nil, self.threshold = (max_candidates, predict_nil,
                                                                  threshold)
+        self.use_features = len(ranker.inputs) > 2
+        if self.use_features and stats is None:
+            raise ValueError("ranker %r has %d inputs, so it takes mention statistics (the "
+                             "last input), but stats is None" % (ranker.name, len(ranker.inputs)))
+        self.stats, self.drop, self.filtered = stats, set(drop), 0
 
     def score(self, queries):
         """Ranker probability of each ``(text, offset, mention, subject_id)``."""
         scores = []
         for b in range(0, len(queries), self.batch_size):
+            batch = queries[b:b + self.batch_size]
             pairs = [self.encoder.pair(t, o, m, self.kb[c]["description"], self.maxlen)
-                     for t, o, m, c in queries[b:b + self.batch_size]]
-            ids = pad_batch([p[0] for p in pairs], length=self.maxlen)
-            segs = pad_batch([p[1] for p in pairs], length=self.maxlen)
-            scores.extend(predict_rows(self.ranker, (ids, segs), self.batch_size)[:, 0].tolist())
+                     for t, o, m, c in batch]
+            inputs = (pad_batch([p[0] for p in pairs], length=self.maxlen),
+                      pad_batch([p[1] for p in pairs], length=self.maxlen))
+            if self.use_features:
+                inputs += (np.array([self.stats.features(m, c) for _, _, m, c in batch]),)
+            scores.extend(predict_rows(self.ranker, inputs, self.batch_size)[:, 0].tolist())
         return scores
 
     def link_mentions(self, texts, mentions):
@@ -579,10 +771,16 @@ class Linker:
         return results
 
     def __call__(self, texts):
-        """Link raw texts: a set of ``(offset, mention, kb_id)`` per text."""
+        """Link raw texts: a set of ``(offset, mention, kb_id)`` per text.
+
+        Detected mentions whose string is in ``drop`` are removed first; their
+        number is left in ``self.filtered``."""
         found = detect_mentions(self.mention_model, self.encoder, texts, self.batch_size,
                                 self.maxlen)
-        return self.link_mentions(texts, found)
+        kept = [[(o, m) for o, m in spans if normalize_alias(m) not in self.drop]
+                for spans in found]
+        self.filtered = sum(len(a) - len(b) for a, b in zip(found, kept))
+        return self.link_mentions(texts, kept)
 
 
 def evaluate(linker, records):
@@ -597,7 +795,8 @@ def evaluate(linker, records):
                   linking_in_kb=link_scores(gold, predicted, nil="drop"),
                   mentions=mention_scores(gold, predicted),
                   gold_mention_linking=link_scores(gold, given),
-                  candidate_recall=found / len(in_kb) if in_kb else 0.0)
+                  candidate_recall=found / len(in_kb) if in_kb else 0.0,
+                  filtered_mentions=linker.filtered)
     return scores, predicted
 
 
@@ -649,6 +848,20 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=0.5,
                    help="a mention whose best candidate scores below this is NIL (only when "
                         "the training data has NIL mentions; default %(default)s)")
+    p.add_argument("--min-link-prob", type=float, default=0.15,
+                   help="frequency filter: a detected mention string is dropped when at least "
+                        "--min-occurrences training texts contain it and fewer than this share "
+                        "of them label it as a mention (0 disables; default %(default)s)")
+    p.add_argument("--min-occurrences", type=int, default=5,
+                   help="training texts a string must occur in before the filter judges it "
+                        "(default %(default)s)")
+    p.add_argument("--min-alias-count", type=int, default=2,
+                   help="a mention -> entity pair of the training split becomes an alias only "
+                        "when labelled at least this many times (the KB's names always count; "
+                        "1 keeps every pair; default %(default)s)")
+    p.add_argument("--no-mention-stats", dest="mention_stats", action="store_false",
+                   help="rank without the training-set statistics input (prior P(entity | "
+                        "mention), ever labelled, link probability)")
     add_run_args(p, limit="texts per split", output="runs/entity_linking",
                  saved="mention.keras and ranker.keras (a directory)")
     p.add_argument("--predictions", default=None,
@@ -663,6 +876,8 @@ def parse_args(argv=None):
         p.error("--valid-fraction must be in [0, 1)")
     if args.epochs < 1 or args.batch_size < 1 or args.maxlen < 16:
         p.error("--epochs and --batch-size must be >= 1 and --maxlen >= 16")
+    if not 0 <= args.min_link_prob <= 1 or args.min_occurrences < 1 or args.min_alias_count < 1:
+        p.error("--min-link-prob must be in [0, 1], --min-occurrences and --min-alias-count >= 1")
     return args
 
 
@@ -686,15 +901,20 @@ def main(argv=None):
         data = {k: v[:args.limit] for k, v in data.items()}
     dev_labelled = bool(data["dev"]) and data["dev"][0]["mentions"] is not None
     predict_nil = any(is_nil(k) for r in data["train"] for _, _, k in r["mentions"])
-    index = AliasIndex(kb, data["train"])
+    # every statistic comes from the training split only (not valid, not dev)
+    index = AliasIndex(kb, data["train"], min_count=args.min_alias_count)
+    stats = MentionStats(data["train"], index.index)
+    drop = stats.rarely_linked(args.min_link_prob, args.min_occurrences)
     print("knowledge base: %d entities, %d alias keys; texts: train %d, valid %d, dev %d (%s)"
           % (len(kb), len(index.index), len(data["train"]), len(data["valid"]), len(data["dev"]),
              "labelled" if dev_labelled else "unlabelled"))
-    print("model: %s; NIL mentions in training data: %s"
-          % (describe_model(config, checkpoint), predict_nil))
+    print("model: %s; NIL mentions in training data: %s; frequency filter drops %d strings%s"
+          % (describe_model(config, checkpoint), predict_nil, len(drop),
+             (" (e.g. %s)" % "、".join(sorted(drop)[:10])) if drop else ""))
 
     mention_model = build_mention_model(config, checkpoint)
-    ranker = build_ranker(config, checkpoint)
+    ranker = build_ranker(config, checkpoint, n_features=N_FEATURES if args.mention_stats else 0)
+    ranker_stats = stats if args.mention_stats else None
     pieces = mention_pieces(data["train"], args.maxlen)
     mention_gen = MentionGenerator(pieces, encoder, args.batch_size, args.maxlen)
     n_pairs = len(ranking_pairs(data["train"], index, args.negatives, args.max_candidates,
@@ -707,7 +927,7 @@ def main(argv=None):
     ranker.compile(optimizer=adamw(args.lr, ranker_steps * args.epochs),
                    loss="binary_crossentropy", metrics=["binary_accuracy"])
     linker = Linker(mention_model, ranker, encoder, kb, index, args.maxlen, args.batch_size,
-                    args.max_candidates, predict_nil, args.threshold)
+                    args.max_candidates, predict_nil, args.threshold, stats=stats, drop=drop)
 
     history, best, best_epoch, best_weights = [], None, None, None
     start = time.time()
@@ -715,11 +935,11 @@ def main(argv=None):
         mention_model.fit(mention_gen.forfit(), steps_per_epoch=len(mention_gen),
                           epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                           **common.fit_progress(args))
-        pairs = ranking_pairs(data["train"], index, args.negatives, args.max_candidates, rng)
+        pairs = ranking_pairs(data["train"], index, args.negatives, args.max_candidates, rng,
+                              ranker_stats)
         pair_gen = PairGenerator(pairs, encoder, kb, args.batch_size, args.maxlen)
         ranker.fit(pair_gen.forfit(), steps_per_epoch=len(pair_gen), epochs=epoch + 1,
-                   initial_epoch=epoch, shuffle=False,
-                          **common.fit_progress(args))
+                   initial_epoch=epoch, shuffle=False, **common.fit_progress(args))
         if data["valid"]:
             scores, _ = evaluate(linker, data["valid"])
             # linking F1 decides; ties (e.g. all 0 early on) go to the better
@@ -773,6 +993,9 @@ def main(argv=None):
                    epochs=args.epochs, lr=args.lr, maxlen=args.maxlen,
                    batch_size=args.batch_size, negatives=args.negatives,
                    max_candidates=args.max_candidates, threshold=args.threshold,
+                   mention_stats=args.mention_stats, min_link_prob=args.min_link_prob,
+                   min_occurrences=args.min_occurrences, min_alias_count=args.min_alias_count,
+                   filtered_strings=len(drop),
                    limit=args.limit, seed=args.seed, predictions=predictions or None,
                    texts={k: len(v) for k, v in data.items()}, entities=len(kb),
                    reload_diff=reload_diff)

@@ -62,6 +62,138 @@ def test_alias_index_finds_every_entity_of_an_ambiguous_alias(el, kb):
     assert index.candidates("大苹果") == ["10001"] and index.candidates("库克") == []
 
 
+# ---------------------------------------------------------------------------
+# annotator statistics, the frequency filter and rare aliases (training split only)
+# ---------------------------------------------------------------------------
+
+
+def rec(text, *mentions):
+    return {"text": text, "mentions": list(mentions)}
+
+
+STATS_TRAIN = [
+    rec("苹果手机和苹果汁", (0, "苹果", "10002")),  # labelled once, a 2nd occurrence: 1 text
+    rec("苹果公司的股价", (0, "苹果公司", "10002")),  # 苹果 inside a labelled span: not counted
+    rec("我爱吃苹果"),  # 苹果 unlabelled
+    rec("苹果很甜，苹果很脆", (0, "苹果", "10001"), (5, "苹果", "10001")),  # 2 links, 1 text
+    rec("APPLE的苹果", (0, "APPLE", "10002")),  # apple labelled, 苹果 unlabelled
+]
+
+
+def test_mention_statistics_by_hand(el, kb):
+    stats = el.MentionStats(STATS_TRAIN, el.AliasIndex(kb).index)
+    # 苹果: links 10001 x2 (text 4), 10002 x1 (text 1); labelled in texts 1, 4;
+    # unlabelled in texts 3, 5 (text 2 has it only inside 苹果公司)
+    assert stats.links["苹果"] == {"10001": 2, "10002": 1}
+    assert (stats.labelled["苹果"], stats.unlabelled["苹果"]) == (2, 2)
+    assert stats.prior("苹果", "10001") == pytest.approx(2 / 3)
+    assert stats.prior("苹果", "10002") == pytest.approx(1 / 3)
+    assert stats.link_probability("苹果") == 0.5
+    assert stats.features("苹果", "10001").tolist() == pytest.approx([2 / 3, 1.0, 0.5])
+    # case-insensitive keys; a string seen once, always labelled
+    assert stats.prior("Apple", "10002") == 1.0 and stats.link_probability("apple") == 1.0
+    assert (stats.labelled["苹果公司"], stats.unlabelled["苹果公司"]) == (1, 0)
+    # a KB alias never seen in training: no prior, no link probability, zero features
+    assert stats.prior("平安果", "10001") is None and stats.link_probability("平安果") is None
+    assert stats.features("平安果", "10001").tolist() == [0.0, 0.0, 0.0]
+    assert stats.features("苹果", "10001").dtype == "float32"
+
+
+def test_mention_statistics_leave_one_out(el, kb):
+    stats = el.MentionStats(STATS_TRAIN, el.AliasIndex(kb).index)
+    # without text 4: links {10002: 1}, labelled 1 (text 1), unlabelled 2 (texts 3, 5)
+    assert stats.counts("苹果", exclude=STATS_TRAIN[3]) == ({"10002": 1}, 1, 2)
+    assert stats.features("苹果", "10001", exclude=STATS_TRAIN[3]).tolist() == pytest.approx(
+        [0.0, 1.0, 1 / 3])
+    # without text 3 (苹果 unlabelled there): labelled 2, unlabelled 1
+    assert stats.link_probability("苹果", exclude=STATS_TRAIN[2]) == pytest.approx(2 / 3)
+    # without text 5, "apple" was never seen
+    assert stats.features("apple", "10002", exclude=STATS_TRAIN[4]).tolist() == [0.0, 0.0, 0.0]
+    # the ranker's training pairs carry the statistics without their own text
+    index = el.AliasIndex(kb)
+    pairs = el.ranking_pairs([STATS_TRAIN[3]], index, 0, None, __import__("random").Random(0),
+                             stats)
+    assert [p[3:5] for p in pairs] == [("10001", 1), ("10001", 1)]
+    assert pairs[0][5].tolist() == pytest.approx([0.0, 1.0, 1 / 3])
+    assert el.ranking_pairs([STATS_TRAIN[3]], index, 0, None,
+                            __import__("random").Random(0))[0][5] is None
+
+
+def test_frequency_filter_rule(el, kb):
+    stats = el.MentionStats(STATS_TRAIN, el.AliasIndex(kb).index)
+    # 苹果: 4 texts, link probability 0.5; apple / 苹果公司: 1 text, 1.0
+    assert stats.rarely_linked(0.6, 4) == {"苹果"}
+    assert stats.rarely_linked(0.6, 5) == set()  # too few occurrences to judge
+    assert stats.rarely_linked(0.5, 1) == set()  # not below the threshold
+    assert stats.rarely_linked(0.0, 1) == set()  # 0 disables
+    assert stats.rarely_linked(1.0, 2) == {"苹果"}  # apple, 苹果公司: 1 text each
+
+
+def test_alias_index_drops_rare_training_pairs_and_orders_by_training_links(el, kb):
+    records = [rec("苹果", (0, "苹果", "10002")), rec("苹果", (0, "苹果", "10002")),
+               rec("大苹果", (0, "大苹果", "10001")),
+               rec("红富士", (0, "红富士", "10001")), rec("红富士", (0, "红富士", "10001"))]
+    index = el.AliasIndex(kb, records, min_count=2)
+    assert index.candidates("苹果") == ["10002", "10001"]  # linked twice to the company
+    assert index.candidates("苹果", limit=1) == ["10002"]
+    assert index.candidates("大苹果") == []  # seen once: dropped
+    assert index.candidates("红富士") == ["10001"]
+    assert el.AliasIndex(kb, records).candidates("大苹果") == ["10001"]  # min_count 1 keeps it
+    assert el.AliasIndex(kb, records[2:]).candidates("苹果") == ["10001", "10002"]  # KB order
+
+
+def test_pair_generator_adds_the_statistics_input_only_with_stats(el, kb):
+    from bert4keras.tokenizers import Tokenizer
+
+    vocab = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small", "vocab.txt")
+    encoder = el.CharEncoder(Tokenizer(vocab, do_lower_case=True))
+    stats = el.MentionStats(STATS_TRAIN, el.AliasIndex(kb).index)
+    rng = __import__("random").Random(0)
+    for with_stats, n_inputs in ((stats, 3), (None, 2)):  # --no-mention-stats: 2 inputs
+        pairs = el.ranking_pairs(STATS_TRAIN, el.AliasIndex(kb), 1, None, rng, with_stats)
+        inputs, labels = next(iter(el.PairGenerator(pairs, encoder, kb, 8, 32)))
+        assert len(inputs) == n_inputs and inputs[0].shape == (8, 32) and labels.shape == (8, 1)
+    assert inputs[0].dtype.kind == "i"
+    pairs = el.ranking_pairs(STATS_TRAIN, el.AliasIndex(kb), 1, None, rng, stats)
+    inputs, _ = next(iter(el.PairGenerator(pairs, encoder, kb, 8, 32)))
+    assert inputs[2].shape == (8, el.N_FEATURES) and inputs[2].dtype == "float32"
+
+
+class FakePointers:
+    """Marks characters 3-4 of every text as a mention (tokens 4 and 5)."""
+
+    def predict_on_batch(self, inputs):
+        import numpy as np
+
+        probs = np.zeros(inputs[0].shape + (2,), "float32")
+        probs[:, 4, 0] = probs[:, 5, 1] = 1.0
+        return probs
+
+
+class FakeRanker:
+    inputs = [None, None]
+    name = "fake"
+
+
+def test_linker_applies_the_frequency_filter_to_detected_mentions(el, tmp_path):
+    from bert4keras.tokenizers import Tokenizer
+
+    vocab = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small", "vocab.txt")
+    encoder = el.CharEncoder(Tokenizer(vocab, do_lower_case=True))
+    kb = {"1": {"subject": "梨", "aliases": ["梨"], "description": "梨"}}
+    texts = ["我爱吃苹果", "他也吃苹果的", "我们吃米饭"]
+    args = (FakePointers(), FakeRanker(), encoder, kb, el.AliasIndex(kb), 32, 4, 8, True, 0.5)
+    linker = el.Linker(*args)
+    assert linker(texts) == [{(3, "苹果", "NIL")}, {(3, "苹果", "NIL")}, {(3, "米饭", "NIL")}]
+    assert linker.filtered == 0
+    linker = el.Linker(*args, drop={"苹果"})
+    assert linker(texts) == [set(), set(), {(3, "米饭", "NIL")}] and linker.filtered == 2
+    ranker = FakeRanker()
+    ranker.inputs = [None, None, None]
+    with pytest.raises(ValueError, match="takes mention statistics"):
+        el.Linker(FakePointers(), ranker, *args[2:])
+
+
 def write_lines(path, objects):
     with open(path, "w", encoding="utf-8") as f:
         for obj in objects:
@@ -248,7 +380,8 @@ def test_help(el, capsys):
         el.parse_args(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--data-dir", "--model-dir", "--epochs", "--threshold", "--predictions"):
+    for flag in ("--data-dir", "--model-dir", "--epochs", "--threshold", "--predictions",
+                 "--min-link-prob", "--min-occurrences", "--min-alias-count", "--no-mention-stats"):
         assert flag in out
 
 
@@ -265,6 +398,9 @@ def test_main_end_to_end(el, kb, tmp_path):
     assert results["dev"]["linking"]["gold"] == 16
     assert results["dev"]["gold_mention_linking"]["predicted"] == 16  # one answer per mention
     assert results["dev"]["candidate_recall"] == 1.0
+    # the statistics input is on and the filter judged nothing (no string occurs in 5 texts)
+    assert saved["mention_stats"] is True and saved["min_alias_count"] == 2
+    assert saved["filtered_strings"] == 0 and results["dev"]["filtered_mentions"] == 0
     assert len(results["valid"]) == 1 and results["best_epoch"] == 1
     assert results["reload_diff"] <= 1e-4
     back = el.load_texts(str(pred_path), kb)  # well-formed predictions, in dev order
