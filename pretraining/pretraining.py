@@ -90,6 +90,14 @@ At the end the weights are written as a Google-format TF checkpoint
 ``build_transformer_model`` loads.  Logs: TensorBoard (``--out-dir/logs``)
 and ``--out-dir/history.csv`` (one row per ``--log-every`` steps; plot them
 with ``python -m pretraining.plot_history OUT_DIR``).
+
+Modules.  This file holds the command line and the training loop; the parts
+live beside it and are re-exported here: :mod:`pretraining.model` (the
+pretraining model and its MLM head), :mod:`pretraining.inputs` (records checks
+and ``tf.data`` steps), :mod:`pretraining.optimization` (optimizers and the
+schedule), :mod:`pretraining.callbacks` (logging and the non-finite guard),
+:mod:`pretraining.resume` (training-state checkpoints) and
+:mod:`pretraining.distribute` (strategies).
 """
 
 if __name__ == "__main__" and not __package__:
@@ -99,8 +107,6 @@ if __name__ == "__main__" and not __package__:
     _as_script.run("pretraining.pretraining")
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -108,13 +114,26 @@ import time
 import warnings
 
 import keras
-import numpy as np
-from keras import ops
 
 from bert4keras import fileio
-from bert4keras.layers import register
-from bert4keras.models import build_transformer_model, load_config
+from bert4keras.models import load_config
 from pretraining import distribute
+from pretraining.callbacks import HISTORY_FIELDS, NonFiniteLossGuard, TrainingLogger
+from pretraining.inputs import (
+    RecordsMismatchError,
+    check_records_vocab,
+    gather_masked,
+    normalize_weights,
+    rebuilt_per_iterator,
+    records_manifest,
+)
+from pretraining.model import GatherPositions, build_pretraining_model, recompute_layer_names
+from pretraining.optimization import (
+    OPTIMIZER_FLAGS,
+    WarmupCosine,
+    learning_rate_schedule,
+    make_optimizer,
+)
 from pretraining.resume import (
     CheckpointManager,
     CheckpointMismatchError,
@@ -123,13 +142,23 @@ from pretraining.resume import (
     restore_state,
 )
 
+__all__ = [
+    # defined here: the command line and the training loop
+    "NoValidCheckpointError", "TRAJECTORY_ARGS", "CONDITIONAL_FLAGS", "parse_args", "main",
+    # re-exported from the modules they were split into
+    "GatherPositions", "recompute_layer_names", "build_pretraining_model",  # pretraining.model
+    "RecordsMismatchError", "records_manifest", "check_records_vocab",  # pretraining.inputs
+    "gather_masked", "normalize_weights", "rebuilt_per_iterator",
+    "WarmupCosine", "learning_rate_schedule", "make_optimizer",  # pretraining.optimization
+    "OPTIMIZER_FLAGS",
+    "HISTORY_FIELDS", "TrainingLogger", "NonFiniteLossGuard",  # pretraining.callbacks
+    "NonFiniteStateError",  # pretraining.resume
+]
+
 
 class NoValidCheckpointError(RuntimeError):
     """``--out-dir`` holds checkpoints but none can be resumed (all corrupt)."""
 
-
-class RecordsMismatchError(ValueError):
-    """The TFRecords were written for another vocabulary than the model config's."""
 
 #: Arguments that change the training trajectory; a resumed run warns when they differ.
 TRAJECTORY_ARGS = ("model", "config", "init_checkpoint", "records", "seq_len",
@@ -138,220 +167,6 @@ TRAJECTORY_ARGS = ("model", "config", "init_checkpoint", "records", "seq_len",
                    "seed", "mixed_precision", "lazy_embeddings", "embedding_optimizer",
                    "loss_scale")
 
-
-@register
-class GatherPositions(keras.layers.Layer):
-    """``[(batch, seq_len, hidden), (batch, P) int] -> (batch, P, hidden)``."""
-
-    def call(self, inputs):
-        x, positions = inputs
-        index = ops.expand_dims(ops.cast(positions, "int32"), -1)
-        return ops.take_along_axis(x, index, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[1]) + (input_shape[0][-1],)
-
-
-def recompute_layer_names(num_hidden_layers):
-    """Layers recomputed by ``--recompute``: every Transformer block, whole.
-
-    ``build_transformer_model(..., recompute=True)`` wraps block ``i``
-    (attention, feed-forward, dropouts, residual adds and norms) in one
-    :class:`~bert4keras.models.recompute.RecomputeBlock` called ``Transformer-i``
-    that runs under ``keras.remat``; these are their names.
-    """
-    return ["Transformer-%d" % i for i in range(num_hidden_layers)]
-
-
-def build_pretraining_model(config_path, objective, max_predictions, init_checkpoint=None,
-                            recompute=None, **kwargs):
-    """The model trained and the :class:`~bert4keras.models.Transformer` it wraps.
-
-    For ``objective='roberta'`` the training model takes an extra input
-    ``Input-MLM-Positions`` ``(batch, max_predictions)`` and outputs MLM logits
-    ``(batch, max_predictions, vocab)`` at those positions only. For ``gpt`` /
-    ``unilm`` it outputs logits ``(batch, seq_len, vocab)``.  Under a mixed
-    precision policy the logits are cast to float32 (``MLM-Logits-Float32``).
-    With ``recompute=True`` every Transformer block is recomputed in the
-    backward pass (see :func:`recompute_layer_names`); ``None`` follows the
-    ``RECOMPUTE`` environment variable (off when unset).
-    """
-    application = {"roberta": "encoder", "gpt": "lm", "unilm": "unilm"}[objective]
-    transformer = build_transformer_model(config_path, init_checkpoint, with_mlm="linear",
-                                          application=application, recompute=recompute,
-                                          return_keras_model=False, **kwargs)
-    mixed = keras.mixed_precision.global_policy().compute_dtype != "float32"
-    if objective != "roberta":
-        if not mixed:
-            return transformer.model, transformer
-        x = transformer.model.output
-        inputs = transformer.model.inputs
-        name = "lm_pretraining"
-    else:
-        layers = transformer.layers
-        last = transformer.block_name(transformer.num_hidden_layers - 1)
-        if not transformer.recompute:  # else the block's RecomputeBlock, not its plain copy
-            last += "-FeedForward-Norm"
-        positions = keras.Input(shape=(max_predictions,), dtype="int32",
-                                name="Input-MLM-Positions")
-        x = GatherPositions(name="MLM-Gather")([layers[last].output, positions])
-        x = layers["MLM-Dense"](x)
-        x = layers["MLM-Norm"](x)
-        x = layers["Embedding-Token"](x, mode="dense")
-        x = layers["MLM-Bias"](x)
-        inputs = transformer.model.inputs + [positions]
-        name = "mlm_pretraining"
-    if mixed:
-        x = keras.layers.Activation("linear", dtype="float32", name="MLM-Logits-Float32")(x)
-    return keras.Model(inputs, x, name=name), transformer
-
-
-def gather_masked(dataset, max_predictions):
-    """Map ``(x, labels, weights)`` batches to the masked positions only.
-
-    Keeps the ``max_predictions`` positions with the largest weight (all the
-    masked ones when at most that many are masked; the data pipeline limits
-    masking to about 15 %, so choose ``max_predictions >= 0.15 * seq_len``
-    plus a margin).
-    """
-    import tensorflow as tf
-
-    def pick(x, labels, weights):
-        _, positions = tf.math.top_k(weights, k=max_predictions, sorted=True)
-        x = dict(x)
-        x["Input-MLM-Positions"] = positions
-        labels = tf.gather(labels, positions, batch_dims=1)
-        weights = tf.gather(weights, positions, batch_dims=1)
-        return x, labels, weights
-
-    return dataset.map(pick, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def normalize_weights(dataset):
-    """Scale each global batch's weights to mean 1: ``w * size(w) / sum(w)``.
-
-    With ``reduction='sum_over_batch_size'`` the loss is then
-    ``sum(w * loss) / sum(w)`` over the *global* batch on any number of
-    replicas (Keras sums the replicas' gradients of ``loss / replicas``),
-    while a per-replica ``mean_with_sample_weight`` would average per-replica
-    means.  Every batch also carries the same total weight, which lets
-    :class:`TrainingLogger` turn Keras' running means into interval means.
-    """
-    import tensorflow as tf
-
-    def scale(x, labels, weights):
-        size = tf.cast(tf.size(weights), weights.dtype)
-        return x, labels, tf.math.divide_no_nan(weights * size, tf.reduce_sum(weights))
-
-    return dataset.map(scale, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def rebuilt_per_iterator(make_dataset):
-    """``make_dataset()`` built afresh for every iterator taken from the result.
-
-    A seeded ``shuffle(reshuffle_each_iteration=True)`` gives each new
-    iterator over the *same* dataset object the next permutation, so the
-    order would depend on how many iterators were taken before training
-    (``tf.distribute`` and Keras take some).  Inside ``flat_map`` the
-    pipeline, with its shuffle seeds, is instantiated anew for each iterator,
-    so every iterator yields the same sequence.
-    """
-    import tensorflow as tf
-
-    build = tf.autograph.experimental.do_not_convert(lambda _: make_dataset())
-    return tf.data.Dataset.from_tensors(0).flat_map(build)
-
-
-@keras.saving.register_keras_serializable(package="bert4keras.pretraining")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to 0.
-
-    Counted in optimizer steps: the schedule is fed the optimizer's batch
-    counter divided by ``grad_accum`` (Keras passes the un-divided counter).
-    """
-
-    def __init__(self, lr, steps, warmup_steps, grad_accum=1):
-        self.lr, self.steps, self.warmup_steps = float(lr), int(steps), int(warmup_steps)
-        self.grad_accum = int(grad_accum)
-        warmup = max(1, min(self.warmup_steps, self.steps - 1))
-        self._cosine = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0, decay_steps=max(1, self.steps - warmup),
-            warmup_target=self.lr, warmup_steps=warmup, alpha=0.0)
-
-    def __call__(self, step):
-        if self.grad_accum > 1:
-            step = ops.floor_divide(step, self.grad_accum)
-        return self._cosine(step)
-
-    def get_config(self):
-        return {"lr": self.lr, "steps": self.steps, "warmup_steps": self.warmup_steps,
-                "grad_accum": self.grad_accum}
-
-
-def learning_rate_schedule(lr, steps, warmup_steps, grad_accum=1):
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to 0."""
-    return WarmupCosine(lr, steps, warmup_steps, grad_accum)
-
-
-def make_optimizer(name, schedule, weight_decay, grad_accum, clipnorm, mixed_precision="none",
-                   wrap_class=None, lazy_embeddings=False, embedding_optimizer=None,
-                   loss_scale=None):
-    """AdamW or LAMB (decoupled weight decay, none on LayerNorm and biases) or Tiger.
-
-    ``weight_decay``, ``clipnorm`` (global norm, 0 = none) and ``grad_accum``
-    act on every optimizer (:data:`OPTIMIZER_FLAGS`); ``weight_decay`` is
-    the decoupled (Loshchilov & Hutter) decay ``w <- w - lr * wd * w``.
-
-    Tiger (:class:`bert4keras.optimizers.Tiger`) accumulates gradients in its
-    momentum (no extra memory); its ``lr`` is relative to each weight's RMS
-    (1e-3 to 2e-3 is typical).  ``lazy_embeddings`` and ``embedding_optimizer``
-    (``"tiger"`` or ``"adam"``) are Tiger's embedding-outlier remedies; with
-    either, ``grad_accum`` uses Keras' ``gradient_accumulation_steps`` (both
-    need whole-batch gradients).  For ``mixed_float16`` the optimizer is
-    wrapped in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling)
-    unless ``loss_scale`` is ``"none"``.
-    ``wrap_class`` maps the optimizer class before use (see
-    :meth:`pretraining.distribute.Placement.optimizer_class`).
-
-    Raises:
-        ValueError: an unknown ``name``, or a Tiger-only option with another
-            optimizer.
-    """
-    wrap = wrap_class or (lambda cls: cls)
-    kwargs = dict(learning_rate=schedule, global_clipnorm=clipnorm or None)
-    if name != "tiger" and (lazy_embeddings or embedding_optimizer is not None):
-        raise ValueError("lazy_embeddings / embedding_optimizer are Tiger options, not %r"
-                         % (name,))
-    if name == "tiger":
-        from bert4keras.optimizers import Tiger
-
-        embedding_optimizer = embedding_optimizer or "tiger"
-        if grad_accum > 1 and (lazy_embeddings or embedding_optimizer == "adam"):
-            kwargs["gradient_accumulation_steps"] = grad_accum
-        else:
-            kwargs["grad_accum_steps"] = grad_accum
-        optimizer = wrap(Tiger)(weight_decay=weight_decay, lazy_embeddings=bool(lazy_embeddings),
-                                embedding_optimizer=embedding_optimizer,
-                                weight_decay_exclude=["gamma", "beta", "bias"], **kwargs)
-    else:
-        if grad_accum > 1:
-            kwargs["gradient_accumulation_steps"] = grad_accum
-        if name == "adamw":
-            optimizer = wrap(keras.optimizers.AdamW)(weight_decay=weight_decay, beta_2=0.98,
-                                               epsilon=1e-6, **kwargs)
-            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-        elif name == "lamb":
-            optimizer = wrap(keras.optimizers.Lamb)(weight_decay=weight_decay, **kwargs)
-            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-        else:
-            raise ValueError("Unknown optimizer %r (adamw, lamb or tiger)" % name)
-    if mixed_precision == "mixed_float16" and (loss_scale or "dynamic") == "dynamic":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-#: Flags that act on every ``--optimizer`` (tested pairwise).
-OPTIMIZER_FLAGS = ("weight_decay", "clipnorm", "grad_accum")
 #: Flags that only act with some options: flag -> (option, values it acts with).
 #: Giving one with another value is an error rather than a silent no-op.
 CONDITIONAL_FLAGS = {
@@ -446,303 +261,6 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             p.error("--%s must be >= 1" % name.replace("_", "-"))
     return args
-
-
-# ---------------------------------------------------------------------------
-# Logging
-# ---------------------------------------------------------------------------
-
-HISTORY_FIELDS = ["step", "loss", "accuracy", "learning_rate", "wall_time"]
-
-
-class TrainingLogger(keras.callbacks.Callback):
-    """Every ``log_every`` optimizer steps: TensorBoard scalars and a ``history.csv`` row.
-
-    Logging never stops training: if TensorBoard fails (not installed --
-    ``TBNotInstalledError`` from ``tf.summary.scalar`` --, a full disk ...)
-    it is switched off with one warning and the CSV goes on.  Rows of
-    ``history.csv`` without an integer ``step`` are dropped on resume with a
-    warning naming the file and lines (the original is kept as
-    ``history.csv.bad``).
-
-    Values are means over the steps since the previous row (recovered from
-    Keras' running epoch means, exact because every batch carries the same
-    total sample weight, see :func:`normalize_weights`), logged at the global
-    optimizer step, so resumed runs continue the same curves.  On start the
-    CSV is cut back to ``resume_step`` (rows written after the checkpoint
-    that was resumed from are dropped).  TensorBoard event files cannot be cut
-    that way: after a resume they may hold a step twice (the later one wins
-    in :mod:`pretraining.plot_history`).
-
-    With ``pooled_metrics=True`` (``tf.distribute`` strategies) the values are
-    read with ``model.get_metrics_result()`` in cross-replica context, which
-    pools the replicas' metric states; the batch ``logs`` Keras hands to
-    callbacks there are a mean (TPU: the first) of per-replica results, which
-    for weighted metrics is not the global value.
-    """
-
-    def __init__(self, out_dir, log_every, batches_per_epoch, total_batches, grad_accum=1,
-                 initial_batches=0, initial_epoch=0, write=True, pooled_metrics=False):
-        super().__init__()
-        self.out_dir = out_dir
-        self.log_every = int(log_every)
-        self.batches_per_epoch = int(batches_per_epoch)
-        self.total_batches = int(total_batches)
-        self.grad_accum = int(grad_accum)
-        self.initial_batches, self.initial_epoch = int(initial_batches), int(initial_epoch)
-        self.resume_step = self.initial_batches // self.grad_accum
-        self.write = write
-        self.pooled_metrics = pooled_metrics
-        self._writer = None
-        self._csv = None
-
-    @property
-    def csv_path(self):
-        return fileio.join(self.out_dir, "history.csv")
-
-    def _open_csv(self):
-        rows, bad = [], []
-        if fileio.isfile(self.csv_path):
-            text = fileio.read_bytes(self.csv_path).decode("utf-8", errors="replace")
-            reader = csv.DictReader(io.StringIO(text, newline=""))
-            if reader.fieldnames and reader.fieldnames[0] == "step":
-                for row in reader:
-                    try:
-                        step = int(row["step"])
-                    except (TypeError, ValueError):
-                        bad.append(reader.line_num)
-                        continue
-                    if step <= self.resume_step:
-                        rows.append(row)
-            else:  # a Keras CSVLogger file from an older version: keep it aside
-                fileio.rename(self.csv_path, fileio.join(self.out_dir, "history_epochs.csv"))
-            if bad:  # logging must not block a resume: keep the file aside, drop the rows
-                fileio.copy(self.csv_path, self.csv_path + ".bad")
-                warnings.warn("%s: dropped %d unreadable row(s) (line %s; no integer 'step'); "
-                              "the original is kept as %s.bad" % (
-                                  self.csv_path, len(bad), ", ".join(map(str, bad[:5])),
-                                  fileio.basename(self.csv_path)), stacklevel=2)
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, HISTORY_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        fileio.write_text(self.csv_path, text.getvalue())
-        self._csv = fileio.open(self.csv_path, "a")  # tf.io.gfile: local, gs://, ram://
-
-    def on_train_begin(self, logs=None):
-        if not self.write:
-            return
-        self._open_csv()
-        try:
-            import tensorflow as tf
-        except ImportError:  # CSV only
-            return
-        try:
-            self._writer = tf.summary.create_file_writer(
-                fileio.join(self.out_dir, "logs", "train"))
-        except Exception as exc:  # noqa: BLE001 -- logging must never stop training
-            self._tensorboard_failed(exc)
-
-    def _tensorboard_failed(self, exc):
-        """Drop TensorBoard for the rest of the run with one warning; the CSV goes on."""
-        self._writer = None
-        warnings.warn("TensorBoard logging is off for this run (%s: %s); the values are "
-                      "still written to %s" % (type(exc).__name__, exc, self.csv_path),
-                      stacklevel=2)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = (self.initial_batches
-                             + (epoch - self.initial_epoch) * self.batches_per_epoch)
-        self._previous = (0, {})
-        self._loss_reset = 0
-
-    def loss_tracker_reset(self, count):
-        """Keras' loss mean was restarted after ``count`` batches of this epoch."""
-        self._loss_reset = int(count)
-
-    def _logged_step(self, batch):
-        """The optimizer step completed by ``batch`` if it gets a row, else None."""
-        batches = self._epoch_start + batch + 1
-        if batches % self.grad_accum:
-            return None
-        step = batches // self.grad_accum
-        if step % self.log_every and batches < self.total_batches:
-            return None
-        return step
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.write and self._logged_step(batch) is not None:  # the rate this step uses
-            self._learning_rate = float(ops.convert_to_numpy(
-                self.model.optimizer.learning_rate))
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self._logged_step(batch)
-        if step is None:
-            return
-        count, previous = batch + 1, self._previous
-        if self.pooled_metrics:  # on every worker: a collective under multi-worker
-            logs = self.model.get_metrics_result()
-        if not self.write:
-            return
-        means = {k: float(np.asarray(v)) for k, v in (logs or {}).items()
-                 if np.size(np.asarray(v)) == 1}
-        values = {}
-        for key, mean in means.items():
-            # the loss tracker restarts after a skipped non-finite step (NonFiniteLossGuard)
-            base = self._loss_reset if key == "loss" else 0
-            if previous[0] < base:  # this row's steps include the non-finite one
-                values[key] = float("nan")
-                continue
-            total = (count - base) * mean
-            before = ((previous[0] - base) * previous[1].get(key, 0.0)
-                      if previous[0] > base else 0.0)
-            value = (total - before) / (count - previous[0])
-            if abs(value) * (count - previous[0]) < 1e-6 * max(abs(total), abs(before)):
-                value = 0.0  # float32 rounding of the running means, not a value
-            values[key] = value
-        self._previous = (count, means)
-        values["learning_rate"] = self._learning_rate
-        csv.DictWriter(self._csv, HISTORY_FIELDS, extrasaction="ignore").writerow(
-            dict(values, step=step, wall_time=round(time.time(), 3)))
-        self._csv.flush()
-        if self._writer is not None:
-            import tensorflow as tf
-
-            try:  # e.g. TBNotInstalledError from tf.summary.scalar without TensorBoard
-                with self._writer.as_default(step=step):
-                    for key, value in values.items():
-                        tf.summary.scalar(key, value)
-            except Exception as exc:  # noqa: BLE001 -- logging must never stop training
-                self._tensorboard_failed(exc)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._writer is not None:
-            try:
-                self._writer.flush()
-            except Exception as exc:  # noqa: BLE001
-                self._tensorboard_failed(exc)
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except Exception as exc:  # noqa: BLE001
-                self._tensorboard_failed(exc)
-            self._writer = None
-        if self._csv is not None:
-            self._csv.close()
-            self._csv = None
-
-
-class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stop at the first non-finite loss, or log it where the optimizer skips such steps.
-
-    Without a non-finite guard in the optimizer (AdamW, LAMB) a NaN/inf loss
-    means the update just applied was non-finite too: training stops at once
-    with :class:`~pretraining.resume.NonFiniteStateError` naming the step,
-    before any checkpoint of that state is written (the newest good one
-    stays).  With a guard (Tiger skips steps with non-finite gradients;
-    ``mixed_float16``'s loss scaling skips them too) each such step is
-    reported in the log (its ``history.csv`` row holds ``nan``) and training
-    goes on, until ``max_consecutive`` (default :attr:`MAX_CONSECUTIVE`)
-    batches in a row were non-finite: then the run has diverged and stops
-    with the same error.  The weights are also checked before every save
-    (:class:`~pretraining.resume.ResumeCheckpoint`).  Keras' batch ``loss`` is
-    a running mean, so after a skipped batch the guard restarts it (and tells
-    ``logger``, a :class:`TrainingLogger`, so its rows stay exact).
-    """
-
-    MAX_CONSECUTIVE = 10
-
-    def __init__(self, guarded, grad_accum=1, initial_batches=0, initial_epoch=0,
-                 batches_per_epoch=1, logger=None, max_consecutive=None):
-        super().__init__()
-        self.guarded, self.grad_accum = bool(guarded), int(grad_accum)
-        self.initial_batches, self.initial_epoch = int(initial_batches), int(initial_epoch)
-        self.batches_per_epoch = int(batches_per_epoch)
-        self.logger = logger
-        self.max_consecutive = int(max_consecutive or self.MAX_CONSECUTIVE)
-        self.skipped = []  # batches whose update the guard skipped
-        self._run = 0  # consecutive non-finite batches
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = (self.initial_batches
-                             + (epoch - self.initial_epoch) * self.batches_per_epoch)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not logs or "loss" not in logs:
-            return
-        loss = float(np.asarray(logs["loss"]))
-        if np.isfinite(loss):
-            self._run = 0
-            return
-        batches = self._epoch_start + batch + 1
-        step = -(-batches // self.grad_accum)
-        if not self.guarded:
-            self.model.stop_training = True
-            raise NonFiniteStateError(
-                "training diverged: the loss is %s at step %d (batch %d); the state was not "
-                "saved, the newest checkpoint in --out-dir/checkpoints is the last good one. "
-                "Lower --lr, raise --warmup-steps or set --clipnorm, then rerun to resume."
-                % (loss, step, batches))
-        self.skipped.append(batches)
-        self._run += 1
-        print("warning: non-finite loss (%s) at step %d (batch %d): the optimizer's "
-              "non-finite guard skipped this update (loss scaling: nothing changed; Tiger: "
-              "momentum kept, weights shrunk towards their centre by its shrink_ratio)"
-              % (loss, step, batches), flush=True)
-        if self._run >= self.max_consecutive:
-            self.model.stop_training = True
-            raise NonFiniteStateError(
-                "training diverged: the loss was non-finite for %d batches in a row, up to "
-                "step %d (batch %d); every update was skipped, nothing after the newest "
-                "checkpoint in --out-dir/checkpoints was saved. Lower --lr or raise "
-                "--warmup-steps, then rerun to resume." % (self._run, step, batches))
-        tracker = getattr(self.model, "_loss_tracker", None)
-        if tracker is not None:  # restart Keras' running mean so the next batch is seen alone
-            tracker.reset_state()
-            if self.logger is not None:
-                self.logger.loss_tracker_reset(batch + 1)
-
-
-def records_manifest(records):
-    """The ``manifest.json`` that describes ``--records`` (a directory, or files beside one).
-
-    Returns the manifest ``dict``, or None when there is none.
-    """
-    from pretraining.data_utils import MANIFEST_NAME
-
-    path = os.fspath(records)
-    folder = path if fileio.isdir(path) else fileio.dirname(path)
-    manifest_path = fileio.join(folder or ".", MANIFEST_NAME)
-    if not fileio.isfile(manifest_path):
-        return None
-    return dict(json.loads(fileio.read_text(manifest_path)), _path=manifest_path)
-
-
-def check_records_vocab(records, config_path):
-    """Refuse records whose token ids can reach past the config's ``vocab_size``.
-
-    Compiled gathers (XLA) clamp out-of-range ids instead of failing, so a
-    mismatch would train silently on garbage.  The records' vocabulary size
-    comes from their ``manifest.json`` (written by :mod:`pretraining.data_utils`).
-
-    Raises:
-        RecordsMismatchError: the manifest's ``vocab_size`` exceeds the config's.
-    """
-    manifest = records_manifest(records)
-    if manifest is None or manifest.get("vocab_size") is None:
-        warnings.warn("%s has no manifest.json with a vocab_size: token ids are not checked "
-                      "against the config's vocab_size" % (records,), stacklevel=2)
-        return
-    vocab_size = int(load_config(config_path)["vocab_size"])
-    if int(manifest["vocab_size"]) > vocab_size:
-        raise RecordsMismatchError(
-            "the records in %s were written with a %d-token vocabulary (%s) but %s has "
-            "vocab_size %d: ids %d..%d would be out of range. Rebuild the records with the "
-            "model's vocabulary or use a config with vocab_size >= %d." % (
-                records, manifest["vocab_size"], manifest["_path"], config_path, vocab_size,
-                vocab_size, int(manifest["vocab_size"]) - 1, manifest["vocab_size"]))
 
 
 # ---------------------------------------------------------------------------

@@ -370,6 +370,34 @@ def test_memm_loss_matches_numpy(hidden_dim):
                                rtol=1e-5)
 
 
+def test_memm_labels_on_padding_are_ignored():
+    # the named errors for labels at real positions: tests/test_input_validation.py
+    memm = MaximumEntropyMarkovModel()
+    emissions = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
+    scores = memm([emissions, np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])])
+    labels = np.array([[0, 1, 2, 3, 0], [0, 1, 2, 0, 0]])
+    padded = labels.copy()
+    padded[1, 3:] = [-1, 7]  # row 1 has 3 real tokens
+    expected = memm_reference(emissions, labels, [5, 3], np_(memm.trans))
+    np.testing.assert_allclose(np_(memm.sparse_loss(padded, scores)), expected, rtol=1e-5)
+    np.testing.assert_allclose(np_(memm.sparse_loss(labels, scores)), expected, rtol=1e-5)
+
+
+def test_memm_bad_labels_give_nan_when_compiled():
+    inputs = keras.Input((None, 4))
+    memm = MaximumEntropyMarkovModel()
+    model = keras.Model(inputs, memm(inputs))
+    model.compile(loss=memm.sparse_loss, jit_compile=True)  # traced: cannot raise
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
+    good = np.zeros((2, 5), "int32")
+    assert np.isfinite(model.evaluate(x, good, verbose=0))
+    if keras.backend.backend() == "torch":  # Keras runs torch eagerly: the named error
+        with pytest.raises(ValueError, match="label outside"):
+            model.evaluate(x, good + 4, verbose=0)
+    else:
+        assert np.isnan(model.evaluate(x, good + 4, verbose=0))
+
+
 # ---------------------------------------------------------------------------
 # GlobalPointer
 # ---------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 * ids outside ``[0, vocab_size)`` / ``[0, segment_vocab_size)`` and inputs
   longer than ``max_position`` are refused on the host by the model that
   ``build_transformer_model`` returns (``predict``, ``__call__``,
-  ``predict_on_batch``, ``fit`` on arrays and generators) and by the cached
+  ``predict_on_batch``, ``fit`` on arrays, generators and ``tf.data``
+  batches, with and without XLA) and by the cached
   decoder's prompt preparation; on JAX a refused input does not poison the
   compiled function (the next good call works);
-* CRF labels outside ``[0, num_labels)`` at real positions, GlobalPointer gold
+* CRF and MEMM labels outside ``[0, num_labels)`` at real positions, GlobalPointer gold
   spans on masked positions and length-0 batches raise (eager) or give NaN
   (compiled), never a finite loss;
 * contradictory or nan decoding settings raise.
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 from bert4keras.generation import AutoRegressiveDecoder, CachedDecoder
-from bert4keras.layers import ConditionalRandomField, GlobalPointer
+from bert4keras.layers import ConditionalRandomField, GlobalPointer, MaximumEntropyMarkovModel
 from bert4keras.layers.global_pointer import global_pointer_crossentropy
 from bert4keras.models import build_transformer_model
 from bert4keras.models.validation import InputRangeError
@@ -145,6 +146,105 @@ def test_jax_rejected_input_does_not_poison_the_model():
     assert out.stdout.count("refused: Input-Token") == 6 and out.stdout.endswith("ok\n")
 
 
+def tf_batches(token_ids, segment_ids, labels, as_dict=False, batch_size=2):
+    """A ``tf.data.Dataset`` of ``(x, y)`` batches (``x`` a list or a dict)."""
+    import tensorflow as tf
+
+    x = ({"Input-Token": token_ids, "Input-Segment": segment_ids} if as_dict
+         else (token_ids, segment_ids))
+    return tf.data.Dataset.from_tensor_slices((x, labels)).batch(batch_size)
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_fit_checks_every_tf_data_batch(jit_compile):
+    # XLA clamps out-of-range gathers, so the check runs in the tf.data
+    # pipeline (host), outside the compiled step: jit_compile cannot hide it
+    model = build_transformer_model(**TINY)
+    model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+    ids = np.tile(np.arange(1, 7, dtype="int32"), (4, 1))
+    seg, y = np.zeros_like(ids), np.zeros((4, 6, 16), "float32")
+    bad = ids.copy()
+    bad[3, 2] = 50  # in the second batch, row 1
+    message = (r"Input-Token: id 50 at \(1, 2\) of a tf.data batch is outside \[0, 50\) "
+               r"\(vocab_size=50\)")
+    for as_dict in (False, True):
+        with pytest.raises(InputRangeError, match=message):
+            model.fit(tf_batches(bad, seg, y, as_dict), epochs=1, verbose=0)
+    with pytest.raises(InputRangeError, match=r"Input-Token: id -1 at \(0, 0\)"):
+        model.fit(tf_batches(ids - 2, seg, y), epochs=1, verbose=0)
+    seg_bad = seg.copy()
+    seg_bad[1, 4] = 2
+    with pytest.raises(InputRangeError, match=r"Input-Segment: id 2 at \(1, 4\) .*"
+                                              r"\(segment_vocab_size=2\)"):
+        model.evaluate(tf_batches(ids, seg_bad, y), verbose=0)
+    with pytest.raises(InputRangeError, match=message):
+        model.fit(tf_batches(ids, seg, y), validation_data=tf_batches(bad, seg, y), epochs=1,
+                  verbose=0)
+    with pytest.raises(InputRangeError, match=message):
+        model.predict(tf_batches(bad, seg, y).map(lambda x, _: (x,)), verbose=0)
+    model.fit(tf_batches(ids, seg, y), epochs=1, verbose=0)  # good data still trains
+
+
+def test_tf_data_batch_longer_than_max_position_is_named(bert):
+    import tensorflow as tf
+
+    def batches():  # lengths unknown until run time
+        yield (np.ones((2, 9), "int32"), np.zeros((2, 9), "int32")),
+
+    spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32)),
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    with pytest.raises(InputRangeError, match="Input-Token: sequence length 9 of a tf.data "
+                                              "batch exceeds max_position=8"):
+        bert.predict(dataset, verbose=0)
+
+
+JAX_DATA_SCRIPT = """
+import numpy as np
+import tensorflow as tf
+from bert4keras.models import build_transformer_model
+from bert4keras.models.validation import InputRangeError
+model = build_transformer_model(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32, max_position=8)
+model.compile(optimizer="sgd", loss="mse")
+ids = np.tile(np.arange(1, 7, dtype="int32"), (4, 1))
+seg, y = np.zeros_like(ids), np.zeros((4, 6, 16), "float32")
+bad = ids.copy()
+bad[3, 2] = 50
+def data(i):
+    return tf.data.Dataset.from_tensor_slices(((i, seg), y)).batch(2)
+def gen(first):  # the bad batch first or second
+    yield ((bad if first else ids), seg), y
+    yield (bad, seg), y
+calls = [lambda: model.fit(data(bad), epochs=1, verbose=0),  # fails at batch 2
+         lambda: model.fit(data(bad[::-1]), epochs=1, verbose=0),  # at batch 1
+         lambda: model.evaluate(data(bad), verbose=0),
+         lambda: model.predict(data(bad).map(lambda x, _: (x,)), verbose=0),
+         lambda: model.fit(gen(True), steps_per_epoch=2, epochs=1, verbose=0),
+         lambda: model.fit(gen(False), steps_per_epoch=2, epochs=1, verbose=0)]
+for call in calls:
+    try:
+        call()
+        raise SystemExit("accepted a bad batch")
+    except InputRangeError as e:
+        print("refused:", str(e).split(":")[0])
+    model.fit(data(ids), epochs=1, verbose=0)  # not poisoned
+    assert model.predict(data(ids).map(lambda x, _: (x,)), verbose=0).shape == (4, 6, 16)
+print("ok")
+"""
+
+
+def test_jax_refused_tf_data_or_generator_batch_does_not_poison_the_model():
+    # Keras/JAX empties the variables while it loops over batches and skips
+    # putting them back when the data raises (predict/evaluate also leave the
+    # last batch's state detached)
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    out = subprocess.run([sys.executable, "-c", JAX_DATA_SCRIPT], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=HERE)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.stdout.count("refused: Input-Token") == 6 and out.stdout.endswith("ok\n")
+
+
 # -- decoders -------------------------------------------------------------------------
 
 
@@ -196,16 +296,17 @@ def test_generation_settings_that_cannot_be_right_raise(gpt):
 # -- CRF and GlobalPointer ----------------------------------------------------------
 
 
-def crf_and_scores():
-    crf = ConditionalRandomField()
+def crf_and_scores(head=ConditionalRandomField):
+    crf = head()
     emissions = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
     token_ids = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     return crf, crf([emissions, token_ids])
 
 
+@pytest.mark.parametrize("head", [ConditionalRandomField, MaximumEntropyMarkovModel])
 @pytest.mark.parametrize("bad", [4, 9, -1])
-def test_crf_label_outside_num_labels_raises(bad):
-    crf, scores = crf_and_scores()
+def test_crf_label_outside_num_labels_raises(bad, head):
+    crf, scores = crf_and_scores(head)
     labels = np.array([[0, 1, 2, 3, 0], [0, 1, 2, 0, 0]])
     labels[0, 2] = bad
     with pytest.raises(ValueError, match=r"label outside \[0, num_labels=4\).*\(0, 2\) "
@@ -215,9 +316,10 @@ def test_crf_label_outside_num_labels_raises(bad):
         crf.dense_loss((labels[..., None] == np.arange(4)).astype("float32"), scores)
 
 
-def test_crf_labels_on_padding_are_ignored():
+@pytest.mark.parametrize("head", [ConditionalRandomField, MaximumEntropyMarkovModel])
+def test_crf_labels_on_padding_are_ignored(head):
     """Documented meaning: a padded position's label (e.g. -1) is not read."""
-    crf, scores = crf_and_scores()
+    crf, scores = crf_and_scores(head)
     labels = np.array([[0, 1, 2, 3, 0], [0, 1, 2, 0, 0]])
     padded = labels.copy()
     padded[1, 3:] = -1
@@ -276,6 +378,9 @@ def test_length_zero_batches_raise_named_errors():
     crf = ConditionalRandomField()
     with pytest.raises(ValueError, match="empty sequences"):
         crf.sparse_loss(np.zeros((2, 0)), crf(np.zeros((2, 0, 4), "float32")))
+    memm = MaximumEntropyMarkovModel()
+    with pytest.raises(ValueError, match="empty sequences"):
+        memm.sparse_loss(np.zeros((2, 0)), memm(np.zeros((2, 0, 4), "float32")))
     gp = GlobalPointer(2, 4)
     with pytest.raises(ValueError, match="empty sequences"):
         global_pointer_crossentropy(np.zeros((2, 2, 0, 0)), gp(np.zeros((2, 0, 8), "float32")))

@@ -113,6 +113,29 @@ def _invalid_rows(bad, name, what, values=None):
     return ops.any(ops.reshape(bad, (ops.shape(bad)[0], -1)), axis=1)
 
 
+def _bad_dense_label_rows(layer, y_true, y_pred, mask):
+    """Rows with a real position whose label row is not a distribution over
+    the labels (see :func:`_invalid_rows`); ``y_true`` cast to float."""
+    total = ops.sum(y_true, axis=-1)
+    bad = ops.logical_and(mask > 0, ops.logical_or(
+        ops.greater(ops.abs(total - 1.0), 1e-3), ops.any(ops.less(y_true, 0.0), axis=-1)))
+    return _invalid_rows(bad, "%s %r" % (type(layer).__name__, layer.name),
+                         "a label row that is not a distribution over the %d labels (sums "
+                         "to other than 1) at the real (unpadded) (row, position)"
+                         % y_pred.shape[-1])
+
+
+def _bad_sparse_label_rows(layer, labels, y_pred, mask):
+    """Rows with a real position whose label is outside ``[0, num_labels)``
+    (see :func:`_invalid_rows`)."""
+    num_labels = ops.shape(y_pred)[-1]
+    bad = ops.logical_and(mask > 0, ops.logical_or(
+        ops.less(labels, 0), ops.greater_equal(labels, num_labels)))
+    return _invalid_rows(bad, "%s %r" % (type(layer).__name__, layer.name),
+                         "label outside [0, num_labels=%s) at the real (unpadded) "
+                         "(row, position)" % y_pred.shape[-1], labels)
+
+
 def _nan_where(rows, loss):
     return ops.where(rows, ops.cast(float("nan"), loss.dtype), loss)
 
@@ -281,13 +304,7 @@ class ConditionalRandomField(_TransitionLayer):
         _check_length(y_pred, "%s %r" % (type(self).__name__, self.name))
         mask = _mask_from_scores(y_pred)
         y_true = ops.cast(y_true, y_pred.dtype)
-        total = ops.sum(y_true, axis=-1)
-        bad = ops.logical_and(mask > 0, ops.logical_or(
-            ops.greater(ops.abs(total - 1.0), 1e-3), ops.any(ops.less(y_true, 0.0), axis=-1)))
-        rows = _invalid_rows(bad, "%s %r" % (type(self).__name__, self.name),
-                             "a label row that is not a distribution over the %d labels (sums "
-                             "to other than 1) at the real (unpadded) (row, position)"
-                             % y_pred.shape[-1])
+        rows = _bad_dense_label_rows(self, y_true, y_pred, mask)
         loss = self.log_partition(y_pred, mask) - self.path_score(y_true, y_pred, mask)
         return _nan_where(rows, loss)
 
@@ -306,11 +323,7 @@ class ConditionalRandomField(_TransitionLayer):
         labels = _sparse_labels(y_true, y_pred)
         num_labels = ops.shape(y_pred)[-1]
         _check_length(y_pred, "%s %r" % (type(self).__name__, self.name))
-        bad = ops.logical_and(_mask_from_scores(y_pred) > 0, ops.logical_or(
-            ops.less(labels, 0), ops.greater_equal(labels, num_labels)))
-        rows = _invalid_rows(bad, "%s %r" % (type(self).__name__, self.name),
-                             "label outside [0, num_labels=%s) at the real (unpadded) "
-                             "(row, position)" % y_pred.shape[-1], labels)
+        rows = _bad_sparse_label_rows(self, labels, y_pred, _mask_from_scores(y_pred))
         loss = self.dense_loss(ops.one_hot(ops.clip(labels, 0, num_labels - 1), num_labels,
                                            dtype=y_pred.dtype), y_pred)
         return _nan_where(rows, loss)
@@ -396,6 +409,10 @@ class MaximumEntropyMarkovModel(_TransitionLayer):
     def sparse_loss(self, y_true, y_pred):
         """Mean of the left-to-right and right-to-left cross-entropies.
 
+        Labels at padded positions are ignored (any value, e.g. -1); at real
+        positions they must lie in ``[0, num_labels)``, as for
+        :meth:`ConditionalRandomField.sparse_loss`.
+
         Args:
             y_true: integer labels ``(batch, seq_len)``.
             y_pred: the layer's output.
@@ -403,16 +420,37 @@ class MaximumEntropyMarkovModel(_TransitionLayer):
         Returns:
             ``(batch,)``: per sequence, the cross-entropy averaged over its
             real tokens.
+
+        Raises:
+            ValueError: (eager values) a label outside ``[0, num_labels)`` at
+                a real position, naming its (row, position) and value; or
+                ``seq_len`` 0. Under a compiled function the check cannot
+                raise: the loss of such a row is NaN instead (never a finite
+                wrong value).
         """
         labels = _sparse_labels(y_true, y_pred)
+        _check_length(y_pred, "%s %r" % (type(self).__name__, self.name))
         mask = _mask_from_scores(y_pred)
+        rows = _bad_sparse_label_rows(self, labels, y_pred, mask)
+        labels = ops.clip(labels, 0, ops.shape(y_pred)[-1] - 1)  # padding: any value
         forward = self._one_direction(labels, y_pred, mask, backwards=False)
         backward = self._one_direction(labels, y_pred, mask, backwards=True)
-        return (forward + backward) / 2
+        return _nan_where(rows, (forward + backward) / 2)
 
     def dense_loss(self, y_true, y_pred):
-        """:meth:`sparse_loss` for one-hot labels."""
-        return self.sparse_loss(ops.argmax(y_true, axis=-1), y_pred)
+        """:meth:`sparse_loss` for one-hot labels ``(batch, seq_len, num_labels)``
+        (a soft row counts as its argmax).
+
+        Raises:
+            ValueError: (eager values) a real position whose label row is not
+                a distribution over the labels (e.g. the all-zero one-hot of
+                an out-of-range label, which would otherwise count as label
+                0), or ``seq_len`` 0; compiled, that row's loss is NaN.
+        """
+        _check_length(y_pred, "%s %r" % (type(self).__name__, self.name))
+        y_true = ops.cast(y_true, y_pred.dtype)
+        rows = _bad_dense_label_rows(self, y_true, y_pred, _mask_from_scores(y_pred))
+        return _nan_where(rows, self.sparse_loss(ops.argmax(y_true, axis=-1), y_pred))
 
     def sparse_accuracy(self, y_true, y_pred):
         """Token accuracy of the per-token argmax of the emissions."""
