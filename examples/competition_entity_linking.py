@@ -859,7 +859,7 @@ def parse_args(argv=None):
                    help="a mention -> entity pair of the training split becomes an alias only "
                         "when labelled at least this many times (the KB's names always count; "
                         "1 keeps every pair; default %(default)s)")
-    p.add_argument("--no-mention-stats", dest="mention_stats", action="store_false",
+    p.add_argument("--no-mention-stats", action="store_true",
                    help="rank without the training-set statistics input (prior P(entity | "
                         "mention), ever labelled, link probability)")
     add_run_args(p, limit="texts per split", output="runs/entity_linking",
@@ -913,8 +913,9 @@ def main(argv=None):
              (" (e.g. %s)" % "、".join(sorted(drop)[:10])) if drop else ""))
 
     mention_model = build_mention_model(config, checkpoint)
-    ranker = build_ranker(config, checkpoint, n_features=N_FEATURES if args.mention_stats else 0)
-    ranker_stats = stats if args.mention_stats else None
+    use_stats = not args.no_mention_stats
+    ranker = build_ranker(config, checkpoint, n_features=N_FEATURES if use_stats else 0)
+    ranker_stats = stats if use_stats else None
     pieces = mention_pieces(data["train"], args.maxlen)
     mention_gen = MentionGenerator(pieces, encoder, args.batch_size, args.maxlen)
     n_pairs = len(ranking_pairs(data["train"], index, args.negatives, args.max_candidates,
@@ -993,7 +994,7 @@ def main(argv=None):
                    epochs=args.epochs, lr=args.lr, maxlen=args.maxlen,
                    batch_size=args.batch_size, negatives=args.negatives,
                    max_candidates=args.max_candidates, threshold=args.threshold,
-                   mention_stats=args.mention_stats, min_link_prob=args.min_link_prob,
+                   mention_stats=not args.no_mention_stats, min_link_prob=args.min_link_prob,
                    min_occurrences=args.min_occurrences, min_alias_count=args.min_alias_count,
                    filtered_strings=len(drop),
                    limit=args.limit, seed=args.seed, predictions=predictions or None,

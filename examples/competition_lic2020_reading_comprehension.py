@@ -54,6 +54,7 @@ import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
+from bert4keras.layers import DropMask
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
@@ -483,6 +484,8 @@ def build_mrc_model(config, checkpoint):
     bert = build_transformer_model(config, checkpoint)
     logits = keras.layers.Dense(2, kernel_initializer=keras.initializers.TruncatedNormal(
         stddev=0.02), name="MRC-Pointer")(bert.output)
+    # one loss per window (pointer_loss): the padding mask must not weight it
+    logits = DropMask(name="MRC-Pointer-Unmasked")(logits)
     return keras.Model(bert.inputs, logits, name="bert_mrc")
 
 

@@ -40,6 +40,7 @@ import common  # first: it loads TensorFlow without the C++ start-up log
 import keras
 import numpy as np
 
+from bert4keras.layers import DropMask
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer, load_vocab
@@ -138,7 +139,10 @@ def build_model(config, checkpoint, keep_tokens, slots):
     """BERT with its MLM head (logits), keeping the outputs of the slots 1..A."""
     bert = build_transformer_model(config, checkpoint, with_mlm="linear",
                                    keep_tokens=keep_tokens)
-    return keras.Model(bert.inputs, bert.outputs[0][:, 1:slots + 1], name="mlm_reader")
+    # the weights of the batches zero the padding: the padding mask must not
+    # reweight the loss a second time
+    logits = DropMask(name="MLM-Slots")(bert.outputs[0][:, 1:slots + 1])
+    return keras.Model(bert.inputs, logits, name="mlm_reader")
 
 
 def predict_answers(model, questions, examples, batch_size):

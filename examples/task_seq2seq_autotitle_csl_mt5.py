@@ -62,6 +62,7 @@ import numpy as np
 import release_kit
 from bert4keras.datasets import fetch
 from bert4keras.generation import CachedDecoder
+from bert4keras.layers import DropMask
 from bert4keras.models import build_transformer_model, find_config
 from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import SimplifiedTokenizer, SpTokenizer
@@ -248,6 +249,9 @@ def main(argv=None):
                                args.beams)
         return generation_scores([title for _, title in pairs], titles), titles
 
+    # trained through a copy whose logits drop the decoder's padding mask: the
+    # batches' weights already zero the padding (else Keras reweights twice)
+    model = keras.Model(model.inputs, DropMask(name="LM-Unmasked")(model.output))
     model.compile(optimizer=keras.optimizers.Adam(args.lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])

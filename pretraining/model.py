@@ -9,7 +9,7 @@ For the masked LM the head runs only at the masked positions
 import keras
 from keras import ops
 
-from bert4keras.layers import register
+from bert4keras.layers import DropMask, register
 from bert4keras.models import build_transformer_model
 
 
@@ -24,6 +24,9 @@ class GatherPositions(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[1]) + (input_shape[0][-1],)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # gathered positions: the weights say which count
 
 
 def recompute_layer_names(num_hidden_layers):
@@ -56,9 +59,9 @@ def build_pretraining_model(config_path, objective, max_predictions, init_checkp
                                           return_keras_model=False, **kwargs)
     mixed = keras.mixed_precision.global_policy().compute_dtype != "float32"
     if objective != "roberta":
-        if not mixed:
-            return transformer.model, transformer
-        x = transformer.model.output
+        # The LM logits carry the padding mask; the records' weights already
+        # zero the padding, so the mask must not reweight the loss again.
+        x = DropMask(name="MLM-Logits-Unmasked")(transformer.model.output)
         inputs = transformer.model.inputs
         name = "lm_pretraining"
     else:

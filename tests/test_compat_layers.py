@@ -40,7 +40,8 @@ class CrossEntropy(L.Loss):
 
     def compute_loss(self, inputs, mask=None):
         y_true, y_mask, y_pred = inputs
-        assert mask == [None, None, None]   # no Keras masks: a list of None, as 0.11.5 gave
+        # as 0.11.5: the inputs carry no Keras mask, the MLM output the padding mask
+        assert mask[0] is None and mask[1] is None and mask[2] is not None
         y_true, y_mask, y_pred = y_true[:, 1:], K.cast(y_mask[:, 1:], K.floatx()), \
             y_pred[:, :-1]
         loss = K.sparse_categorical_crossentropy(y_true, y_pred)

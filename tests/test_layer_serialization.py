@@ -108,6 +108,24 @@ def _bias_add():
     return layer, keras.Model(ids, layer(hidden(ids))), [IDS]
 
 
+@case("MaskedAdd")
+def _masked_add():
+    ids = ids_input()
+    layer = L.MaskedAdd()
+    masked = L.Embedding(20, 8, mask_zero=True, name="Embedding-Token")(ids)
+    return layer, keras.Model(ids, layer([masked, hidden(ids)])), [IDS]
+
+
+@case("DropMask")
+def _drop_mask():
+    ids = ids_input()
+    layer = L.DropMask()
+    masked = L.Embedding(20, 8, mask_zero=True, name="Embedding-Token")(ids)
+    output = layer(masked)
+    assert getattr(output, "_keras_mask", None) is None
+    return layer, keras.Model(ids, output), [IDS]
+
+
 @case("TokenSlice")
 def _token_slice():
     ids = ids_input()

@@ -10,6 +10,7 @@ from keras import ops
 
 from bert4keras import backend as B
 from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.quantization import QuantizableSublayers
 
 
 @register
@@ -62,6 +63,9 @@ class AttentionMask(keras.layers.Layer):
         return step.attention_bias(hide=ops.equal(token_ids, 0),
                                    bidirectional_prompt=self.mode == "unilm")
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # a bias, not a sequence
+
     def compute_output_spec(self, inputs):
         token_ids = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         batch, seq_len = token_ids.shape[0], token_ids.shape[1]
@@ -75,7 +79,7 @@ class AttentionMask(keras.layers.Layer):
 
 
 @register
-class MultiHeadAttention(keras.layers.Layer):
+class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017).
 
     Inputs: ``[q, k, v]`` or ``[q, k, v, bias]`` with ``q`` ``(batch, q_len,
@@ -107,6 +111,12 @@ class MultiHeadAttention(keras.layers.Layer):
     ``'squared_relu'`` or ``'softmax_plus'`` (see
     :func:`bert4keras.backend.attention_normalize`);
     ``return_attention_scores=True`` makes the output ``[output, scores]``.
+    ``mask_keys=False`` (ours): only ``bias`` hides keys, not the Keras mask
+    of ``v``. The model families build their attention so: their bias
+    already hides the padding (and keeps GPT-2's id 0, a real token,
+    visible), so the Keras masks of their ``mask_zero`` embeddings -- there
+    for the layers a user adds after the model, as in 0.11.5 -- change no
+    output.
 
     Output: ``(batch, q_len, out_dim)``.
 
@@ -130,7 +140,7 @@ class MultiHeadAttention(keras.layers.Layer):
     def __init__(self, heads, head_size, out_dim=None, key_size=None, use_bias=True,
                  normalization="softmax", attention_scale=True, attention_dropout=0.0,
                  return_attention_scores=False, kernel_initializer="glorot_uniform",
-                 p_bias=None, **kwargs):
+                 p_bias=None, mask_keys=True, **kwargs):
         super().__init__(**kwargs)
         if normalization not in self.NORMALIZATIONS:
             raise ValueError("%s: normalization must be one of %s, got %r"
@@ -138,6 +148,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.p_bias = p_bias
         self.normalization = normalization
         self.return_attention_scores = bool(return_attention_scores)
+        self.mask_keys = bool(mask_keys)
         self.heads = int(heads)
         self.head_size = int(head_size)
         self.out_dim = int(out_dim or heads * head_size)
@@ -227,7 +238,7 @@ class MultiHeadAttention(keras.layers.Layer):
             mask: Keras masks of the inputs (filled in by Keras from
                 ``mask_zero`` embeddings): the keys where the value mask
                 (``mask[2]``, ``(batch, k_len)``) is 0 are hidden, on top of
-                any bias.
+                any bias (unless ``mask_keys=False``).
             a_bias, p_bias: bert4keras 0.11.5's call options; ``a_bias``
                 truthy: ``inputs[3]`` is an additive float bias (``(batch|1,
                 heads|1, q_len|1, k_len)`` or ``(batch, q_len, k_len)``) or a
@@ -242,6 +253,8 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         q, k, v, bias, position, mode = self._split_inputs(inputs, a_bias, p_bias)
         v_mask = mask[2] if isinstance(mask, (list, tuple)) and len(mask) > 2 else None
+        if not self.mask_keys:
+            v_mask = None
         qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
         kw = self._split_heads(self.k_dense(k), self.key_size)
         vw = self._split_heads(self.v_dense(v), self.head_size)
@@ -518,6 +531,7 @@ class MultiHeadAttention(keras.layers.Layer):
             return_attention_scores=self.return_attention_scores,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             p_bias=self.p_bias,
+            mask_keys=self.mask_keys,
         )
         return config
 

@@ -6,12 +6,21 @@ on), have ``get_config`` and are registered for serialization, so a ``.keras``
 file of a fine-tuned model loads back with plain ``keras.saving.load_model``.
 
 Shapes use ``batch``, ``seq_len``, ``hidden``.
+
+Keras masks (bert4keras 0.11.5's behaviour): ``Embedding(mask_zero=True)``
+puts a ``(batch, seq_len)`` bool mask on its output and the sequence layers
+here pass it on unchanged (``LayerNormalization``, ``FeedForward``,
+``BiasAdd``; ``SequenceMasking`` keeps the mask of its first input,
+``MaskedAdd`` ANDs its inputs' masks as tf.keras 2 did); layers
+whose output is not a sequence of the same positions (``TokenSlice``,
+``CausalMask``, ``ContextMask``) give no mask.
 """
 
 import keras
 from keras import ops
 
 from bert4keras import backend as B
+from bert4keras.layers.quantization import QuantizableSublayers
 
 register = keras.saving.register_keras_serializable(package="bert4keras")
 
@@ -76,6 +85,18 @@ class Embedding(keras.layers.Layer):
             return ops.matmul(inputs, ops.transpose(table))
         raise ValueError("Embedding mode must be 'embedding' or 'dense', got %r" % mode)
 
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Not quantized: ``model.quantize`` leaves the table in float (a warning).
+
+        Raises:
+            NotImplementedError: always; ``keras.Model.quantize`` turns it into
+                a warning and goes on with the other layers.
+        """
+        raise NotImplementedError(
+            "%s (bert4keras Embedding) is left in %s by quantize(%r): a lookup has no matmul "
+            "to speed up, and in mode='dense' the same table is the tied MLM output "
+            "projection" % (self.name, self.dtype_policy.variable_dtype, mode))
+
     def compute_mask(self, inputs, mask=None):
         """Ids ``(batch, seq_len)``: bool ``(batch, seq_len)`` with
         ``mask_zero`` (first position always True), else None; hidden states
@@ -99,12 +120,67 @@ class Embedding(keras.layers.Layer):
 
 
 @register
+class MaskedAdd(keras.layers.Add):
+    """``keras.layers.Add`` with the mask rule of tf.keras 2 (bert4keras 0.11.5's).
+
+    Inputs: tensors of one shape, e.g. ``(batch, seq_len, hidden)``. Output:
+    their sum; its Keras mask is the AND of the inputs' masks, an input
+    without a mask counting as all True. (Keras 3's ``Add`` drops the mask
+    when any input has none, so token embeddings with ``mask_zero`` plus
+    segment embeddings without would lose it; the families sum their
+    embeddings with this layer, ``Embedding-Token-Segment``.)
+    """
+
+    def compute_mask(self, inputs, mask=None):
+        if not isinstance(mask, (list, tuple)):
+            return mask
+        masks = [m for m in mask if m is not None]
+        if not masks:
+            return None
+        output = ops.cast(masks[0], "bool")
+        for m in masks[1:]:
+            output = ops.logical_and(output, ops.cast(m, "bool"))
+        return output
+
+
+@register
+class DropMask(keras.layers.Layer):
+    """Identity that removes the Keras mask: ``x -> x`` (any shape), no mask.
+
+    The models' sequence outputs carry the padding mask (as in bert4keras
+    0.11.5), and Keras 3 applies an output's mask to a compiled loss: under
+    ``sum_over_batch_size`` it reweights the valid positions by
+    ``total / valid`` (``keras.losses.loss.apply_mask``). Put this layer last
+    when the loss already weights positions itself (sample weights that zero
+    the padding, per-example pointer losses), so they are not weighted twice.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        # a new tensor: Keras keeps a mask attached to the very input object
+        return ops.copy(inputs)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@register
 class BiasAdd(keras.layers.Layer):
     """Adds a trainable bias over the last axis (BERT's ``MLM-Bias``)."""
 
     def build(self, input_shape):
         self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
         self.built = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True  # a Keras mask on the input passes through
 
     def call(self, inputs):
         return inputs + ops.cast(self.bias, inputs.dtype)
@@ -124,6 +200,10 @@ class TokenSlice(keras.layers.Layer):
     def call(self, inputs):
         return inputs[:, self.index]
 
+    def compute_mask(self, inputs, mask=None):
+        """No mask: the output is one vector per sequence (as 0.11.5's ``Pooler``)."""
+        return None
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + tuple(input_shape[2:])
 
@@ -134,7 +214,7 @@ class TokenSlice(keras.layers.Layer):
 
 
 @register
-class LayerNormalization(keras.layers.Layer):
+class LayerNormalization(QuantizableSublayers, keras.layers.Layer):
     """Layer normalization (Ba et al. 2016), optionally conditional or RMS.
 
     ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta`` over the last axis,
@@ -175,6 +255,7 @@ class LayerNormalization(keras.layers.Layer):
         self.hidden_units = None if hidden_units is None else int(hidden_units)
         self.hidden_activation = keras.activations.get(B.get_activation(hidden_activation))
         self.hidden_initializer = keras.initializers.get(hidden_initializer)
+        self.supports_masking = True
 
     def build(self, input_shape):
         shape = input_shape[0] if self.conditional else input_shape
@@ -238,6 +319,10 @@ class LayerNormalization(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape[0] if self.conditional else input_shape
 
+    def compute_mask(self, inputs, mask=None):
+        """The Keras mask of ``x`` (of ``inputs[0]`` when conditional)."""
+        return _first_mask(mask)
+
     def get_config(self):
         config = super().get_config()
         config.update(center=self.center, scale=self.scale, epsilon=self.epsilon,
@@ -262,7 +347,7 @@ class ConditionalLayerNormalization(LayerNormalization):
 
 
 @register
-class FeedForward(keras.layers.Layer):
+class FeedForward(QuantizableSublayers, keras.layers.Layer):
     """Position-wise feed-forward block: ``Dense(units, act) -> Dense(hidden)``.
 
     ``activation`` may also be a list (the original toolkit's gated form):
@@ -287,6 +372,7 @@ class FeedForward(keras.layers.Layer):
         if not activations:
             raise ValueError("FeedForward needs at least one activation")
         self._num_inputs = len(activations)
+        self.supports_masking = True  # a Keras mask on the input passes through
         for index, act in enumerate(activations):
             dense = keras.layers.Dense(self.units, activation=B.get_activation(act),
                                        use_bias=use_bias, name="i%d_dense" % index,
@@ -358,6 +444,9 @@ class CausalMask(keras.layers.Layer):
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((1, 1, inputs.shape[1], inputs.shape[1]), dtype="float32")
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # a bias, not a sequence
+
 
 @register
 class SequenceMasking(keras.layers.Layer):
@@ -374,6 +463,10 @@ class SequenceMasking(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+    def compute_mask(self, inputs, mask=None):
+        """The Keras mask of ``x`` (T5's encoder output keeps the padding mask)."""
+        return _first_mask(mask)
 
 
 @register
@@ -400,3 +493,11 @@ class ContextMask(keras.layers.Layer):
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((inputs.shape[0], 1, 1, inputs.shape[1]), dtype="float32")
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # a bias, not a sequence
+
+
+def _first_mask(mask):
+    """The mask of the first input when a layer takes a list (``[x, ...]``)."""
+    return mask[0] if isinstance(mask, (list, tuple)) else mask

@@ -11,11 +11,12 @@ from keras import ops
 
 from bert4keras import backend as B
 from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.quantization import QuantizableSublayers
 from bert4keras.layers.misc import ScaleOffset
 
 
 @register
-class GatedAttentionUnit(keras.layers.Layer):
+class GatedAttentionUnit(QuantizableSublayers, keras.layers.Layer):
     """Gated attention unit: one attention head gating an expanded MLP.
 
     Self-attention (``self_attention=True``), input ``x`` ``(batch, n, hidden)``::

@@ -24,6 +24,7 @@ from keras import ops
 
 from bert4keras import backend as B
 from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.quantization import QuantizableSublayers
 from bert4keras.layers.crf import (PAD_THRESHOLD, _check_length, _invalid_rows, _nan_where,
                                    _scores_shape, _split_inputs)
 
@@ -53,7 +54,7 @@ def _span_mask(logits, mask, tril_mask):
 
 
 @register
-class GlobalPointer(keras.layers.Layer):
+class GlobalPointer(QuantizableSublayers, keras.layers.Layer):
     """GlobalPointer span scores for (nested) entity recognition (Su 2021).
 
     Every head (entity type) ``h`` scores the span ``[i, j]`` as

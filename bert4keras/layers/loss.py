@@ -51,10 +51,10 @@ class Loss(keras.layers.Layer):
         output_axis: which inputs to return, as above.
 
     ``mask`` is the list of the inputs' Keras masks, with None for an input
-    that carries none (0.11.5 code reads ``mask[1]``); the models of this
-    library attend through attention biases and give their outputs no Keras
-    mask, so recipes that need the padding should compute it from the token
-    ids (``K.not_equal(token_ids, 0)``).
+    that carries none (0.11.5 code reads ``mask[1]``). As in 0.11.5, the
+    models' sequence outputs carry the padding mask of their token ids (id
+    0, except at position 0; see ``Embedding(mask_zero=True)``) and model
+    inputs carry none.
 
     Integer (and bool) inputs reach :meth:`compute_loss` cast to
     ``keras.config.floatx()``: in 0.11.5 ``Input-Token`` / ``Input-Segment``

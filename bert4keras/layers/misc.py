@@ -10,10 +10,11 @@ from keras import ops
 
 from bert4keras.backend import align
 from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.quantization import QuantizableSublayers
 
 
 @register
-class ScaleOffset(keras.layers.Layer):
+class ScaleOffset(QuantizableSublayers, keras.layers.Layer):
     """``y = x * gamma + beta`` over the last axis (0.11.5's ``ScaleOffset``).
 
     ``scale``/``offset``: True for a trainable ``gamma`` (init 1) / ``beta``

@@ -256,6 +256,9 @@ class RelativePositionEmbedding(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0][1], input_shape[1][1], self.output_dim)
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # a (q_len, k_len) table, not a sequence of the batch
+
     def get_config(self):
         config = super().get_config()
         config.update(input_dim=self.input_dim, output_dim=self.output_dim)
@@ -319,6 +322,9 @@ class RelativePositionEmbeddingT5(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][1], input_shape[1][1], self.output_dim)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # a (q_len, k_len) table, not a sequence of the batch
 
     def get_config(self):
         config = super().get_config()

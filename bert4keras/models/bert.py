@@ -8,6 +8,7 @@ from bert4keras.layers import (
     Embedding,
     FeedForward,
     LayerNormalization,
+    MaskedAdd,
     MultiHeadAttention,
     PositionEmbedding,
     TokenSlice,
@@ -133,13 +134,13 @@ class BERT(Transformer):
     def apply_embeddings(self, inputs):
         self.remember_embedded_inputs(inputs)
         x = self.apply(inputs[0], Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
+                       output_dim=self.embedding_size, mask_zero=True,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
         if self.segment_vocab_size > 0:
             s = self.apply(inputs[1], Embedding, input_dim=self.segment_vocab_size,
                            output_dim=self.embedding_size,
                            embeddings_initializer=self.initializer, name="Embedding-Segment")
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply([x, s], MaskedAdd, name="Embedding-Token-Segment")
         if self.absolute_positions:
             x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
                            output_dim=self.embedding_size, merge_mode="add",
@@ -174,7 +175,7 @@ class BERT(Transformer):
         y = self.apply(self.attention_inputs(x, attention_bias), MultiHeadAttention,
                        heads=self.num_attention_heads, head_size=self.attention_head_size,
                        out_dim=self.hidden_size, key_size=self.attention_key_size,
-                       use_bias=self.use_bias, p_bias=self.p_bias,
+                       use_bias=self.use_bias, p_bias=self.p_bias, mask_keys=False,
                        attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=name)
         y = self.dropout(y, name + "-Dropout")

@@ -38,6 +38,7 @@ from bert4keras.layers import (
     Embedding,
     FeedForward,
     LayerNormalization,
+    MaskedAdd,
     MultiHeadAttention,
     PositionEmbedding,
 )
@@ -197,7 +198,7 @@ class GPT(Transformer):
 
     def token_embedding(self, ids):
         return self.apply(ids, Embedding, input_dim=self.vocab_size,
-                          output_dim=self.embedding_size,
+                          output_dim=self.embedding_size, mask_zero=True,
                           embeddings_initializer=self.initializer, name="Embedding-Token")
 
     def apply_embeddings(self, inputs):
@@ -210,7 +211,7 @@ class GPT(Transformer):
                 s = self.apply(inputs[1], Embedding, input_dim=self.segment_vocab_size,
                                output_dim=self.embedding_size,
                                embeddings_initializer=self.initializer, name="Embedding-Segment")
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply([x, s], MaskedAdd, name="Embedding-Token-Segment")
         x = self.apply(x, PositionEmbedding, input_dim=self.max_position,
                        output_dim=self.embedding_size, merge_mode="add",
                        embeddings_initializer=self.initializer, name="Embedding-Position")
@@ -234,7 +235,7 @@ class GPT(Transformer):
     def attention(self, x, bias, name):
         y = self.apply([x, x, x, bias], MultiHeadAttention, heads=self.num_attention_heads,
                        head_size=self.attention_head_size, out_dim=self.hidden_size,
-                       key_size=self.attention_key_size,
+                       key_size=self.attention_key_size, mask_keys=False,
                        attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=name)
         return self.dropout(y, name + "-Dropout")

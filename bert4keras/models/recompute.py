@@ -207,8 +207,9 @@ class RecomputeBlock(keras.layers.Layer):
     recompute (see :class:`_SeedScope`).
 
     Inputs: the list of tensors ``block`` takes (hidden states ``(batch,
-    seq_len, hidden)``, attention bias, and position or context tensors as the
-    family needs). Output: the block's output ``(batch, seq_len, hidden)``.
+    seq_len, hidden)`` first, attention bias, and position or context tensors
+    as the family needs). Output: the block's output ``(batch, seq_len,
+    hidden)``, with the Keras mask of the hidden states.
     Inputs are passed on uncast (``autocast=False``): the layers inside cast
     as they would in the plain graph.
     """
@@ -235,7 +236,9 @@ class RecomputeBlock(keras.layers.Layer):
     def _forward(self, tensors, training, generators, states, draws):
         """The block on ``tensors`` with the seed states fixed to ``states``."""
         with _SeedScope(generators, states) as scope:
-            outputs = self.block(list(tensors), training=training)
+            # no Keras masks inside: the block's layers use none (its output mask is
+            # set by compute_mask), and the functional block would warn it drops them
+            outputs = self.block(list(tensors), training=training, mask=[None] * len(tensors))
         draws.clear()
         draws.update(scope.draws)
         return outputs
@@ -256,6 +259,11 @@ class RecomputeBlock(keras.layers.Layer):
                 step = ops.convert_to_tensor(np.array([0, count]), dtype=generator.state.dtype)
                 generator.state.assign(ops.add(state, step))
         return outputs
+
+    def compute_mask(self, inputs, mask=None):
+        """The Keras mask of the hidden states (the first input), as the
+        block's layers would pass it on without recompute."""
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
 
     def compute_output_spec(self, inputs, training=None):
         return self.block.compute_output_spec(list(inputs) if isinstance(inputs, (list, tuple))

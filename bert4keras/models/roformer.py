@@ -18,7 +18,8 @@ Hugging Face has no RoFormer-V2 class.
 
 import keras
 
-from bert4keras.layers import Embedding, LayerNormalization, SinusoidalPositionEmbedding
+from bert4keras.layers import (Embedding, LayerNormalization, MaskedAdd,
+                               SinusoidalPositionEmbedding)
 from bert4keras.models.bert import BERT, bert_names_with_prefix
 
 
@@ -123,13 +124,13 @@ class RoFormerV2(RoFormer):
     def apply_embeddings(self, inputs):
         self.remember_embedded_inputs(inputs)
         x = self.apply(inputs[0], Embedding, input_dim=self.vocab_size,
-                       output_dim=self.embedding_size,
+                       output_dim=self.embedding_size, mask_zero=True,
                        embeddings_initializer=self.initializer, name="Embedding-Token")
         if self.segment_vocab_size > 0:
             s = self.apply(inputs[1], Embedding, input_dim=self.segment_vocab_size,
                            output_dim=self.embedding_size,
                            embeddings_initializer=self.initializer, name="Embedding-Segment")
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply([x, s], MaskedAdd, name="Embedding-Token-Segment")
         x = self.dropout(x, "Embedding-Dropout")
         x = self.norm(x, "Embedding-Norm")
         if self.embedding_size != self.hidden_size:

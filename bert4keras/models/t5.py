@@ -260,7 +260,8 @@ class T5_Base(Transformer):
 
     def token_embedding(self, ids, prefix):
         x = self.apply(ids, Embedding, input_dim=self.vocab_size, output_dim=self.hidden_size,
-                       embeddings_initializer=self.initializer, name="Embedding-Token")
+                       mask_zero=True, embeddings_initializer=self.initializer,
+                       name="Embedding-Token")
         return self.dropout(x, prefix + "Embedding-Dropout")
 
     def relative_positions(self, x, name, bidirectional):
@@ -278,7 +279,7 @@ class T5_Base(Transformer):
         y = self.apply([q, kv, kv] + list(inputs[1:]), MultiHeadAttention,
                        heads=self.num_attention_heads, head_size=self.attention_head_size,
                        out_dim=self.hidden_size, key_size=self.attention_key_size,
-                       use_bias=False, attention_scale=False, p_bias=p_bias,
+                       use_bias=False, attention_scale=False, p_bias=p_bias, mask_keys=False,
                        attention_dropout=self.attention_dropout_rate,
                        kernel_initializer=self.initializer, name=name)
         y = self.dropout(y, name + "-Dropout")

@@ -1,0 +1,173 @@
+"""Keras 3 weight quantization (``model.quantize``) for layers that hold sublayers.
+
+``keras.Model.quantize("int8")`` quantizes every *leaf* layer that implements
+``quantize`` (``Dense``, ``EinsumDense``, ``keras.layers.Embedding``): the
+``Dense`` projections inside :class:`~bert4keras.layers.MultiHeadAttention`,
+:class:`~bert4keras.layers.FeedForward`, the conditional
+:class:`~bert4keras.layers.LayerNormalization`, ``GatedAttentionUnit`` and
+``GlobalPointer`` included. Their variables change (an int8 ``kernel`` plus a
+float ``kernel_scale``), but the enclosing layer rebuilds its ``Dense``
+sublayers from its own config when a ``.keras`` file is loaded, so without help
+they come back as float32 layers and loading fails ("expected 2 variables, but
+received 3").
+
+:class:`QuantizableSublayers` is the help: a mixin that records the dtype
+policy of every quantized ``Dense`` sublayer in the enclosing layer's config
+(``sublayer_dtypes``: sublayer name -> serialized
+``keras.dtype_policies.DTypePolicy``, e.g. ``int8_from_float32``) and gives
+the same policy back to the sublayer of that name when the layer is rebuilt
+(when it is assigned as an attribute), so Keras' own ``quantized_build``
+creates the int8 variables the file holds. Layers that were never quantized keep their config
+unchanged (no ``sublayer_dtypes`` key).
+
+Not quantized (Keras leaves them in float and warns, the model still runs):
+:class:`~bert4keras.layers.Embedding` (a gather, and in ``mode='dense'`` the
+tied MLM output projection; see its ``quantize``), position embeddings,
+normalisation, bias and mask layers (no matmul weights).
+"""
+
+import keras
+
+#: config key of :class:`QuantizableSublayers`
+SUBLAYER_DTYPES = "sublayer_dtypes"
+
+
+class QuantizableSublayers:
+    """Mixin (listed before ``keras.layers.Layer``) for a layer that creates
+    ``Dense`` sublayers itself, so that it survives ``model.quantize`` and a
+    ``.keras`` save / ``keras.saving.load_model`` round trip.
+
+    Constructor keyword ``sublayer_dtypes`` (dict, default None): sublayer
+    name -> a dtype policy (name string or ``keras.dtype_policies.serialize``
+    dict) given to that sublayer when it is assigned to the layer; written by
+    ``get_config`` for the sublayers ``model.quantize`` changed.
+
+    Raises:
+        ValueError: a recorded policy that ``keras.dtype_policies.deserialize``
+            cannot read (names the layer and sublayer).
+    """
+
+    def __init__(self, *args, sublayer_dtypes=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        policies = {}
+        for name, policy in dict(sublayer_dtypes or {}).items():
+            try:
+                policies[name] = keras.dtype_policies.get(policy)
+            except (ValueError, TypeError) as error:
+                raise ValueError("%s: sublayer_dtypes[%r] = %r is not a Keras dtype policy (%s)"
+                                 % (self.name, name, policy, error)) from error
+        self._sublayer_dtypes = policies
+
+    def __setattr__(self, name, value):
+        policies = self.__dict__.get("_sublayer_dtypes")
+        if policies and isinstance(value, keras.layers.Layer) and value.name in policies:
+            # unbuilt: Keras' build makes the quantized variables; built (e.g.
+            # GlobalPointer builds its Dense before assigning it): the setter
+            # quantizes it now, and loading then overwrites those variables
+            value.dtype_policy = policies[value.name]
+        super().__setattr__(name, value)
+
+    def _quantized_sublayers(self):
+        """name -> serialized policy of the direct sublayers with a quantization mode."""
+        found = {}
+        for layer in self._flatten_layers(include_self=False, recursive=False):
+            if getattr(layer, "quantization_mode", None):
+                found[layer.name] = keras.dtype_policies.serialize(layer.dtype_policy)
+        return found
+
+    def get_config(self):
+        config = super().get_config()
+        quantized = self._quantized_sublayers()
+        if quantized:
+            config[SUBLAYER_DTYPES] = quantized
+        return config
+
+
+def quantize_model(model, mode="int8", **kwargs):
+    """``model.quantize(mode, **kwargs)`` and a report of what it changed.
+
+    Keras warns once per leaf layer it cannot quantize; those warnings are
+    collected here instead of printed.
+
+    Args:
+        model: a built ``keras.Model`` (e.g. ``build_transformer_model`` plus a head).
+        mode: a Keras quantization mode (``'int8'``, ``'int4'``, ``'float8'``).
+        **kwargs: passed on to ``keras.Model.quantize`` (``config``, ``filters``).
+
+    Returns:
+        dict: ``quantized``: paths of the layers now quantized; ``skipped``:
+        path -> reason for every leaf layer that holds weights and was left
+        in float (e.g. the embeddings).
+
+    Raises:
+        ValueError: from Keras, e.g. an unbuilt or already quantized model.
+    """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.quantize(mode, **kwargs)
+    messages = [str(w.message) for w in caught]
+    quantized, skipped = [], {}
+    for layer in model._flatten_layers(include_self=False):
+        if list(layer._flatten_layers(include_self=False)):
+            continue  # not a leaf: its sublayers are listed themselves
+        if getattr(layer, "quantization_mode", None):
+            quantized.append(layer.path)
+        elif layer.weights:
+            own = [m for m in messages if m.startswith(layer.name + " ")]
+            skipped[layer.path] = own[0] if own else (
+                "%s has no %r quantization in Keras" % (type(layer).__name__, mode))
+    return {"quantized": quantized, "skipped": skipped}
+
+
+def with_dtype_policy(model, policy):
+    """A copy of a functional ``keras.Model`` computing under another dtype policy.
+
+    Every layer whose config names a float dtype policy gets ``policy``
+    (``'bfloat16'``: bfloat16 weights and compute; ``'mixed_bfloat16'``:
+    float32 weights, bfloat16 compute; ``'float32'``); input layers and
+    integer layers keep theirs. The weights are copied (cast by Keras to the
+    new variable dtype). bert4keras layers keep their float32 softmax and
+    LayerNorm statistics under any policy.
+
+    Args:
+        model: a float (not quantized) functional ``keras.Model``, e.g. loaded
+            from a fine-tuned ``.keras`` file.
+        policy: a Keras dtype policy name.
+
+    Returns:
+        keras.Model: the new model (same inputs, outputs and weights order).
+
+    Raises:
+        ValueError: ``model`` has quantized layers (quantize the float copy
+            instead), or is not a functional model (no ``layers`` in its config).
+    """
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "quantization_mode", None):
+            raise ValueError("with_dtype_policy: layer %s of %s is quantized (%s); change the "
+                             "policy of the float model, then quantize"
+                             % (layer.path, model.name, layer.dtype_policy.name))
+    config = model.get_config()
+    if "layers" not in config:
+        raise ValueError("with_dtype_policy: %s is not a functional model (config has no "
+                         "'layers')" % model.name)
+    target = keras.dtype_policies.get(policy)
+
+    def float_policy(dtype):
+        try:
+            current = keras.dtype_policies.get(dtype)
+        except (ValueError, TypeError):
+            return False
+        return current.quantization_mode is None and \
+            "float" in str(current.variable_dtype)
+
+    for layer in config["layers"]:
+        layer_config = layer.get("config", {})
+        if layer.get("class_name") == "InputLayer" or "dtype" not in layer_config:
+            continue
+        if float_policy(layer_config["dtype"]):
+            layer_config["dtype"] = keras.dtype_policies.serialize(target)
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy

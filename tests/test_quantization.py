@@ -1,0 +1,200 @@
+"""int8 weight quantization (Keras 3's ``model.quantize``) and bfloat16 inference.
+
+* A quantized ``FeedForward`` equals a NumPy implementation of the int8
+  scheme Keras documents for ``Dense`` (per-output-channel abs-max int8
+  kernel, per-token abs-max int8 inputs, integer matmul, de-scaling).
+* A tiny BERT with a Dense head: every projection (attention q/k/v/o, the
+  feed-forward pair, the head) is quantized, the embeddings are skipped with
+  the reason, outputs stay close to float32, and the ``.keras`` file reloads
+  in a new process with plain ``keras.saving.load_model`` giving the same
+  quantized outputs; so do models with the other layers that own ``Dense``
+  sublayers (GlobalPointer, GatedAttentionUnit, conditional LayerNorm).
+* The shipped small BERT (checkpoints/chinese_bert_small): the masked-LM
+  top-1 predictions of the int8 and the bfloat16 model agree with float32's.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import model_outputs, reload_in_new_process
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = os.path.join(ROOT, "checkpoints", "chinese_bert_small")
+TINY = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position=32)
+
+
+@pytest.fixture(autouse=True)
+def restore_policy():
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def numpy_int8_dense(x, kernel, bias, eps=1e-7):
+    """Keras' int8 ``Dense`` in NumPy (float64): abs-max scales, weights per
+    output channel (axis 0), inputs per token (last axis), range [-127, 127]."""
+    w_scale = 127.0 / (np.abs(kernel).max(axis=0, keepdims=True) + eps)
+    w_q = np.clip(np.round(kernel * w_scale), -127, 127)
+    x_scale = 127.0 / (np.abs(x).max(axis=-1, keepdims=True) + eps)
+    x_q = np.clip(np.round(x * x_scale), -127, 127)
+    return (x_q @ w_q) / (x_scale * w_scale) + bias
+
+
+def tiny_classifier(seed=0):
+    import keras
+
+    from bert4keras.models import build_transformer_model
+
+    keras.utils.set_random_seed(seed)
+    bert = build_transformer_model(**TINY)
+    probs = keras.layers.Dense(3, activation="softmax", name="head")(bert.output[:, 0])
+    return keras.Model(bert.inputs, probs)
+
+
+def tiny_inputs(batch=4, length=16, seed=0):
+    ids = np.random.RandomState(seed).randint(1, TINY["vocab_size"], (batch, length))
+    ids[:, -3:] = 0  # padding
+    return [ids, np.zeros_like(ids)]
+
+
+def test_quantized_feedforward_matches_numpy_int8():
+    import keras
+
+    from bert4keras.layers import FeedForward
+
+    keras.utils.set_random_seed(1)
+    layer = FeedForward(24, activation="relu")
+    x = np.random.RandomState(1).normal(size=(2, 5, 16)).astype("float32")
+    layer(x)
+    (k1, b1), (k2, b2) = [(np.asarray(d.kernel, "float64"), np.asarray(d.bias, "float64"))
+                          for d in (layer.i0_dense, layer.o_dense)]
+    float_out = np.asarray(layer(x))
+    layer.i0_dense.quantize("int8")
+    layer.o_dense.quantize("int8")
+    out = np.asarray(layer(x))
+    hidden = np.maximum(numpy_int8_dense(x.astype("float64"), k1, b1), 0)
+    expected = numpy_int8_dense(hidden, k2, b2)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(out, expected, atol=2e-3 * scale)
+    assert np.abs(out - float_out).max() > 1e-5  # really the int8 path
+
+
+def test_quantize_tiny_bert_and_reload(tmp_path):
+    import keras
+
+    from bert4keras.layers.quantization import SUBLAYER_DTYPES, quantize_model
+
+    model = tiny_classifier()
+    inputs = tiny_inputs()
+    assert SUBLAYER_DTYPES not in model.get_layer("Transformer-0-FeedForward").get_config()
+    reference = model_outputs(model, inputs)[0]
+    report = quantize_model(model, "int8")
+    projections = {"%s/%s" % (block, name)
+                   for i in range(TINY["num_hidden_layers"])
+                   for block, names in (("Transformer-%d-MultiHeadSelfAttention" % i,
+                                         ("q_dense", "k_dense", "v_dense", "o_dense")),
+                                        ("Transformer-%d-FeedForward" % i,
+                                         ("i0_dense", "o_dense")))
+                   for name in names}
+    assert set(report["quantized"]) == projections | {"head"}
+    assert "no matmul" in report["skipped"]["Embedding-Token"]
+    config = model.get_layer("Transformer-0-FeedForward").get_config()
+    assert keras.dtype_policies.get(config[SUBLAYER_DTYPES]["o_dense"]).name == \
+        "int8_from_float32"
+    out = model_outputs(model, inputs)[0]
+    assert 1e-6 < np.abs(out - reference).max() < 0.02
+    assert (out.argmax(-1) == reference.argmax(-1)).mean() >= 0.75
+    [row] = reload_in_new_process(tmp_path, [("bert-int8", model, inputs)])
+    assert "error" not in row, row
+    assert row["diff"] < 1e-5, row
+
+
+def test_quantize_layers_with_dense_sublayers_reload(tmp_path):
+    import keras
+
+    from bert4keras.layers import (ConditionalLayerNormalization, GatedAttentionUnit,
+                                   GlobalPointer)
+
+    keras.utils.set_random_seed(2)
+    x = keras.Input((6, 16))
+    c = keras.Input((8,))
+    h = ConditionalLayerNormalization(hidden_units=12, name="cln")([x, c])
+    h = GatedAttentionUnit(units=20, key_size=8, name="gau")(h)
+    scores = GlobalPointer(heads=2, head_size=8, name="gp")(h)
+    model = keras.Model([x, c], scores)
+    # non-zero conditional projections (zero-initialised), so that they matter
+    for layer in (model.get_layer("cln").beta_dense, model.get_layer("cln").gamma_dense):
+        layer.kernel.assign(np.random.RandomState(3).normal(size=layer.kernel.shape) * 0.1)
+    rng = np.random.RandomState(2)
+    inputs = [rng.normal(size=(2, 6, 16)).astype("float32"),
+              rng.normal(size=(2, 8)).astype("float32")]
+    model.quantize("int8")
+    quantized = {layer.path for layer in model._flatten_layers()
+                 if getattr(layer, "quantization_mode", None)}
+    assert {"cln/hidden_dense", "cln/beta_dense", "cln/gamma_dense", "gp/dense"} <= quantized
+    assert any(path.startswith("gau/") for path in quantized)
+    [row] = reload_in_new_process(tmp_path, [("layers-int8", model, inputs)])
+    assert "error" not in row, row
+    assert row["diff"] < 1e-4, row
+
+
+def test_with_dtype_policy_bfloat16_tiny():
+    from bert4keras.layers.quantization import with_dtype_policy
+
+    model = tiny_classifier()
+    inputs = tiny_inputs()
+    reference = model_outputs(model, inputs)[0]
+    bf16 = with_dtype_policy(model, "bfloat16")
+    ffn = bf16.get_layer("Transformer-0-FeedForward")
+    assert ffn.o_dense.compute_dtype == "bfloat16"
+    assert ffn.o_dense.kernel.dtype == "bfloat16"
+    out = model_outputs(bf16, inputs)[0].astype("float32")
+    assert np.abs(out - reference).max() < 0.04  # 10 bf16 unit roundoffs of outputs <= 1
+    model.quantize("int8")
+    with pytest.raises(ValueError, match="quantized"):
+        with_dtype_policy(model, "bfloat16")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SMALL, "bert_model.ckpt.index")),
+                    reason="shipped small BERT missing")
+def test_shipped_small_bert_mlm_top1_agrees():
+    from bert4keras.layers.quantization import quantize_model, with_dtype_policy
+    from bert4keras.models import build_transformer_model
+    from bert4keras.tokenizers import Tokenizer
+
+    tokenizer = Tokenizer(os.path.join(SMALL, "vocab.txt"), do_lower_case=True)
+    model = build_transformer_model(os.path.join(SMALL, "bert_config.json"),
+                                    os.path.join(SMALL, "bert_model.ckpt"), with_mlm=True)
+    texts = ["今天天气很好，我们一起去公园散步吧。", "这家餐厅的菜味道不错，服务也很周到。"]
+    ids = [tokenizer.encode(t, maxlen=32)[0] for t in texts]
+    length = max(map(len, ids))
+    token_ids = np.array([i + [0] * (length - len(i)) for i in ids])
+    inputs = [token_ids, np.zeros_like(token_ids)]
+    real = token_ids > 0
+    reference = model_outputs(model, inputs)[0]
+    bf16 = model_outputs(with_dtype_policy(model, "bfloat16"), inputs)[0].astype("float32")
+    quantize_model(model, "int8")
+    int8 = model_outputs(model, inputs)[0]
+    for name, out in (("int8", int8), ("bfloat16", bf16)):
+        agree = (out.argmax(-1) == reference.argmax(-1))[real].mean()
+        assert agree >= 0.9, (name, agree)
+        assert np.abs(out - reference).max() < 0.1, name  # probabilities
+
+
+def test_benchmark_quick_smoke():
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import quantized_inference
+
+    results = quantized_inference.main(["--quick", "--models", "base", "--batches", "1",
+                                        "--no-torch"])
+    assert results["quantized_layers"] == {"base": 12}
+    rows = {row["row"]: row for row in results["rows"]}
+    assert set(rows) == {"ours fp32", "ours int8", "ours bf16"}
+    assert 0 < rows["ours int8"]["max_abs_diff_vs_own_fp32"] < 0.05
+    assert set(results["matmul"]) == {"fp32", "int8->int32", "bf16"}
