@@ -65,7 +65,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bert4keras.layers import LayerNormalization
+from bert4keras.layers import DropMask, LayerNormalization
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator
 from bert4keras.tokenizers import Tokenizer
@@ -495,6 +495,10 @@ def build_models(config, checkpoint, num_relations):
                                  name="Object-Pointer")(conditioned)
     object_preds = keras.layers.Reshape((-1, num_relations, 2),
                                         name="Object-Pointer-Split")(objects)
+    # the losses average over real tokens themselves (labels -1 mark padding)
+    # and return one value per sentence: no Keras padding mask on the outputs
+    subject_preds = DropMask(name="Subject-Pointer-Unmasked")(subject_preds)
+    object_preds = DropMask(name="Object-Pointer-Unmasked")(object_preds)
     inputs = list(bert.inputs) + [subject_ids]
     train_model = keras.Model(inputs, [subject_preds, object_preds], name="duie_pointer")
     subject_model = keras.Model(bert.inputs, subject_preds, name="duie_subjects")
