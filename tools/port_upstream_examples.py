@@ -132,6 +132,11 @@ SCRIPT_RULES = {
     "basic_language_model_nezha_gen_gpt": [(r"maxlen=256", "maxlen=16"),
                                            (r"minlen=128", "minlen=4")],
     "basic_simple_web_serving_simbert": [(r"port=8864", "port={port}")],
+    # the title decoder's 32 tokens would leave no room for the text at maxlen 32
+    **{name: [(r"end_id=tokenizer\._token_end_id, maxlen=32\)",
+               "end_id=tokenizer._token_end_id, maxlen=8)")]
+       for name in ("task_seq2seq_autotitle", "task_seq2seq_autotitle_csl",
+                    "task_seq2seq_autotitle_multigpu")},
     "task_sentiment_virtual_adversarial_training": [(r"^train_frac = [\d.]+", "train_frac = 0.5")],
     # 12 -> 3 layers upstream; the shipped checkpoint has 4, so 4 -> 1.
     "task_iflytek_bert_of_theseus": [(r"num_hidden_layers=3", "num_hidden_layers=1")],
