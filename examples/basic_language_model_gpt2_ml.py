@@ -47,6 +47,8 @@ from bert4keras.models import build_transformer_model
 from bert4keras.checkpoints import checkpoint_families
 from bert4keras.tokenizers import Tokenizer
 
+import release_kit
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DIR = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_gpt_small")
 PROMPTS = ["中国的首都是北京", "今天天气不错，", "新华社北京１月１日电"]
@@ -66,15 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, default=None, help="override num_hidden_layers")
     p.add_argument("--prompt", action="append", default=None,
                    help="a prompt (repeat for several; default: three examples)")
-    p.add_argument("--method", choices=["sample", "beam", "greedy"], default="sample")
-    p.add_argument("--n", type=int, default=1, help="samples per prompt")
-    p.add_argument("--topk", type=int, default=None)
-    p.add_argument("--topp", type=float, default=0.95)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--beams", type=int, default=4)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--minlen", type=int, default=1, help="fewest tokens before the end token")
+    release_kit.add_decoding_args(p, method="sample", max_new_tokens=64, topk=None, topp=0.95,
+                                  beams=4)
     p.add_argument("--end", default=None,
                    help="token that ends a text (default [SEP] for bert, 。 for gpt2_ml)")
     p.add_argument("--cls", choices=["auto", "yes", "no"], default="auto",
@@ -141,12 +136,7 @@ def main(argv=None):
                             minlen=args.minlen)
     prompts = args.prompt or PROMPTS
     batch = [tokenizer.encode(text)[0] for text in prompts]
-    options = dict(method=args.method, repetition_penalty=args.repetition_penalty,
-                   temperature=args.temperature, progress=args.progress)
-    if args.method == "sample":
-        options.update(n=args.n, topk=args.topk, topp=args.topp, seed=args.seed)
-    elif args.method == "beam":
-        options.update(num_beams=args.beams)
+    options = dict(release_kit.decoding_options(args), progress=args.progress)
 
     start = time.time()
     if args.stream:  # decoded once: the streamed tokens are the result

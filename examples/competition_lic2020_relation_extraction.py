@@ -637,9 +637,12 @@ def report(scores, best):
 # ---------------------------------------------------------------------------
 
 
-def parse_args(argv=None):
-    p = common.ArgumentParser(__doc__)
-    add_model_args(p)
+def add_duie_args(p):
+    """The DuIE 2.0 file flags (train/dev/schema/alias/test and the outputs).
+
+    Shared with ``task_relation_extraction_gplinker.py``; the defaults are
+    the shipped sample under ``examples/data/duie_sample/``.
+    """
     p.add_argument("--train", default=os.path.join(SAMPLE_DIR, "train.json"),
                    help="DuIE 2.0 training file (default: the shipped sample)")
     p.add_argument("--dev", default=os.path.join(SAMPLE_DIR, "dev.json"),
@@ -651,6 +654,80 @@ def parse_args(argv=None):
     p.add_argument("--test-output", default=None,
                    help="write the test predictions here (official format, one JSON per line)")
     p.add_argument("--dev-output", default=None, help="write the dev predictions here")
+
+
+def load_task(args):
+    """Seed, resolve the model flags, read the schema, ``--train`` and ``--dev``.
+
+    Prints the counts and the model.
+
+    Args:
+        args: parsed flags of :func:`common.add_model_args`, :func:`add_duie_args`
+            and ``seed``, ``maxlen``, ``limit``.
+
+    Returns:
+        ``(config, checkpoint, tokenizer, schema, relations, examples, counts,
+        dev_records)``: see :func:`common.resolve_paths`, :func:`load_schema`,
+        :func:`build_examples` and :func:`load_duie`.
+
+    Raises:
+        FileNotFoundError: no config or vocabulary (:func:`common.resolve_paths`).
+        DataFormatError: a malformed line in one of the files.
+        ValueError: no training sentence has an SPO that can be placed.
+    """
+    keras.utils.set_random_seed(args.seed)
+    config, checkpoint, vocab = resolve_paths(args)
+    tokenizer = Tokenizer(vocab, do_lower_case=not args.cased)
+    schema, relations = load_schema(args.schema)
+    train_records = load_duie(args.train, schema, args.limit)
+    dev_records = load_duie(args.dev, schema, args.limit)
+    examples, counts = build_examples(train_records, tokenizer, relations, args.maxlen)
+    if not examples:
+        raise ValueError("no SPO of %s could be placed in its text within --maxlen %d"
+                         % (args.train, args.maxlen))
+    print("schema: %d predicates, %d (predicate, slot) relations" % (len(schema), len(relations)))
+    print("train: %(sentences)d sentences, %(spos)d SPOs, %(spos_placed)d placed within maxlen, "
+          "%(sentences_used)d sentences used" % counts)
+    print("dev: %d sentences; model: %s" % (len(dev_records), describe_model(config, checkpoint)))
+    return config, checkpoint, tokenizer, schema, relations, examples, counts, dev_records
+
+
+def finish_dev_and_test(args, dev_records, dev_scores, dev_predictions, predict, test_output):
+    """Rescore dev with ``--alias``, print it, write ``--dev-output`` and ``--test`` predictions.
+
+    Args:
+        args: parsed flags of :func:`add_duie_args` plus ``limit``.
+        dev_records, dev_scores, dev_predictions: the best epoch's dev
+            evaluation (:func:`duie_scores` and its predicted records).
+        predict: ``texts -> SPO lists`` (official format), for ``--test``.
+        test_output: where the test predictions go without ``--test-output``.
+
+    Returns:
+        the dev scores (with the alias dictionary when ``--alias`` is given).
+
+    Raises:
+        DataFormatError: a malformed line in ``--alias`` or ``--test``.
+    """
+    if args.alias:
+        dev_scores = duie_scores(dev_records, dev_predictions, load_alias_dict(args.alias))
+    print("dev (best epoch): P=%.4f R=%.4f F1=%.4f (%d gold, %d predicted, %d correct)"
+          % (dev_scores["precision"], dev_scores["recall"], dev_scores["f1"], dev_scores["gold"],
+             dev_scores["predicted"], dev_scores["correct"]))
+    if args.dev_output:
+        write_json_lines(args.dev_output, dev_predictions)
+    if args.test:
+        test_records = read_texts(args.test, "DuIE", args.limit)
+        spo_lists = predict([r["text"] for r in test_records])
+        output = args.test_output or test_output
+        write_json_lines(output, [dict(r, spo_list=s) for r, s in zip(test_records, spo_lists)])
+        print("wrote %d test predictions to %s" % (len(test_records), output))
+    return dev_scores
+
+
+def parse_args(argv=None):
+    p = common.ArgumentParser(__doc__)
+    add_model_args(p)
+    add_duie_args(p)
     p.add_argument("--maxlen", type=int, default=256, help="tokens per text incl. [CLS]/[SEP]")
     # defaults suit the shipped small BERT on the shipped sample; the original
     # baseline used a base-size BERT with batch 16, lr 2e-5, 20 epochs
@@ -676,20 +753,8 @@ def main(argv=None):
         ValueError: no training sentence has an SPO that can be placed.
     """
     args = parse_args(argv)
-    keras.utils.set_random_seed(args.seed)
-    config, checkpoint, vocab = resolve_paths(args)
-    tokenizer = Tokenizer(vocab, do_lower_case=not args.cased)
-    schema, relations = load_schema(args.schema)
-    train_records = load_duie(args.train, schema, args.limit)
-    dev_records = load_duie(args.dev, schema, args.limit)
-    examples, counts = build_examples(train_records, tokenizer, relations, args.maxlen)
-    if not examples:
-        raise ValueError("no SPO of %s could be placed in its text within --maxlen %d"
-                         % (args.train, args.maxlen))
-    print("schema: %d predicates, %d (predicate, slot) relations" % (len(schema), len(relations)))
-    print("train: %(sentences)d sentences, %(spos)d SPOs, %(spos_placed)d placed within maxlen, "
-          "%(sentences_used)d sentences used" % counts)
-    print("dev: %d sentences; model: %s" % (len(dev_records), describe_model(config, checkpoint)))
+    config, checkpoint, tokenizer, schema, relations, examples, counts, dev_records = \
+        load_task(args)
 
     models = build_models(config, checkpoint, len(relations))
     train_model = models[0]
@@ -711,20 +776,11 @@ def main(argv=None):
     train_model.set_weights(evaluator.best_weights)
     dev_scores, dev_predictions = evaluate(models, tokenizer, dev_records, schema, relations,
                                            args.maxlen, args.batch_size, args.threshold)
-    if args.alias:
-        dev_scores = duie_scores(dev_records, dev_predictions, load_alias_dict(args.alias))
-    print("dev (best epoch): P=%.4f R=%.4f F1=%.4f (%d gold, %d predicted, %d correct)"
-          % (dev_scores["precision"], dev_scores["recall"], dev_scores["f1"], dev_scores["gold"],
-             dev_scores["predicted"], dev_scores["correct"]))
-    if args.dev_output:
-        write_json_lines(args.dev_output, dev_predictions)
-    if args.test:
-        test_records = read_texts(args.test, "DuIE", args.limit)
-        spo_lists = extract_spos(models, tokenizer, [r["text"] for r in test_records], schema,
-                                 relations, args.maxlen, args.batch_size, args.threshold)
-        output = args.test_output or "runs/lic2020_re/test_predictions.json"
-        write_json_lines(output, [dict(r, spo_list=s) for r, s in zip(test_records, spo_lists)])
-        print("wrote %d test predictions to %s" % (len(test_records), output))
+    dev_scores = finish_dev_and_test(
+        args, dev_records, dev_scores, dev_predictions,
+        lambda texts: extract_spos(models, tokenizer, texts, schema, relations, args.maxlen,
+                                   args.batch_size, args.threshold),
+        "runs/lic2020_re/test_predictions.json")
 
     reload_diff = None
     if args.output:

@@ -256,6 +256,20 @@ def set_seeds(seed):
     keras.utils.set_random_seed(seed)
 
 
+def start_run(args):
+    """Seed with ``args.seed`` (:func:`set_seeds`) and resolve the model flags.
+
+    Returns:
+        ``(config, checkpoint, vocab)`` paths of :func:`common.resolve_paths`.
+
+    Raises:
+        FileNotFoundError: as :func:`common.resolve_paths` (no config or
+            vocabulary under ``--model-dir``).
+    """
+    set_seeds(args.seed)
+    return common.resolve_paths(args)
+
+
 # ---------------------------------------------------------------------------
 # Xiangqi rules
 # ---------------------------------------------------------------------------

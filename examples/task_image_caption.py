@@ -46,7 +46,7 @@ import numpy as np
 from bert4keras.tokenizers import Tokenizer
 
 import lm_kit
-from common import add_model_args, add_run_args, describe_model, resolve_paths, write_json
+from common import add_model_args, add_run_args, describe_model, write_json
 
 SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形"}
 COLOURS = {"红": (0.9, 0.1, 0.1), "绿": (0.1, 0.7, 0.2), "蓝": (0.15, 0.2, 0.9),
@@ -158,8 +158,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    lm_kit.set_seeds(args.seed)
-    config, checkpoint, vocab = resolve_paths(args)
+    config, checkpoint, vocab = lm_kit.start_run(args)
     tokenizer = Tokenizer(vocab, do_lower_case=not args.cased)
     start = time.time()
     train_x, train_text, _ = make_set(args.train_images, args.image_size, args.max_shapes,

@@ -48,7 +48,7 @@ from bert4keras.generation import CachedDecoder
 from bert4keras.tokenizers import load_vocab
 
 import lm_kit
-from common import add_model_args, add_run_args, describe_model, resolve_paths, write_json
+from common import add_model_args, add_run_args, describe_model, write_json
 
 TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + list("0123456789" + lm_kit.FILES)
 #: hand-written opening lines (ICCS), each checked move by move by the rules
@@ -140,8 +140,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    lm_kit.set_seeds(args.seed)
-    config, checkpoint, vocab = resolve_paths(args)
+    config, checkpoint, vocab = lm_kit.start_run(args)
     vocabulary = load_vocab(vocab)
     missing = [t for t in TOKENS if t not in vocabulary]
     if missing:

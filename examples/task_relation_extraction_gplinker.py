@@ -37,7 +37,6 @@ weights (it needs thousands of steps to help) and AdamW with linear decay.
         --batch-size 16 --lr 2e-5 --epochs 20 --test DuIE/test.json --test-output pred.json
 """
 
-import os
 import time
 
 import common  # first: it loads TensorFlow without the C++ start-up log
@@ -49,13 +48,11 @@ from bert4keras.backend import sparse_multilabel_categorical_crossentropy
 from bert4keras.layers import EfficientGlobalPointer
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator
-from bert4keras.tokenizers import Tokenizer
-from common import (BestEpoch, adamw, add_model_args, add_run_args, describe_model, pad_batch,
-                    read_texts, resolve_paths, save_and_check, write_json, write_json_lines)
-from competition_lic2020_relation_extraction import (BUCKET, PRIOR_BIAS, SAMPLE_DIR, Encoded,
-                                                     assemble_spos, build_examples, duie_scores,
-                                                     load_alias_dict, load_duie, load_schema,
-                                                     report)
+from common import (BestEpoch, adamw, add_model_args, add_run_args, pad_batch, save_and_check,
+                    write_json)
+from competition_lic2020_relation_extraction import (BUCKET, PRIOR_BIAS, Encoded, add_duie_args,
+                                                     assemble_spos, duie_scores,
+                                                     finish_dev_and_test, load_task, report)
 
 MAX_SPANS = 64  # subjects / objects kept per text when decoding (see decode)
 
@@ -224,17 +221,7 @@ def evaluate(model, tokenizer, records, schema, relations, args):
 def parse_args(argv=None):
     p = common.ArgumentParser(__doc__)
     add_model_args(p)
-    p.add_argument("--train", default=os.path.join(SAMPLE_DIR, "train.json"),
-                   help="DuIE 2.0 training file (default: the shipped sample)")
-    p.add_argument("--dev", default=os.path.join(SAMPLE_DIR, "dev.json"),
-                   help="DuIE 2.0 dev file, scored with the official metric")
-    p.add_argument("--schema", default=os.path.join(SAMPLE_DIR, "schema.json"),
-                   help="DuIE 2.0 schema file")
-    p.add_argument("--alias", default="", help="optional alias file of the official evaluation")
-    p.add_argument("--test", default=None, help="optional test file (lines with 'text') to predict")
-    p.add_argument("--test-output", default=None,
-                   help="write the test predictions here (official format, one JSON per line)")
-    p.add_argument("--dev-output", default=None, help="write the dev predictions here")
+    add_duie_args(p)
     p.add_argument("--maxlen", type=int, default=128, help="tokens per text incl. [CLS]/[SEP]")
     p.add_argument("--head-size", type=int, default=64, help="GlobalPointer head size")
     # defaults for the shipped small BERT on the shipped sample (dev F1 0 at 3e-4 after 30
@@ -262,20 +249,8 @@ def main(argv=None):
         ValueError: no training sentence has an SPO that can be placed.
     """
     args = parse_args(argv)
-    keras.utils.set_random_seed(args.seed)
-    config, checkpoint, vocab = resolve_paths(args)
-    tokenizer = Tokenizer(vocab, do_lower_case=not args.cased)
-    schema, relations = load_schema(args.schema)
-    train_records = load_duie(args.train, schema, args.limit)
-    dev_records = load_duie(args.dev, schema, args.limit)
-    examples, counts = build_examples(train_records, tokenizer, relations, args.maxlen)
-    if not examples:
-        raise ValueError("no SPO of %s could be placed in its text within --maxlen %d"
-                         % (args.train, args.maxlen))
-    print("schema: %d predicates, %d (predicate, slot) relations" % (len(schema), len(relations)))
-    print("train: %(sentences)d sentences, %(spos)d SPOs, %(spos_placed)d placed within maxlen, "
-          "%(sentences_used)d sentences used" % counts)
-    print("dev: %d sentences; model: %s" % (len(dev_records), describe_model(config, checkpoint)))
+    config, checkpoint, tokenizer, schema, relations, examples, counts, dev_records = \
+        load_task(args)
 
     model = build_model(config, checkpoint, len(relations), args.head_size)
     train = GPLinkerGenerator(examples, len(relations), args.batch_size)
@@ -294,20 +269,11 @@ def main(argv=None):
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)
     dev_scores, dev_predictions = evaluate(model, tokenizer, dev_records, schema, relations, args)
-    if args.alias:
-        dev_scores = duie_scores(dev_records, dev_predictions, load_alias_dict(args.alias))
-    print("dev (best epoch): P=%.4f R=%.4f F1=%.4f (%d gold, %d predicted, %d correct)"
-          % (dev_scores["precision"], dev_scores["recall"], dev_scores["f1"], dev_scores["gold"],
-             dev_scores["predicted"], dev_scores["correct"]))
-    if args.dev_output:
-        write_json_lines(args.dev_output, dev_predictions)
-    if args.test:
-        test_records = read_texts(args.test, "DuIE", args.limit)
-        spo_lists = extract_spos(model, tokenizer, [r["text"] for r in test_records], schema,
-                                 relations, args.maxlen, args.batch_size, args.threshold)
-        output = args.test_output or "runs/gplinker/test_predictions.json"
-        write_json_lines(output, [dict(r, spo_list=s) for r, s in zip(test_records, spo_lists)])
-        print("wrote %d test predictions to %s" % (len(test_records), output))
+    dev_scores = finish_dev_and_test(
+        args, dev_records, dev_scores, dev_predictions,
+        lambda texts: extract_spos(model, tokenizer, texts, schema, relations, args.maxlen,
+                                   args.batch_size, args.threshold),
+        "runs/gplinker/test_predictions.json")
 
     reload_diff = None
     if args.output:
