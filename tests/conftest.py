@@ -14,6 +14,17 @@ EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 if EXAMPLES_DIR not in sys.path:
     sys.path.insert(0, EXAMPLES_DIR)
 
+
+def load_example(name):
+    """``examples/<name>.py`` imported as a new module object (its
+    ``main``/``parse_args`` and helpers), as the example tests use them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES_DIR, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 SMALL_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=37, max_position_embeddings=64, type_vocab_size=2,
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

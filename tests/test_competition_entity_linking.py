@@ -2,11 +2,12 @@
 alias index, the scorer on hand-computed cases, the pointer decoder and the
 ranker's input, and one end-to-end run of ``main`` on the shipped sample."""
 
-import importlib.util
 import json
 import os
 
 import pytest
+
+from conftest import load_example
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
@@ -15,11 +16,7 @@ SAMPLE = os.path.join(EXAMPLES, "data", "ccks2019_el_sample")
 
 @pytest.fixture(scope="module")
 def el():
-    path = os.path.join(EXAMPLES, "competition_entity_linking.py")
-    spec = importlib.util.spec_from_file_location("competition_entity_linking", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("competition_entity_linking")
 
 
 @pytest.fixture(scope="module")

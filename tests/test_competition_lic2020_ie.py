@@ -3,7 +3,6 @@ official-metric scorers on hand-computed cases, the shipped samples, a gold ->
 labels -> decoding round trip, clear errors on malformed lines, and one short
 end-to-end run of each script on its sample with the shipped small BERT."""
 
-import importlib.util
 import json
 import math
 import os
@@ -11,17 +10,12 @@ import os
 import numpy as np
 import pytest
 
+from conftest import load_example
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-EXAMPLES = os.path.join(REPO, "examples")
 VOCAB = os.path.join(REPO, "checkpoints", "chinese_bert_small", "vocab.txt")
 
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@ hand-computed cases, the window/offset mapping on the shipped sample, the
 file checks, and a smoke run of ``main`` (shipped small BERT, 1 epoch)."""
 
 import copy
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+
+from conftest import load_example
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -20,11 +21,7 @@ TEST_MAXLEN, TEST_STRIDE = 128, 64
 
 @pytest.fixture(scope="module")
 def mrc():
-    name = "competition_lic2020_reading_comprehension"
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("competition_lic2020_reading_comprehension")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,13 @@
 hand-computed cases, both scorers, the encode/decode round trip, and a short
 end-to-end run of ``main`` with the shipped small BERT."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+
+from conftest import load_example
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
@@ -17,11 +18,7 @@ VOCAB = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small",
 
 @pytest.fixture(scope="module")
 def nl2sql():
-    path = os.path.join(EXAMPLES, "competition_nl2sql.py")
-    spec = importlib.util.spec_from_file_location("competition_nl2sql", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("competition_nl2sql")
 
 
 # A table small enough to compute every answer by hand.

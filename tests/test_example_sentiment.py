@@ -2,25 +2,22 @@
 end to end on the shipped checkpoint (and from random init), with batches of
 several lengths, and its saved .keras model reloads to the same predictions."""
 
-import importlib.util
 import os
 
 import pytest
 
+from conftest import load_example
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_example():
-    path = os.path.join(ROOT, "examples", "task_sentiment_classification.py")
-    spec = importlib.util.spec_from_file_location("task_sentiment_classification", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sentiment_example():
+    return load_example("task_sentiment_classification")
 
 
 @pytest.mark.parametrize("extra", [[], ["--random-init"]], ids=["shipped", "random_init"])
 def test_sentiment_example_smoke(tmp_path, extra):
-    example = load_example()
+    example = sentiment_example()
     results = example.main(["--limit", "48", "--batch-size", "8", "--epochs", "1",
                             "--output", str(tmp_path / "model.keras")] + extra)
     assert 0.0 <= results["test_acc"] <= 1.0
@@ -42,7 +39,7 @@ def test_paired_comparison_matches_the_binomial_test():
     value for the 98-vs-69 split reported in the README."""
     import numpy as np
 
-    example = load_example()
+    example = sentiment_example()
     a = np.array([1, 1, 1, 0, 1], bool)
     b = np.array([0, 0, 0, 0, 1], bool)
     result = example.paired_comparison(a, b, resamples=200)
@@ -59,7 +56,7 @@ def test_paired_comparison_matches_the_binomial_test():
 
 
 def test_missing_checkpoint_dir_is_named(tmp_path):
-    example = load_example()
+    example = sentiment_example()
     with pytest.raises(FileNotFoundError, match="nowhere"):
         example.main(["--model-dir", str(tmp_path / "nowhere"), "--limit", "8"])
 

@@ -4,7 +4,6 @@ will be ignored`` warning, ``--stream`` decodes and prints once, and a script
 starts without TensorFlow's C++ log lines."""
 
 import glob
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,19 +11,14 @@ import warnings
 
 import pytest
 
+from conftest import load_example
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(os.path.basename(p)[:-3]
                   for p in glob.glob(os.path.join(ROOT, "examples", "*.py"))
                   if not p.endswith(("common.py", "_kit.py")))  # shared modules, not scripts
 SMALL_BERT_DIR = os.path.join(ROOT, "checkpoints", "chinese_bert_small")
 
-
-def load_example(name):
-    path = os.path.join(ROOT, "examples", name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

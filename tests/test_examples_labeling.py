@@ -1,21 +1,13 @@
 """The sequence-labelling examples: their scorers on hand-computed cases, and
 a smoke run of each script's ``main`` (random init, a few sentences, 1 epoch)."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+from conftest import load_example
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

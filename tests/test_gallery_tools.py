@@ -5,7 +5,6 @@ basic_simple_web_serving_simbert.py, and the ``RequestBatcher`` of
 ``bert4keras.snippets`` that the web service batches requests with."""
 
 import concurrent.futures
-import importlib.util
 import os
 import threading
 import time
@@ -13,16 +12,11 @@ import time
 import numpy as np
 import pytest
 
+from conftest import load_example
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "checkpoints", "chinese_bert_small")
 
-
-def load_example(name):
-    path = os.path.join(ROOT, "examples", name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

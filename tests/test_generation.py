@@ -26,7 +26,6 @@ The random models are scaled so that their greedy paths vary (random
 Transformers otherwise repeat one token) and their stop tokens are reached.
 """
 
-import importlib.util
 import os
 
 import keras
@@ -35,6 +34,7 @@ import pytest
 
 from bert4keras.generation import AutoRegressiveDecoder, CachedDecoder
 from bert4keras.models import build_transformer_model
+from conftest import load_example
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = 97
@@ -505,13 +505,6 @@ def test_errors():
 
 # -- examples -------------------------------------------------------------------------
 
-
-def load_example(name):
-    path = os.path.join(os.path.dirname(HERE), "examples", name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 SMALL_BERT_DIR = os.path.join(os.path.dirname(HERE), "checkpoints", "chinese_bert_small")
