@@ -1,0 +1,139 @@
+"""What every benchmark script shares: the machine, timing, peak memory, FLOPs.
+
+Scripts in ``benchmarks/`` run as ``python benchmarks/X.py``, so this module is
+importable as ``import benchlib`` (the script's folder is on ``sys.path``).
+
+* :func:`machine` -- the CPU model and the flags that decide which kernels exist
+  (from ``/proc/cpuinfo``, as ``lscpu`` prints them), and the core count;
+* :func:`timed` -- mean seconds per call of ``fn`` over ``iters`` calls;
+* :func:`peak_rss` / :func:`current_rss` -- the process' high-water and current
+  resident set size in bytes;
+* :func:`matmul_peak` -- this machine's measured fp32 matmul rate in GFLOP/s
+  (TensorFlow, torch or NumPy), the yardstick for "fraction of peak";
+* :func:`encoder_flops` / :func:`decoder_step_flops` -- the multiply-add count
+  (x2, in FLOP) of a BERT-style forward pass and of one cached decoding step.
+"""
+
+import os
+import statistics
+import time
+
+#: CPU flags that decide which fp32 / bf16 / int8 kernels a library can use.
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
+         "amx_int8", "amx_tile")
+
+
+def machine():
+    """``{"model": str, "cores": int, "flags": [present flags of FLAGS]}`` read
+    from ``/proc/cpuinfo`` (``"unknown"`` / ``[]`` where it cannot be read)."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(),
+            "flags": [flag for flag in FLAGS if flag in flags]}
+
+
+def machine_line():
+    """One printable line: ``CPU: <model>, <n> cores, flags: a b c``."""
+    info = machine()
+    return "CPU: %s, %d cores, flags: %s" % (info["model"], info["cores"] or 0,
+                                            " ".join(info["flags"]) or "-")
+
+
+def timed(fn, iters=1):
+    """Mean wall seconds per call of ``fn()`` over ``iters`` calls."""
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) / iters
+
+
+def current_rss():
+    """Resident set size of this process now, in bytes (Linux ``/proc``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss():
+    """High-water resident set size of this process in bytes (``ru_maxrss``,
+    KiB on Linux). A fresh process per measured configuration gives a clean
+    figure: the mark never goes down."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def matmul_peak(library="tensorflow", m=4096, k=768, n=3072, rounds=3):
+    """Measured fp32 matmul rate of ``library`` on this machine, GFLOP/s.
+
+    Args:
+        library: ``"tensorflow"`` (``tf.matmul`` in a ``tf.function``),
+            ``"torch"`` (``torch.matmul`` under ``inference_mode``) or
+            ``"numpy"``; each with its default thread count.
+        m, k, n: the product ``(m, k) @ (k, n)``; the default is BERT-base's
+            feed-forward at batch 32 x length 128.
+        rounds: samples; the best one is returned (a peak, not a typical rate).
+
+    Raises:
+        ValueError: for an unknown ``library``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(m, k)).astype("float32")
+    b = rng.normal(size=(k, n)).astype("float32")
+    if library == "tensorflow":
+        import tensorflow as tf
+
+        x, y = tf.constant(a), tf.constant(b)
+        fn = tf.function(tf.matmul)
+        run = lambda: fn(x, y).numpy()  # noqa: E731
+    elif library == "torch":
+        import torch
+
+        x, y = torch.from_numpy(a), torch.from_numpy(b)
+
+        def run():
+            with torch.inference_mode():
+                return torch.matmul(x, y)
+    elif library == "numpy":
+        run = lambda: a @ b  # noqa: E731
+    else:
+        raise ValueError("matmul_peak: unknown library %r (tensorflow, torch, numpy)"
+                         % (library,))
+    run()
+    best = min(timed(run, 3) for _ in range(rounds))
+    return 2.0 * m * k * n / best / 1e9
+
+
+def encoder_flops(batch, seq_len, layers=12, hidden=768, intermediate=3072):
+    """FLOP (2 x multiply-adds) of a BERT-style encoder forward pass, matmuls
+    only: per layer the Q/K/V/output projections (``4 h^2``), the two
+    feed-forward matrices (``2 h i``) per token, and the two attention products
+    (``2 s h``) per token. Embedding lookups, softmax and LayerNorm are left
+    out (they are not matmuls). A training step is about 3x this."""
+    per_token = layers * (4 * hidden * hidden + 2 * hidden * intermediate
+                          + 2 * seq_len * hidden)
+    return 2.0 * batch * seq_len * per_token
+
+
+def decoder_step_flops(batch, context, layers=12, hidden=768, intermediate=3072,
+                       vocab=50257):
+    """FLOP of one cached decoding step of a GPT-style decoder for ``batch``
+    rows attending to ``context`` positions, including the vocabulary
+    projection (matmuls only, as :func:`encoder_flops`)."""
+    per_token = layers * (4 * hidden * hidden + 2 * hidden * intermediate
+                          + 2 * context * hidden) + hidden * vocab
+    return 2.0 * batch * per_token
+
+
+def median(values):
+    """The median of a non-empty iterable."""
+    return statistics.median(list(values))
