@@ -50,6 +50,8 @@ import subprocess
 import sys
 import time
 
+import benchlib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -109,17 +111,8 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------------
 
 
-def current_rss():
-    """Resident set size of this process now, in bytes (Linux ``/proc``)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss():
-    """High-water RSS of this process in bytes (``ru_maxrss`` is KiB on Linux)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+current_rss = benchlib.current_rss
+peak_rss = benchlib.peak_rss
 
 
 def start_watchdog(limit_bytes):
@@ -285,6 +278,7 @@ def main(argv=None):
     if args.worker:
         return worker(args)
     gb = 1024.0 ** 3
+    print(benchlib.machine_line())
     print("Model: %d layers, hidden %d, %d heads, FFN %d, vocab %d, length %d; AdamW; backend %s"
           " (%s)" % (args.layers, args.hidden, args.heads, args.intermediate, args.vocab,
                      args.seq_len, args.backend, "XLA" if args.jit else "graph, no XLA"),
@@ -316,7 +310,8 @@ def main(argv=None):
     print("| batch | peak RSS GB (plain / recompute) | peak RSS ratio | activations ratio "
           "| step time ratio (recompute / plain), median [range] |")
     print("|---|---|---|---|---|")
-    results = {"args": {k: v for k, v in vars(args).items() if k != "batch_list"}, "rows": []}
+    results = {"args": {k: v for k, v in vars(args).items() if k != "batch_list"}, "rows": [],
+               "machine": benchlib.machine()}
     for batch, pair in rows:
         plain, remat = pair[False], pair[True]
         if plain is None or remat is None:

@@ -16,11 +16,13 @@ batch call. The ids are checked to be identical before timing counts.
 """
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
 import time
 
+import benchlib
 from bert4keras import datasets
 from bert4keras.tokenizers import Tokenizer
 
@@ -35,6 +37,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--results", help="write the raw timings here (JSON)")
     args = parser.parse_args(argv)
 
     from transformers import BertTokenizer
@@ -65,6 +68,7 @@ def main(argv=None):
     times["hf_legacy_python"] = [t]
     mismatches = sum(a != b for a, b in zip(legacy_ids, batch))
 
+    print(benchlib.machine_line())
     reference = len(lines) / statistics.median(times["hf_batch"])
     print("| tokenizer (%d real review lines) | lines/s | ratio to HF batch |" % len(lines))
     print("|---|---|---|")
@@ -73,6 +77,11 @@ def main(argv=None):
         print("| %s | %.0f | %.2fx |" % (name, rate, rate / reference))
     print("\nids identical to transformers.BertTokenizer on all %d lines; "
           "legacy Python tokenizer differs on %d" % (len(lines), mismatches))
+    print("peak RSS of the process (all rows): %.2f GB" % (benchlib.peak_rss() / 1e9))
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump({"machine": benchlib.machine(), "lines": len(lines),
+                       "seconds": times, "legacy_mismatches": mismatches}, f, indent=1)
 
 
 if __name__ == "__main__":
