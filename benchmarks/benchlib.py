@@ -75,8 +75,9 @@ def matmul_peak(library="tensorflow", m=4096, k=768, n=3072, rounds=3):
 
     Args:
         library: ``"tensorflow"`` (``tf.matmul`` in a ``tf.function``),
-            ``"torch"`` (``torch.matmul`` under ``inference_mode``) or
-            ``"numpy"``; each with its default thread count.
+            ``"torch"`` (``torch.matmul`` under ``inference_mode``), ``"jax"``
+            (``jax.jit(jnp.matmul)``, XLA's CPU dot) or ``"numpy"``; each with
+            its default thread count.
         m, k, n: the product ``(m, k) @ (k, n)``; the default is BERT-base's
             feed-forward at batch 32 x length 128.
         rounds: samples; the best one is returned (a peak, not a typical rate).
@@ -103,10 +104,16 @@ def matmul_peak(library="tensorflow", m=4096, k=768, n=3072, rounds=3):
         def run():
             with torch.inference_mode():
                 return torch.matmul(x, y)
+    elif library == "jax":
+        import jax
+
+        x, y = jax.device_put(a), jax.device_put(b)
+        fn = jax.jit(jax.numpy.matmul)
+        run = lambda: fn(x, y).block_until_ready()  # noqa: E731
     elif library == "numpy":
         run = lambda: a @ b  # noqa: E731
     else:
-        raise ValueError("matmul_peak: unknown library %r (tensorflow, torch, numpy)"
+        raise ValueError("matmul_peak: unknown library %r (tensorflow, torch, jax, numpy)"
                          % (library,))
     run()
     best = min(timed(run, 3) for _ in range(rounds))

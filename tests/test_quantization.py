@@ -198,3 +198,84 @@ def test_benchmark_quick_smoke():
     assert set(rows) == {"ours fp32", "ours int8", "ours bf16"}
     assert 0 < rows["ours int8"]["max_abs_diff_vs_own_fp32"] < 0.05
     assert set(results["matmul"]) == {"fp32", "int8->int32", "bf16"}
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
+def test_quantization_on_jax():
+    """JAX is the backend whose int8 matmul is fast on CPU (see the benchmark's
+    kernel probe): Keras' int8 of our layers must match NumPy and reload there."""
+    from conftest import rerun_under_jax
+
+    rerun_under_jax(__file__, "numpy_int8 or tiny_bert_and_reload or dense_sublayers")
+
+
+def test_onednn_verbose_parsing():
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import quantized_inference
+
+    log = "\n".join([
+        "onednn_verbose,v1,info,cpu,runtime:threadpool",
+        "onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_f32::blocked:ab:f0 "
+        "wei_f32::blocked:ab:f0 dst_f32::blocked:ab:f0,,,32x64:64x128,0.05",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx10_1_512_amx,undef,"
+        "src:bf16::blocked:ab::f0 wei:bf16::blocked:ab::f0 dst:bf16::blocked:ab::f0,,,"
+        "32x64:64x128,0.04",
+        "onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_s8::blocked:ab:f0 "
+        "wei_s8::blocked:ab:f0 dst_s32::blocked:ab:f0,,,32x64:64x128,0.02"])
+    tf = quantized_inference.onednn_kernels(log, "tensorflow")
+    assert tf == {"fp32": "oneDNN gemm_api", "int8->int32": "oneDNN gemm_api",
+                  "bf16": "oneDNN matmul brg_matmul:avx10_1_512_amx"}
+    torch = quantized_inference.onednn_kernels(log, "torch")
+    assert "int8->int32" not in torch and torch["torch._int_mm"] == "oneDNN gemm_api"
+    assert quantized_inference.onednn_kernels(log.splitlines()[0], "tensorflow") == {}
+
+
+def test_benchmark_jax_rows_and_probe():
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import quantized_inference
+
+    results = quantized_inference.main(["--quick", "--models", "base", "--batches", "1",
+                                        "--no-torch", "--backends", "jax",
+                                        "--probe-backends", "jax"])
+    assert results["quantized_layers"] == {"base": 12}
+    rows = {row["row"]: row for row in results["rows"]}
+    assert set(rows) == {"ours-jax fp32", "ours-jax int8", "ours-jax bf16"}
+    assert 0 < rows["ours-jax int8"]["max_abs_diff_vs_own_fp32"] < 0.05
+    kernels = results["kernels"]["jax"]
+    assert set(kernels) == {"fp32", "int8->int32", "bf16"}
+    assert all(row["kernel"] and row["gops"] > 0 for row in kernels.values())
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SMALL, "vocab.txt")),
+                    reason="shipped vocab missing")
+def test_benchmark_sentiment_accuracy_tiny(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import quantized_inference
+    from bert4keras.datasets import load_sentiment_reviews
+
+    try:
+        load_sentiment_reviews()
+    except Exception as error:  # noqa: BLE001 - no cached data and no network
+        pytest.skip("sentiment reviews unavailable: %s" % error)
+    import keras
+
+    from bert4keras.models import build_transformer_model
+
+    keras.utils.set_random_seed(0)
+    bert = build_transformer_model(**dict(TINY, vocab_size=21128, max_position=128))
+    probs = keras.layers.Dense(2, activation="softmax", name="head")(bert.output[:, 0])
+    path = str(tmp_path / "tiny.keras")
+    keras.Model(bert.inputs, probs).save(path)
+    results = quantized_inference.main(["--skip-speed", "--model", path, "--limit", "16",
+                                        "--maxlen", "32"])
+    out = results["sentiment"]["tensorflow"]
+    assert out["test_texts"] == 16 and out["quantized_layers"] == 13
+    for key in ("fp32", "int8", "bf16"):
+        assert 0 <= out["acc_" + key] <= 1
+    assert out["int8_reload_max_diff"] is not None and out["int8_reload_max_diff"] < 1e-4

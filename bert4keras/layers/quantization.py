@@ -20,6 +20,16 @@ the same policy back to the sublayer of that name when the layer is rebuilt
 creates the int8 variables the file holds. Layers that were never quantized keep their config
 unchanged (no ``sublayer_dtypes`` key).
 
+Speed depends on the backend, because Keras' int8 ``Dense`` multiplies int8
+inputs by the int8 kernel with ``keras.ops.matmul`` (int32 result) and each
+backend sends that op to a different kernel on a CPU (Keras 3.15; measured by
+``benchmarks/quantized_inference.py``'s kernel probe on a Xeon with AVX512-VNNI
+and AMX): JAX compiles it to XLA's YNNPACK int8 kernel (several times its fp32
+matmul); TensorFlow runs it in Eigen, not oneDNN, and is slower than its own
+fp32; torch casts both operands to int32 on a CPU. For a fast CPU model
+use the JAX backend for int8, or a ``bfloat16`` copy (:func:`with_dtype_policy`)
+on TensorFlow or torch, whose bf16 matmuls run oneDNN's AMX kernels.
+
 Not quantized (Keras leaves them in float and warns, the model still runs):
 :class:`~bert4keras.layers.Embedding` (a gather, and in ``mode='dense'`` the
 tied MLM output projection; see its ``quantize``), position embeddings,
