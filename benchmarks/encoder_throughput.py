@@ -1,38 +1,63 @@
-"""Encoder forward throughput: bert4keras vs Hugging Face ``transformers`` (torch).
+"""Encoder forward and training step: bert4keras on TensorFlow, JAX and PyTorch
+vs Hugging Face ``transformers`` (torch).
 
 BERT-base shape by default (12 layers, hidden 768, 12 heads, FFN 3072, vocab
-21128), random weights, batch 32, length 128, float32, CPU, inference.
+21128), random weights, float32, CPU; length 128; batch 32 for the forward,
+16 for the training step.
 
-Rows (all measured in interleaved rounds in one run; the order of the rows is
-rotated every round so no row always runs right after another):
+Every row runs in its own worker subprocess (a process has one Keras backend,
+and a fresh process gives each row a clean peak RSS); the main process only
+drives them. The first worker builds the model (seeded), writes its weights,
+and every other worker loads the same weights, so all rows compute the same
+function (the table prints each row's maximum difference from the peer).
 
-* ``ours TF graph``: the bert4keras ``keras.Model`` on the TensorFlow backend,
-  called as ``model(inputs, training=False)`` inside
-  ``tf.function(jit_compile=False)`` (TF graph executor with oneDNN kernels).
-* ``ours TF XLA``: the same call inside ``tf.function(jit_compile=True)``.
-* ``ours TF predict`` (``--predict``): ``model.predict(x, batch_size=batch)``,
-  Keras' own inference loop (graph mode, XLA only if ``jit_compile`` resolves
-  to it), including its per-call overhead.
-* ``ours JAX`` (unless ``--no-jax``): the same model built with
-  ``KERAS_BACKEND=jax`` in a worker subprocess (a process has one Keras
-  backend), ``jax.jit`` of ``model.stateless_call``. The worker sleeps on its
-  stdin while the other rows run, and is driven round by round.
-* ``HF torch``: ``transformers.BertModel`` (no pooler, default attention
-  implementation, ``eval()``, ``torch.inference_mode()``) holding the same
-  weights as ours (copied through ``checkpoint_tensors('hf')``); the maximum
-  absolute difference of the two outputs is printed as a sanity check.
+Forward rows (``model(x, training=False)``):
 
-Every row is warmed up (compilation included) before timing. A sample is the
-mean time of ``--iters`` forward passes; the reported time is the median of
-the ``--rounds`` samples and ``seq/s = batch / time``; the ratio to torch is
-the median over rounds of (torch's time / the row's time) in the same round,
-with the range of those per-round ratios. All runtimes use every core unless ``--threads`` is
-given (the thread counts are printed).
+* ``ours TF graph`` / ``ours TF XLA``: ``tf.function(jit_compile=False|True)``
+  around the call (``--tf-modes``).
+* ``ours JAX``: ``jax.jit`` of ``model.stateless_call``.
+* ``ours torch``: the eager call under ``torch.no_grad()`` (what
+  ``model.predict`` runs on the torch backend, without its loop).
+* ``ours <backend> predict`` (``--predict``): ``model.predict(x,
+  batch_size=batch)``.
+* ``HF torch``: ``BertModel(add_pooling_layer=False).eval()`` under
+  ``torch.inference_mode()``, default (``sdpa``) attention.
+
+Training rows (``--train``): one step of fine-tuning a sentence classifier,
+which is what "a BERT-base training step" means for most users: the encoder,
+the tanh pooler over [CLS] and a 2-way linear classifier, softmax cross-entropy
+on integer labels, AdamW (lr 2e-5, weight decay 0.01, eps 1e-6, betas 0.9 /
+0.999, decay on every weight), dropout 0.1 on the hidden states and the
+attention probabilities (``--dropout``), as BERT's fine-tuning recipe.
+
+* ours: ``model.train_on_batch(x, y)`` of the ``keras.Model`` compiled with
+  ``keras.optimizers.AdamW`` and ``SparseCategoricalCrossentropy(from_logits=
+  True)``; ``jit_compile`` as Keras resolves ``"auto"`` per backend (XLA on
+  TensorFlow and JAX, eager on torch); ``--tf-modes graph,xla`` adds the TF
+  graph (no XLA) row.
+* ``HF torch``: ``BertForSequenceClassification(num_labels=2).train()``,
+  ``loss = model(..., labels=y).loss; loss.backward(); opt.step();
+  opt.zero_grad()`` with ``torch.optim.AdamW``, same hyper-parameters.
+  The check column compares the logits in inference mode (no dropout).
+
+Method: workers are built, compiled and warmed up (``--warmup`` untimed
+calls) before timing. Then in each of ``--rounds`` rounds every row runs
+``--iters`` calls (a sample is their mean time), the row order rotated every
+round, and every worker times one fp32 matmul of the feed-forward shape
+(``(batch * length, hidden) @ (hidden, intermediate)``,
+``benchlib.matmul_peak``) in its own library: a same-run probe of the raw
+kernels of each backend. Reported: the median sample; ratios are medians over
+rounds of (the reference's time / the row's time) in the same round, to TF
+(the faster TF row) and to ``HF torch`` (> 1: the row is faster); the
+fraction of the run's best measured matmul rate (``benchlib.encoder_flops``,
+x3 for a training step); each worker's peak RSS (``ru_maxrss``).
 
 Usage::
 
-    python benchmarks/encoder_throughput.py                 # full run
-    python benchmarks/encoder_throughput.py --layers 2 --rounds 2 --batch 8
+    python benchmarks/encoder_throughput.py                       # forward, all backends
+    python benchmarks/encoder_throughput.py --train               # training step
+    python benchmarks/encoder_throughput.py --backend jax,torch --rounds 7
+    python benchmarks/encoder_throughput.py --quick [--train]     # smoke run (< 1 min)
 """
 
 import argparse
@@ -49,293 +74,445 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402
+
 VOCAB = 21128
+BACKENDS = ("tensorflow", "jax", "torch")
+LR, WEIGHT_DECAY, EPS = 2e-5, 0.01, 1e-6
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Rows and method: see the module docstring.")
+    p.add_argument("--backend", default=",".join(BACKENDS),
+                   help="our backends, comma-separated (default: all three)")
+    p.add_argument("--train", action="store_true",
+                   help="time a training step (pooled classifier, AdamW) instead of the forward")
+    p.add_argument("--tf-modes", default=None,
+                   help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
+                        "forward; xla, Keras' default jit_compile, for --train)")
+    p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
+    p.add_argument("--no-hf", action="store_true", help="skip the transformers peer")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 2 layers, hidden 128, batch 8, length 64, 2 rounds")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    p.add_argument("--iters", type=int, default=1, help="forward passes per sample")
-    p.add_argument("--warmup", type=int, default=2, help="untimed passes per row")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--iters", type=int, default=1, help="calls per sample")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per row")
+    p.add_argument("--batch", type=int, default=None, help="default 32 (16 with --train)")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--intermediate", type=int, default=3072)
+    p.add_argument("--dropout", type=float, default=None,
+                   help="hidden and attention dropout (default 0 for the forward, 0.1 with "
+                        "--train)")
     p.add_argument("--threads", type=int, default=0,
-                   help="intra-op threads for every runtime (0: the runtimes' defaults, "
-                        "all cores)")
-    p.add_argument("--torch-alt-threads", type=int, default=0, metavar="N",
-                   help="add an informational row: torch with N intra-op threads (on a loaded "
-                        "machine OpenMP can run faster with fewer threads than cores)")
-    p.add_argument("--no-jax", action="store_true", help="skip the JAX-backend row")
-    p.add_argument("--no-graph", action="store_true", help="skip the TF graph (no XLA) row")
-    p.add_argument("--predict", action="store_true", help="add a model.predict row")
+                   help="intra-op threads for TF and torch (0: the runtimes' defaults, all "
+                        "cores); JAX/XLA keeps its own thread pool (the 'cores busy' column "
+                        "shows what each row used)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--worker", choices=["jax"], help=argparse.SUPPRESS)
-    p.add_argument("--worker-out", help=argparse.SUPPRESS)
-    p.add_argument("--worker-weights", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    p.add_argument("--results", metavar="FILE.json", help="write the raw rows as JSON")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.layers, args.hidden, args.heads, args.intermediate = 2, 128, 2, 512
+        args.batch, args.seq_len, args.rounds = args.batch or 8, 64, 2
+        args.warmup = min(args.warmup, 1)
+    if args.batch is None:
+        args.batch = 16 if args.train else 32
+    if args.dropout is None:
+        args.dropout = 0.1 if args.train else 0.0
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    bad = sorted(set(backends) - set(BACKENDS))
+    if bad:
+        p.error("--backend: unknown %s (choose from %s)" % (bad, ", ".join(BACKENDS)))
+    args.backends = backends
+    modes = args.tf_modes or ("xla" if args.train else "graph,xla")
+    args.tf_mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    if set(args.tf_mode_list) - {"graph", "xla"}:
+        p.error("--tf-modes: graph and/or xla, got %r" % modes)
+    return args
 
 
-def make_inputs(args):
+def row_specs(args):
+    """``[(row name, worker kind, mode)]`` in table order."""
+    rows = []
+    for backend in args.backends:
+        if backend == "tensorflow":
+            rows += [("ours TF %s" % ("XLA" if m == "xla" else "graph"), "tensorflow", m)
+                     for m in args.tf_mode_list]
+        else:
+            rows.append(("ours %s" % ("JAX" if backend == "jax" else "torch"), backend, "call"))
+        if args.predict and not args.train:
+            rows.append(("ours %s predict" % backend, backend, "predict"))
+    if not args.no_hf:
+        rows.append(("HF torch", "hf", "call"))
+    return rows
+
+
+def make_batch(args):
     rng = np.random.default_rng(args.seed)
     ids = rng.integers(1, VOCAB, size=(args.batch, args.seq_len)).astype("int32")
     seg = np.zeros_like(ids)
     seg[:, args.seq_len // 2:] = 1
-    return ids, seg
+    labels = rng.integers(0, 2, size=(args.batch,)).astype("int32")
+    return ids, seg, labels
 
 
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+# -- workers -------------------------------------------------------------------
 def build_ours(args):
+    """Our ``keras.Model``: the encoder, or (``--train``) encoder + pooler +
+    ``classifier`` logits; and the ``Transformer`` (for its HF names)."""
     sys.path.insert(0, ROOT)
     import keras
 
     from bert4keras.models import build_transformer_model
 
     keras.utils.set_random_seed(args.seed)
-    return build_transformer_model(
+    transformer = build_transformer_model(
         None, vocab_size=VOCAB, hidden_size=args.hidden, num_hidden_layers=args.layers,
         num_attention_heads=args.heads, intermediate_size=args.intermediate,
-        max_position=512, dropout_rate=0.0, return_keras_model=False)
-
-
-def timed(fn, iters):
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
-
-
-# -- JAX worker (a subprocess: the Keras backend is fixed per process) ---------
-def jax_worker(args):
-    import jax
-
-    transformer = build_ours(args)
+        max_position=512, dropout_rate=args.dropout, attention_dropout_rate=args.dropout,
+        with_pool=bool(args.train), return_keras_model=False)
     model = transformer.model
-    with np.load(args.worker_weights) as stored:
-        model.set_weights([stored["w%d" % i] for i in range(len(stored.files))])
-    ids, seg = make_inputs(args)
-    tv = [v.value for v in model.trainable_variables]
-    ntv = [v.value for v in model.non_trainable_variables]
-
-    @jax.jit
-    def forward(tv, ntv, ids, seg):
-        return model.stateless_call(tv, ntv, [ids, seg], training=False)[0]
-
-    ids_j, seg_j = jax.device_put(ids), jax.device_put(seg)
-
-    def run():
-        return forward(tv, ntv, ids_j, seg_j).block_until_ready()
-
-    start = time.perf_counter()
-    out = np.asarray(run())
-    compile_s = time.perf_counter() - start
-    np.save(args.worker_out, out)
-    for _ in range(max(args.warmup - 1, 0)):
-        run()
-    print(json.dumps({"ready": True, "compile_s": compile_s, "jax": jax.__version__}),
-          flush=True)
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "quit":
-            break
-        print(json.dumps({"time": timed(run, int(cmd))}), flush=True)
+    if args.train:
+        x = keras.layers.Dropout(args.dropout, name="classifier-dropout")(model.output)
+        logits = keras.layers.Dense(2, name="classifier")(x)
+        model = keras.Model(model.inputs, logits)
+    return transformer, model
 
 
-class JaxRow:
-    def __init__(self, args, weights, workdir):
-        self.out_path = os.path.join(workdir, "jax_out.npy")
-        weights_path = os.path.join(workdir, "weights.npz")
-        np.savez(weights_path, **{"w%d" % i: w for i, w in enumerate(weights)})
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "jax",
-               "--batch", str(args.batch), "--seq-len", str(args.seq_len),
-               "--layers", str(args.layers), "--hidden", str(args.hidden),
-               "--heads", str(args.heads), "--intermediate", str(args.intermediate),
-               "--warmup", str(args.warmup), "--seed", str(args.seed),
-               "--worker-out", self.out_path, "--worker-weights", weights_path]
-        env = dict(os.environ, KERAS_BACKEND="jax")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env, cwd=ROOT)
-        self.info = self._read()
-
-    def _read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the JAX worker exited (rc=%s)" % self.proc.wait())
-        return json.loads(line)
-
-    def time(self, iters):
-        self.proc.stdin.write("%d\n" % iters)
-        self.proc.stdin.flush()
-        return self._read()["time"]
-
-    def close(self):
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass
-        self.proc.wait(timeout=60)
+def save_weights(args, transformer, model):
+    weights = model.get_weights()
+    np.savez(os.path.join(args.workdir, "weights.npz"),
+             **{"w%d" % i: w for i, w in enumerate(weights)})
+    hf = dict(transformer.checkpoint_tensors("hf"))
+    if args.train:
+        kernel, bias = model.get_layer("classifier").get_weights()
+        hf["classifier.weight"], hf["classifier.bias"] = kernel.T, bias
+    np.savez(os.path.join(args.workdir, "hf.npz"), **hf)
 
 
-# -- main process: TensorFlow-backend rows and the torch peer -----------------
-def torch_peer(args, transformer, threads):
+def ours_worker(args):
+    backend = args.worker
+    import keras
+
+    if backend == "tensorflow" and args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    if backend == "torch" and args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    transformer, model = build_ours(args)
+    path = os.path.join(args.workdir, "weights.npz")
+    if os.path.exists(path):
+        with np.load(path) as stored:
+            model.set_weights([stored["w%d" % i] for i in range(len(stored.files))])
+    else:
+        save_weights(args, transformer, model)
+        say(weights=True)
+    ids, seg, labels = make_batch(args)
+    mode = args.worker_mode
+    runs = {}
+    check = None
+    if args.train:
+        model.compile(optimizer=keras.optimizers.AdamW(LR, weight_decay=WEIGHT_DECAY,
+                                                       epsilon=EPS),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=(mode == "xla") if backend == "tensorflow" else "auto")
+        check = np.asarray(model.predict_on_batch([ids, seg]))
+        runs["call"] = lambda: model.train_on_batch([ids, seg], labels)
+    elif mode == "predict":
+        runs["call"] = lambda: model.predict([ids, seg], batch_size=args.batch, verbose=0)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        inputs = [tf.constant(ids), tf.constant(seg)]
+        fn = tf.function(lambda x: model(x, training=False), jit_compile=(mode == "xla"))
+        runs["call"] = lambda: fn(inputs).numpy()
+    elif backend == "jax":
+        import jax
+
+        tv = [v.value for v in model.trainable_variables]
+        ntv = [v.value for v in model.non_trainable_variables]
+        fn = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
+        inputs = [jax.device_put(ids), jax.device_put(seg)]
+        runs["call"] = lambda: fn(tv, ntv, inputs).block_until_ready()
+    else:
+        import torch
+
+        inputs = [torch.from_numpy(ids), torch.from_numpy(seg)]
+
+        def torch_call():
+            with torch.no_grad():
+                return model(inputs, training=False)
+
+        runs["call"] = torch_call
+    worker_loop(args, backend, runs["call"], check, {
+        "tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend])
+
+
+def hf_worker(args):
     import torch
-    from transformers import BertConfig, BertModel
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-    if threads:
-        torch.set_num_threads(threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = BertConfig(
         vocab_size=VOCAB, hidden_size=args.hidden, num_hidden_layers=args.layers,
         num_attention_heads=args.heads, intermediate_size=args.intermediate,
         max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=1e-12)
-    model = BertModel(config, add_pooling_layer=False).eval()
-    state = {name[len("bert."):]: torch.from_numpy(value.copy())
-             for name, value in transformer.checkpoint_tensors("hf").items()
-             if name.startswith("bert.")}
+        hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout,
+        layer_norm_eps=1e-12, num_labels=2)
+    with np.load(os.path.join(args.workdir, "hf.npz")) as stored:
+        state = {name: torch.from_numpy(stored[name].copy()) for name in stored.files}
+    if args.train:
+        model = BertForSequenceClassification(config)
+    else:
+        model = BertModel(config, add_pooling_layer=False)
+        state = {name[len("bert."):]: value for name, value in state.items()
+                 if name.startswith("bert.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     buffers = {name for name, _ in model.named_buffers()}
     if unexpected or set(missing) - buffers:
-        raise RuntimeError("weight copy to torch failed: missing %s, unexpected %s"
+        raise RuntimeError("weight copy to transformers failed: missing %s, unexpected %s"
                            % (sorted(set(missing) - buffers), unexpected))
-    return model
+    ids, seg, labels = make_batch(args)
+    t_ids, t_seg = torch.from_numpy(ids.astype("int64")), torch.from_numpy(seg.astype("int64"))
+    t_mask, t_labels = torch.ones_like(t_ids), torch.from_numpy(labels.astype("int64"))
+    kwargs = dict(input_ids=t_ids, token_type_ids=t_seg, attention_mask=t_mask)
+    if args.train:
+        model.eval()
+        with torch.inference_mode():
+            check = model(**kwargs).logits.numpy()
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY,
+                                      eps=EPS, betas=(0.9, 0.999))
+
+        def run():
+            loss = model(**kwargs, labels=t_labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss.item()
+    else:
+        model.eval()
+        check = None
+
+        def run():
+            with torch.inference_mode():
+                return model(**kwargs).last_hidden_state.numpy()
+    worker_loop(args, "hf", run, check, "torch",
+                extra={"transformers": transformers.__version__,
+                       "attention": model.config._attn_implementation})
+
+
+def worker_loop(args, kind, run, check, library, extra=None):
+    """Warm up, report ready (with versions and the check output's file),
+    then serve ``time N`` / ``matmul`` / ``quit`` on stdin."""
+    start = time.perf_counter()
+    out = run()
+    first_s = time.perf_counter() - start
+    if check is None:
+        check = np.asarray(out)
+    check_path = os.path.join(args.workdir, "out_%s_%s.npy" % (kind, args.worker_mode))
+    np.save(check_path, check)
+    for _ in range(max(args.warmup - 1, 0)):
+        run()
+    versions = {"keras": __import__("keras").__version__} if kind != "hf" else {}
+    versions[library] = __import__(library).__version__
+    if library == "torch":
+        import torch
+
+        versions["torch_threads"] = torch.get_num_threads()
+    versions.update(extra or {})
+    say(ready=True, first_s=first_s, check=check_path, versions=versions)
+    m = args.batch * args.seq_len
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "time":
+            cpu = time.process_time()
+            wall = benchlib.timed(run, int(cmd[1]))
+            # cores kept busy on average (threads actually used; < 1 on a loaded machine)
+            say(time=wall, cores=(time.process_time() - cpu) / (wall * int(cmd[1])))
+        elif cmd[0] == "matmul":
+            say(gflops=benchlib.matmul_peak(library, m=m, k=args.hidden, n=args.intermediate,
+                                            rounds=1))
+        else:
+            say(peak_rss=benchlib.peak_rss())
+            break
+
+
+# -- the driver ----------------------------------------------------------------
+class Worker:
+    def __init__(self, args, name, kind, mode, workdir):
+        self.name, self.kind = name, kind
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind + ":" + mode,
+               "--workdir", workdir]
+        for flag in ("batch", "seq_len", "layers", "hidden", "heads", "intermediate",
+                     "dropout", "threads", "seed", "warmup"):
+            cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
+        if args.train:
+            cmd.append("--train")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        env["KERAS_BACKEND"] = kind if kind != "hf" else "torch"
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=ROOT)
+
+    def read(self):
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("worker %r exited (rc=%s)" % (self.name, self.proc.wait()))
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ask(self, cmd):
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self):
+        try:
+            self.info["peak_rss"] = self.ask("quit")["peak_rss"]
+        except (BrokenPipeError, RuntimeError):
+            self.info["peak_rss"] = None
+        self.proc.wait(timeout=120)
 
 
 def main(args):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    import tensorflow as tf
+    specs = row_specs(args)
+    if not specs:
+        raise SystemExit("encoder_throughput: no rows (give --backend, or drop --no-hf)")
+    if [kind for _, kind, _ in specs] == ["hf"]:
+        raise SystemExit("encoder_throughput: the peer needs one of our backends for weights")
+    workdir = tempfile.mkdtemp(prefix="encoder_throughput_")
+    load_start = os.getloadavg()
+    started = time.time()
+    workers = []
+    try:
+        # the first worker builds the seeded model and writes the weights; the
+        # others start once they exist and get ready in parallel
+        first = Worker(args, *specs[0], workdir)
+        assert first.read().get("weights")
+        workers = [first] + [Worker(args, *spec, workdir) for spec in specs[1:]]
+        for w in workers:
+            w.info = w.read()
+        names = [w.name for w in workers]
+        samples = {n: [] for n in names}
+        gflops = {n: [] for n in names}
+        cores = {n: [] for n in names}
+        for r in range(args.rounds):
+            shift = r % len(workers)
+            for w in workers[shift:] + workers[:shift]:
+                reply = w.ask("time %d" % args.iters)
+                samples[w.name].append(reply["time"])
+                cores[w.name].append(reply["cores"])
+            for w in workers[shift:] + workers[:shift]:
+                gflops[w.name].append(w.ask("matmul")["gflops"])
+            print("round %d/%d: %s" % (r + 1, args.rounds, ", ".join(
+                "%s %.2fs" % (n, samples[n][-1]) for n in names)), file=sys.stderr, flush=True)
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.close()
+    load_end = os.getloadavg()
+    checks = {w.name: np.load(w.info["check"]) for w in workers}
+    shutil.rmtree(workdir, ignore_errors=True)
+    report(args, workers, samples, gflops, cores, checks, load_start, load_end,
+           time.time() - started)
 
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    import torch
-    import transformers
 
-    transformer = build_ours(args)
-    model = transformer.model
-    jax_row = None
-    if not args.no_jax:
-        # The worker gets the same weights; it is ready (built, compiled, warm)
-        # before anything else is built or run here.
-        workdir = tempfile.mkdtemp(prefix="encoder_throughput_")
-        jax_row = JaxRow(args, model.get_weights(), workdir)
-    ids, seg = make_inputs(args)
-    tf_inputs = [tf.constant(ids), tf.constant(seg)]
+def report(args, workers, samples, gflops, cores, checks, load_start, load_end, wall_s):
+    names = [w.name for w in workers]
+    med = {n: statistics.median(samples[n]) for n in names}
+    tf_rows = [n for n in names if n.startswith("ours TF")]
+    tf_ref = min(tf_rows, key=med.get) if tf_rows else None
+    hf_ref = "HF torch" if "HF torch" in names else None
+    flops = benchlib.encoder_flops(args.batch, args.seq_len, args.layers, args.hidden,
+                                   args.intermediate) * (3 if args.train else 1)
+    peak = max(max(v) for v in gflops.values())
 
-    def forward(inputs):
-        return model(inputs, training=False)
+    def ratio(ref, name):
+        if ref is None:
+            return None
+        per_round = [a / b for a, b in zip(samples[ref], samples[name])]
+        return statistics.median(per_round), min(per_round), max(per_round)
 
-    rows = {}
-    if not args.no_graph:
-        graph_fn = tf.function(forward, jit_compile=False)
-        rows["ours TF graph"] = lambda: graph_fn(tf_inputs).numpy()
-    xla_fn = tf.function(forward, jit_compile=True)
-    rows["ours TF XLA"] = lambda: xla_fn(tf_inputs).numpy()
-    if args.predict:
-        rows["ours TF predict"] = lambda: model.predict([ids, seg], batch_size=args.batch,
-                                                        verbose=0)
-
-    hf = torch_peer(args, transformer, args.threads)
-    t_ids = torch.from_numpy(ids.astype("int64"))
-    t_seg = torch.from_numpy(seg.astype("int64"))
-    t_mask = torch.ones_like(t_ids)
-
-    def torch_run():
-        with torch.inference_mode():
-            return hf(input_ids=t_ids, token_type_ids=t_seg,
-                      attention_mask=t_mask).last_hidden_state
-
-    rows["HF torch"] = torch_run
-    alt_name = "HF torch, %d thread(s)" % args.torch_alt_threads
-    if args.torch_alt_threads:
-        default_threads = torch.get_num_threads()
-
-        def torch_alt_run():
-            torch.set_num_threads(args.torch_alt_threads)
-            try:
-                return torch_run()
-            finally:
-                torch.set_num_threads(default_threads)
-
-        rows[alt_name] = torch_alt_run
-
-    # Warm-up (and compilation), plus a numerical sanity check against torch.
-    compile_s = {}
-    outputs = {}
-    for name, fn in rows.items():
-        start = time.perf_counter()
-        outputs[name] = np.asarray(fn())
-        compile_s[name] = time.perf_counter() - start
-        for _ in range(max(args.warmup - 1, 0)):
-            fn()
-    reference = outputs["HF torch"]
-    diffs = {name: float(np.abs(out - reference).max()) for name, out in outputs.items()}
-    if jax_row is not None:
-        compile_s["ours JAX"] = jax_row.info["compile_s"]
-        diffs["ours JAX"] = float(np.abs(np.load(jax_row.out_path) - reference).max())
-        rows["ours JAX"] = None
-
-    names = list(rows)
-    samples = {name: [] for name in names}
-    for r in range(args.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            if name == "ours JAX":
-                samples[name].append(jax_row.time(args.iters))
-            else:
-                samples[name].append(timed(rows[name], args.iters))
-        print("round %d/%d: %s" % (r + 1, args.rounds, ", ".join(
-            "%s %.2fs" % (n, samples[n][-1]) for n in names)), file=sys.stderr, flush=True)
-    if jax_row is not None:
-        jax_row.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    tf_threads = tf.config.threading.get_intra_op_parallelism_threads()
-    print("\n## Encoder forward throughput\n")
-    print("Shape: %d layer(s), hidden %d, %d heads, FFN %d, vocab %d; batch %d, "
-          "length %d; float32, CPU, random weights; %d rounds x %d pass(es), medians."
+    what = "training step" if args.train else "forward"
+    print("\n## Encoder %s: bert4keras backends vs transformers\n" % what)
+    print(benchlib.machine_line())
+    print("Load average (1 min) %.1f at start, %.1f at end; wall %.0f s (the machine is shared: "
+          "only ratios within this run mean much)." % (load_start[0], load_end[0], wall_s))
+    print("Shape: %d layer(s), hidden %d, %d heads, FFN %d, vocab %d; batch %d, length %d; "
+          "float32, CPU, random weights, dropout %g; %d rounds x %d call(s), medians."
           % (args.layers, args.hidden, args.heads, args.intermediate, VOCAB, args.batch,
-             args.seq_len, args.rounds, args.iters))
-    print("torch %s (intra-op threads %d, attention %s), transformers %s; tensorflow %s "
-          "(intra-op threads %s, inter-op %s), keras %s; cores %d%s.\n"
-          % (torch.__version__, torch.get_num_threads(), hf.config._attn_implementation,
-             transformers.__version__, tf.__version__,
-             tf_threads or "0 = all cores", tf.config.threading.get_inter_op_parallelism_threads()
-             or "0 = default", __import__("keras").__version__, os.cpu_count(),
-             "" if jax_row is None else "; jax %s" % jax_row.info["jax"]))
-    print("| row | how it is called | median s/batch | seq/s | ratio to torch "
-          "(median of rounds) | per-round ratio range | max abs diff vs torch |")
-    print("|---|---|---|---|---|---|---|")
-    how = {
-        "ours TF graph": "`tf.function(jit_compile=False)` around `model(x, training=False)`",
-        "ours TF XLA": "`tf.function(jit_compile=True)` around `model(x, training=False)`",
-        "ours TF predict": "`model.predict(x, batch_size=%d)` (graph, no XLA)" % args.batch,
-        "ours JAX": "`jax.jit(model.stateless_call)` (subprocess)",
-        "HF torch": "`BertModel.eval()` under `torch.inference_mode()`",
-        alt_name: "the same, `torch.set_num_threads(%d)` (informational)"
-                  % args.torch_alt_threads,
-    }
-    for name in names:
-        t = statistics.median(samples[name])
-        # torch time / our time in the same round: robust to load drifting across rounds.
-        ratios = [b / s for b, s in zip(samples["HF torch"], samples[name])]
-        print("| %s | %s | %.3f | %.2f | %.2fx | %.2f-%.2f | %s |"
-              % (name, how[name], t, args.batch / t, statistics.median(ratios),
-                 min(ratios), max(ratios),
-                 "—" if name == "HF torch" else "%.1e" % diffs[name]))
-    print("\nfirst call (build/compile + one pass), s: " +
-          ", ".join("%s %.1f" % (n, compile_s[n]) for n in names))
+             args.seq_len, args.dropout, args.rounds, args.iters))
+    versions = {}
+    for w in workers:
+        versions.update(w.info["versions"])
+    print("Versions/threads: " + ", ".join("%s %s" % kv for kv in sorted(versions.items())))
+    print("FLOP per %s (matmuls): %.1f G; peak = best fp32 matmul sample of the run, %.0f "
+          "GFLOP/s.\n" % (what, flops / 1e9, peak))
+    ref_check = checks.get(hf_ref)
+    print("| row | median s | seq/s | vs TF%s | vs HF torch | %% of matmul peak | "
+          "own matmul GFLOP/s | cores busy | peak RSS GB | max abs diff vs HF |"
+          % ("" if tf_ref is None else " (%s)" % tf_ref))
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for w in workers:
+        n = w.name
+        to_tf, to_hf = ratio(tf_ref, n), ratio(hf_ref, n)
+        diff = (None if ref_check is None or n == hf_ref
+                else float(np.abs(checks[n] - ref_check).max()))
+        own = statistics.median(gflops[n])
+        rss = w.info.get("peak_rss")
+        fmt = lambda r: "—" if r is None else "%.2fx (%.2f-%.2f)" % r  # noqa: E731
+        print("| %s | %.3f | %.1f | %s | %s | %.0f%% | %.0f | %.2f | %s | %s |"
+              % (n, med[n], args.batch / med[n], fmt(to_tf), fmt(to_hf),
+                 100.0 * flops / med[n] / (peak * 1e9), own, statistics.median(cores[n]),
+                 "?" if rss is None else "%.2f" % (rss / 2 ** 30),
+                 "—" if diff is None else "%.1e" % diff))
+        rows.append({"row": n, "worker": w.kind, "samples_s": samples[n], "median_s": med[n],
+                     "vs_tf": to_tf, "vs_hf": to_hf, "matmul_gflops": gflops[n], "cores_busy": cores[n],
+                     "peak_rss_bytes": rss, "first_call_s": w.info["first_s"],
+                     "max_abs_diff_vs_hf": diff})
+    print("\nfirst call (build/compile + one call), s: " + ", ".join(
+        "%s %.1f" % (w.name, w.info["first_s"]) for w in workers))
     print("all samples, s: " + "; ".join(
         "%s [%s]" % (n, ", ".join("%.2f" % s for s in samples[n])) for n in names))
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump({"benchmark": "encoder_throughput", "mode": what,
+                       "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+                       "machine": benchlib.machine(), "load_avg_start": load_start,
+                       "load_avg_end": load_end, "wall_s": wall_s, "flop": flops,
+                       "matmul_peak_gflops": peak, "versions": versions,
+                       "args": {k: v for k, v in vars(args).items()
+                                if k not in ("worker", "workdir")},
+                       "tf_reference": tf_ref, "rows": rows}, f, indent=1)
+        print("raw rows written to %s" % args.results)
 
 
 if __name__ == "__main__":
     ARGS = parse_args()
-    if ARGS.worker == "jax":
-        os.environ["KERAS_BACKEND"] = "jax"
-        jax_worker(ARGS)
+    if ARGS.worker:
+        kind, ARGS.worker_mode = ARGS.worker.split(":")
+        ARGS.worker = kind
+        os.environ["KERAS_BACKEND"] = "torch" if kind == "hf" else kind
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        (hf_worker if kind == "hf" else ours_worker)(ARGS)
     else:
         main(ARGS)

@@ -1,5 +1,7 @@
-"""Core model tests on the JAX backend (Keras fixes the backend per process,
-so they run in a subprocess with ``KERAS_BACKEND=jax``)."""
+"""Core model tests on the JAX and PyTorch backends (Keras fixes the backend
+per process, so they run in a subprocess with ``KERAS_BACKEND=jax`` /
+``torch``). Same-weights parity across all three backends, decoding included,
+is tests/test_backend_parity.py."""
 
 import os
 import subprocess
@@ -11,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CORE = ["test_bert.py", "test_minilm.py"]
 
 
-@pytest.mark.parametrize("backend", ["jax"])
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_core_suite_on_backend(backend):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(

@@ -57,7 +57,9 @@ def _take_rows(x, rows):
 
 def _compile(fn, variables, jit, donate=False):
     """One compiled function: XLA on TensorFlow, ``jax.jit`` (weights passed
-    as arguments, the state buffers donated) on JAX, eager elsewhere."""
+    as arguments, the state buffers donated) on JAX, eager under
+    ``torch.no_grad`` on torch (the caches are written in place there, see
+    ``MultiHeadAttention.call_with_cache``), eager elsewhere."""
     backend = keras.backend.backend()
     if backend == "jax" and jit:
         import jax
@@ -75,6 +77,14 @@ def _compile(fn, variables, jit, donate=False):
         # each compiled function serves one input shape; many are made on purpose
         compiled._omit_frequent_tracing_warning = True
         return compiled
+    if backend == "torch":  # eager: at least no autograd graph (and no grad buffers)
+        import torch
+
+        def no_grad(*args):
+            with torch.no_grad():
+                return fn(*args)
+
+        return no_grad
     return fn
 
 

@@ -260,9 +260,45 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         vw = self._split_heads(self.v_dense(v), self.head_size)
         if mode == "rotary":
             qw, kw = B.apply_rotary_position_embeddings(position, qw, kw)
+        if self._can_fuse(mode, v_mask, training):
+            return self._attend_fused(qw, kw, vw, bias)
         output, scores = self._attend_with_scores(qw, kw, vw, bias, position, training, mode,
                                                  v_mask)
         return [output, scores] if self.return_attention_scores else output
+
+    def _can_fuse(self, mode, mask, training):
+        """Whether :meth:`_attend_fused` computes this call: plain softmax
+        attention in float32 (rotary already applied), no key mask, no
+        position term in the scores, no scores returned, no dropout on the
+        probabilities in this call."""
+        return (mode in (None, "rotary") and mask is None and not self.return_attention_scores
+                and self.normalization == "softmax" and self.key_size == self.head_size
+                and self.compute_dtype == "float32"
+                and not (self.attention_dropout and training))
+
+    def _attend_fused(self, qw, kw, vw, bias):
+        """``softmax(q k^T * scale + bias) v`` through ``keras.ops.
+        dot_product_attention`` (torch: ``scaled_dot_product_attention``, one
+        fused kernel; TensorFlow and JAX: the same einsum/softmax graph as
+        :meth:`_attend_with_scores`), then the output projection.
+
+        ``qw`` ``(batch, q_len, heads, size)``, ``kw``/``vw`` ``(batch, k_len,
+        heads, size)``; ``bias`` as :meth:`_normalize` takes it, or None.
+        Returns ``(batch, q_len, out_dim)``.
+        """
+        if bias is not None:
+            if keras.backend.standardize_dtype(bias.dtype) == "bool":
+                bias = ops.where(bias, 0.0, B.NEG_INF)
+            if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
+                bias = bias[:, None]
+            for _ in range(4 - len(bias.shape)):
+                bias = bias[None]
+            bias = ops.cast(bias, "float32")
+        scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
+        o = ops.dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
+        shape = ops.shape(o)
+        o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
+        return self.o_dense(o)
 
     def compute_mask(self, inputs, mask=None):
         """The query's mask for the output (``None`` for the scores)."""
@@ -311,7 +347,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
             ops.zeros((self.heads * rows, step.cache_len, self.key_size), dtype),
             ops.zeros((self.heads * rows, step.cache_len, self.head_size), dtype)))
         output, cache = self.call_with_cache(inputs, cache, index=step.index, beams=step.beams,
-                                             training=training)
+                                             training=training, in_place=True)
         step.keep(cache, _tile_cache if step.beam_copies else self._repeat_cache)
         return output
 
@@ -326,7 +362,8 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
             out.append(ops.reshape(x, (-1,) + tuple(x.shape[2:])))
         return tuple(out)
 
-    def call_with_cache(self, inputs, cache, index=None, beams=None, training=None):
+    def call_with_cache(self, inputs, cache, index=None, beams=None, training=None,
+                        in_place=False):
         """Attention of new queries over a key/value cache.
 
         Args:
@@ -360,6 +397,12 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 Each query is scored against the ``k`` beams of its group in
                 one batched matmul and the ancestor's score kept, so the cache
                 is read once per step instead of being copied in beam order.
+            in_place: the caller gives up ``cache``: on torch (eager, where
+                ``ops.slice_update`` copies the whole cache) the new slots
+                are written into the cache tensors themselves
+                (``index_copy_``). XLA (TensorFlow, JAX) writes in place
+                anyway where the old cache is dead, so this changes nothing
+                there.
 
         Returns:
             ``(output (batch, q_len, out_dim), (keys, values))``, the updated
@@ -385,15 +428,14 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         length = keys.shape[1] // group  # cache_len
         if index is not None:
             kw, vw = self._project_kv(k, v, position)
-            zero = ops.zeros((), dtype="int32")
             updated = []
             for old, new in ((keys, kw), (values, vw)):
                 # (batch, q_len, heads, size) -> (heads * groups, beams, q_len, size)
                 new = ops.transpose(ops.cast(new, old.dtype), (2, 0, 1, 3))
                 new = ops.reshape(new, (self.heads * rows // group, group, q_len, -1))
                 for beam in range(group):  # one in-place write per beam of a group
-                    start = (zero, ops.cast(index, "int32") + beam * length, zero)
-                    old = ops.slice_update(old, start, new[:, beam])
+                    old = _write_slots(old, ops.cast(index, "int32") + beam * length,
+                                       new[:, beam], in_place)
                 updated.append(old)
             keys, values = updated
         qh = ops.transpose(qw, (2, 0, 1, 3))  # (heads, batch, q_len, key_size)
@@ -541,6 +583,20 @@ def _head_major(x, heads):
     size)``, the cache layout of :meth:`MultiHeadAttention.call_with_cache`."""
     batch, length, _, size = x.shape
     return ops.reshape(ops.transpose(x, (2, 0, 1, 3)), (heads * batch, length, size))
+
+
+def _write_slots(cache, start, new, in_place=False):
+    """``cache`` ``(rows, len, size)`` with slots ``[start, start + q_len)``
+    set to ``new`` ``(rows, q_len, size)``; ``start`` a scalar int32 tensor.
+    ``in_place`` on torch: ``cache`` itself is written (``index_copy_``), not a
+    copy (Keras' torch ``slice_update`` clones the whole tensor)."""
+    if in_place and keras.backend.backend() == "torch":
+        import torch
+
+        slots = start.to(torch.int64) + torch.arange(new.shape[1], device=cache.device)
+        return cache.index_copy_(1, slots, new)
+    zero = ops.zeros((), dtype="int32")
+    return ops.slice_update(cache, (zero, start, zero), new)
 
 
 def _tile_cache(cache, copies):
