@@ -486,7 +486,8 @@ def report(args, workers, samples, gflops, cores, checks, load_start, load_end, 
                  "?" if rss is None else "%.2f" % (rss / 2 ** 30),
                  "—" if diff is None else "%.1e" % diff))
         rows.append({"row": n, "worker": w.kind, "samples_s": samples[n], "median_s": med[n],
-                     "vs_tf": to_tf, "vs_hf": to_hf, "matmul_gflops": gflops[n], "cores_busy": cores[n],
+                     "vs_tf": to_tf, "vs_hf": to_hf, "matmul_gflops": gflops[n],
+                     "cores_busy": cores[n],
                      "peak_rss_bytes": rss, "first_call_s": w.info["first_s"],
                      "max_abs_diff_vs_hf": diff})
     print("\nfirst call (build/compile + one call), s: " + ", ".join(
