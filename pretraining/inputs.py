@@ -4,7 +4,8 @@ Split out of :mod:`pretraining.pretraining` (which re-exports every name here):
 the ``manifest.json`` of ``--records`` and its vocabulary check
 (:func:`check_records_vocab`), and the pipeline steps applied to the batches of
 :meth:`pretraining.data_utils.TrainingDataset.load_tfrecord` before ``fit``
-(:func:`gather_masked`, :func:`normalize_weights`, :func:`rebuilt_per_iterator`).
+(:func:`gather_masked`, :func:`normalize_weights`, :func:`rebuilt_per_iterator`),
+and :func:`training_batches`, which chains them as the training loop does.
 """
 
 import json
@@ -73,6 +74,50 @@ def rebuilt_per_iterator(make_dataset):
 
     build = tf.autograph.experimental.do_not_convert(lambda _: make_dataset())
     return tf.data.Dataset.from_tensors(0).flat_map(build)
+
+
+def training_batches(data_cls, records, seq_len, global_batch, seed, max_predictions=None,
+                     skip=0):
+    """The seeded, endless global batches ``pretraining.pretraining`` trains on.
+
+    ``data_cls.load_tfrecord(records, seq_len, global_batch, shuffle=True,
+    seed=seed, repeat=True)``, then for the masked LM (``max_predictions``
+    given) :func:`gather_masked`, then :func:`normalize_weights`, minus the
+    first ``skip`` batches (those a resumed run consumed), built afresh for
+    every iterator (:func:`rebuilt_per_iterator`), so every iterator yields
+    the same sequence.
+
+    Args:
+        data_cls: the :class:`~pretraining.dataset.TrainingDataset` subclass
+            that wrote ``records``.
+        records: a records directory (with ``manifest.json``), file or glob.
+        seq_len: sequence length in tokens.
+        global_batch: sequences per batch (all replicas together).
+        seed: seed of the shuffles.
+        max_predictions: masked positions kept per sequence (masked LM), or
+            None to keep every position (``gpt`` / ``unilm``).
+        skip: batches to skip at the start.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(x, labels, weights)``: ``x`` as
+        :meth:`~pretraining.dataset.TrainingDataset.load_tfrecord` gives, plus
+        ``Input-MLM-Positions`` ``int32 [global_batch, max_predictions]`` for
+        the masked LM; ``labels`` and ``weights`` ``[global_batch, max_predictions]``
+        (masked LM) or ``[global_batch, seq_len]``.
+
+    Raises:
+        FileNotFoundError, ShardMismatchError: as ``load_tfrecord`` (when an
+            iterator is first taken).
+    """
+
+    def global_batches():
+        dataset = data_cls.load_tfrecord(records, seq_len, global_batch, shuffle=True,
+                                         seed=seed, repeat=True)
+        if max_predictions is not None:
+            dataset = gather_masked(dataset, max_predictions)
+        return normalize_weights(dataset).skip(skip)
+
+    return rebuilt_per_iterator(global_batches)
 
 
 def records_manifest(records):

@@ -81,3 +81,29 @@ def build_pretraining_model(config_path, objective, max_predictions, init_checkp
     if mixed:
         x = keras.layers.Activation("linear", dtype="float32", name="MLM-Logits-Float32")(x)
     return keras.Model(inputs, x, name=name), transformer
+
+
+def compile_pretraining_model(model, optimizer, jit_compile=True):
+    """Compile ``model`` for training as ``pretraining.pretraining`` does.
+
+    Loss: sparse categorical cross-entropy on the logits with
+    ``reduction='sum_over_batch_size'``, i.e. ``sum(w * ce) / size(w)``, which
+    is the mean over the labelled tokens once the weights are scaled to mean 1
+    (:func:`pretraining.inputs.normalize_weights`); metric: the weighted
+    token accuracy (``accuracy``).  Loss scaling is left to the optimizer
+    (:func:`pretraining.optimization.make_optimizer` wraps it for
+    ``mixed_float16``).
+
+    Args:
+        model: the training model of :func:`build_pretraining_model`.
+        optimizer: a Keras optimizer.
+        jit_compile: XLA-compile the train step (TensorFlow / JAX).
+    """
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                        reduction="sum_over_batch_size"),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+        auto_scale_loss=False,
+    )

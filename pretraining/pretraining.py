@@ -126,8 +126,14 @@ from pretraining.inputs import (
     normalize_weights,
     rebuilt_per_iterator,
     records_manifest,
+    training_batches,
 )
-from pretraining.model import GatherPositions, build_pretraining_model, recompute_layer_names
+from pretraining.model import (
+    GatherPositions,
+    build_pretraining_model,
+    compile_pretraining_model,
+    recompute_layer_names,
+)
 from pretraining.optimization import (
     OPTIMIZER_FLAGS,
     WarmupCosine,
@@ -147,8 +153,9 @@ __all__ = [
     "NoValidCheckpointError", "TRAJECTORY_ARGS", "CONDITIONAL_FLAGS", "parse_args", "main",
     # re-exported from the modules they were split into
     "GatherPositions", "recompute_layer_names", "build_pretraining_model",  # pretraining.model
+    "compile_pretraining_model",
     "RecordsMismatchError", "records_manifest", "check_records_vocab",  # pretraining.inputs
-    "gather_masked", "normalize_weights", "rebuilt_per_iterator",
+    "gather_masked", "normalize_weights", "rebuilt_per_iterator", "training_batches",
     "WarmupCosine", "learning_rate_schedule", "make_optimizer",  # pretraining.optimization
     "OPTIMIZER_FLAGS",
     "HISTORY_FIELDS", "TrainingLogger", "NonFiniteLossGuard",  # pretraining.callbacks
@@ -349,14 +356,7 @@ def _train(args, argv, placement, extra_callbacks):
                                    lazy_embeddings=args.lazy_embeddings,
                                    embedding_optimizer=args.embedding_optimizer,
                                    loss_scale=args.loss_scale)
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                            reduction="sum_over_batch_size"),
-            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=not args.no_jit and placement.jit,
-            auto_scale_loss=False,  # make_optimizer decides (--loss-scale)
-        )
+        compile_pretraining_model(model, optimizer, jit_compile=not args.no_jit and placement.jit)
         optimizer.build(model.trainable_variables)
 
     # Resume.
@@ -414,15 +414,11 @@ def _train(args, argv, placement, extra_callbacks):
         data_cls = {"roberta": TrainingDatasetRoBERTa, "gpt": TrainingDatasetGPT,
                     "unilm": TrainingDatasetUniLM}[args.model]
 
-        def global_batches():  # in seeded order, minus those consumed
-            dataset = data_cls.load_tfrecord(args.records, args.seq_len, global_batch,
-                                             shuffle=True, seed=args.seed, repeat=True)
-            if args.model == "roberta":
-                dataset = gather_masked(dataset, max_predictions)
-            return normalize_weights(dataset).skip(batches_done)
-
-        dataset = placement.distribute(lambda: rebuilt_per_iterator(global_batches),
-                                       args.batch_size)
+        dataset = placement.distribute(  # in seeded order, minus the batches consumed
+            lambda: training_batches(data_cls, args.records, args.seq_len, global_batch,
+                                     args.seed, max_predictions if args.model == "roberta"
+                                     else None, skip=batches_done),
+            args.batch_size)
         # One epoch = one checkpoint interval; the last may be cut short.
         initial_epoch = batches_done // batches_per_epoch
         epochs = initial_epoch + -(-(total_batches - batches_done) // batches_per_epoch)
