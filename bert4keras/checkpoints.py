@@ -15,8 +15,9 @@ array). :func:`write_tf_checkpoint` writes Google-format TF checkpoints,
 Paths go through :mod:`bert4keras.fileio` (``tf.io.gfile`` for every
 ``scheme://`` path): local paths, ``gs://`` and ``ram://`` all work.  A
 safetensors file away from the local disk is read whole into memory
-(``safetensors.numpy.load`` on its bytes; a local one is memory-mapped with
-``safe_open``).  Every failed read of a stored
+(``safetensors.numpy.load`` on its bytes); a local one is read one tensor at
+a time into a fresh array (:class:`_SafetensorsFile`), so loading holds at
+most one stored tensor besides the model's weights.  Every failed read of a stored
 tensor -- a truncated ``.data`` file, a damaged safetensors file -- raises
 :class:`CheckpointError` naming the file and the variable.
 
@@ -133,11 +134,10 @@ class SafetensorsReader:
 
     @staticmethod
     def _open(f):
-        """A local file is memory-mapped; elsewhere (gs://, ram://) its bytes are parsed."""
+        """A local file is read tensor by tensor (:class:`_SafetensorsFile`);
+        elsewhere (gs://, ram://) its bytes are parsed whole."""
         if fileio.is_local(f):
-            from safetensors import safe_open
-
-            return safe_open(f, framework="numpy")
+            return _SafetensorsFile(f)
         from safetensors.numpy import load
 
         return load(fileio.read_bytes(f))
@@ -175,7 +175,7 @@ class SafetensorsReader:
         handle = self._where[name][1]
         if isinstance(handle, dict):
             return tuple(handle[name].shape)
-        return tuple(handle.get_slice(name).get_shape())
+        return handle.shape(name)
 
     def get(self, name):
         """The stored tensor ``name`` as a NumPy array.
@@ -190,6 +190,105 @@ class SafetensorsReader:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError("Cannot read variable %r of safetensors file %r (%s: %s)"
                                   % (name, f, type(exc).__name__, exc)) from exc
+
+
+#: safetensors dtype names -> NumPy dtypes (little-endian, as the format stores them)
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+                       "I16": "<i2", "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4",
+                       "U64": "<u8", "BOOL": "?", "BF16": "bfloat16"}
+
+
+def _fresh_array(shape, dtype):
+    """``np.empty(shape, dtype)``; from 1 MiB up in its own anonymous memory
+    map, which is returned to the system the moment the array is freed.
+
+    Through ``malloc`` a few hundred freed arrays of a few MiB each (one per
+    stored tensor) raise glibc's dynamic mmap threshold and are then served
+    from the heap, where freed blocks are kept by the process: loading a
+    model left hundreds of MiB resident that nothing used.
+    """
+    import mmap
+
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < 1 << 20:
+        return np.empty(shape, dtype)
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buffer, dtype).reshape(shape)
+
+
+class _SafetensorsFile:
+    """One local ``.safetensors`` file, read with plain file reads.
+
+    The layout (huggingface/safetensors): 8 bytes, little-endian, the length
+    ``n`` of a JSON header; the header maps each tensor name to ``{"dtype",
+    "shape", "data_offsets": [begin, end]}`` (offsets into the bytes after the
+    header). :meth:`get_tensor` reads one tensor's bytes into a new array.
+    ``safe_open`` memory-maps the file instead: every page a read touches
+    then stays mapped, and counted in the process' resident memory, until the
+    handle is dropped -- a second copy of every loaded weight while a model
+    loads.
+
+    Raises:
+        CheckpointError: naming the file when the header is unreadable or a
+            tensor lies beyond the end of the file.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError("%r is too short to be a safetensors file" % path)
+            length = int.from_bytes(head, "little")
+            size = os.fstat(f.fileno()).st_size
+            if length > size - 8:
+                raise CheckpointError("%r: safetensors header of %d bytes exceeds the file (%d "
+                                      "bytes)" % (path, length, size))
+            header = json.loads(f.read(length).decode("utf-8"))
+        header.pop("__metadata__", None)
+        self._start = 8 + length
+        self._entries = header
+        for name, entry in header.items():
+            if self._start + entry["data_offsets"][1] > size:
+                raise CheckpointError("%r is truncated: tensor %r ends at byte %d of %d"
+                                      % (path, name, self._start + entry["data_offsets"][1],
+                                         size))
+
+    def keys(self):
+        return list(self._entries)
+
+    def shape(self, name):
+        return tuple(self._entries[name]["shape"])
+
+    def get_tensor(self, name):
+        """Tensor ``name`` as a new NumPy array (its own memory, writable).
+
+        Raises:
+            CheckpointError: an unknown dtype, or fewer bytes than the header says.
+        """
+        entry = self._entries[name]
+        code = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if code is None:
+            raise CheckpointError("%r: tensor %r has dtype %s, which is not read (known: %s)"
+                                  % (self.path, name, entry["dtype"],
+                                     ", ".join(sorted(_SAFETENSORS_DTYPES))))
+        if code == "bfloat16":
+            import ml_dtypes
+
+            code = ml_dtypes.bfloat16
+        begin, end = entry["data_offsets"]
+        out = _fresh_array(entry["shape"], np.dtype(code))
+        if out.nbytes != end - begin:
+            raise CheckpointError("%r: tensor %r has %d bytes for shape %s of %s"
+                                  % (self.path, name, end - begin, entry["shape"],
+                                     entry["dtype"]))
+        with open(self.path, "rb") as f:
+            f.seek(self._start + begin)
+            got = f.readinto(out.reshape(-1).view(np.uint8)) if out.nbytes else 0
+        if got != out.nbytes:
+            raise CheckpointError("%r: tensor %r is truncated (%d of %d bytes)"
+                                  % (self.path, name, got, out.nbytes))
+        return out
 
 
 def is_hf_directory(path):
@@ -475,7 +574,8 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                                      (" (chunk %d of %d)" % chunk if chunk else "")
                                      + (" (transposed)" if transposed else ""), weight.path,
                                      layer_name, tuple(weight.shape)))
-            weight.assign(value.astype(weight.dtype))
+            weight.assign(value.astype(weight.dtype, copy=False))
+            del value  # one stored tensor at a time
     _warn_unused(reader, used)
     if matches_signature(reader, signature, prefixes) is False:
         found = checkpoint_families(reader)

@@ -135,3 +135,101 @@ def test_save_weights_as_checkpoint_to_ram_loads_back(fmt):
     loaded = build_transformer_model(None, path, **sizes)
     for a, b in zip(source.model.weights, loaded.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+# -- memory of loading (issue 17): no second copy of the weights ------------------
+
+
+def test_local_safetensors_reader_matches_safetensors_for_every_dtype(tmp_path):
+    """Our plain-read reader (no memory map) returns what ``safetensors``
+    itself reads, for each dtype, a 0-d and an empty tensor, as writable
+    arrays of their own."""
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {"f32": rng.normal(size=(3, 700, 400)).astype("float32"),  # > 1 MiB
+               "f16": rng.normal(size=(5,)).astype("float16"),
+               "f64": rng.normal(size=(2, 2)), "i64": np.arange(6).reshape(2, 3),
+               "i8": np.arange(-3, 3, dtype="int8"), "u8": np.arange(4, dtype="uint8"),
+               "b": np.array([True, False, True]), "scalar": np.array(2.5, "float32"),
+               "empty": np.zeros((0, 4), "float32")}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    reference = load_file(str(tmp_path / "model.safetensors"))
+    reader = SafetensorsReader(str(tmp_path))
+    assert reader.names() == sorted(tensors)
+    for name, value in reference.items():
+        got = reader.get(name)
+        assert got.dtype == value.dtype and reader.shape(name) == value.shape, name
+        np.testing.assert_array_equal(got, value)
+        assert got.flags.writeable
+
+
+def test_loading_keeps_no_stored_tensor_alive(tmp_path, monkeypatch):
+    """Every array the reader hands to ``checkpoints.load`` is garbage once
+    the weights are assigned (checked by weak references, not by RSS)."""
+    import gc
+    import weakref
+
+    import keras
+
+    from bert4keras import checkpoints
+    from bert4keras.models import build_transformer_model
+
+    if keras.backend.backend() == "jax":  # jax may alias a host array instead of copying
+        pytest.skip("JAX's device_put may keep the array itself as the weight's buffer")
+    config = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=32, max_position=24, model="gpt2", with_lm="linear",
+                  return_keras_model=False)
+    source = build_transformer_model(None, **config)
+    source.save_weights_as_checkpoint(str(tmp_path / "hf"), format="huggingface")
+    refs = []
+    get = checkpoints.SafetensorsReader.get
+
+    def tracked(self, name):
+        value = get(self, name)
+        refs.append(weakref.ref(value))
+        return value
+
+    monkeypatch.setattr(checkpoints.SafetensorsReader, "get", tracked)
+    loaded = build_transformer_model(str(tmp_path / "hf" / "config.json"), str(tmp_path / "hf"),
+                                     **{k: v for k, v in config.items() if k == "model"
+                                        or k == "with_lm" or k == "return_keras_model"})
+    gc.collect()
+    assert refs and all(ref() is None for ref in refs)
+    for name, value in source.checkpoint_tensors("hf").items():
+        np.testing.assert_array_equal(loaded.checkpoint_tensors("hf")[name], value)
+
+
+def test_weights_left_unset_by_the_checkpoint_get_their_random_values(tmp_path):
+    """``build_transformer_model`` with a checkpoint starts the weights at a
+    marker constant (no random draws to overwrite); a weight the checkpoint does not set
+    (``ignore_invalid_weights``: here the pooler) gets the very values a
+    build without a checkpoint draws under the same seed, and no layer keeps
+    the deferred initializer (the model's config is plain)."""
+    import keras
+
+    from bert4keras.models import build_transformer_model
+    from bert4keras.models.weights import DeferredInitializer, marker, marker_index
+
+    assert [marker_index(np.float32(marker(k))) for k in (0, 1, 4095)] == [0, 1, 4095]
+    assert marker_index(np.float32(-1e30)) is None and marker_index(0.0) is None
+    tiny = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=32, max_position=24, return_keras_model=False)
+    keras.utils.set_random_seed(3)
+    build_transformer_model(None, **tiny).save_weights_as_checkpoint(
+        str(tmp_path / "model.ckpt"))
+    keras.utils.set_random_seed(1)
+    fresh = build_transformer_model(None, with_pool=True, **tiny)
+    keras.utils.set_random_seed(1)
+    with pytest.warns(UserWarning, match="ignored"):
+        loaded = build_transformer_model(None, str(tmp_path / "model.ckpt"), with_pool=True,
+                                         ignore_invalid_weights=True, **tiny)
+    pooler = loaded.layers["Pooler-Dense"].get_weights()
+    assert np.abs(pooler[0]).max() > 0
+    for a, b in zip(pooler, fresh.layers["Pooler-Dense"].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for layer in loaded.model._flatten_layers():
+        assert not any(isinstance(v, DeferredInitializer) for v in vars(layer).values()), layer
+    assert all(marker_index(w.reshape(-1)[0]) is None for w in loaded.model.get_weights()
+               if w.size)
+    json.loads(loaded.model.to_json())

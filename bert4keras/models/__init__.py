@@ -140,6 +140,8 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     if application in ("lm", "unilm") and "with_mlm" in accepted and "with_mlm" not in kwargs:
         args["with_mlm"] = True  # bert4keras 0.11.5: an LM predicts tokens
     transformer = cls(**{k: v for k, v in args.items() if k in accepted})
+    # weights the checkpoint sets are never drawn at random (see DeferredInitializer)
+    transformer._defer_init = [] if checkpoint_path is not None else None
     transformer.build()
     if checkpoint_path is not None:
         transformer.load_weights_from_checkpoint(checkpoint_path)

@@ -29,7 +29,7 @@ import numpy as np
 
 from bert4keras.layers import AttentionMask
 from bert4keras.models.legacy_methods import LegacyMethods
-from bert4keras.models.weights import CheckpointWeights
+from bert4keras.models.weights import CheckpointWeights, DeferredInitializer
 from bert4keras.models.recompute import TransformerModel, recompute_block, recompute_from_env
 from bert4keras.models.validation import ValidatedModel, input_limits
 
@@ -108,8 +108,17 @@ class Transformer(CheckpointWeights, LegacyMethods):
         training from scratch sits on a unigram plateau). A fresh instance
         per weight draws a fresh seed from Keras' global RNG, which
         ``keras.utils.set_random_seed`` makes reproducible.
+
+        While a checkpoint is about to be loaded (``build_transformer_model``
+        with a ``checkpoint_path``) the instance is wrapped in a
+        :class:`~bert4keras.models.weights.DeferredInitializer`: the weights
+        start as a marker constant and only those the checkpoint leaves unset are drawn,
+        after loading, with the same seeds (see
+        :meth:`~bert4keras.models.weights.CheckpointWeights.load_weights_from_checkpoint`).
         """
-        return keras.initializers.TruncatedNormal(stddev=self.initializer_range)
+        real = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
+        registry = self.__dict__.get("_defer_init")
+        return real if registry is None else DeferredInitializer(real, registry)
 
     # -- graph building -------------------------------------------------------
     #: ``hook(layer, inputs, arguments) -> outputs`` replacing every layer call
