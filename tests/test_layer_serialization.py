@@ -126,6 +126,13 @@ def _drop_mask():
     return layer, keras.Model(ids, output), [IDS]
 
 
+@case("Dropout")
+def _dropout():
+    ids = ids_input()
+    layer = L.Dropout(0.1, noise_shape=(None, 1, None), seed=3)
+    return layer, keras.Model(ids, layer(hidden(ids))), [IDS]
+
+
 @case("TokenSlice")
 def _token_slice():
     ids = ids_input()

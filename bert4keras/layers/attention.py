@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.core import Dropout, fresh_initializer, register
 from bert4keras.layers.quantization import QuantizableSublayers
 
 
@@ -168,7 +168,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         self.k_dense = dense(self.key_size * self.heads, "k_dense")
         self.v_dense = dense(self.head_size * self.heads, "v_dense")
         self.o_dense = dense(self.out_dim, "o_dense")
-        self.dropout = keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy)
+        self.dropout = Dropout(self.attention_dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         q_shape, k_shape, v_shape = input_shape[:3]
@@ -181,6 +181,24 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
     def _split_heads(self, x, size):
         shape = ops.shape(x)
         return ops.reshape(x, (shape[0], shape[1], self.heads, size))
+
+    def _project(self, dense, x, size):
+        """``dense`` over ``x`` ``(batch, len, hidden)`` as one 2-D matmul, split
+        into ``(batch, len, heads, size)``. Same math as a 3-D call; on
+        TensorFlow a 2-D Dense is MatMul + BiasAdd, which oneDNN runs as one
+        kernel (a 3-D one goes through Tensordot and adds the bias in a second
+        pass, slow in bfloat16)."""
+        shape = ops.shape(x)
+        y = dense(ops.reshape(x, (-1, shape[-1])))
+        return ops.reshape(y, (shape[0], shape[1], self.heads, size))
+
+    def _output(self, o):
+        """``o_dense`` over the heads' outputs ``(batch, q_len, heads,
+        head_size)`` as one 2-D matmul (see :meth:`_project`); returns
+        ``(batch, q_len, out_dim)``."""
+        shape = ops.shape(o)
+        y = self.o_dense(ops.reshape(o, (-1, self.heads * self.head_size)))
+        return ops.reshape(y, (shape[0], shape[1], self.out_dim))
 
     def _check_p_bias(self, p_bias):
         if p_bias not in self.P_BIAS_MODES:
@@ -224,8 +242,8 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
     def _project_kv(self, k, v, position=None):
         """Keys ``(batch, k_len, heads, key_size)`` and values ``(batch, k_len,
         heads, head_size)``; rotary keys are rotated by ``position``."""
-        kw = self._split_heads(self.k_dense(k), self.key_size)
-        vw = self._split_heads(self.v_dense(v), self.head_size)
+        kw = self._project(self.k_dense, k, self.key_size)
+        vw = self._project(self.v_dense, v, self.head_size)
         if self.p_bias == "rotary":
             kw = B.apply_rotary_position_embeddings(position, kw)[0]
         return kw, vw
@@ -255,9 +273,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         v_mask = mask[2] if isinstance(mask, (list, tuple)) and len(mask) > 2 else None
         if not self.mask_keys:
             v_mask = None
-        qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
-        kw = self._split_heads(self.k_dense(k), self.key_size)
-        vw = self._split_heads(self.v_dense(v), self.head_size)
+        qw = self._project(self.q_dense, q, self.key_size)  # (batch, q_len, heads, size)
+        kw = self._project(self.k_dense, k, self.key_size)
+        vw = self._project(self.v_dense, v, self.head_size)
         if mode == "rotary":
             qw, kw = B.apply_rotary_position_embeddings(position, qw, kw)
         if self._can_fuse(mode, v_mask, training):
@@ -296,9 +314,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
             bias = ops.cast(bias, "float32")
         scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
         o = ops.dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
-        shape = ops.shape(o)
-        o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
-        return self.o_dense(o)
+        return self._output(o)
 
     def compute_mask(self, inputs, mask=None):
         """The query's mask for the output (``None`` for the scores)."""
@@ -413,7 +429,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 layer, these queries and ``beams``.
         """
         q, k, v, bias, position, _ = self._split_inputs(inputs)
-        qw = self._split_heads(self.q_dense(q), self.key_size)  # (batch, q_len, heads, size)
+        qw = self._project(self.q_dense, q, self.key_size)  # (batch, q_len, heads, size)
         if self.p_bias == "rotary":
             qw = B.apply_rotary_position_embeddings(position, qw)[0]
         keys, values = cache
@@ -517,9 +533,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         if mode == "typical_relative":
             o = o + ops.einsum("bhqk,qkd->bhqd", probs, ops.cast(position, probs.dtype))
         o = ops.transpose(o, (0, 2, 1, 3))
-        shape = ops.shape(o)
-        o = ops.reshape(o, (shape[0], shape[1], self.heads * self.head_size))
-        return self.o_dense(o), scores
+        return self._output(o), scores
 
     def _scale(self, scores):
         return scores / math.sqrt(self.key_size) if self.attention_scale else scores

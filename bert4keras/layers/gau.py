@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.core import Dropout, fresh_initializer, register
 from bert4keras.layers.quantization import QuantizableSublayers
 from bert4keras.layers.misc import ScaleOffset
 
@@ -88,7 +88,7 @@ class GatedAttentionUnit(QuantizableSublayers, keras.layers.Layer):
             self.v_dense.build(shapes[2])
         self.o_dense = self._dense(hidden, "o_dense")
         self.o_dense.build(tuple(shapes[0][:-1]) + (self.units,))
-        self.dropout = keras.layers.Dropout(self.attention_dropout or 0.0)
+        self.dropout = Dropout(self.attention_dropout or 0.0)
         self.built = True
 
     def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):

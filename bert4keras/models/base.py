@@ -27,7 +27,7 @@ import contextlib
 import keras
 import numpy as np
 
-from bert4keras.layers import AttentionMask
+from bert4keras.layers import AttentionMask, Dropout
 from bert4keras.models.legacy_methods import LegacyMethods
 from bert4keras.models.weights import CheckpointWeights, DeferredInitializer
 from bert4keras.models.recompute import TransformerModel, recompute_block, recompute_from_env
@@ -268,7 +268,7 @@ class Transformer(CheckpointWeights, LegacyMethods):
         rate = self.dropout_rate if rate is None else rate
         if rate <= 0:
             return x
-        return self.apply(x, keras.layers.Dropout, rate=rate, name=name)
+        return self.apply(x, Dropout, rate=rate, name=name)
 
     def apply_embeddings(self, inputs):
         raise NotImplementedError
