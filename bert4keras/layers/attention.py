@@ -178,10 +178,6 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         self.o_dense.build(tuple(q_shape[:-1]) + (self.head_size * self.heads,))
         self.built = True
 
-    def _split_heads(self, x, size):
-        shape = ops.shape(x)
-        return ops.reshape(x, (shape[0], shape[1], self.heads, size))
-
     def _project(self, dense, x, size):
         """``dense`` over ``x`` ``(batch, len, hidden)`` as one 2-D matmul, split
         into ``(batch, len, heads, size)``. Same math as a 3-D call; on
@@ -305,13 +301,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         Returns ``(batch, q_len, out_dim)``.
         """
         if bias is not None:
-            if keras.backend.standardize_dtype(bias.dtype) == "bool":
-                bias = ops.where(bias, 0.0, B.NEG_INF)
-            if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
-                bias = bias[:, None]
+            bias = _additive_bias(bias)
             for _ in range(4 - len(bias.shape)):
                 bias = bias[None]
-            bias = ops.cast(bias, "float32")
         scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
         o = ops.dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
         return self._output(o)
@@ -550,13 +542,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         is a visibility), the key ``mask`` ``(batch, k_len)``, the
         normalization (softmax in float32), dropout."""
         if bias is not None:
-            if keras.backend.standardize_dtype(bias.dtype) == "bool":
-                bias = ops.where(bias, 0.0, B.NEG_INF)
-            if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
-                bias = bias[:, None]
             # dtype fix: a float16 policy autocasts the -1e12 bias to -inf on the way in; clamp
             # it back so that a fully masked row stays finite (uniform), as in float32
-            scores = scores + ops.maximum(ops.cast(bias, "float32"), B.NEG_INF)
+            scores = scores + ops.maximum(_additive_bias(bias), B.NEG_INF)
         if self.normalization == "softmax" and mask is None:
             probs = ops.softmax(scores, axis=-1)
         else:
@@ -597,6 +585,17 @@ def _head_major(x, heads):
     size)``, the cache layout of :meth:`MultiHeadAttention.call_with_cache`."""
     batch, length, _, size = x.shape
     return ops.reshape(ops.transpose(x, (2, 0, 1, 3)), (heads * batch, length, size))
+
+
+def _additive_bias(bias):
+    """An attention ``bias`` as float32 to add to ``(batch, heads, q_len, k_len)``
+    scores: a bool bias (a visibility) becomes ``0`` / ``NEG_INF``, a ``(batch,
+    q_len, k_len)`` one gets a heads axis; other shapes pass as given."""
+    if keras.backend.standardize_dtype(bias.dtype) == "bool":
+        bias = ops.where(bias, 0.0, B.NEG_INF)
+    if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
+        bias = bias[:, None]
+    return ops.cast(bias, "float32")
 
 
 def _write_slots(cache, start, new, in_place=False):
