@@ -327,7 +327,7 @@ def test_attention_beams_read_ancestor_slots(p_bias, q_len):
                                atol=1e-6)
     source = (np.arange(rows) // k * k)[:, None] + ancestors
     gathered = written[:, source, np.arange(length)[None]]  # (2, rows, len, heads, size)
-    qw = layer._split_heads(layer.q_dense(x), size)
+    qw = layer._project(layer.q_dense, x, size)
     if p_bias == "rotary":
         qw = Bk.apply_rotary_position_embeddings(position, qw)[0]
     expected = layer._attend(qw, gathered[0], gathered[1], bias, position)
