@@ -490,6 +490,9 @@ def report(args, workers, samples, gflops, cores, checks, load_start, load_end, 
                      "cores_busy": cores[n],
                      "peak_rss_bytes": rss, "first_call_s": w.info["first_s"],
                      "max_abs_diff_vs_hf": diff})
+    warning = benchlib.memory_pressure({w.name: w.info.get("peak_rss") for w in workers})
+    if warning:
+        print("\n" + warning)
     print("\nfirst call (build/compile + one call), s: " + ", ".join(
         "%s %.1f" % (w.name, w.info["first_s"]) for w in workers))
     print("all samples, s: " + "; ".join(

@@ -347,6 +347,9 @@ def main(argv=None):
             os.remove(os.path.join(weights, f))
         os.rmdir(weights)
     print_table(args, backends, table, rss, peak)
+    warning = benchlib.memory_pressure(rss)
+    if warning:
+        print("\n" + warning)
     print("\n(total run %.1f min; load average at the end: %.2f %.2f %.2f)"
           % (((time.perf_counter() - began) / 60,) + os.getloadavg()))
     if args.results:

@@ -19,6 +19,26 @@ are segmented by jieba, joined with spaces (so the fast tokenizer's offsets
 mark the word boundaries) and tokenized once by ``BertTokenizerFast`` into
 ``seq_len``-token chunks for the peer's collator.
 
+Packing (``--packing``; Liu et al. 2019, RoBERTa, section 4.2), the same
+recipe on both sides:
+
+* ``full`` (default; FULL-SENTENCES): ours ``packing='full'`` -- the
+  documents of each 32-document chunk as one stream, ``[SEP]`` between two
+  documents, every sequence filled to ``seq_len`` tokens and cut between
+  whole words.  The peer: ``run_mlm.py``'s ``group_texts`` -- every document
+  tokenized as ``[CLS] doc [SEP]``, all concatenated and cut into
+  ``seq_len``-token blocks (anywhere, even inside a word), the last block
+  padded rather than dropped.
+* ``document`` (DOC-SENTENCES): ours ``packing='document'`` -- whole
+  sentences of one document per sequence, never crossing into the next; the
+  peer: each document tokenized on its own with ``return_overflowing_tokens``
+  into ``[CLS] ... [SEP]`` chunks, the last chunk of every document padded.
+
+Tokens/s counts every position (``batch x seq_len``); the table also gives
+each side's share of real (non-padding) tokens -- ``[CLS]``/``[SEP]`` and the
+separators count as real -- and the tokens/s per real token, the honest
+throughput figure when one side pads more than the other.
+
 Rows (each side in its own worker process, so peak RSS is per side; a worker
 sleeps on its stdin while the other runs, and the parent drives both round by
 round, rotating the row order every round):
@@ -71,6 +91,7 @@ Usage::
     python benchmarks/pretraining.py                     # both shapes (about 10 min idle)
     python benchmarks/pretraining.py --shapes small --rounds 7
     python benchmarks/pretraining.py --quick             # smoke run, < 1 min
+    python benchmarks/pretraining.py --packing document  # DOC-SENTENCES on both sides
     python benchmarks/pretraining.py --results out.json  # raw rows as JSON
 """
 
@@ -113,6 +134,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-base", type=int, default=16, help="sequences per step, base shape")
     p.add_argument("--batch-small", type=int, default=32, help="sequences per step, small shape")
     p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--packing", choices=["full", "document"], default="full",
+                   help="full: sequences filled across documents on both sides "
+                        "(RoBERTa FULL-SENTENCES); document: never across a document "
+                        "(DOC-SENTENCES)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--iters-base", type=int, default=1, help="steps per sample, base shape")
     p.add_argument("--iters-small", type=int, default=5, help="steps per sample, small shape")
@@ -273,6 +298,26 @@ def _hf_examples(tokenizer, texts, seq_len):
     return examples
 
 
+def _hf_grouped_examples(tokenizer, texts, seq_len):
+    """``run_mlm.py``'s ``group_texts``: ``[CLS] doc [SEP]`` of every text,
+    concatenated and cut into ``seq_len``-token blocks; the last block padded."""
+    keys = ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask",
+            "offset_mapping")
+    encoded = tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True,
+                        verbose=False)
+    stream = {k: [x for row in encoded[k] for x in row] for k in keys}
+    examples = []
+    for start in range(0, len(stream["input_ids"]), seq_len):
+        example = {k: list(stream[k][start:start + seq_len]) for k in keys}
+        pad = seq_len - len(example["input_ids"])
+        for key, value in (("input_ids", tokenizer.pad_token_id), ("token_type_ids", 0),
+                           ("attention_mask", 0), ("special_tokens_mask", 1),
+                           ("offset_mapping", (0, 0))):
+            example[key] += [value] * pad
+        examples.append(example)
+    return examples
+
+
 def hf_worker(spec):
     """torch: ``BertForMaskedLM`` with our weights, its collator, ``AdamW(fused=True)``."""
     import warnings
@@ -330,7 +375,10 @@ def hf_worker(spec):
     with open(spec["texts"], encoding="utf-8") as f:
         texts = json.load(f)
     start = time.perf_counter()
-    examples = _hf_examples(tokenizer, texts, spec["seq_len"])
+    if spec["packing"] == "full":
+        examples = _hf_grouped_examples(tokenizer, texts, spec["seq_len"])
+    else:
+        examples = _hf_examples(tokenizer, texts, spec["seq_len"])
     tokenize_s = time.perf_counter() - start
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "random replacement not supported with wwm"
@@ -470,7 +518,7 @@ def prepare(args, shape, workdir):
             break
     tokenizer = Tokenizer(vocab, do_lower_case=True)
     start = time.perf_counter()
-    data = TrainingDatasetRoBERTa(tokenizer, args.seq_len)
+    data = TrainingDatasetRoBERTa(tokenizer, args.seq_len, packing=args.packing)
     manifest = data.process(docs, os.path.join(folder, "records", "mlm"), num_shards=2,
                             seed=args.seed, progress=False)
     records_s = time.perf_counter() - start
@@ -490,6 +538,7 @@ def prepare(args, shape, workdir):
     probe = docs[0][0]
     return {
         "shape": shape, "config": config_path, "records": os.path.join(folder, "records"),
+        "packing": args.packing,
         "batch": batch, "iters": iters, "seq_len": args.seq_len,
         "max_predictions": int(0.15 * args.seq_len) + 4,
         "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
@@ -523,10 +572,10 @@ def run_shape(args, spec, spec_path):
         json.dump(spec, f, ensure_ascii=False)
     tokens = spec["batch"] * spec["seq_len"]
     print("\n== %s: %d layers, hidden %d, vocab %d; batch %d x %d = %d tokens/step; "
-          "corpus %d chars -> %d sequences (records written in %.1f s)"
+          "corpus %d chars -> %d sequences (records written in %.1f s); packing %s"
           % (spec["shape"], spec["layers"], spec["hidden"], spec["vocab_size"], spec["batch"],
              spec["seq_len"], tokens, spec["corpus_chars"], spec["sequences"],
-             spec["records_s"]), flush=True)
+             spec["records_s"], spec["packing"]), flush=True)
     workers = {}
     try:
         # One at a time: each warms up (XLA compilation included) alone.
@@ -574,26 +623,27 @@ def summarize(args, spec, samples, peaks, ours, hf):
         per_round = [b / a for a, b in zip(samples[mine], samples[theirs])]
         ratio[label] = {"median": benchlib.median(per_round), "min": min(per_round),
                         "max": max(per_round)}
-    # Non-padding share of the positions: our records (packed sentences, never
-    # across documents) vs the peer's 128-token chunks of each document.
+    # Non-padding share of the positions: our records vs the peer's chunks
+    # (both packed as --packing says); "HF, same batches" runs on ours.
     real = {"ours": spec["real_fraction"], "hf": hf.get("real_fraction", 1.0)}
-    print("\n| %s | s/step | tokens/s | non-pad tokens/s | GFLOP/s (executed) | "
-          "of own fp32 matmul peak |" % spec["shape"])
-    print("|---|---|---|---|---|---|")
+    print("\n| %s (packing %s) | s/step | tokens/s | non-pad share | non-pad tokens/s | "
+          "GFLOP/s (executed) | of own fp32 matmul peak |" % (spec["shape"], spec["packing"]))
+    print("|---|---|---|---|---|---|---|")
     table = []
     for name in ROWS:
         side = "ours" if name.startswith("ours") else "hf"
         fraction = real["hf"] if name == "HF, with data" else real["ours"]
         t = median[name]
         rate = flops[side] / t / 1e9
-        print("| %s | %.3f | %.0f | %.0f | %.1f | %.2f |" % (
-            name, t, tokens / t, fraction * tokens / t, rate, rate / peak[side]))
+        print("| %s | %.3f | %.0f | %.3f | %.0f | %.1f | %.2f |" % (
+            name, t, tokens / t, fraction, fraction * tokens / t, rate, rate / peak[side]))
         table.append({"row": name, "s_per_step": t, "tokens_per_s": tokens / t,
+                      "non_pad_share": fraction,
                       "non_pad_tokens_per_s": fraction * tokens / t,
                       "gflops": rate, "fraction_of_peak": rate / peak[side],
                       "samples": samples[name]})
     for name in ("ours, input pipeline", "HF, collator"):
-        print("| %s (input only) | %.4f s/batch | %.0f batches/s | | | |"
+        print("| %s (input only) | %.4f s/batch | %.0f batches/s | | | | |"
               % (name, median[name], 1.0 / median[name]))
         table.append({"row": name, "s_per_batch": median[name], "samples": samples[name]})
     for label, r in ratio.items():
@@ -601,9 +651,12 @@ def summarize(args, spec, samples, peaks, ours, hf):
               % (label, r["median"], r["min"], r["max"], args.rounds))
     ratio["with data, non-pad tokens"] = {
         k: v * real["ours"] / real["hf"] for k, v in ratio["with data"].items()}
-    print("ours / HF non-padding tokens/s, with data: %.2fx (non-padding share: our records "
-          "%.2f, HF chunks %.2f)" % (ratio["with data, non-pad tokens"]["median"],
-                                     real["ours"], real["hf"]))
+    print("ours / HF non-padding tokens/s, with data: %.2fx [%.2f-%.2f] (packing %s; "
+          "non-padding share: our records %.3f, HF chunks %.3f)" % (
+              ratio["with data, non-pad tokens"]["median"],
+              ratio["with data, non-pad tokens"]["min"],
+              ratio["with data, non-pad tokens"]["max"], spec["packing"],
+              real["ours"], real["hf"]))
     print("fp32 matmul peak: TF %.0f GFLOP/s, torch %.0f GFLOP/s; step FLOPs ours %.1f G, "
           "HF %.1f G (MLM head on %d vs %d rows)" % (
               peak["ours"], peak["hf"], flops["ours"] / 1e9, flops["hf"] / 1e9,
