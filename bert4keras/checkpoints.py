@@ -574,7 +574,7 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                                      (" (chunk %d of %d)" % chunk if chunk else "")
                                      + (" (transposed)" if transposed else ""), weight.path,
                                      layer_name, tuple(weight.shape)))
-            weight.assign(_shared_tensor(value.astype(weight.dtype, copy=False)))
+            _assign(weight, value.astype(weight.dtype, copy=False))
             del value  # one stored tensor at a time
     _warn_unused(reader, used)
     if matches_signature(reader, signature, prefixes) is False:
@@ -585,18 +585,29 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                              " or ".join(repr(f) for f in found)), stacklevel=3)
 
 
-def _shared_tensor(value):
-    """``value`` (NumPy) as a torch tensor on the same memory on the torch backend
-    (``assign`` would copy it first with ``np.array``: GPT-2's 147 MiB embedding was
-    held three times while loading), else ``value``."""
+def _assign(weight, value, block=1 << 24):
+    """``weight.assign(value)`` (NumPy) without a second full copy of ``value``:
+    on torch a ``torch.from_numpy`` view (``assign`` copies with ``np.array``
+    first); on TensorFlow rows of <= ``block`` bytes written into the variable in
+    place (``assign`` converts the whole array to a tensor first). GPT-2's
+    147 MiB embedding was held three times while loading."""
     import keras
-    if keras.backend.backend() == "torch" and value.flags.writeable:
+    backend = keras.backend.backend()
+    if backend == "torch" and value.flags.writeable:
         import torch
         try:
-            return torch.from_numpy(value)
+            return weight.assign(torch.from_numpy(value))
         except TypeError:  # a dtype torch lacks (NumPy's bfloat16 from ml_dtypes)
             pass
-    return value
+    target = getattr(weight, "value", None)
+    if backend == "tensorflow" and value.ndim and value.nbytes > block:
+        import tensorflow as tf
+        if isinstance(target, tf.Variable):
+            step = max(1, block // max(1, value[:1].nbytes))
+            for start in range(0, len(value), step):
+                target[start:start + step].assign(value[start:start + step])
+            return
+    weight.assign(value)
 
 
 def _warn_unused(reader, used):

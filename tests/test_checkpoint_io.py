@@ -233,3 +233,19 @@ def test_weights_left_unset_by_the_checkpoint_get_their_random_values(tmp_path):
     assert all(marker_index(w.reshape(-1)[0]) is None for w in loaded.model.get_weights()
                if w.size)
     json.loads(loaded.model.to_json())
+
+
+@pytest.mark.parametrize("shape", [(37, 5), (11,), (3, 4, 2), ()])
+def test_assign_in_row_blocks(shape):
+    """Loading writes a large tensor into its variable a block of rows at a
+    time (TensorFlow; a shared view on torch): the variable ends up equal to
+    the array, for any block size, rank and row count (last block partial)."""
+    import keras
+
+    from bert4keras.checkpoints import _assign
+
+    value = np.random.RandomState(0).normal(size=shape).astype("float32")
+    for block in (1, 24, 100, 1 << 24):  # bytes: below one row .. above the whole array
+        variable = keras.Variable(np.zeros(shape, "float32"))
+        _assign(variable, value.copy(), block=block)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
