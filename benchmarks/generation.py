@@ -23,7 +23,7 @@ row order rotates every round):
   ``KERAS_BACKEND=<backend>`` -- preallocated key/value caches updated in
   place, the prompt in one call and the new tokens in a loop: one compiled
   ``while`` loop on TensorFlow (XLA) and JAX (``jax.jit``); on torch, which
-  Keras runs eagerly, a Python loop of eager steps under ``torch.no_grad``
+  Keras runs eagerly, a Python loop of eager steps under ``torch.inference_mode``
   with the caches written in place (``index_copy_``). Beam search reads each
   beam's history where it was written instead of reordering the caches. The
   torch row is run with each of ``--torch-threads`` (default: all cores and

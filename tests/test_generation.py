@@ -342,6 +342,34 @@ def test_attention_beams_read_ancestor_slots(p_bias, q_len):
         layer.call_with_cache(inputs, tuple(gathered), index=index)
 
 
+def test_direct_call_skips_only_what_changes_nothing():
+    """``direct_call`` (the decoding steps' shortcut past ``Layer.__call__``)
+    gives ``layer(x)``'s values for a plain and an int8-quantized Dense, and
+    falls back to the full call where the bookkeeping matters: an unbuilt
+    layer, a mixed-precision policy (autocast). ``reads_masks`` flags a pass
+    with a layer whose call reads a Keras mask."""
+    from bert4keras.generation.step import reads_masks
+    from bert4keras.layers import LayerNormalization
+    from bert4keras.layers.attention import direct_call
+
+    x = np.random.RandomState(0).randn(3, 8).astype("float32")
+    dense = keras.layers.Dense(5)
+    assert not dense.built
+    y = direct_call(dense, x)  # unbuilt: the full call builds it
+    assert dense.built
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(direct_call(dense, x)),
+                                  keras.ops.convert_to_numpy(y))
+    dense.quantize("int8")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(direct_call(dense, x)),
+                                  keras.ops.convert_to_numpy(dense(x)))
+    mixed = keras.layers.Dense(5, dtype="mixed_bfloat16")
+    mixed.build((None, 8))
+    out = direct_call(mixed, x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"  # autocast happened
+    pooling = keras.layers.GlobalAveragePooling1D()  # its call takes the Keras mask
+    assert reads_masks([dense, pooling]) and not reads_masks([dense, LayerNormalization()])
+
+
 # -- sampling and options -----------------------------------------------------------
 
 

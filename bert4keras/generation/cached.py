@@ -33,7 +33,7 @@ from bert4keras.generation.decoder import (
     _resolve_seed,
 )
 from bert4keras.generation.search import Options, make_search
-from bert4keras.generation.step import DecodingStep, positions
+from bert4keras.generation.step import DecodingStep, positions, reads_masks
 from bert4keras.models.validation import check_array
 
 __all__ = ["CachedDecoder"]
@@ -58,7 +58,7 @@ def _take_rows(x, rows):
 def _compile(fn, variables, jit, donate=False):
     """One compiled function: XLA on TensorFlow, ``jax.jit`` (weights passed
     as arguments, the state buffers donated) on JAX, eager under
-    ``torch.no_grad`` on torch (the caches are written in place there, see
+    ``torch.inference_mode`` on torch (the caches are written in place there, see
     ``MultiHeadAttention.call_with_cache``), eager elsewhere."""
     backend = keras.backend.backend()
     if backend == "jax" and jit:
@@ -77,14 +77,14 @@ def _compile(fn, variables, jit, donate=False):
         # each compiled function serves one input shape; many are made on purpose
         compiled._omit_frequent_tracing_warning = True
         return compiled
-    if backend == "torch":  # eager: at least no autograd graph (and no grad buffers)
+    if backend == "torch":  # eager: no autograd graph, no version counters
         import torch
 
-        def no_grad(*args):
-            with torch.no_grad():
+        def inference(*args):
+            with torch.inference_mode():
                 return fn(*args)
 
-        return no_grad
+        return inference
     return fn
 
 
@@ -167,6 +167,8 @@ class CachedDecoder(AutoRegressiveDecoder):
         limits = [getattr(layer, "max_positions", None) for layer in transformer.layers.values()]
         limits = [int(n) for n in limits if isinstance(n, (int, np.integer))]
         self.max_position = min(limits) if limits else None
+        # no layer of a pass reads a Keras mask: the steps call the layers directly
+        self._direct = not reads_masks(transformer.layers.values())
         self._variables = list(transformer.model.variables)
         self._functions = {}
 
@@ -407,7 +409,7 @@ class CachedDecoder(AutoRegressiveDecoder):
                  ops.zeros((ops.shape(pad)[0], cache_len - prompt_len), "bool")], axis=1)
             step = DecodingStep(0, positions(slots, pad), visible, cache_len, prompt_end,
                                 copies=rows if self.use_cache else 1,
-                                beam_copies=opt.method == "beam")
+                                beam_copies=opt.method == "beam", direct=self._direct)
             context = self.transformer.encode(batch["enc"]) if self.seq2seq else None
             logits = self._forward(batch["tokens"], batch.get("segments"), step, context)
             state = search.init_state(ops.shape(pad)[0] * rows, expand(batch.get("seen")),
@@ -448,7 +450,7 @@ class CachedDecoder(AutoRegressiveDecoder):
                 context = ops.zeros((ops.shape(tokens)[0], 1, self.transformer.hidden_size))
             now = DecodingStep(index, positions(ops.reshape(index, (1,)), state["pad"]),
                                ops.logical_or(state["visible"], written), cache_len, prompt_end,
-                               caches=state["caches"], beams=beams)
+                               caches=state["caches"], beams=beams, direct=self._direct)
             logits = self._forward(tokens, ops.full_like(tokens, self.segment_id), now, context)
             new, parent = search.update(state, logits)
             visible = now.new_visible
@@ -488,7 +490,7 @@ class CachedDecoder(AutoRegressiveDecoder):
             pad = state["pad"]
             slots = ops.arange(length, dtype="int32")
             now = DecodingStep(0, positions(slots, pad), slots[None] >= pad[:, None], length,
-                               prompt_end, pick=prompt_len + state["t"] - 1)
+                               prompt_end, pick=prompt_len + state["t"] - 1, direct=self._direct)
             logits = self._forward(tokens, segments, now, state.get("context"))
             new, _ = search.update(state, logits)  # rows carry their own ids: no caches
             return new

@@ -22,6 +22,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as Bk
+from bert4keras.layers.attention import direct_call
 
 __all__ = ["DecodingStep"]
 
@@ -51,13 +52,19 @@ class DecodingStep:
             self-attention caches sit side by side).
         pick: scalar position whose output :meth:`select` keeps (None: the
             last).
+        direct: run the layers' ``call`` directly where Keras'
+            ``Layer.__call__`` would change nothing
+            (:func:`~bert4keras.layers.attention.direct_call`); only valid
+            when no layer of the pass reads a Keras mask (see
+            :func:`reads_masks`). Eager PyTorch spends about as long in that
+            bookkeeping as in the matmuls of a batch-1 step.
 
     After the pass: :attr:`new_caches` (the caches for the next pass) and
     :attr:`new_visible` (``visible`` with the keys a mask hid removed).
     """
 
     def __init__(self, index, positions, visible, cache_len, prompt_end=0, caches=None,
-                 beams=None, copies=1, beam_copies=False, pick=None):
+                 beams=None, copies=1, beam_copies=False, pick=None, direct=False):
         self.index = ops.convert_to_tensor(index, "int32")
         self.positions = positions
         self.q_len = positions.shape[1]
@@ -70,6 +77,7 @@ class DecodingStep:
         self.copies = int(copies)
         self.beam_copies = bool(beam_copies)
         self.pick = pick
+        self.call = direct_call if direct else _plain_call
         self.new_caches = []
 
     # -- the hook ---------------------------------------------------------------
@@ -81,10 +89,10 @@ class DecodingStep:
         if getattr(layer, "activation", None) is _SOFTMAX:  # a softmax head: its logits
             layer.activation = _LINEAR
             try:
-                return layer(inputs, **arguments)
+                return self.call(layer, inputs, **arguments)
             finally:
                 layer.activation = _SOFTMAX
-        return layer(inputs, **arguments)
+        return self.call(layer, inputs, **arguments)
 
     # -- what the layers read -----------------------------------------------------
     def cache(self, make):
@@ -142,3 +150,16 @@ _LINEAR = keras.activations.get("linear")
 def positions(slots, pad):
     """``(rows, q_len)`` positions of ``slots`` in rows left-padded by ``pad``."""
     return ops.maximum(slots[None, :] - pad[:, None], 0)
+
+
+def _plain_call(layer, *args, **kwargs):
+    return layer(*args, **kwargs)
+
+
+def reads_masks(layers):
+    """Whether a layer among ``layers`` (those a decoding pass calls) reads
+    Keras masks: its ``call`` takes ``mask`` and it has no ``call_cached``.
+    If none does, a :class:`DecodingStep` may call the layers directly
+    (``direct=True``), dropping the masks Keras would attach."""
+    return any(getattr(layer, "_call_has_mask_arg", True)
+               and getattr(layer, "call_cached", None) is None for layer in layers)

@@ -3,6 +3,7 @@
 Shapes use ``batch``, ``q_len``, ``k_len``, ``hidden``, ``heads``.
 """
 
+import functools
 import math
 
 import keras
@@ -235,11 +236,13 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         position = inputs[n] if mode else None
         return q, k, v, bias, position, mode
 
-    def _project_kv(self, k, v, position=None):
+    def _project_kv(self, k, v, position=None, direct=False):
         """Keys ``(batch, k_len, heads, key_size)`` and values ``(batch, k_len,
-        heads, head_size)``; rotary keys are rotated by ``position``."""
-        kw = self._project(self.k_dense, k, self.key_size)
-        vw = self._project(self.v_dense, v, self.head_size)
+        heads, head_size)``; rotary keys are rotated by ``position``. ``direct``:
+        the Dense layers run through :func:`direct_call` (the cached path)."""
+        project = functools.partial(_project_direct, self) if direct else self._project
+        kw = project(self.k_dense, k, self.key_size)
+        vw = project(self.v_dense, v, self.head_size)
         if self.p_bias == "rotary":
             kw = B.apply_rotary_position_embeddings(position, kw)[0]
         return kw, vw
@@ -421,7 +424,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 layer, these queries and ``beams``.
         """
         q, k, v, bias, position, _ = self._split_inputs(inputs)
-        qw = self._project(self.q_dense, q, self.key_size)  # (batch, q_len, heads, size)
+        qw = _project_direct(self, self.q_dense, q, self.key_size)  # (batch, q_len, heads, size)
         if self.p_bias == "rotary":
             qw = B.apply_rotary_position_embeddings(position, qw)[0]
         keys, values = cache
@@ -435,12 +438,12 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 % (self.name, tuple(keys.shape), tuple(values.shape), self.heads, rows, group))
         length = keys.shape[1] // group  # cache_len
         if index is not None:
-            kw, vw = self._project_kv(k, v, position)
+            kw, vw = self._project_kv(k, v, position, direct=True)
             updated = []
             for old, new in ((keys, kw), (values, vw)):
                 # (batch, q_len, heads, size) -> (heads * groups, beams, q_len, size)
                 new = ops.transpose(ops.cast(new, old.dtype), (2, 0, 1, 3))
-                new = ops.reshape(new, (self.heads * rows // group, group, q_len, -1))
+                new = _reshape(new, (self.heads * rows // group, group, q_len, -1))
                 for beam in range(group):  # one in-place write per beam of a group
                     old = _write_slots(old, ops.cast(index, "int32") + beam * length,
                                        new[:, beam], in_place)
@@ -463,17 +466,17 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         # keys on the left: (cache slots, key_size) x (key_size, queries) needs no
         # transposed copy of the cache in XLA's batched matmul
         every = ops.einsum("bnd,bmd->bnm", keys,
-                           ops.reshape(qh, (heads * groups, k * q_len, key_size)))
-        every = ops.reshape(every, (heads, groups, k, length, k, q_len))  # (.., j, l, i, q)
+                           _reshape(qh, (heads * groups, k * q_len, key_size)))
+        every = _reshape(every, (heads, groups, k, length, k, q_len))  # (.., j, l, i, q)
         pick = None
         if beams is None:
             scores = ops.transpose(every[:, :, 0, :, 0], (0, 1, 3, 2))
         else:
             # pick[g, i, j, l]: slot l of beam i of group g was written by beam j
-            pick = ops.one_hot(ops.reshape(ops.cast(beams[0], "int32"), (groups, k, length)), k)
+            pick = ops.one_hot(_reshape(ops.cast(beams[0], "int32"), (groups, k, length)), k)
             pick = ops.cast(ops.transpose(pick, (0, 1, 3, 2)), every.dtype)
             scores = ops.einsum("hgjliq,gijl->hgiql", every, pick)
-        scores = ops.cast(ops.reshape(scores, (heads, rows, q_len, length)), "float32")
+        scores = ops.cast(_reshape(scores, (heads, rows, q_len, length)), "float32")
         if self.p_bias == "typical_relative":
             position = ops.cast(position, qh.dtype)
             scores = scores + ops.cast(ops.einsum("hbqd,qld->hbql", qh, position), "float32")
@@ -484,16 +487,16 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 bias = bias[None]
             bias = ops.transpose(bias, (1, 0, 2, 3))  # (batch, heads, ..) -> (heads, batch, ..)
         probs = self._probabilities(scores, bias, training)
-        weights = ops.reshape(probs, (heads, groups, k, q_len, length))
+        weights = _reshape(probs, (heads, groups, k, q_len, length))
         if pick is not None:  # each beam's weights over the slots of the beams that wrote them
             weights = ops.einsum("hgiql,gijl->hgiqjl", weights, pick)
-        o = ops.einsum("bmn,bnd->bmd", ops.reshape(weights, (heads * groups, k * q_len,
+        o = ops.einsum("bmn,bnd->bmd", _reshape(weights, (heads * groups, k * q_len,
                                                              k * length)), values)
-        o = ops.reshape(o, (heads, rows, q_len, self.head_size))
+        o = _reshape(o, (heads, rows, q_len, self.head_size))
         if self.p_bias == "typical_relative":
             o = o + ops.einsum("hbql,qld->hbqd", probs, ops.cast(position, probs.dtype))
-        o = ops.reshape(ops.transpose(o, (1, 2, 0, 3)), (rows, q_len, heads * self.head_size))
-        return self.o_dense(o)
+        o = _reshape(ops.transpose(o, (1, 2, 0, 3)), (rows * q_len, heads * self.head_size))
+        return _reshape(direct_call(self.o_dense, o), (rows, q_len, self.out_dim))
 
     def _attend(self, qw, kw, vw, bias, position, training=None):
         """The output ``(batch, q_len, out_dim)`` of :meth:`_attend_with_scores`
@@ -596,6 +599,54 @@ def _additive_bias(bias):
     if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
         bias = bias[:, None]
     return ops.cast(bias, "float32")
+
+
+def direct_call(layer, *args, **kwargs):
+    """``layer(*args, **kwargs)`` on real tensors without Keras'
+    ``Layer.__call__`` bookkeeping, where that bookkeeping changes nothing.
+
+    ``Layer.__call__`` converts the inputs to the compute dtype, resolves
+    ``training`` and masks, opens name and autocast scopes and attaches the
+    output's Keras mask: in eager PyTorch (a cached decoding step) that costs
+    more than the matmul of a batch-1 ``Dense``. For a built layer whose
+    compute and variable dtypes agree (nothing to autocast), whose ``call``
+    takes no ``mask``, with no activity regularizer, no rematerialization and
+    no ``keras.distribution`` set, ``layer.call`` (``quantized_call`` for a
+    quantized layer) is run directly: the same outputs, but no Keras mask on
+    them (callers make sure no later layer reads one). Any other layer is
+    called as usual.
+    """
+    if (layer.built and layer.compute_dtype == layer.variable_dtype
+            and not getattr(layer, "_call_has_mask_arg", True)
+            and layer.activity_regularizer is None
+            and getattr(layer, "_remat_mode", None) is None
+            and keras.distribution.distribution() is None):
+        if getattr(layer, "quantization_mode", None) is not None:
+            return layer.quantized_call(*args, **kwargs)
+        return layer.call(*args, **kwargs)
+    return layer(*args, **kwargs)
+
+
+def _project_direct(attention, dense, x, size):
+    """``attention._project(dense, x, size)`` with ``dense`` run by
+    :func:`direct_call` (the cached path: real tensors, no masks):
+    ``(batch, len, hidden) -> (batch, len, heads, size)``."""
+    shape = ops.shape(x)
+    y = direct_call(dense, _reshape(x, (-1, shape[-1])))
+    return _reshape(y, (shape[0], shape[1], attention.heads, size))
+
+
+def _reshape(x, shape):
+    """``ops.reshape(x, shape)`` on the cached path. On torch (eager) a torch
+    tensor is reshaped by torch itself: ``ops.reshape`` flattens the shape
+    tuple through torch's pytree to look for symbolic tensors, which took
+    about a fifth of a batch-1 GPT-2 decoding step (~16 reshapes per layer)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return torch.reshape(x, tuple(int(n) for n in shape))
+    return ops.reshape(x, shape)
 
 
 def _write_slots(cache, start, new, in_place=False):
