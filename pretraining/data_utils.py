@@ -16,11 +16,17 @@ Corpus.  An iterable of documents; a document is a list of sentences
 line between documents.  :class:`TrainingDatasetUniLM` with ``pairs=True``
 takes ``(source, target)`` tuples instead (on disk: ``source<TAB>target``).
 
-Packing.  The consecutive sentences of a document are packed greedily into
-sequences ``[CLS] s_1 s_2 ... s_k [SEP]`` of at most ``seq_len`` tokens; a
-sentence longer than ``seq_len - 2`` tokens is cut into consecutive pieces
-(at word boundaries for the masked LM) that are packed like sentences.
-Sequences never cross a document boundary (RoBERTa's DOC-SENTENCES).
+Packing.  By default (``packing='document'``) the consecutive sentences of
+a document are packed greedily into sequences ``[CLS] s_1 s_2 ... s_k [SEP]``
+of at most ``seq_len`` tokens; a sentence longer than ``seq_len - 2`` tokens
+is cut into consecutive pieces (at word boundaries for the masked LM) that
+are packed like sentences.  Sequences never cross a document boundary
+(RoBERTa's DOC-SENTENCES).  With ``packing='full'`` (masked LM and LM;
+RoBERTa's FULL-SENTENCES) every sequence is filled to ``seq_len`` tokens from
+the stream of ``chunk_size`` consecutive documents with ``[SEP]`` between
+documents, cut between words (masked LM) or tokens (LM); see
+:mod:`pretraining.objectives`.  The manifest records the choice as
+``packing``.
 
 Records (one ``tf.train.Example`` per sequence, int64 lists, unpadded):
 
@@ -33,11 +39,12 @@ Records (one ``tf.train.Example`` per sequence, int64 lists, unpadded):
   ``segment_ids`` = ``0`` over ``[CLS] source [SEP]``, ``1`` over
   ``target [SEP]``.
 
-Determinism.  Every document gets its own random generator seeded with
-``(seed, dupe_round, document_index)``, and records are written in corpus
-order (shard ``i % num_shards`` for the i-th sequence), so the shard bytes
-depend only on the corpus, the tokenizer and the arguments -- not on
-``workers``.
+Determinism.  Every document (with ``packing='full'``: every chunk of
+``chunk_size`` documents) gets its own random generator seeded with
+``(seed, dupe_round, document_index)`` (of the chunk's first document), and
+records are written in corpus order (shard ``i % num_shards`` for the i-th
+sequence), so the shard bytes depend only on the corpus, the tokenizer and
+the arguments -- not on ``workers``.
 
 Recipes followed: Devlin et al. 2019 (BERT: 15 % of tokens, 80/10/10) and
 Google's ``create_pretraining_data.py`` (per-sequence prediction budget,
@@ -173,12 +180,18 @@ def main(argv=None):
     parser.add_argument("--dupe-factor", type=int, default=1,
                         help="re-mask the corpus N times (roberta)")
     parser.add_argument("--mask-rate", type=float, default=0.15, help="roberta only")
+    parser.add_argument("--packing", choices=["document", "full"], default="document",
+                        help="roberta, gpt: 'document' packs sentences of one document "
+                        "(RoBERTa DOC-SENTENCES); 'full' fills every sequence from consecutive "
+                        "documents with [SEP] between them (FULL-SENTENCES)")
     parser.add_argument("--pairs", action="store_true", help="unilm: lines are source<TAB>target")
     parser.add_argument("--cased", action="store_true", help="do not lowercase")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.pairs and args.model != "unilm":
         parser.error("--pairs only applies to --model unilm")
+    if args.packing != "document" and args.model == "unilm":
+        parser.error("--packing only applies to --model roberta and gpt")
 
     from bert4keras.tokenizers import Tokenizer
 
@@ -189,11 +202,12 @@ def main(argv=None):
         import jieba
 
         jieba.setLogLevel(logging.WARNING)
-        dataset = TrainingDatasetRoBERTa(tokenizer, args.seq_len, mask_rate=args.mask_rate)
+        dataset = TrainingDatasetRoBERTa(tokenizer, args.seq_len, mask_rate=args.mask_rate,
+                                         packing=args.packing)
     elif args.model == "unilm":
         dataset = TrainingDatasetUniLM(tokenizer, args.seq_len, pairs=args.pairs)
     else:
-        dataset = TrainingDatasetGPT(tokenizer, args.seq_len)
+        dataset = TrainingDatasetGPT(tokenizer, args.seq_len, packing=args.packing)
     corpus = TextCorpus(args.corpus, pairs=args.pairs)
     manifest = dataset.process(
         corpus,

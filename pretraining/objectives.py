@@ -4,6 +4,22 @@ Split out of :mod:`pretraining.data_utils` (which re-exports the classes and
 describes the corpus and record formats): :class:`TrainingDatasetRoBERTa`,
 :class:`TrainingDatasetGPT` and :class:`TrainingDatasetUniLM`, subclasses of
 :class:`pretraining.dataset.TrainingDataset`, with the packing helpers they share.
+
+Packing (``packing=`` of the masked LM and the LM; Liu et al. 2019, RoBERTa,
+section 4.2):
+
+* ``'document'`` (default) -- DOC-SENTENCES: a sequence holds consecutive
+  sentences of one document and never crosses into the next, so the last
+  sequence of every document is short (on 16-sentence news documents about a
+  quarter of the positions of 128-token sequences end up as padding).
+* ``'full'`` -- FULL-SENTENCES: the documents of a worker's chunk (``process``'s
+  ``chunk_size`` consecutive documents, in corpus order) form one stream with
+  one ``[SEP]`` between two documents, cut into sequences of ``seq_len - 2``
+  tokens (plus ``[CLS]``/``[SEP]``).  Unlike RoBERTa, which keeps sentences
+  whole and so leaves sequences up to a sentence short, a sentence that does
+  not fit is cut at a word boundary and its remainder starts the next
+  sequence, so a sequence is short by less than one word (the last of a
+  chunk excepted).  See :func:`_fill`.
 """
 
 import numpy as np
@@ -39,6 +55,102 @@ def _flatten(lists):
     return [x for sub in lists for x in sub]
 
 
+PACKINGS = ("document", "full")
+
+
+def _check_packing(packing):
+    """``packing`` if it is one of :data:`PACKINGS`; else ``ValueError`` naming it."""
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {PACKINGS}, got packing={packing!r}")
+    return packing
+
+
+def _fill(documents, budget, separator):
+    """Pack the words of consecutive documents into sequences of ``budget`` tokens.
+
+    RoBERTa's FULL-SENTENCES packing (Liu et al. 2019, section 4.2), cut at
+    word boundaries: words are appended in order while they fit; the first
+    word that does not fit starts the next sequence, so a sequence is exactly
+    ``budget`` tokens long unless its next word would have overflowed it (and
+    the last one).  A word longer than ``budget`` is cut into ``budget``-token
+    pieces, each packed as a word.  Between two documents inside a sequence
+    comes one word ``[separator]``; where a document ends a full sequence the
+    separator is left out (the sequence boundary marks it).  Empty documents
+    are skipped.  Nothing is dropped: the words, minus the separators, are the
+    input words in order.
+
+    Args:
+        documents: ``list[list[list[int]]]``, per document its words' token ids.
+        budget: tokens per sequence without ``[CLS]``/``[SEP]`` (``>= 1``).
+        separator: the token id put between documents (``[SEP]``).
+
+    Returns:
+        ``list[(owner, words, separators)]``, one per sequence: the index of
+        the document the sequence starts in, its words (``list[list[int]]``,
+        separators included) and the indices of the separator words in
+        ``words``.
+    """
+    sequences = []
+    words, separators, size, owner = [], [], 0, 0
+    for index, document in enumerate(documents):
+        if not document:
+            continue
+        if words:
+            if size < budget:
+                separators.append(len(words))
+                words.append([separator])
+                size += 1
+            else:
+                sequences.append((owner, words, separators))
+                words, separators, size = [], [], 0
+        for word in document:
+            for piece in _cut(word, budget):
+                if words and size + len(piece) > budget:
+                    sequences.append((owner, words, separators))
+                    words, separators, size = [], [], 0
+                if not words:
+                    owner = index
+                words.append(piece)
+                size += len(piece)
+    if words:
+        sequences.append((owner, words, separators))
+    return sequences
+
+
+class _FullPacking:
+    """The ``packing`` option of :class:`TrainingDatasetRoBERTa` and
+    :class:`TrainingDatasetGPT` (mixed in before :class:`TrainingDataset`).
+
+    With ``packing='full'`` a worker's chunk of documents (``process``'s
+    ``chunk_size``) is packed as one stream by :func:`_fill`; its random
+    generator (for the masks) is seeded with ``(seed, dupe_round,
+    index of the chunk's first document)``, so the records depend on
+    ``chunk_size`` but, as before, not on ``workers``.  A sequence is written
+    under the document it starts in; the others of the chunk get none.
+    :meth:`document_instances` always packs a single document
+    (DOC-SENTENCES).  Subclasses define ``_document_words(document) ->
+    list[list[int]]`` and ``_sequence_record(words, separators, rng) -> dict``.
+    """
+
+    packing = "document"
+
+    def _process_chunk(self, task):
+        if self.packing == "document":
+            return super()._process_chunk(task)
+        seed, dupe_round, items = task
+        out = [[] for _ in items]
+        if not items:
+            return out
+        rng = np.random.default_rng([seed, dupe_round, items[0][0]])
+        documents = [self._document_words(document) for _, document in items]
+        for owner, words, separators in _fill(documents, self.seq_len - 2, self.token_sep_id):
+            out[owner].append(self._sequence_record(words, separators, rng))
+        return out
+
+    def _manifest_extra(self):
+        return {**super()._manifest_extra(), "packing": self.packing}
+
+
 def _document_sentences(document):
     if isinstance(document, str):
         document = document.splitlines()
@@ -57,7 +169,7 @@ def _shift_left(tensor, fill):
 # ---------------------------------------------------------------------------
 
 
-class TrainingDatasetRoBERTa(TrainingDataset):
+class TrainingDatasetRoBERTa(_FullPacking, TrainingDataset):
     """Masked-LM data with whole-word masking (RoBERTa / BERT-wwm recipe).
 
     Each sentence is tokenised and its tokens grouped into whole words with
@@ -71,16 +183,28 @@ class TrainingDatasetRoBERTa(TrainingDataset):
     the vocabulary minus ``[PAD]``/``[CLS]``/``[SEP]``/``[MASK]``), and stays
     itself with 0.1.
 
+    Packing (see the module docstring): ``'document'`` packs whole sentences
+    of one document (RoBERTa's DOC-SENTENCES; a sentence longer than
+    ``seq_len - 2`` tokens is cut at word boundaries, a single longer word
+    truncated); ``'full'`` fills every sequence to ``seq_len`` tokens from a
+    stream of documents with ``[SEP]`` between them (FULL-SENTENCES), cutting
+    only between words, so masked words are never split across sequences (a
+    single word longer than ``seq_len - 2`` is cut into pieces, none dropped).
+    The separators are never masked and do not count towards the prediction
+    budget.
+
     Args:
         tokenizer, seq_len, vocab_size: see :class:`TrainingDataset`.
         word_segment: ``text -> list[str]`` whose pieces concatenate to the
             text; default ``jieba.lcut``.
         mask_rate: fraction of tokens chosen for prediction.
+        packing: ``'document'`` (default) or ``'full'``; written to the
+            manifest as ``packing``.
         **special_tokens: ``cls_token`` etc., see :class:`TrainingDataset`.
 
     Raises:
-        ValueError: the vocabulary has no ``[MASK]`` or ``mask_rate`` is not
-            in ``(0, 1)``.
+        ValueError: the vocabulary has no ``[MASK]``, ``mask_rate`` is not
+            in ``(0, 1)``, or ``packing`` is not one of ``PACKINGS``.
     """
 
     kind = "roberta"
@@ -88,7 +212,8 @@ class TrainingDatasetRoBERTa(TrainingDataset):
     supports_dupe_factor = True
 
     def __init__(self, tokenizer, seq_len=512, word_segment=None, mask_rate=0.15,
-                 vocab_size=None, **special_tokens):
+                 vocab_size=None, packing="document", **special_tokens):
+        self.packing = _check_packing(packing)
         super().__init__(tokenizer, seq_len, vocab_size, **special_tokens)
         if self.token_mask_id is None:
             raise ValueError("masked LM needs a mask token in the vocabulary")
@@ -144,23 +269,29 @@ class TrainingDatasetRoBERTa(TrainingDataset):
             previous = words
         return groups
 
-    def mask_words(self, words, rng):
+    def mask_words(self, words, rng, keep=()):
         """Mask one sequence given as words; return its record.
 
         Args:
             words: ``list[list[int]]``, the token ids of each word, in order.
             rng: ``np.random.Generator``.
+            keep: indices of one-token words never chosen and left out of the
+                prediction budget (the document separators of
+                ``packing='full'``); the default ``()`` leaves every word
+                eligible.
 
         Returns:
             ``{'token_ids': [CLS] + tokens + [SEP], 'mask_ids': ...}`` (see the
             module docstring for ``mask_ids``), both ``list[int]``.
         """
-        n = sum(len(w) for w in words)
+        n = sum(len(w) for w in words) - len(keep)
         budget = max(1, int(round(n * self.mask_rate)))
         chosen, taken = np.zeros(len(words), dtype=bool), 0
         for i in rng.permutation(len(words)):
             if taken >= budget:
                 break
+            if i in keep:
+                continue
             if taken + len(words[i]) <= budget:
                 chosen[i] = True
                 taken += len(words[i])
@@ -211,11 +342,18 @@ class TrainingDatasetRoBERTa(TrainingDataset):
             groups.append(group)
         return [self.mask_words(words, rng) for words in groups]
 
+    def _document_words(self, document):
+        return [w for sentence in _document_sentences(document)
+                for w in self.sentence_words(sentence)]
+
+    def _sequence_record(self, words, separators, rng):
+        return self.mask_words(words, rng, keep=frozenset(separators))
+
     def _count_masked(self, instance):
         return sum(1 for m in instance["mask_ids"] if m)
 
     def _manifest_extra(self):
-        return {"mask_rate": self.mask_rate}
+        return {**super()._manifest_extra(), "mask_rate": self.mask_rate}
 
     @classmethod
     def model_inputs(cls, batch):
@@ -243,14 +381,37 @@ class TrainingDatasetRoBERTa(TrainingDataset):
 # ---------------------------------------------------------------------------
 
 
-class TrainingDatasetGPT(TrainingDataset):
+class TrainingDatasetGPT(_FullPacking, TrainingDataset):
     """Left-to-right LM data: packed ``[CLS] s_1 ... s_k [SEP]`` token streams.
 
-    Args: see :class:`TrainingDataset`.
+    Packing (see the module docstring): ``'document'`` (default) packs whole
+    sentences of one document (DOC-SENTENCES; longer sentences cut into
+    ``seq_len - 2``-token pieces); ``'full'`` fills every sequence to
+    ``seq_len`` tokens from the stream of a chunk's documents with ``[SEP]``
+    between them (FULL-SENTENCES), cutting between any two tokens.
+
+    Args:
+        *args, **kwargs: see :class:`TrainingDataset`.
+        packing: ``'document'`` (default) or ``'full'``; written to the
+            manifest as ``packing``.
+
+    Raises:
+        ValueError: as :class:`TrainingDataset`, or ``packing`` is not one of
+            ``PACKINGS``.
     """
 
     kind = "gpt"
     features = ("token_ids",)
+
+    def __init__(self, *args, packing="document", **kwargs):
+        self.packing = _check_packing(packing)
+        super().__init__(*args, **kwargs)
+
+    def _document_words(self, document):
+        return [[t] for sentence in _document_sentences(document) for t in self.tokenize(sentence)]
+
+    def _sequence_record(self, words, separators, rng):
+        return {"token_ids": [self.token_cls_id] + _flatten(words) + [self.token_sep_id]}
 
     def document_instances(self, document, rng):
         budget = self.seq_len - 2

@@ -394,3 +394,177 @@ def test_cli_with_real_tokenizer(corpus, tmp_path):
         records = read_records(shard_files(out), manifest["features"])
         assert all(len(r["token_ids"]) <= 64 for r in records)
         assert all(r["token_ids"][0] == manifest["special_ids"]["cls"] for r in records)
+
+
+# ---------------------------------------------------------------- packing='full'
+
+
+def two_char_words(text):
+    """A segmenter independent of jieba: words of two characters."""
+    return [text[i : i + 2] for i in range(0, len(text), 2)]
+
+
+def corpus_words(tokenizer, corpus, segment):
+    """Per document, the token ids of its words, in order."""
+    return [[tokenizer.tokens_to_ids(list(w)) for s in doc for w in segment(s)] for doc in corpus]
+
+
+FULL_CASES = {
+    "roberta-jieba": (TrainingDatasetRoBERTa, {"word_segment": jieba.lcut}, jieba.lcut),
+    "roberta-chars": (TrainingDatasetRoBERTa, {"word_segment": list}, list),
+    "gpt": (TrainingDatasetGPT, {}, list),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FULL_CASES))
+def test_full_packing_fills_sequences_and_keeps_the_stream(tokenizer, tmp_path, case):
+    cls, kwargs, segment = FULL_CASES[case]
+    seq_len = 24
+    corpus = make_corpus(25, seed=3) + [[], [LONG, "短句。"]] + make_corpus(5, seed=9)
+    dataset = cls(tokenizer, seq_len=seq_len, packing="full", **kwargs)
+    manifest = dataset.process(corpus, tmp_path / "full", num_shards=1, workers=1,
+                               chunk_size=len(corpus), progress=False)
+    assert manifest["packing"] == "full" and manifest["documents"] == len(corpus)
+    records = read_records(shard_files(tmp_path), cls.features)
+    assert len(records) == manifest["sequences"]
+
+    # The expected stream: the documents' tokens with one [SEP] between two
+    # (non-empty) documents; the word boundaries in real-token offsets.
+    words = [doc for doc in corpus_words(tokenizer, corpus, segment) if doc]
+    stream, boundaries, offset = [], {0}, 0
+    for d, doc in enumerate(words):
+        stream.extend([SEP] if d else [])
+        for word in doc:
+            stream.extend(word)
+            offset += len(word)
+            boundaries.add(offset)
+    word_starts = sorted(boundaries)
+    got, cuts, real, separators = [], [], 0, 0
+    for r, record in enumerate(records):
+        ids = record["token_ids"]
+        assert ids[0] == CLS and ids[-1] == SEP and len(ids) <= seq_len
+        inner = ids[1:-1]
+        assert inner[0] != SEP  # never a separator first
+        separators += inner.count(SEP)
+        real += len(inner) - inner.count(SEP)
+        cuts.append(real)
+        got.append(inner)
+        if r < len(records) - 1:
+            if segment is list:  # one-token words: exactly full
+                assert len(ids) == seq_len
+            else:  # full, or the next word would not have fitted
+                assert real in boundaries  # cut between two words
+                i = word_starts.index(real)
+                assert len(ids) == seq_len or len(ids) + word_starts[i + 1] - real > seq_len
+        if cls is TrainingDatasetRoBERTa:
+            masks = record["mask_ids"]
+            assert all(m == 0 for t, m in zip(ids, masks) if t == SEP)  # separators kept
+            n = len(inner) - inner.count(SEP)
+            assert 0 < sum(1 for m in masks if m) <= max(1, round(n * 0.15))
+    assert separators >= 1
+    assert set(cuts) <= boundaries  # every cut between two words
+    # Walk the stream: the records reproduce it in order, nothing lost or
+    # duplicated; a separator is only left out where a document filled a
+    # sequence to the end.
+    j = 0
+    for r, inner in enumerate(got):
+        for k, token in enumerate(inner):
+            if stream[j] == SEP and token != SEP:
+                assert k == 0 and r and len(got[r - 1]) == seq_len - 2
+                j += 1
+            assert token == stream[j]
+            j += 1
+    assert j == len(stream)
+
+
+def test_full_packing_masks_whole_words(tokenizer):
+    dataset = TrainingDatasetRoBERTa(tokenizer, seq_len=20, word_segment=jieba.lcut, packing="full")
+    corpus = make_corpus(40, seed=6)
+    per_document = dataset._process_chunk((0, 0, list(enumerate(corpus))))
+    records = [r for rs in per_document for r in rs]
+    assert len(per_document) == len(corpus)  # one entry per document, for the counts
+    word_lengths = [len(w) for doc in corpus_words(tokenizer, corpus, jieba.lcut) for w in doc]
+    lengths = iter(word_lengths)
+    masked_words = 0
+    for record in records:
+        flags = [m > 0 for t, m in zip(record["token_ids"][1:-1], record["mask_ids"][1:-1]) if t != SEP]
+        start = 0
+        while start < len(flags):  # sequences hold whole words: the lengths line up
+            n = next(lengths)
+            assert all(flags[start : start + n]) or not any(flags[start : start + n])
+            masked_words += all(flags[start : start + n])
+            start += n
+        assert start == len(flags)
+    assert next(lengths, None) is None and masked_words > 0
+
+
+def test_full_packing_chunks_workers_and_dupes(tokenizer, corpus, tmp_path):
+    seq_len, chunk = 32, 7
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        TrainingDatasetRoBERTa(tokenizer, seq_len, word_segment=list, packing="full").process(
+            corpus, out / "roberta", num_shards=1, workers=workers, seed=3, dupe_factor=2,
+            chunk_size=chunk, progress=False,
+        )
+        outputs[workers] = [p.read_bytes() for p in sorted(out.iterdir())]
+    assert outputs[1] == outputs[2]
+    manifest = json.loads((tmp_path / "w1" / "manifest.json").read_text())
+    assert manifest["packing"] == "full" and manifest["documents"] == len(corpus)
+    records = read_records(shard_files(tmp_path / "w1"), ("token_ids", "mask_ids"))
+    half = len(records) // 2
+    assert [r["token_ids"] for r in records[:half]] == [r["token_ids"] for r in records[half:]]
+    assert [r["mask_ids"] for r in records[:half]] != [r["mask_ids"] for r in records[half:]]
+    # Documents are crossed within a chunk only: at most one short sequence
+    # per chunk (its last), at most one separator per document boundary inside it.
+    chunks = -(-len(corpus) // chunk)
+    assert sum(1 for r in records[:half] if len(r["token_ids"]) < seq_len) <= chunks
+    separators = sum(r["token_ids"][1:-1].count(SEP) for r in records[:half])
+    assert 0 < separators <= len(corpus) - chunks
+    chars = sum(len("".join(d)) for d in corpus)
+    assert manifest["tokens"] == 2 * (chars + 2 * half + separators)
+
+
+# Records of the DOC-SENTENCES packing made by the code before ``packing=``
+# existed (sha256 of their JSON); the default must keep them bit for bit.
+DOCUMENT_PACKING_SHA256 = {
+    "roberta": "6d530d2a873e14c522352ec81c277d7bd2c1526b56d6d49220456f612fcb2279",
+    "gpt": "177e43241743828822ac5e6df0ecb1992571c7d87ce852c8ae1b319d01d51fd0",
+}
+
+
+@pytest.mark.parametrize("kind", ["roberta", "gpt"])
+def test_document_packing_is_the_default_and_unchanged(tokenizer, tmp_path, kind):
+    import hashlib
+
+    def make(**packing):
+        if kind == "roberta":
+            return TrainingDatasetRoBERTa(tokenizer, 24, word_segment=two_char_words, **packing)
+        return TrainingDatasetGPT(tokenizer, 24, **packing)
+
+    corpus = make_corpus(40, seed=11) + [[LONG, "短句。"]]
+    records = [make()._process_chunk((7, r, list(enumerate(corpus)))) for r in (0, 1)]
+    digest = hashlib.sha256(json.dumps(records).encode()).hexdigest()
+    assert digest == DOCUMENT_PACKING_SHA256[kind]
+    shards = {}
+    for packing in ({}, {"packing": "document"}):
+        out = tmp_path / str(len(packing))
+        manifest = make(**packing).process(corpus, out / kind, num_shards=2, progress=False)
+        assert manifest["packing"] == "document"
+        shards[len(packing)] = [p.read_bytes() for p in sorted(out.iterdir())]
+    assert shards[0] == shards[1]
+
+
+def test_packing_errors(tokenizer, tmp_path):
+    for cls in (TrainingDatasetRoBERTa, TrainingDatasetGPT):
+        with pytest.raises(ValueError, match="packing='sentences'"):
+            cls(tokenizer, 32, packing="sentences")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(SPECIALS + VOCAB_CHARS) + "\n", encoding="utf-8")
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join("\n".join(doc) for doc in make_corpus(6, seed=2)) + "\n", encoding="utf-8")
+    common = ["--vocab", str(vocab), "--corpus", str(text), "--seq-len", "32", "--quiet"]
+    manifest = main(["--model", "gpt", "--out", str(tmp_path / "gpt"), "--packing", "full"] + common)
+    assert manifest["packing"] == "full" and manifest["documents"] == 6
+    with pytest.raises(SystemExit):
+        main(["--model", "unilm", "--out", str(tmp_path / "u"), "--packing", "full"] + common)
