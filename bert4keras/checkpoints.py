@@ -586,27 +586,21 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
 
 
 def _assign(weight, value, block=1 << 24):
-    """``weight.assign(value)`` (NumPy) without a second full copy of ``value``:
-    on torch a ``torch.from_numpy`` view (``assign`` copies with ``np.array``
-    first); on TensorFlow rows of <= ``block`` bytes written into the variable in
-    place (``assign`` converts the whole array to a tensor first). GPT-2's
-    147 MiB embedding was held three times while loading."""
+    """``weight.assign(value)`` (NumPy) without a second full copy: on torch a
+    ``torch.from_numpy`` view (``assign`` copies with ``np.array`` first), on
+    TensorFlow blocks of rows of <= ``block`` bytes written in place (``assign``
+    converts the whole array first): GPT-2's 147 MiB embedding was held 3 times."""
     import keras
-    backend = keras.backend.backend()
-    if backend == "torch" and value.flags.writeable:
-        import torch
-        try:
-            return weight.assign(torch.from_numpy(value))
-        except TypeError:  # a dtype torch lacks (NumPy's bfloat16 from ml_dtypes)
-            pass
-    target = getattr(weight, "value", None)
-    if backend == "tensorflow" and value.ndim and value.nbytes > block:
-        import tensorflow as tf
-        if isinstance(target, tf.Variable):
-            step = max(1, block // max(1, value[:1].nbytes))
-            for start in range(0, len(value), step):
-                target[start:start + step].assign(value[start:start + step])
-            return
+    backend, target = keras.backend.backend(), getattr(weight, "value", None)
+    if backend == "torch" and value.flags.writeable and value.dtype.kind in "fiub":
+        import torch  # (not NumPy's bfloat16 from ml_dtypes, kind "V": torch lacks it)
+        return weight.assign(torch.from_numpy(value))
+    if (backend == "tensorflow" and value.ndim and value.nbytes > block
+            and hasattr(target, "assign")):  # a tf.Variable (not an autocast tensor)
+        step = max(1, block // max(1, value[:1].nbytes))
+        for start in range(0, len(value), step):
+            target[start:start + step].assign(value[start:start + step])
+        return
     weight.assign(value)
 
 

@@ -7,7 +7,6 @@ and weight gradients as its inference pass."""
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from bert4keras import backend as B
 from bert4keras.layers import FeedForward
