@@ -3,7 +3,6 @@
 Shapes use ``batch``, ``q_len``, ``k_len``, ``hidden``, ``heads``.
 """
 
-import functools
 import math
 
 import keras
@@ -179,23 +178,28 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         self.o_dense.build(tuple(q_shape[:-1]) + (self.head_size * self.heads,))
         self.built = True
 
-    def _project(self, dense, x, size):
+    def _project(self, dense, x, size, direct=False):
         """``dense`` over ``x`` ``(batch, len, hidden)`` as one 2-D matmul, split
         into ``(batch, len, heads, size)``. Same math as a 3-D call; on
         TensorFlow a 2-D Dense is MatMul + BiasAdd, which oneDNN runs as one
         kernel (a 3-D one goes through Tensordot and adds the bias in a second
-        pass, slow in bfloat16)."""
+        pass, slow in bfloat16). ``direct`` (the cached path: real tensors, no
+        masks): ``dense`` run by :func:`direct_call`, reshapes by :func:`_reshape`."""
+        reshape = _reshape if direct else ops.reshape
         shape = ops.shape(x)
-        y = dense(ops.reshape(x, (-1, shape[-1])))
-        return ops.reshape(y, (shape[0], shape[1], self.heads, size))
+        rows = reshape(x, (-1, shape[-1]))
+        y = direct_call(dense, rows) if direct else dense(rows)
+        return reshape(y, (shape[0], shape[1], self.heads, size))
 
-    def _output(self, o):
+    def _output(self, o, direct=False):
         """``o_dense`` over the heads' outputs ``(batch, q_len, heads,
-        head_size)`` as one 2-D matmul (see :meth:`_project`); returns
-        ``(batch, q_len, out_dim)``."""
+        head_size)`` as one 2-D matmul (see :meth:`_project`, also for
+        ``direct``); returns ``(batch, q_len, out_dim)``."""
+        reshape = _reshape if direct else ops.reshape
         shape = ops.shape(o)
-        y = self.o_dense(ops.reshape(o, (-1, self.heads * self.head_size)))
-        return ops.reshape(y, (shape[0], shape[1], self.out_dim))
+        rows = reshape(o, (-1, self.heads * self.head_size))
+        y = direct_call(self.o_dense, rows) if direct else self.o_dense(rows)
+        return reshape(y, (shape[0], shape[1], self.out_dim))
 
     def _check_p_bias(self, p_bias):
         if p_bias not in self.P_BIAS_MODES:
@@ -239,10 +243,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
     def _project_kv(self, k, v, position=None, direct=False):
         """Keys ``(batch, k_len, heads, key_size)`` and values ``(batch, k_len,
         heads, head_size)``; rotary keys are rotated by ``position``. ``direct``:
-        the Dense layers run through :func:`direct_call` (the cached path)."""
-        project = functools.partial(_project_direct, self) if direct else self._project
-        kw = project(self.k_dense, k, self.key_size)
-        vw = project(self.v_dense, v, self.head_size)
+        see :meth:`_project`."""
+        kw = self._project(self.k_dense, k, self.key_size, direct)
+        vw = self._project(self.v_dense, v, self.head_size, direct)
         if self.p_bias == "rotary":
             kw = B.apply_rotary_position_embeddings(position, kw)[0]
         return kw, vw
@@ -424,7 +427,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 layer, these queries and ``beams``.
         """
         q, k, v, bias, position, _ = self._split_inputs(inputs)
-        qw = _project_direct(self, self.q_dense, q, self.key_size)  # (batch, q_len, heads, size)
+        qw = self._project(self.q_dense, q, self.key_size, direct=True)  # (batch, q_len, heads, ..)
         if self.p_bias == "rotary":
             qw = B.apply_rotary_position_embeddings(position, qw)[0]
         keys, values = cache
@@ -495,8 +498,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         o = _reshape(o, (heads, rows, q_len, self.head_size))
         if self.p_bias == "typical_relative":
             o = o + ops.einsum("hbql,qld->hbqd", probs, ops.cast(position, probs.dtype))
-        o = _reshape(ops.transpose(o, (1, 2, 0, 3)), (rows * q_len, heads * self.head_size))
-        return _reshape(direct_call(self.o_dense, o), (rows, q_len, self.out_dim))
+        return self._output(ops.transpose(o, (1, 2, 0, 3)), direct=True)  # (rows, q_len, ..)
 
     def _attend(self, qw, kw, vw, bias, position, training=None):
         """The output ``(batch, q_len, out_dim)`` of :meth:`_attend_with_scores`
@@ -625,15 +627,6 @@ def direct_call(layer, *args, **kwargs):
             return layer.quantized_call(*args, **kwargs)
         return layer.call(*args, **kwargs)
     return layer(*args, **kwargs)
-
-
-def _project_direct(attention, dense, x, size):
-    """``attention._project(dense, x, size)`` with ``dense`` run by
-    :func:`direct_call` (the cached path: real tensors, no masks):
-    ``(batch, len, hidden) -> (batch, len, heads, size)``."""
-    shape = ops.shape(x)
-    y = direct_call(dense, _reshape(x, (-1, shape[-1])))
-    return _reshape(y, (shape[0], shape[1], attention.heads, size))
 
 
 def _reshape(x, shape):
