@@ -55,3 +55,34 @@ def test_gradient_is_the_mask():
     grad, y = jax.jit(jax.grad(f, has_aux=True))(x)
     np.testing.assert_allclose(np.asarray(grad), np.where(np.asarray(y) != 0, 1 / 0.75, 0.0),
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_tensorflow_compiled_gradient_is_the_mask(jit_compile):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow branch (this file also runs on JAX)")
+    import tensorflow as tf
+
+    from bert4keras.layers import core
+
+    layer = Dropout(0.25, noise_shape=(None, 1, None), seed=5)
+    x = tf.Variable(tf.ones((4, 8, 16)))
+    traced_for_xla = []
+
+    @tf.function(jit_compile=jit_compile,
+                 input_signature=[tf.TensorSpec((None, 8, 16), tf.float32)])
+    def step(scale):
+        traced_for_xla.append(core._in_xla_trace())  # picks Threefry, else Philox
+        with tf.GradientTape() as tape:
+            y = layer(x * scale, training=True)
+            loss = tf.reduce_sum(y)
+        return tape.gradient(loss, x), y
+
+    grad, y = step(tf.ones((4, 8, 16)))
+    grad, y = grad.numpy(), y.numpy()
+    assert traced_for_xla == [jit_compile]
+    assert (y == y[:, :1]).all() and 0 < (y == 0).mean() < 1
+    np.testing.assert_allclose(grad, np.where(y != 0, 1 / 0.75, 0.0), rtol=1e-6)
+    # the seed generator advances inside the compiled function: a new mask
+    _, again = step(tf.ones((4, 8, 16)))
+    assert (again.numpy() != y).any()
