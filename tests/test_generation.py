@@ -370,6 +370,33 @@ def test_direct_call_skips_only_what_changes_nothing():
     assert reads_masks([dense, pooling]) and not reads_masks([dense, LayerNormalization()])
 
 
+def test_feedforward_in_a_direct_step_calls_its_dense_layers_directly(monkeypatch):
+    """``FeedForward.call_cached``: in a step that calls layers directly, its
+    ``Dense`` sublayers skip ``Layer.__call__`` too (same values as a plain
+    call); otherwise the step calls the block as before."""
+    from types import SimpleNamespace
+
+    from bert4keras.generation.step import _plain_call
+    from bert4keras.layers import FeedForward
+    from bert4keras.layers.attention import direct_call
+
+    x = np.random.RandomState(1).randn(2, 3, 8).astype("float32")
+    ffn = FeedForward(16, activation=["gelu", "linear"])
+    expected = keras.ops.convert_to_numpy(ffn(x))
+    calls = []
+    original = keras.layers.Dense.__call__
+    monkeypatch.setattr(keras.layers.Dense, "__call__",
+                        lambda self, *a, **k: calls.append(self.name) or original(self, *a, **k))
+    direct = SimpleNamespace(direct=True, call=direct_call)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ffn.call_cached(x, direct)),
+                                  expected)
+    assert calls == []
+    plain = SimpleNamespace(direct=False, call=_plain_call)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ffn.call_cached(x, plain)),
+                                  expected)
+    assert len(calls) == 3  # i0, i1, o through Layer.__call__
+
+
 # -- sampling and options -----------------------------------------------------------
 
 

@@ -77,6 +77,7 @@ class DecodingStep:
         self.copies = int(copies)
         self.beam_copies = bool(beam_copies)
         self.pick = pick
+        self.direct = bool(direct)
         self.call = direct_call if direct else _plain_call
         self.new_caches = []
 

@@ -9,7 +9,8 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import Dropout, fresh_initializer, register
+from bert4keras.layers.core import (  # noqa: F401 -- direct_call: also imported from here
+    Dropout, _reshape, direct_call, fresh_initializer, register)
 from bert4keras.layers.quantization import QuantizableSublayers
 
 
@@ -601,45 +602,6 @@ def _additive_bias(bias):
     if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
         bias = bias[:, None]
     return ops.cast(bias, "float32")
-
-
-def direct_call(layer, *args, **kwargs):
-    """``layer(*args, **kwargs)`` on real tensors without Keras'
-    ``Layer.__call__`` bookkeeping, where that bookkeeping changes nothing.
-
-    ``Layer.__call__`` converts the inputs to the compute dtype, resolves
-    ``training`` and masks, opens name and autocast scopes and attaches the
-    output's Keras mask: in eager PyTorch (a cached decoding step) that costs
-    more than the matmul of a batch-1 ``Dense``. For a built layer whose
-    compute and variable dtypes agree (nothing to autocast), whose ``call``
-    takes no ``mask``, with no activity regularizer, no rematerialization and
-    no ``keras.distribution`` set, ``layer.call`` (``quantized_call`` for a
-    quantized layer) is run directly: the same outputs, but no Keras mask on
-    them (callers make sure no later layer reads one). Any other layer is
-    called as usual.
-    """
-    if (layer.built and layer.compute_dtype == layer.variable_dtype
-            and not getattr(layer, "_call_has_mask_arg", True)
-            and layer.activity_regularizer is None
-            and getattr(layer, "_remat_mode", None) is None
-            and keras.distribution.distribution() is None):
-        if getattr(layer, "quantization_mode", None) is not None:
-            return layer.quantized_call(*args, **kwargs)
-        return layer.call(*args, **kwargs)
-    return layer(*args, **kwargs)
-
-
-def _reshape(x, shape):
-    """``ops.reshape(x, shape)`` on the cached path. On torch (eager) a torch
-    tensor is reshaped by torch itself: ``ops.reshape`` flattens the shape
-    tuple through torch's pytree to look for symbolic tensors, which took
-    about a fifth of a batch-1 GPT-2 decoding step (~16 reshapes per layer)."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return torch.reshape(x, tuple(int(n) for n in shape))
-    return ops.reshape(x, shape)
 
 
 def _write_slots(cache, start, new, in_place=False):

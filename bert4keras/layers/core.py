@@ -211,9 +211,10 @@ class Dropout(keras.layers.Dropout):
 
 
 def _tf_keep_mask(inputs, noise_shape, seed, threshold):
-    """Boolean keep mask, shape ``noise_shape`` (None = the input's size there)
-    or the input's: uint32s (Threefry under XLA, else Philox) from ``seed`` (Keras' seed cast to int32
-    as Keras' TensorFlow backend does) compared with ``threshold``."""
+    """Boolean keep mask, shape ``noise_shape`` (None = the input's size
+    there) or the input's: uint32s (Threefry under XLA, else Philox) from
+    ``seed`` (Keras' seed cast to int32 as Keras' TensorFlow backend does)
+    compared with ``threshold``."""
     import tensorflow as tf
 
     if seed.dtype != tf.int32:
@@ -442,6 +443,54 @@ class ConditionalLayerNormalization(LayerNormalization):
         super().__init__(conditional=True, **kwargs)
 
 
+def direct_call(layer, *args, **kwargs):
+    """``layer(*args, **kwargs)`` on real tensors without Keras'
+    ``Layer.__call__`` bookkeeping, where that bookkeeping changes nothing.
+
+    ``Layer.__call__`` converts the inputs to the compute dtype, resolves
+    ``training`` and masks, opens name and autocast scopes and attaches the
+    output's Keras mask: in eager PyTorch (a cached decoding step) that costs
+    more than the matmul of a batch-1 ``Dense``. For a built layer whose
+    compute and variable dtypes agree (nothing to autocast), whose ``call``
+    takes no ``mask``, with no activity regularizer, no rematerialization and
+    no ``keras.distribution`` set, ``layer.call`` (``quantized_call`` for a
+    quantized layer) is run directly: the same outputs, but no Keras mask on
+    them (callers make sure no later layer reads one). Any other layer is
+    called as usual.
+    """
+    if calls_directly(layer):
+        if getattr(layer, "quantization_mode", None) is not None:
+            return layer.quantized_call(*args, **kwargs)
+        return layer.call(*args, **kwargs)
+    return layer(*args, **kwargs)
+
+
+def calls_directly(layer):
+    """Whether :func:`direct_call` runs ``layer.call`` itself (see there)."""
+    return bool(layer.built and layer.compute_dtype == layer.variable_dtype
+                and not getattr(layer, "_call_has_mask_arg", True)
+                and layer.activity_regularizer is None
+                and getattr(layer, "_remat_mode", None) is None
+                and keras.distribution.distribution() is None)
+
+
+def _layer_call(layer, *args, **kwargs):
+    return layer(*args, **kwargs)
+
+
+def _reshape(x, shape):
+    """``ops.reshape(x, shape)`` on the cached path. On torch (eager) a torch
+    tensor is reshaped by torch itself: ``ops.reshape`` flattens the shape
+    tuple through torch's pytree to look for symbolic tensors, which took
+    about a fifth of a batch-1 GPT-2 decoding step (~16 reshapes per layer)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return torch.reshape(x, tuple(int(n) for n in shape))
+    return ops.reshape(x, shape)
+
+
 @register
 class FeedForward(QuantizableSublayers, keras.layers.Layer):
     """Position-wise feed-forward block: ``Dense(units, act) -> Dense(hidden)``.
@@ -499,21 +548,34 @@ class FeedForward(QuantizableSublayers, keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        return self._forward(inputs, training, _layer_call, ops.reshape)
+
+    def call_cached(self, inputs, step, training=None):
+        """One pass of cached decoding (the
+        :class:`~bert4keras.generation.step.DecodingStep` hook): the same
+        values as a call; when the step calls layers directly
+        (``step.direct``), the ``Dense`` sublayers are called directly too
+        (:func:`direct_call`, ~7% of a batch-1 GPT-2 step on PyTorch)."""
+        if getattr(step, "direct", False) and calls_directly(self):
+            return self._forward(inputs, training, direct_call, _reshape)
+        return step.call(self, inputs, training=training)
+
+    def _forward(self, inputs, training, call, reshape):
         # one row per position: on TensorFlow a 2-D Dense is MatMul + BiasAdd (+ GELU) that
         # oneDNN runs as one kernel; a 3-D one goes through Tensordot, leaving the bias and the
         # activation as separate element-wise passes (~3x the time in bfloat16). Same math.
         # Training: B.training_activation (the GELUs keep only their input for the gradient:
         # 48 MiB less per BERT-base layer at batch 16 x 128 on TensorFlow), same values.
         shape = ops.shape(inputs)
-        rows = ops.reshape(inputs, (-1, shape[-1]))
+        rows = reshape(inputs, (-1, shape[-1]))
         acts = self._activations
         if training:
             acts = [B.training_activation(act) for act in acts]
         x = None
         for dense, act in zip(self._input_denses(), acts):
-            y = act(dense(rows))
+            y = act(call(dense, rows))
             x = y if x is None else x * y
-        return ops.reshape(self.o_dense(x), shape)
+        return reshape(call(self.o_dense, x), shape)
 
     def compute_output_shape(self, input_shape):
         return input_shape
