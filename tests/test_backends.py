@@ -17,8 +17,9 @@ CORE = ["test_bert.py", "test_minilm.py"]
 def test_core_suite_on_backend(backend):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         *[os.path.join(HERE, f) for f in CORE]],
+        # one process (no nested xdist workers: the suite already runs two)
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "-o", "addopts=", *[os.path.join(HERE, f) for f in CORE]],
         cwd=os.path.dirname(HERE), env=env, capture_output=True, text=True, timeout=1800)
     tail = "\n".join(result.stdout.splitlines()[-30:])
     assert result.returncode == 0, "core tests failed on %s:\n%s\n%s" % (
