@@ -22,7 +22,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as Bk
-from bert4keras.layers.attention import direct_call
+from bert4keras.layers.core import direct_call
 
 __all__ = ["DecodingStep"]
 
@@ -54,10 +54,12 @@ class DecodingStep:
             last).
         direct: run the layers' ``call`` directly where Keras'
             ``Layer.__call__`` would change nothing
-            (:func:`~bert4keras.layers.attention.direct_call`); only valid
+            (:func:`~bert4keras.layers.core.direct_call`); only valid
             when no layer of the pass reads a Keras mask (see
             :func:`reads_masks`). Eager PyTorch spends about as long in that
-            bookkeeping as in the matmuls of a batch-1 step.
+            bookkeeping as in the matmuls of a batch-1 step. Kept as
+            :attr:`direct`, which a layer's ``call_cached`` may read to call
+            its own sublayers directly too (``FeedForward``).
 
     After the pass: :attr:`new_caches` (the caches for the next pass) and
     :attr:`new_visible` (``visible`` with the keys a mask hid removed).
