@@ -550,15 +550,16 @@ class FeedForward(QuantizableSublayers, keras.layers.Layer):
     def call(self, inputs, training=None):
         return self._forward(inputs, training, _layer_call, ops.reshape)
 
-    def call_cached(self, inputs, step, training=None):
+    def call_cached(self, inputs, step, **arguments):
         """One pass of cached decoding (the
         :class:`~bert4keras.generation.step.DecodingStep` hook): the same
         values as a call; when the step calls layers directly
         (``step.direct``), the ``Dense`` sublayers are called directly too
         (:func:`direct_call`, ~7% of a batch-1 GPT-2 step on PyTorch)."""
-        if getattr(step, "direct", False) and calls_directly(self):
-            return self._forward(inputs, training, direct_call, _reshape)
-        return step.call(self, inputs, training=training)
+        if (getattr(step, "direct", False) and calls_directly(self)
+                and set(arguments) <= {"training"}):
+            return self._forward(inputs, arguments.get("training"), direct_call, _reshape)
+        return step.call(self, inputs, **arguments)
 
     def _forward(self, inputs, training, call, reshape):
         # one row per position: on TensorFlow a 2-D Dense is MatMul + BiasAdd (+ GELU) that
