@@ -58,13 +58,6 @@ def _flatten(lists):
 PACKINGS = ("document", "full")
 
 
-def _check_packing(packing):
-    """``packing`` if it is one of :data:`PACKINGS`; else ``ValueError`` naming it."""
-    if packing not in PACKINGS:
-        raise ValueError(f"packing must be one of {PACKINGS}, got packing={packing!r}")
-    return packing
-
-
 def _fill(documents, budget, separator):
     """Pack the words of consecutive documents into sequences of ``budget`` tokens.
 
@@ -130,9 +123,17 @@ class _FullPacking:
     :meth:`document_instances` always packs a single document
     (DOC-SENTENCES).  Subclasses define ``_document_words(document) ->
     list[list[int]]`` and ``_sequence_record(words, separators, rng) -> dict``.
+
+    Raises:
+        ValueError: ``packing`` is not one of :data:`PACKINGS` (checked before
+            the dataset's own arguments).
     """
 
-    packing = "document"
+    def __init__(self, *args, packing="document", **kwargs):
+        if packing not in PACKINGS:
+            raise ValueError(f"packing must be one of {PACKINGS}, got packing={packing!r}")
+        self.packing = packing
+        super().__init__(*args, **kwargs)
 
     def _process_chunk(self, task):
         if self.packing == "document":
@@ -213,8 +214,7 @@ class TrainingDatasetRoBERTa(_FullPacking, TrainingDataset):
 
     def __init__(self, tokenizer, seq_len=512, word_segment=None, mask_rate=0.15,
                  vocab_size=None, packing="document", **special_tokens):
-        self.packing = _check_packing(packing)
-        super().__init__(tokenizer, seq_len, vocab_size, **special_tokens)
+        super().__init__(tokenizer, seq_len, vocab_size, packing=packing, **special_tokens)
         if self.token_mask_id is None:
             raise ValueError("masked LM needs a mask token in the vocabulary")
         self.token_mask_id = int(self.token_mask_id)
@@ -402,10 +402,6 @@ class TrainingDatasetGPT(_FullPacking, TrainingDataset):
 
     kind = "gpt"
     features = ("token_ids",)
-
-    def __init__(self, *args, packing="document", **kwargs):
-        self.packing = _check_packing(packing)
-        super().__init__(*args, **kwargs)
 
     def _document_words(self, document):
         return [[t] for sentence in _document_sentences(document) for t in self.tokenize(sentence)]

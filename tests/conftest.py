@@ -217,18 +217,25 @@ def reload_in_new_process(tmp_path, cases, timeout=600):
 
 
 def rerun_under_jax(test_file, selection=None, timeout=900):
-    """Run the tests of ``test_file`` (``-k selection`` if given) again in a
-    subprocess with ``KERAS_BACKEND=jax``, one process, and assert that they
-    passed (exit 0, a ``passed`` count, no ``failed``)."""
+    """Run the tests of ``test_file`` (``-k selection`` if given) again under
+    JAX: :func:`rerun_on_backend`."""
+    rerun_on_backend("jax", [test_file], selection, timeout)
+
+
+def rerun_on_backend(backend, test_files, selection=None, timeout=900):
+    """Run the tests of ``test_files`` (``-k selection`` if given) in a
+    subprocess with ``KERAS_BACKEND=backend``, one process (no nested xdist
+    workers: the suite already runs two), and assert that they passed (exit
+    0, a ``passed`` count, no ``failed``)."""
     import subprocess
 
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-               "no:xdist", "-o", "addopts=", os.path.abspath(test_file)]
+               "no:xdist", "-o", "addopts=", *map(os.path.abspath, test_files)]
     if selection:
         command += ["-k", selection]
     run = subprocess.run(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(
         __file__))), env=env, capture_output=True, text=True, timeout=timeout)
     tail = "\n".join(run.stdout.splitlines()[-30:])
-    assert run.returncode == 0, "failed on JAX:\n%s\n%s" % (tail, run.stderr[-3000:])
+    assert run.returncode == 0, "failed on %s:\n%s\n%s" % (backend, tail, run.stderr[-3000:])
     assert " passed" in tail and "failed" not in tail, tail

@@ -350,7 +350,7 @@ def test_direct_call_skips_only_what_changes_nothing():
     with a layer whose call reads a Keras mask."""
     from bert4keras.generation.step import reads_masks
     from bert4keras.layers import LayerNormalization
-    from bert4keras.layers.attention import direct_call
+    from bert4keras.layers.core import direct_call
 
     x = np.random.RandomState(0).randn(3, 8).astype("float32")
     dense = keras.layers.Dense(5)
@@ -378,7 +378,7 @@ def test_feedforward_in_a_direct_step_calls_its_dense_layers_directly(monkeypatc
 
     from bert4keras.generation.step import _plain_call
     from bert4keras.layers import FeedForward
-    from bert4keras.layers.attention import direct_call
+    from bert4keras.layers.core import direct_call
 
     x = np.random.RandomState(1).randn(2, 3, 8).astype("float32")
     ffn = FeedForward(16, activation=["gelu", "linear"])

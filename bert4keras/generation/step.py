@@ -22,6 +22,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as Bk
+from bert4keras.layers.core import _layer_call as _plain_call
 from bert4keras.layers.core import direct_call
 
 __all__ = ["DecodingStep"]
@@ -153,10 +154,6 @@ _LINEAR = keras.activations.get("linear")
 def positions(slots, pad):
     """``(rows, q_len)`` positions of ``slots`` in rows left-padded by ``pad``."""
     return ops.maximum(slots[None, :] - pad[:, None], 0)
-
-
-def _plain_call(layer, *args, **kwargs):
-    return layer(*args, **kwargs)
 
 
 def reads_masks(layers):

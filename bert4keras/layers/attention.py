@@ -9,8 +9,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import (  # noqa: F401 -- direct_call: also imported from here
-    Dropout, _reshape, direct_call, fresh_initializer, register)
+from bert4keras.layers.core import Dropout, _reshape, direct_call, fresh_initializer, register
 from bert4keras.layers.quantization import QuantizableSublayers
 
 

@@ -475,6 +475,7 @@ def calls_directly(layer):
 
 
 def _layer_call(layer, *args, **kwargs):
+    """``layer(*args, **kwargs)``: the full Keras call, where :func:`direct_call` is not wanted."""
     return layer(*args, **kwargs)
 
 
