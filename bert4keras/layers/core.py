@@ -189,9 +189,8 @@ class Dropout(keras.layers.Dropout):
     to a slow elementwise loop; here the same seed draws uint32s
     (``tf.random.stateless_uniform`` with ``minval=maxval=None``): Threefry
     when traced for XLA, Philox (the only one TensorFlow's kernels have)
-    otherwise. BERT-base training step, batch 16 x 128, XLA: 5.12 s with
-    Keras' dropout, 4.74 s here, 4.46 s without dropout (this machine,
-    ``benchmarks/encoder_throughput.py --train``). On JAX Keras calls
+    otherwise (the step times this saved are in README, Benchmarks). On JAX
+    Keras calls
     ``jax.random.bernoulli``, whose Threefry becomes a loop of elementwise
     XLA ops; here the seed keys ``lax.rng_bit_generator`` (XLA's native
     Threefry-2x32). The masks therefore differ from Keras' (not their
