@@ -22,7 +22,6 @@ they are left-padded internally, each row with its own position offsets, so
 a row decodes exactly as it would alone.
 """
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -32,6 +31,7 @@ from bert4keras.generation.decoder import (
     _progress,
     _resolve_seed,
 )
+from bert4keras.generation.compiled import compile_step, take_rows
 from bert4keras.generation.search import Options, make_search
 from bert4keras.generation.step import DecodingStep, positions, reads_masks
 from bert4keras.models.validation import check_array
@@ -43,49 +43,6 @@ def _yield_every(streamer, progress):
     """``_iterate``'s ``every``: each token when someone watches (a streaming
     callback or a progress bar), else once at the end (one compiled loop)."""
     return 1 if streamer is not None or progress else None
-
-
-def _take_rows(x, rows):
-    """``x[rows]`` along axis 0 (indices known in range: JAX's default
-    out-of-range handling makes this gather several times slower)."""
-    if keras.backend.backend() == "jax":
-        import jax.numpy as jnp
-
-        return jnp.take(x, rows, axis=0, mode="clip")
-    return ops.take(x, rows, axis=0)
-
-
-def _compile(fn, variables, jit, donate=False):
-    """One compiled function: XLA on TensorFlow, ``jax.jit`` (weights passed
-    as arguments, the state buffers donated) on JAX, eager under
-    ``torch.inference_mode`` on torch (the caches are written in place there, see
-    ``MultiHeadAttention.call_with_cache``), eager elsewhere."""
-    backend = keras.backend.backend()
-    if backend == "jax" and jit:
-        import jax
-
-        def pure(values, *args):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return fn(*args)
-
-        jitted = jax.jit(pure, donate_argnums=(1,) if donate else ())
-        return lambda *args: jitted([v.value for v in variables], *args)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        compiled = tf.function(fn, jit_compile=bool(jit), autograph=False)
-        # each compiled function serves one input shape; many are made on purpose
-        compiled._omit_frequent_tracing_warning = True
-        return compiled
-    if backend == "torch":  # eager: no autograd graph, no version counters
-        import torch
-
-        def inference(*args):
-            with torch.inference_mode():
-                return fn(*args)
-
-        return inference
-    return fn
 
 
 def _round_up(n, multiple):
@@ -171,6 +128,8 @@ class CachedDecoder(AutoRegressiveDecoder):
         self._direct = not reads_masks(transformer.layers.values())
         self._variables = list(transformer.model.variables)
         self._functions = {}
+        self._constants = {}  # DecodingStep.constant's store, emptied after each run
+        self._pass = dict(direct=self._direct, constants=self._constants)  # every DecodingStep's
 
     # -- public API -------------------------------------------------------------
     def generate(self, inputs, method="greedy", max_new_tokens=None, mask=None, num_beams=4,
@@ -355,7 +314,7 @@ class CachedDecoder(AutoRegressiveDecoder):
                 fn = self._run_fn(*args)
             else:
                 fn = self._rerun_fn(*args, name[1])
-            self._functions[key] = _compile(fn, self._variables, self.jit_compile,
+            self._functions[key] = compile_step(fn, self._variables, self.jit_compile,
                                             donate=name != "start")
         return self._functions[key]
 
@@ -365,20 +324,23 @@ class CachedDecoder(AutoRegressiveDecoder):
         between two yields are decoded by one compiled loop: no host round
         trip per token, and the caches are updated in place."""
         batch, static = self._setup(prompts, opt, seed)
-        state = self._compiled("start", static)(batch)
-        yield state
-        t = 1
-        while t < opt.max_new:
-            if bool(ops.convert_to_numpy(state["done"])):
-                return
-            if self.use_cache:
-                stop = opt.max_new if every is None else min(t + every, opt.max_new)
-                state = self._compiled("run", static)(state, ops.convert_to_tensor(stop, "int32"))
-                t = stop
-            else:
-                state = self._compiled(("rerun", self._rerun_length(static, t)), static)(state)
-                t += 1
+        try:
+            state = self._compiled("start", static)(batch)
             yield state
+            t = 1
+            while t < opt.max_new:
+                if bool(ops.convert_to_numpy(state["done"])):
+                    return
+                if self.use_cache:
+                    stop = opt.max_new if every is None else min(t + every, opt.max_new)
+                    stop_at = ops.convert_to_tensor(stop, "int32")
+                    state, t = self._compiled("run", static)(state, stop_at), stop
+                else:
+                    rerun = self._compiled(("rerun", self._rerun_length(static, t)), static)
+                    state, t = rerun(state), t + 1
+                yield state
+        finally:  # what the steps derived from the weights lives for one run
+            self._constants.clear()
 
     # -- the compiled functions ---------------------------------------------------
     def _forward(self, tokens, segments, step, context=None):
@@ -409,7 +371,7 @@ class CachedDecoder(AutoRegressiveDecoder):
                  ops.zeros((ops.shape(pad)[0], cache_len - prompt_len), "bool")], axis=1)
             step = DecodingStep(0, positions(slots, pad), visible, cache_len, prompt_end,
                                 copies=rows if self.use_cache else 1,
-                                beam_copies=opt.method == "beam", direct=self._direct)
+                                beam_copies=opt.method == "beam", **self._pass)
             context = self.transformer.encode(batch["enc"]) if self.seq2seq else None
             logits = self._forward(batch["tokens"], batch.get("segments"), step, context)
             state = search.init_state(ops.shape(pad)[0] * rows, expand(batch.get("seen")),
@@ -450,13 +412,13 @@ class CachedDecoder(AutoRegressiveDecoder):
                 context = ops.zeros((ops.shape(tokens)[0], 1, self.transformer.hidden_size))
             now = DecodingStep(index, positions(ops.reshape(index, (1,)), state["pad"]),
                                ops.logical_or(state["visible"], written), cache_len, prompt_end,
-                               caches=state["caches"], beams=beams, direct=self._direct)
+                               caches=state["caches"], beams=beams, **self._pass)
             logits = self._forward(tokens, ops.full_like(tokens, self.segment_id), now, context)
             new, parent = search.update(state, logits)
             visible = now.new_visible
             if parent is not None:  # beams move, their caches do not: only the small maps
-                visible = _take_rows(visible, parent)
-                new["ancestors"] = _take_rows(beams[0], parent)
+                visible = take_rows(visible, parent)
+                new["ancestors"] = take_rows(beams[0], parent)
             new["caches"], new["visible"] = now.new_caches, visible
             return new
 
@@ -490,7 +452,7 @@ class CachedDecoder(AutoRegressiveDecoder):
             pad = state["pad"]
             slots = ops.arange(length, dtype="int32")
             now = DecodingStep(0, positions(slots, pad), slots[None] >= pad[:, None], length,
-                               prompt_end, pick=prompt_len + state["t"] - 1, direct=self._direct)
+                               prompt_end, pick=prompt_len + state["t"] - 1, **self._pass)
             logits = self._forward(tokens, segments, now, state.get("context"))
             new, _ = search.update(state, logits)  # rows carry their own ids: no caches
             return new

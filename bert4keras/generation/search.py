@@ -268,9 +268,7 @@ class BeamSearch:
         batch = state["scores"].shape[0]
         logp = ops.log_softmax(_process_logits(logits, state, opt), axis=-1)
         total = ops.reshape(logp, (batch, k, vocab)) + state["scores"][:, :, None]
-        top, index = ops.top_k(ops.reshape(total, (batch, k * vocab)), c)  # (batch, c)
-        index = ops.cast(index, "int32")
-        beam, token = index // vocab, index % vocab
+        beam, token, top = _top_candidates(total, c)  # (batch, c) each
         rows = ops.reshape(beam + ops.arange(batch, dtype="int32")[:, None] * k, (-1,))
         token_flat = ops.reshape(token, (-1,))
         column = ops.equal(ops.arange(opt.max_new, dtype="int32")[None], t)
@@ -346,6 +344,30 @@ class BeamSearch:
         length = ops.convert_to_numpy(state["fin_length"])
         scores = ops.convert_to_numpy(state["fin_scores"])
         return [[ids[i, 0, :length[i, 0]]] for i in range(inputs)], scores[:, 0]
+
+
+def _top_candidates(total, c):
+    """The ``c`` best of ``total`` ``(batch, k, vocab)`` over each row's ``k *
+    vocab`` (beam, token) pairs: ``(beam, token, score)``, each ``(batch,
+    c)``, best first, ties to the lower beam, then the lower token.
+
+    In two stages where ``c <= vocab``: each beam's best ``c``, then the best
+    ``c`` of those ``k * c``. The same pairs in the same order as one top-k
+    over ``k * vocab`` (every pair of the overall best ``c`` is among its
+    beam's best ``c``; ties keep index order in both), at a fraction of the
+    cost: a top-k over the 4 x 50,257 scores of a batch-1 beam search
+    took ~3 % of a PyTorch decoding step as one row."""
+    batch, k, vocab = total.shape
+    if c > vocab:
+        top, index = ops.top_k(ops.reshape(total, (batch, k * vocab)), c)
+        index = ops.cast(index, "int32")
+        return index // vocab, index % vocab, top
+    per_beam, tokens = ops.top_k(ops.reshape(total, (batch * k, vocab)), c)
+    top, index = ops.top_k(ops.reshape(per_beam, (batch, k * c)), c)
+    index = ops.cast(index, "int32")
+    token = ops.take_along_axis(ops.reshape(ops.cast(tokens, "int32"), (batch, k * c)), index,
+                                axis=1)
+    return index // c, token, top
 
 
 def make_search(opt):

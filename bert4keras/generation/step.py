@@ -22,8 +22,8 @@ import keras
 from keras import ops
 
 from bert4keras import backend as Bk
-from bert4keras.layers.core import _layer_call as _plain_call
-from bert4keras.layers.core import direct_call
+from bert4keras.layers.direct import _layer_call as _plain_call
+from bert4keras.layers.direct import direct_call
 
 __all__ = ["DecodingStep"]
 
@@ -61,13 +61,17 @@ class DecodingStep:
             bookkeeping as in the matmuls of a batch-1 step. Kept as
             :attr:`direct`, which a layer's ``call_cached`` may read to call
             its own sublayers directly too (``FeedForward``).
+        constants: a dict that outlives the pass, kept by the decoder for one
+            decoding run: :meth:`constant` stores there what a layer derives
+            from its weights once per run (None: made again each pass).
 
     After the pass: :attr:`new_caches` (the caches for the next pass) and
     :attr:`new_visible` (``visible`` with the keys a mask hid removed).
     """
 
     def __init__(self, index, positions, visible, cache_len, prompt_end=0, caches=None,
-                 beams=None, copies=1, beam_copies=False, pick=None, direct=False):
+                 beams=None, copies=1, beam_copies=False, pick=None, direct=False,
+                 constants=None):
         self.index = ops.convert_to_tensor(index, "int32")
         self.positions = positions
         self.q_len = positions.shape[1]
@@ -82,6 +86,7 @@ class DecodingStep:
         self.pick = pick
         self.direct = bool(direct)
         self.call = direct_call if direct else _plain_call
+        self.constants = {} if constants is None else constants
         self.new_caches = []
 
     # -- the hook ---------------------------------------------------------------
@@ -106,6 +111,15 @@ class DecodingStep:
         if self.caches is None:
             return make()
         return self.caches[len(self.new_caches)]
+
+    def constant(self, key, make):
+        """``make()``, made once per decoding run and kept under ``key`` (e.g.
+        a weight in the layout a step's kernel reads fastest). Only for
+        eager steps (PyTorch): a traced step must not keep tensors across
+        traces."""
+        if key not in self.constants:
+            self.constants[key] = make()
+        return self.constants[key]
 
     def keep(self, cache, expand):
         """Keep ``cache`` (any structure of tensors) for the next pass;

@@ -9,7 +9,8 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import Dropout, _reshape, direct_call, fresh_initializer, register
+from bert4keras.layers.core import Dropout, fresh_initializer, register
+from bert4keras.layers.direct import _reshape, cached_ops, direct_call
 from bert4keras.layers.quantization import QuantizableSublayers
 
 
@@ -186,7 +187,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         pass, slow in bfloat16). ``direct`` (the cached path: real tensors, no
         masks): ``dense`` run by :func:`direct_call`, reshapes by :func:`_reshape`."""
         reshape = _reshape if direct else ops.reshape
-        shape = ops.shape(x)
+        shape = tuple(x.shape) if direct else ops.shape(x)
         rows = reshape(x, (-1, shape[-1]))
         y = direct_call(dense, rows) if direct else dense(rows)
         return reshape(y, (shape[0], shape[1], self.heads, size))
@@ -196,7 +197,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         head_size)`` as one 2-D matmul (see :meth:`_project`, also for
         ``direct``); returns ``(batch, q_len, out_dim)``."""
         reshape = _reshape if direct else ops.reshape
-        shape = ops.shape(o)
+        shape = tuple(o.shape) if direct else ops.shape(o)
         rows = reshape(o, (-1, self.heads * self.head_size))
         y = direct_call(self.o_dense, rows) if direct else self.o_dense(rows)
         return reshape(y, (shape[0], shape[1], self.out_dim))
@@ -440,65 +441,84 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 "cache_len, size) with heads = %d, batch = %d, beams = %d"
                 % (self.name, tuple(keys.shape), tuple(values.shape), self.heads, rows, group))
         length = keys.shape[1] // group  # cache_len
+        fops = cached_ops(qw)  # keras.ops, or on torch the same ops without Keras' dispatch
         if index is not None:
             kw, vw = self._project_kv(k, v, position, direct=True)
             updated = []
             for old, new in ((keys, kw), (values, vw)):
                 # (batch, q_len, heads, size) -> (heads * groups, beams, q_len, size)
-                new = ops.transpose(ops.cast(new, old.dtype), (2, 0, 1, 3))
+                new = fops.transpose(fops.cast(new, old.dtype), (2, 0, 1, 3))
                 new = _reshape(new, (self.heads * rows // group, group, q_len, -1))
-                for beam in range(group):  # one in-place write per beam of a group
-                    old = _write_slots(old, ops.cast(index, "int32") + beam * length,
-                                       new[:, beam], in_place)
-                updated.append(old)
+                updated.append(_write_slots(old, fops.cast(index, "int32"), new, length,
+                                            in_place))
             keys, values = updated
-        qh = ops.transpose(qw, (2, 0, 1, 3))  # (heads, batch, q_len, key_size)
-        output = self._attend_cache(qh, keys, values, bias, position, beams, training)
+        qh = fops.transpose(qw, (2, 0, 1, 3))  # (heads, batch, q_len, key_size)
+        # eager (torch): attend over the slots written so far only, not the whole cache
+        filled = None if index is None or fops is ops else int(index) + q_len
+        output = self._attend_cache(qh, keys, values, bias, position, beams, training, filled)
         return output, (keys, values)
 
-    def _attend_cache(self, qh, keys, values, bias, position, beams=None, training=None):
+    def _attend_cache(self, qh, keys, values, bias, position, beams=None, training=None,
+                      filled=None):
         """:meth:`_attend` over a cache in :meth:`call_with_cache`'s layout.
 
         ``qh`` ``(heads, batch, q_len, key_size)``, ``keys``/``values`` as
         :meth:`call_with_cache`'s cache; ``beams`` ``(ancestors, k)`` or None.
-        Returns ``(batch, q_len, out_dim)``.
+        ``filled`` (eager PyTorch only, a Python int): the slots of each beam
+        written so far; only those are read (the others are hidden by the
+        bias anyway). Returns ``(batch, q_len, out_dim)``.
         """
         heads, rows, q_len, key_size = qh.shape
+        fops = cached_ops(qh)
         k = 1 if beams is None else int(beams[1])
-        groups, length = rows // k, keys.shape[1] // k
-        # keys on the left: (cache slots, key_size) x (key_size, queries) needs no
-        # transposed copy of the cache in XLA's batched matmul
-        every = ops.einsum("bnd,bmd->bnm", keys,
-                           _reshape(qh, (heads * groups, k * q_len, key_size)))
+        groups, cache_len = rows // k, keys.shape[1] // k
+        length = cache_len if filled is None else min(filled, cache_len)
+        queries = _reshape(qh, (heads * groups, k * q_len, key_size))
+        if length < cache_len:  # (heads * groups, k, length, k * q_len)
+            every = fops.cache_scores(keys, queries, k, length)
+        else:
+            # keys on the left: (cache slots, key_size) x (key_size, queries) needs no
+            # transposed copy of the cache in XLA's batched matmul
+            every = fops.einsum("bnd,bmd->bnm", keys, queries)
         every = _reshape(every, (heads, groups, k, length, k, q_len))  # (.., j, l, i, q)
         pick = None
         if beams is None:
-            scores = ops.transpose(every[:, :, 0, :, 0], (0, 1, 3, 2))
+            scores = fops.transpose(every[:, :, 0, :, 0], (0, 1, 3, 2))
         else:
             # pick[g, i, j, l]: slot l of beam i of group g was written by beam j
-            pick = ops.one_hot(_reshape(ops.cast(beams[0], "int32"), (groups, k, length)), k)
-            pick = ops.cast(ops.transpose(pick, (0, 1, 3, 2)), every.dtype)
-            scores = ops.einsum("hgjliq,gijl->hgiql", every, pick)
-        scores = ops.cast(_reshape(scores, (heads, rows, q_len, length)), "float32")
+            ancestors = beams[0] if length == cache_len else beams[0][:, :length]
+            pick = fops.one_hot(_reshape(fops.cast(ancestors, "int32"), (groups, k, length)), k)
+            pick = fops.cast(fops.transpose(pick, (0, 1, 3, 2)), every.dtype)
+            scores = fops.einsum("hgjliq,gijl->hgiql", every, pick)
+        scores = fops.cast(_reshape(scores, (heads, rows, q_len, length)), "float32")
+        if length < cache_len:
+            if position is not None and self.p_bias in ("typical_relative", "t5_relative"):
+                position = position[:, :length]  # (q_len, cache_len, ..)
+            if bias is not None:
+                bias = bias[..., :length]
         if self.p_bias == "typical_relative":
-            position = ops.cast(position, qh.dtype)
-            scores = scores + ops.cast(ops.einsum("hbqd,qld->hbql", qh, position), "float32")
+            position = fops.cast(position, qh.dtype)
+            scores = scores + fops.cast(fops.einsum("hbqd,qld->hbql", qh, position), "float32")
         elif self.p_bias == "t5_relative":
-            scores = scores + ops.cast(ops.transpose(position, (2, 0, 1)), "float32")[:, None]
+            scores = scores + fops.cast(fops.transpose(position, (2, 0, 1)), "float32")[:, None]
         if bias is not None:
             for _ in range(4 - len(bias.shape)):
                 bias = bias[None]
-            bias = ops.transpose(bias, (1, 0, 2, 3))  # (batch, heads, ..) -> (heads, batch, ..)
-        probs = self._probabilities(scores, bias, training)
+            bias = fops.transpose(bias, (1, 0, 2, 3))  # (batch, heads, ..) -> (heads, batch, ..)
+        probs = self._probabilities(scores, bias, training, fops=fops)
         weights = _reshape(probs, (heads, groups, k, q_len, length))
         if pick is not None:  # each beam's weights over the slots of the beams that wrote them
-            weights = ops.einsum("hgiql,gijl->hgiqjl", weights, pick)
-        o = ops.einsum("bmn,bnd->bmd", _reshape(weights, (heads * groups, k * q_len,
-                                                             k * length)), values)
+            weights = fops.einsum("hgiql,gijl->hgiqjl", weights, pick)
+        if length < cache_len:
+            o = fops.cache_values(_reshape(weights, (heads * groups, k * q_len, k, length)),
+                                  values, k)
+        else:
+            o = fops.einsum("bmn,bnd->bmd", _reshape(weights, (heads * groups, k * q_len,
+                                                                  k * length)), values)
         o = _reshape(o, (heads, rows, q_len, self.head_size))
         if self.p_bias == "typical_relative":
-            o = o + ops.einsum("hbql,qld->hbqd", probs, ops.cast(position, probs.dtype))
-        return self._output(ops.transpose(o, (1, 2, 0, 3)), direct=True)  # (rows, q_len, ..)
+            o = o + fops.einsum("hbql,qld->hbqd", probs, fops.cast(position, probs.dtype))
+        return self._output(fops.transpose(o, (1, 2, 0, 3)), direct=True)  # (rows, q_len, ..)
 
     def _attend(self, qw, kw, vw, bias, position, training=None):
         """The output ``(batch, q_len, out_dim)`` of :meth:`_attend_with_scores`
@@ -535,27 +555,29 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
     def _scale(self, scores):
         return scores / math.sqrt(self.key_size) if self.attention_scale else scores
 
-    def _probabilities(self, scores, bias, training=None, mask=None):
+    def _probabilities(self, scores, bias, training=None, mask=None, fops=ops):
         """Attention weights from float32 ``scores``: scaling, then
         :meth:`_normalize`. Returns them in the compute dtype, shaped like
         ``scores``."""
-        return self._normalize(self._scale(scores), bias, training, mask)
+        return self._normalize(self._scale(scores), bias, training, mask, fops)
 
-    def _normalize(self, scores, bias, training=None, mask=None):
+    def _normalize(self, scores, bias, training=None, mask=None, fops=ops):
         """Scaled float32 ``scores`` -> weights: the additive ``bias`` (float,
         broadcastable to ``scores``, or ``(batch, q_len, k_len)``; a bool bias
         is a visibility), the key ``mask`` ``(batch, k_len)``, the
-        normalization (softmax in float32), dropout."""
+        normalization (softmax in float32), dropout. ``fops``: the ops
+        namespace (:func:`~bert4keras.layers.direct.cached_ops` on the cached
+        path, where no dropout runs outside training)."""
         if bias is not None:
             # dtype fix: a float16 policy autocasts the -1e12 bias to -inf on the way in; clamp
             # it back so that a fully masked row stays finite (uniform), as in float32
-            scores = scores + ops.maximum(_additive_bias(bias), B.NEG_INF)
+            scores = scores + fops.maximum(_additive_bias(bias, fops), B.NEG_INF)
         if self.normalization == "softmax" and mask is None:
-            probs = ops.softmax(scores, axis=-1)
+            probs = fops.softmax(scores, axis=-1)
         else:
             probs = B.attention_normalize(scores, mask, -1, self.normalization)
-        probs = ops.cast(probs, self.compute_dtype)
-        if self.attention_dropout:
+        probs = fops.cast(probs, self.compute_dtype)
+        if self.attention_dropout and (training or fops is ops):
             probs = self.dropout(probs, training=training)
         return probs
 
@@ -592,7 +614,7 @@ def _head_major(x, heads):
     return ops.reshape(ops.transpose(x, (2, 0, 1, 3)), (heads * batch, length, size))
 
 
-def _additive_bias(bias):
+def _additive_bias(bias, fops=ops):
     """An attention ``bias`` as float32 to add to ``(batch, heads, q_len, k_len)``
     scores: a bool bias (a visibility) becomes ``0`` / ``NEG_INF``, a ``(batch,
     q_len, k_len)`` one gets a heads axis; other shapes pass as given."""
@@ -600,21 +622,29 @@ def _additive_bias(bias):
         bias = ops.where(bias, 0.0, B.NEG_INF)
     if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
         bias = bias[:, None]
-    return ops.cast(bias, "float32")
+    return fops.cast(bias, "float32")
 
 
-def _write_slots(cache, start, new, in_place=False):
-    """``cache`` ``(rows, len, size)`` with slots ``[start, start + q_len)``
-    set to ``new`` ``(rows, q_len, size)``; ``start`` a scalar int32 tensor.
-    ``in_place`` on torch: ``cache`` itself is written (``index_copy_``), not a
-    copy (Keras' torch ``slice_update`` clones the whole tensor)."""
+def _write_slots(cache, start, new, length, in_place=False):
+    """``cache`` ``(rows, beams * length, size)`` (``beams`` caches of
+    ``length`` slots side by side) with slots ``[start, start + q_len)`` of
+    each beam set to ``new`` ``(rows, beams, q_len, size)``; ``start`` a
+    scalar int32 tensor. One ``ops.slice_update`` per beam (written in place
+    by XLA where the old cache is dead); ``in_place`` on torch: ``cache``
+    itself is written, all beams in one ``index_copy_`` (Keras' torch
+    ``slice_update`` clones the whole tensor)."""
+    beams, q_len = new.shape[1], new.shape[2]
     if in_place and keras.backend.backend() == "torch":
         import torch
 
-        slots = start.to(torch.int64) + torch.arange(new.shape[1], device=cache.device)
-        return cache.index_copy_(1, slots, new)
+        slots = (start.to(torch.int64) + torch.arange(q_len, device=cache.device)[None]
+                 + length * torch.arange(beams, device=cache.device)[:, None])
+        return cache.index_copy_(1, slots.reshape(-1),
+                                 new.reshape(new.shape[0], beams * q_len, new.shape[3]))
     zero = ops.zeros((), dtype="int32")
-    return ops.slice_update(cache, (zero, start, zero), new)
+    for beam in range(beams):
+        cache = ops.slice_update(cache, (zero, start + beam * length, zero), new[:, beam])
+    return cache
 
 
 def _tile_cache(cache, copies):

@@ -20,6 +20,13 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
+from bert4keras.layers.direct import (  # noqa: F401 (direct_call, _reshape: also imported from here)
+    _layer_call,
+    _reshape,
+    calls_directly,
+    direct_call,
+    register_torch_call,
+)
 from bert4keras.layers.quantization import QuantizableSublayers
 
 register = keras.saving.register_keras_serializable(package="bert4keras")
@@ -42,6 +49,10 @@ def fresh_initializer(initializer):
         if "seed" in config and config["seed"] is None:
             return initializer.__class__.from_config(config)
     return initializer
+
+
+# rows from which a cached PyTorch step multiplies by a contiguous E^T (Embedding.call_cached)
+TRANSPOSED_TABLE_ROWS = 4
 
 
 @register
@@ -84,6 +95,29 @@ class Embedding(keras.layers.Layer):
         if mode == "dense":
             return ops.matmul(inputs, ops.transpose(table))
         raise ValueError("Embedding mode must be 'embedding' or 'dense', got %r" % mode)
+
+    def call_cached(self, inputs, step, mode="embedding"):
+        """The layer in a cached decoding step (``step``: a
+        :class:`~bert4keras.generation.DecodingStep`): as :meth:`call`, except
+        the tied output projection (``mode='dense'``) of a direct step on
+        PyTorch over at least :data:`TRANSPOSED_TABLE_ROWS` rows, which
+        multiplies by a contiguous copy of ``E^T`` ``(output_dim, input_dim)``
+        made once per decoding run (``step.constant``). torch's CPU matmul
+        with the transposed table as a strided view is up to twice as slow
+        there (GPT-2's 50,257 x 768 head at 8 rows: ~16 vs ~8.5 ms on the
+        machine of README's Benchmarks); the copy costs ``input_dim *
+        output_dim`` floats while the run lasts (147 MiB for GPT-2)."""
+        if mode == "dense" and getattr(step, "direct", False) and calls_directly(self):
+            rows = 1
+            for n in inputs.shape[:-1]:
+                rows *= int(n)
+            if keras.backend.backend() == "torch" and rows >= TRANSPOSED_TABLE_ROWS:
+                import torch
+
+                table = step.constant((id(self), "E^T"),
+                                      lambda: self.embeddings.value.detach().t().contiguous())
+                return torch.matmul(inputs, table)
+        return step.call(self, inputs, mode=mode)
 
     def quantize(self, mode=None, type_check=True, config=None):
         """Not quantized: ``model.quantize`` leaves the table in float (a warning).
@@ -430,6 +464,25 @@ class LayerNormalization(QuantizableSublayers, keras.layers.Layer):
         return config
 
 
+def _torch_layer_norm(layer, inputs):
+    """The plain LayerNorm as ``F.layer_norm`` (what ``ops.layer_normalization``
+    runs on torch), for :func:`direct_call`; None for other forms or dtypes."""
+    import torch
+
+    if layer.conditional or not (layer.zero_mean and layer.unit_variance) \
+            or not isinstance(inputs, torch.Tensor):
+        return None
+    gamma = layer.gamma.value if layer.scale else None
+    beta = layer.beta.value if layer.center else None
+    if any(w is not None and w.dtype != inputs.dtype for w in (gamma, beta)):
+        return None
+    return torch.nn.functional.layer_norm(inputs, (inputs.shape[-1],), gamma, beta,
+                                          layer.epsilon)
+
+
+register_torch_call(LayerNormalization, _torch_layer_norm)
+
+
 @register
 class ConditionalLayerNormalization(LayerNormalization):
     """:class:`LayerNormalization` with ``conditional=True``: inputs ``[x, c]``,
@@ -440,55 +493,6 @@ class ConditionalLayerNormalization(LayerNormalization):
             raise ValueError("ConditionalLayerNormalization is conditional; use "
                              "LayerNormalization for an unconditional one")
         super().__init__(conditional=True, **kwargs)
-
-
-def direct_call(layer, *args, **kwargs):
-    """``layer(*args, **kwargs)`` on real tensors without Keras'
-    ``Layer.__call__`` bookkeeping, where that bookkeeping changes nothing.
-
-    ``Layer.__call__`` converts the inputs to the compute dtype, resolves
-    ``training`` and masks, opens name and autocast scopes and attaches the
-    output's Keras mask: in eager PyTorch (a cached decoding step) that costs
-    more than the matmul of a batch-1 ``Dense``. For a built layer whose
-    compute and variable dtypes agree (nothing to autocast), whose ``call``
-    takes no ``mask``, with no activity regularizer, no rematerialization and
-    no ``keras.distribution`` set, ``layer.call`` (``quantized_call`` for a
-    quantized layer) is run directly: the same outputs, but no Keras mask on
-    them (callers make sure no later layer reads one). Any other layer is
-    called as usual.
-    """
-    if calls_directly(layer):
-        if getattr(layer, "quantization_mode", None) is not None:
-            return layer.quantized_call(*args, **kwargs)
-        return layer.call(*args, **kwargs)
-    return layer(*args, **kwargs)
-
-
-def calls_directly(layer):
-    """Whether :func:`direct_call` runs ``layer.call`` itself (see there)."""
-    return bool(layer.built and layer.compute_dtype == layer.variable_dtype
-                and not getattr(layer, "_call_has_mask_arg", True)
-                and layer.activity_regularizer is None
-                and getattr(layer, "_remat_mode", None) is None
-                and keras.distribution.distribution() is None)
-
-
-def _layer_call(layer, *args, **kwargs):
-    """``layer(*args, **kwargs)``: the full Keras call, where :func:`direct_call` is not wanted."""
-    return layer(*args, **kwargs)
-
-
-def _reshape(x, shape):
-    """``ops.reshape(x, shape)`` on the cached path. On torch (eager) a torch
-    tensor is reshaped by torch itself: ``ops.reshape`` flattens the shape
-    tuple through torch's pytree to look for symbolic tensors, which took
-    about a fifth of a batch-1 GPT-2 decoding step (~16 reshapes per layer)."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return torch.reshape(x, tuple(int(n) for n in shape))
-    return ops.reshape(x, shape)
 
 
 @register

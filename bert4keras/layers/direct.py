@@ -1,0 +1,205 @@
+"""Layer calls and ops on the cached decoding path, without Keras' dispatch.
+
+A cached decoding step (:class:`bert4keras.generation.DecodingStep`) runs the
+model's own layers on real tensors. Under XLA (TensorFlow, JAX) the Python
+around each op is traced once and costs nothing per token; on PyTorch every
+step runs eagerly, and Keras' bookkeeping -- ``Layer.__call__`` (dtype
+conversion, masks, scopes) and each ``keras.ops`` function (argument
+conversion, dtype promotion) -- costs as much as the matmuls of a small
+step. Here:
+
+* :func:`direct_call` runs a layer's ``call`` without ``Layer.__call__``
+  where that changes nothing, and a plain ``Dense`` / LayerNorm as the one
+  torch kernel Keras would end in (``torch.addmm``, ``F.layer_norm``);
+* :func:`cached_ops` is the namespace of ops a cached path uses: ``keras.ops``
+  itself, or on torch tensors the same functions called on torch directly
+  (the subset :class:`~bert4keras.layers.MultiHeadAttention`'s cached path
+  needs, with ``keras.ops``' semantics for the arguments it passes).
+
+The values are the same either way (tests/test_generation.py compares them).
+"""
+
+import keras
+from keras import ops
+
+__all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call"]
+
+# type -> fn(layer, *args, **kwargs) -> output or None (None: not applicable)
+_TORCH_CALLS = {}
+
+
+def register_torch_call(layer_type, fn):
+    """Let :func:`direct_call` run ``fn(layer, *args, **kwargs)`` for layers
+    of exactly ``layer_type`` on torch tensors; ``fn`` returns None when it
+    does not apply (the layer's ``call`` runs then)."""
+    _TORCH_CALLS[layer_type] = fn
+
+
+def direct_call(layer, *args, **kwargs):
+    """``layer(*args, **kwargs)`` on real tensors without Keras'
+    ``Layer.__call__`` bookkeeping, where that bookkeeping changes nothing.
+
+    ``Layer.__call__`` converts the inputs to the compute dtype, resolves
+    ``training`` and masks, opens name and autocast scopes and attaches the
+    output's Keras mask: in eager PyTorch (a cached decoding step) that costs
+    more than the matmul of a batch-1 ``Dense``. For a built layer whose
+    compute and variable dtypes agree (nothing to autocast), whose ``call``
+    takes no ``mask``, with no activity regularizer, no rematerialization and
+    no ``keras.distribution`` set, ``layer.call`` (``quantized_call`` for a
+    quantized layer) is run directly: the same outputs, but no Keras mask on
+    them (callers make sure no later layer reads one). On torch tensors a
+    plain ``keras.layers.Dense`` (float, no LoRA) is ``torch.addmm`` /
+    ``torch.matmul`` plus its activation, and a registered layer type runs its
+    :func:`register_torch_call` function. Any other layer is called as usual.
+    """
+    if calls_directly(layer):
+        if getattr(layer, "quantization_mode", None) is not None:
+            return layer.quantized_call(*args, **kwargs)
+        fast = _TORCH_CALLS.get(type(layer))
+        if fast is not None and keras.backend.backend() == "torch":
+            y = fast(layer, *args, **kwargs)
+            if y is not None:
+                return y
+        return layer.call(*args, **kwargs)
+    return layer(*args, **kwargs)
+
+
+def calls_directly(layer):
+    """Whether :func:`direct_call` runs ``layer.call`` itself (see there)."""
+    return bool(layer.built and layer.compute_dtype == layer.variable_dtype
+                and not getattr(layer, "_call_has_mask_arg", True)
+                and layer.activity_regularizer is None
+                and getattr(layer, "_remat_mode", None) is None
+                and keras.distribution.distribution() is None)
+
+
+def _layer_call(layer, *args, **kwargs):
+    """``layer(*args, **kwargs)``: the full Keras call, where :func:`direct_call` is not wanted."""
+    return layer(*args, **kwargs)
+
+
+def _reshape(x, shape):
+    """``ops.reshape(x, shape)`` on the cached path. On torch (eager) a torch
+    tensor is reshaped by torch itself: ``ops.reshape`` flattens the shape
+    tuple through torch's pytree to look for symbolic tensors, which took
+    about a fifth of a batch-1 GPT-2 decoding step (~16 reshapes per layer)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return torch.reshape(x, tuple(int(n) for n in shape))
+    return ops.reshape(x, shape)
+
+
+def _torch_dense(layer, inputs, training=None):
+    """``keras.layers.Dense.call`` as one torch kernel: ``inputs @ kernel +
+    bias`` (``torch.addmm`` for 2-D inputs), then the activation. None when
+    it does not apply (LoRA, another input type or dtype)."""
+    import torch
+
+    kernel = getattr(layer, "_kernel", None)
+    if kernel is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor):
+        return None
+    kernel = kernel.value
+    if inputs.dtype != kernel.dtype:
+        return None
+    bias = None if layer.bias is None else layer.bias.value
+    if bias is not None and inputs.dim() == 2:
+        y = torch.addmm(bias, inputs, kernel)
+    else:
+        y = torch.matmul(inputs, kernel)
+        if bias is not None:
+            y = y + bias
+    return y if layer.activation is None else layer.activation(y)
+
+
+register_torch_call(keras.layers.Dense, _torch_dense)
+
+
+# -- the ops of a cached path ---------------------------------------------------------
+_TORCH_OPS = []  # the one _TorchOps, made on first use (torch imported only then)
+
+
+def cached_ops(x):
+    """The ops namespace for a cached path over tensors like ``x``: ``keras.ops``,
+    or the same functions called on torch directly (:class:`_TorchOps`) when
+    ``x`` is a torch tensor (eager PyTorch)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            if not _TORCH_OPS:
+                _TORCH_OPS.append(_TorchOps())
+            return _TORCH_OPS[0]
+    return ops
+
+
+class _TorchOps:
+    """The ``keras.ops`` functions a cached attention pass uses, called on
+    torch directly: the same results for the arguments that path passes
+    (tensors of matching dtypes, dtype names as strings), without Keras'
+    per-call conversion and dtype promotion (~5-20 us each in eager torch).
+    Any other attribute is ``keras.ops``' own."""
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+        self._dtypes = {"float32": torch.float32, "float16": torch.float16,
+                        "bfloat16": torch.bfloat16, "int32": torch.int32,
+                        "int64": torch.int64, "bool": torch.bool}
+
+    def __getattr__(self, name):
+        return getattr(ops, name)
+
+    def _dtype(self, name):
+        name = name if isinstance(name, str) else keras.backend.standardize_dtype(name)
+        return self._dtypes[name]
+
+    def _tensor(self, x):  # the path's public entry points also take NumPy arrays
+        return x if isinstance(x, self.torch.Tensor) else ops.convert_to_tensor(x)
+
+    def cast(self, x, dtype):
+        return self._tensor(x).to(self._dtype(dtype))
+
+    def transpose(self, x, axes):
+        return self._tensor(x).permute(tuple(axes))
+
+    def reshape(self, x, shape):
+        return self.torch.reshape(self._tensor(x), tuple(int(n) for n in shape))
+
+    def einsum(self, equation, *operands):
+        return self.torch.einsum(equation, *map(self._tensor, operands))
+
+    def softmax(self, x, axis=-1):
+        return self.torch.softmax(self._tensor(x), dim=axis)
+
+    def maximum(self, x, y):
+        if isinstance(y, (int, float)):
+            return self.torch.clamp_min(self._tensor(x), y)
+        return self.torch.maximum(self._tensor(x), self._tensor(y))
+
+    def one_hot(self, x, num_classes, dtype="float32"):
+        return self.torch.nn.functional.one_hot(self._tensor(x).long(), num_classes).to(
+            self._dtype(dtype))
+
+    def cache_scores(self, keys, queries, beams, length):
+        """Scores of ``queries`` ``(b, m, d)`` against the first ``length``
+        slots of each of the ``beams`` caches side by side in ``keys`` ``(b,
+        beams * cache_len, d)``: ``(b, beams, length, m)``. The slots are a
+        strided view of the cache (no copy): an eager step reads only what
+        has been written."""
+        b, slots, d = keys.shape
+        keys = keys.view(b, beams, slots // beams, d)[:, :, :length]
+        return self.torch.matmul(keys, queries.transpose(1, 2)[:, None])
+
+    def cache_values(self, weights, values, beams):
+        """``weights`` ``(b, m, beams, length)`` over the first ``length``
+        slots of each of the ``beams`` caches in ``values`` ``(b, beams *
+        cache_len, d)``: the weighted sum ``(b, m, d)``, read as
+        :meth:`cache_scores` reads the keys."""
+        b, slots, d = values.shape
+        length = weights.shape[-1]
+        values = values.view(b, beams, slots // beams, d)[:, :, :length]
+        return self.torch.matmul(weights.permute(0, 2, 1, 3), values).sum(1)
+

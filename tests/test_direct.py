@@ -1,0 +1,173 @@
+"""The cached path's shortcuts past Keras' dispatch (bert4keras.layers.direct,
+``Embedding.call_cached``) give the values of the plain Keras calls.
+
+On TensorFlow (the suite's backend) the shortcuts reduce to ``layer.call`` and
+``keras.ops``; the torch kernels they call on PyTorch are checked by rerunning
+this file with ``KERAS_BACKEND=torch`` (:func:`test_the_same_on_torch`).
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from bert4keras.generation.step import DecodingStep
+from bert4keras.layers import Embedding, LayerNormalization
+from bert4keras.layers.direct import _torch_dense, cached_ops, direct_call
+
+TORCH = keras.backend.backend() == "torch"
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def tensor(*shape, seed=0, dtype="float32"):
+    return ops.convert_to_tensor(np.random.RandomState(seed).randn(*shape).astype(dtype))
+
+
+@pytest.mark.parametrize("shape, bias, activation", [((5, 8), True, None),
+                                                     ((2, 3, 8), True, "gelu"),
+                                                     ((5, 8), False, "relu")])
+def test_direct_dense_equals_the_layer(shape, bias, activation, monkeypatch):
+    dense = keras.layers.Dense(6, use_bias=bias, activation=activation)
+    x = tensor(*shape)
+    expected = numpy(dense(x))
+    if TORCH:  # the torch kernel runs, not Dense.call
+        monkeypatch.setattr(keras.layers.Dense, "call", lambda *a, **k: 1 / 0)
+    np.testing.assert_allclose(numpy(direct_call(dense, x)), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_direct_dense_leaves_lora_to_the_layer():
+    dense = keras.layers.Dense(6)
+    dense.build((None, 8))
+    dense.enable_lora(2)
+    dense.lora_kernel_b.assign(np.ones((2, 6), "float32"))  # a LoRA term that changes outputs
+    x = tensor(4, 8)
+    assert _torch_dense(dense, x) is None  # not the fast path: Dense.call adds the LoRA term
+    np.testing.assert_allclose(numpy(direct_call(dense, x)), numpy(dense(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False)])
+def test_direct_layer_norm_equals_the_layer(center, scale):
+    norm = LayerNormalization(center=center, scale=scale, epsilon=1e-5)
+    x = tensor(2, 3, 8)
+    norm.build(x.shape)
+    if scale:
+        norm.gamma.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
+    if center:
+        norm.beta.assign(np.linspace(-1, 1, 8).astype("float32"))
+    np.testing.assert_allclose(numpy(direct_call(norm, x)), numpy(norm(x)), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_cached_ops_match_keras_ops():
+    """Each function of the cached attention path, as ``keras.ops`` computes it."""
+    q = tensor(3, 4, 5)
+    k = tensor(3, 6, 5, seed=1)
+    fops = cached_ops(q)
+    assert (fops is not ops) == TORCH
+    ids = ops.convert_to_tensor(np.array([[0, 2], [1, 1]], "int32"))
+    pairs = [
+        (fops.einsum("bnd,bmd->bnm", q, k), ops.einsum("bnd,bmd->bnm", q, k)),
+        (fops.transpose(q, (2, 0, 1)), ops.transpose(q, (2, 0, 1))),
+        (fops.reshape(q, (12, -1)), ops.reshape(q, (12, -1))),
+        (fops.softmax(q, axis=-1), ops.softmax(q, axis=-1)),
+        (fops.maximum(q, -0.5), ops.maximum(q, -0.5)),
+        (fops.maximum(q, k[:, :4]), ops.maximum(q, k[:, :4])),
+        (fops.cast(q, "int32"), ops.cast(q, "int32")),
+        (fops.cast(q, q.dtype), q),
+        (fops.one_hot(ids, 3), ops.one_hot(ids, 3)),
+    ]
+    for got, want in pairs:
+        assert keras.backend.standardize_dtype(got.dtype) == \
+            keras.backend.standardize_dtype(want.dtype)
+        np.testing.assert_allclose(numpy(got), numpy(want), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(numpy(fops.cast(3, "int32")), 3)  # a Python scalar
+
+
+@pytest.mark.parametrize("rows", [1, 4, 8])
+def test_tied_output_projection_in_a_cached_step(rows):
+    """``Embedding.call_cached`` in ``'dense'`` mode gives ``call``'s logits;
+    on torch from ``TRANSPOSED_TABLE_ROWS`` rows it multiplies by one
+    contiguous copy of ``E^T`` kept in the step's constants for the run."""
+    from bert4keras.layers.core import TRANSPOSED_TABLE_ROWS
+
+    table = Embedding(50, 8)
+    table.build()
+    x = tensor(rows, 1, 8)
+    expected = numpy(table(x, mode="dense"))
+    store = {}
+    for _ in range(2):  # two passes of one run share the copy
+        step = DecodingStep(0, ops.zeros((rows, 1), "int32"), ops.ones((rows, 4), "bool"), 4,
+                            direct=True, constants=store)
+        np.testing.assert_allclose(numpy(table.call_cached(x, step, mode="dense")), expected,
+                                   rtol=1e-6, atol=1e-6)
+    assert len(store) == (1 if TORCH and rows >= TRANSPOSED_TABLE_ROWS else 0)
+    ids = ops.convert_to_tensor(np.array([[3], [7]], "int32"))
+    np.testing.assert_array_equal(numpy(table.call_cached(ids, step)), numpy(table(ids)))
+
+
+def test_decoder_drops_its_constants_after_a_run():
+    from bert4keras.generation import CachedDecoder
+    from bert4keras.models import build_transformer_model
+
+    gpt = build_transformer_model(None, model="gpt2", vocab_size=40, hidden_size=16,
+                                  num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=24, max_position=32, with_lm="linear",
+                                  return_keras_model=False)
+    decoder = CachedDecoder(gpt, end_id=None, maxlen=3, bucket=4)
+    beams = decoder.generate([[1, 2, 3], [4, 5]], method="beam", num_beams=2)
+    assert len(beams) == 2 and decoder._constants == {}
+    stream = decoder.stream([[1, 2, 3]] * 4, max_new_tokens=3)
+    next(stream)
+    if TORCH:  # 4 rows: the transposed table lives while the run does
+        assert len(decoder._constants) == 1
+    list(stream)
+    assert decoder._constants == {}
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_prefix_reads_equal_the_whole_cache(beams):
+    """``cache_scores`` / ``cache_values`` (eager torch: only the first
+    ``length`` slots of each beam's cache are read) == the products over the
+    whole cache (``keras.ops.einsum``), restricted to those slots."""
+    if not TORCH:
+        pytest.skip("the prefix reads are the torch namespace's (run by test_the_same_on_torch)")
+    b, cache_len, length, d, m = 4, 9, 5, 6, 2 * beams
+    keys = tensor(b, beams * cache_len, d)
+    values = tensor(b, beams * cache_len, d, seed=1)
+    queries = tensor(b, m, d, seed=2)
+    weights = tensor(b, m, beams, length, seed=3)
+    fops = cached_ops(keys)
+    whole = numpy(ops.einsum("bnd,bmd->bnm", keys, queries)).reshape(b, beams, cache_len, m)
+    np.testing.assert_allclose(numpy(fops.cache_scores(keys, queries, beams, length)),
+                               whole[:, :, :length], rtol=1e-5, atol=1e-5)
+    padded = np.zeros((b, m, beams, cache_len), "float32")
+    padded[..., :length] = numpy(weights)
+    expected = numpy(ops.einsum("bmn,bnd->bmd", padded.reshape(b, m, -1), values))
+    np.testing.assert_allclose(numpy(fops.cache_values(weights, values, beams)), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(TORCH, reason="this is the torch run")
+def test_cached_decoding_on_torch():
+    """Cached decoding on torch (eager steps: direct calls, prefix reads,
+    in-place beam writes) == without the cache == each prompt through the
+    Keras model, every family and position mode; the attention with beams
+    == the layer's own uncached attention (tests/test_generation.py)."""
+    from conftest import rerun_on_backend
+
+    rerun_on_backend("torch", [os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "test_generation.py")],
+                     "test_cached_equals_uncached or test_attention_beams_read_ancestor_slots",
+                     timeout=900)
+
+
+@pytest.mark.skipif(TORCH, reason="this is the torch run")
+def test_the_same_on_torch():
+    from conftest import rerun_on_backend
+
+    rerun_on_backend("torch", [os.path.abspath(__file__)], timeout=600)
