@@ -153,21 +153,16 @@ def test_prefix_reads_equal_the_whole_cache(beams):
 
 
 @pytest.mark.skipif(TORCH, reason="this is the torch run")
-def test_cached_decoding_on_torch():
-    """Cached decoding on torch (eager steps: direct calls, prefix reads,
-    in-place beam writes) == without the cache == each prompt through the
-    Keras model, every family and position mode; the attention with beams
-    == the layer's own uncached attention (tests/test_generation.py)."""
-    from conftest import rerun_on_backend
-
-    rerun_on_backend("torch", [os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                            "test_generation.py")],
-                     "test_cached_equals_uncached or test_attention_beams_read_ancestor_slots",
-                     timeout=900)
-
-
-@pytest.mark.skipif(TORCH, reason="this is the torch run")
 def test_the_same_on_torch():
+    """This file on torch, and in the same process cached decoding on torch
+    (eager steps: direct calls, prefix reads, in-place beam writes) ==
+    without the cache == each prompt through the Keras model, every family
+    and position mode, and the attention with beams == the layer's own
+    uncached attention (tests/test_generation.py)."""
     from conftest import rerun_on_backend
 
-    rerun_on_backend("torch", [os.path.abspath(__file__)], timeout=600)
+    here = os.path.dirname(os.path.abspath(__file__))
+    rerun_on_backend("torch", [os.path.join(here, f) for f in ("test_direct.py",
+                                                               "test_generation.py")],
+                     "test_direct or test_cached_equals_uncached or "
+                     "test_attention_beams_read_ancestor_slots", timeout=900)

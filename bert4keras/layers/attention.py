@@ -288,11 +288,16 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         return [output, scores] if self.return_attention_scores else output
 
     def _can_fuse(self, mode, mask, training):
-        """Whether :meth:`_attend_fused` computes this call: plain softmax
-        attention in float32 (rotary already applied), no key mask, no
-        position term in the scores, no scores returned, no dropout on the
-        probabilities in this call."""
-        return (mode in (None, "rotary") and mask is None and not self.return_attention_scores
+        """Whether :meth:`_attend_fused` computes this call: on PyTorch (where
+        it is one fused kernel), plain softmax attention in float32 (rotary
+        already applied), no key mask, no position term in the scores, no
+        scores returned, no dropout on the probabilities in this call. On
+        JAX ``jax.nn.dot_product_attention`` took ~40 % longer than the
+        transposes and matmuls of :meth:`_attend_with_scores` (BERT-base
+        shapes on the machine of README's Benchmarks), and on TensorFlow
+        Keras' version is that same einsum graph, a little slower."""
+        return (keras.backend.backend() == "torch"
+                and mode in (None, "rotary") and mask is None and not self.return_attention_scores
                 and self.normalization == "softmax" and self.key_size == self.head_size
                 and self.compute_dtype == "float32"
                 and not (self.attention_dropout and training))
