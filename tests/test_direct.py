@@ -50,17 +50,21 @@ def test_direct_dense_leaves_lora_to_the_layer():
     np.testing.assert_allclose(numpy(direct_call(dense, x)), numpy(dense(x)), atol=1e-6)
 
 
-@pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False)])
-def test_direct_layer_norm_equals_the_layer(center, scale):
-    norm = LayerNormalization(center=center, scale=scale, epsilon=1e-5)
-    x = tensor(2, 3, 8)
+@pytest.mark.parametrize("center, scale, dtype", [(True, True, "float32"),
+                                                  (False, True, "float32"),
+                                                  (True, False, "float32"),
+                                                  (True, True, "bfloat16")])
+def test_direct_layer_norm_equals_the_layer(center, scale, dtype):
+    """(bfloat16: Keras normalizes in float32, so the torch kernel is not used.)"""
+    norm = LayerNormalization(center=center, scale=scale, epsilon=1e-5, dtype=dtype)
+    x = ops.cast(tensor(2, 3, 8), dtype)
     norm.build(x.shape)
     if scale:
         norm.gamma.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
     if center:
         norm.beta.assign(np.linspace(-1, 1, 8).astype("float32"))
-    np.testing.assert_allclose(numpy(direct_call(norm, x)), numpy(norm(x)), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(numpy(ops.cast(direct_call(norm, x), "float32")),
+                               numpy(ops.cast(norm(x), "float32")), rtol=1e-5, atol=1e-6)
 
 
 def test_cached_ops_match_keras_ops():
@@ -150,6 +154,25 @@ def test_prefix_reads_equal_the_whole_cache(beams):
     expected = numpy(ops.einsum("bmn,bnd->bmd", padded.reshape(b, m, -1), values))
     np.testing.assert_allclose(numpy(fops.cache_values(weights, values, beams)), expected,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_two_stage_beam_candidates_equal_one_top_k():
+    """Beam search's candidates (each beam's best, then the best of those) ==
+    one top-k over every (beam, token) pair, ties included (index order on
+    TensorFlow / JAX; on torch the tied pairs' order is torch's)."""
+    from bert4keras.generation.search import _top_candidates
+
+    rng = np.random.RandomState(4)
+    total = rng.randint(0, 6, (3, 4, 50)).astype("float32")  # many ties
+    total[1, 2:] = -1e9  # dead beams
+    for c in (8, 60):  # two stages, and one (c > vocab)
+        beam, token, top = (numpy(t) for t in _top_candidates(ops.convert_to_tensor(total), c))
+        flat = total.reshape(3, -1)
+        order = np.argsort(-flat, axis=1, kind="stable")[:, :c]  # ties: lower index first
+        np.testing.assert_array_equal(top, np.take_along_axis(flat, order, axis=1))
+        np.testing.assert_array_equal(np.take_along_axis(flat, beam * 50 + token, axis=1), top)
+        if not TORCH:
+            np.testing.assert_array_equal(beam * 50 + token, order)
 
 
 @pytest.mark.skipif(TORCH, reason="this is the torch run")

@@ -354,7 +354,8 @@ def _top_candidates(total, c):
     In two stages where ``c <= vocab``: each beam's best ``c``, then the best
     ``c`` of those ``k * c``. The same pairs in the same order as one top-k
     over ``k * vocab`` (every pair of the overall best ``c`` is among its
-    beam's best ``c``; ties keep index order in both), at a fraction of the
+    beam's best ``c``; on TensorFlow and JAX, whose top-k keeps index order
+    on ties, tied pairs come in the same order too), at a fraction of the
     cost: a top-k over the 4 x 50,257 scores of a batch-1 beam search
     took ~3 % of a PyTorch decoding step as one row."""
     batch, k, vocab = total.shape

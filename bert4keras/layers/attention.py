@@ -408,8 +408,10 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 copy of the cache per step.
             index: scalar int (tensor or Python): slot of the first new
                 position. The new keys/values are written to slots ``[index,
-                index + q_len)`` (of each beam) with ``ops.slice_update``.
-                None: read-only cache (cross-attention).
+                index + q_len)`` (of each beam) with ``ops.slice_update``,
+                and the slots after them count as not written yet: eager
+                PyTorch reads slots ``[0, index + q_len)`` only. None:
+                read-only cache (cross-attention), every slot read.
             beams: beam search without reordering the cache: ``(ancestors,
                 k)``, rows in groups of ``k`` beams, ``ancestors`` int
                 ``(batch, cache_len)``: slot ``s`` of row ``r`` is read from

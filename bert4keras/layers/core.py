@@ -465,16 +465,17 @@ class LayerNormalization(QuantizableSublayers, keras.layers.Layer):
 
 
 def _torch_layer_norm(layer, inputs):
-    """The plain LayerNorm as ``F.layer_norm`` (what ``ops.layer_normalization``
-    runs on torch), for :func:`direct_call`; None for other forms or dtypes."""
+    """The plain float32 LayerNorm as ``F.layer_norm`` (what
+    ``ops.layer_normalization`` runs on torch), for :func:`direct_call`; None
+    for other forms or dtypes (Keras computes half precision in float32)."""
     import torch
 
     if layer.conditional or not (layer.zero_mean and layer.unit_variance) \
-            or not isinstance(inputs, torch.Tensor):
+            or not isinstance(inputs, torch.Tensor) or inputs.dtype != torch.float32:
         return None
     gamma = layer.gamma.value if layer.scale else None
     beta = layer.beta.value if layer.center else None
-    if any(w is not None and w.dtype != inputs.dtype for w in (gamma, beta)):
+    if any(w is not None and w.dtype != torch.float32 for w in (gamma, beta)):
         return None
     return torch.nn.functional.layer_norm(inputs, (inputs.shape[-1],), gamma, beta,
                                           layer.epsilon)
