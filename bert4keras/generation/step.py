@@ -55,7 +55,7 @@ class DecodingStep:
             last).
         direct: run the layers' ``call`` directly where Keras'
             ``Layer.__call__`` would change nothing
-            (:func:`~bert4keras.layers.core.direct_call`); only valid
+            (:func:`~bert4keras.layers.direct.direct_call`); only valid
             when no layer of the pass reads a Keras mask (see
             :func:`reads_masks`). Eager PyTorch spends about as long in that
             bookkeeping as in the matmuls of a batch-1 step. Kept as

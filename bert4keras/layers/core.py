@@ -16,6 +16,8 @@ whose output is not a sequence of the same positions (``TokenSlice``,
 ``CausalMask``, ``ContextMask``) give no mask.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -108,9 +110,7 @@ class Embedding(keras.layers.Layer):
         machine of README's Benchmarks); the copy costs ``input_dim *
         output_dim`` floats while the run lasts (147 MiB for GPT-2)."""
         if mode == "dense" and getattr(step, "direct", False) and calls_directly(self):
-            rows = 1
-            for n in inputs.shape[:-1]:
-                rows *= int(n)
+            rows = math.prod(int(n) for n in inputs.shape[:-1])
             if keras.backend.backend() == "torch" and rows >= TRANSPOSED_TABLE_ROWS:
                 import torch
 

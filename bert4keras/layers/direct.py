@@ -83,12 +83,7 @@ def _reshape(x, shape):
     tensor is reshaped by torch itself: ``ops.reshape`` flattens the shape
     tuple through torch's pytree to look for symbolic tensors, which took
     about a fifth of a batch-1 GPT-2 decoding step (~16 reshapes per layer)."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return torch.reshape(x, tuple(int(n) for n in shape))
-    return ops.reshape(x, shape)
+    return cached_ops(x).reshape(x, shape)
 
 
 def _torch_dense(layer, inputs, training=None):
