@@ -292,10 +292,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         it is one fused kernel), plain softmax attention in float32 (rotary
         already applied), no key mask, no position term in the scores, no
         scores returned, no dropout on the probabilities in this call. On
-        JAX ``jax.nn.dot_product_attention`` took ~40 % longer than the
-        transposes and matmuls of :meth:`_attend_with_scores` (BERT-base
-        shapes on the machine of README's Benchmarks), and on TensorFlow
-        Keras' version is that same einsum graph, a little slower."""
+        JAX and TensorFlow the transposes and matmuls of
+        :meth:`_attend_with_scores` were the faster form (README,
+        Benchmarks: "JAX forward")."""
         return (keras.backend.backend() == "torch"
                 and mode in (None, "rotary") and mask is None and not self.return_attention_scores
                 and self.normalization == "softmax" and self.key_size == self.head_size

@@ -104,11 +104,10 @@ class Embedding(keras.layers.Layer):
         the tied output projection (``mode='dense'``) of a direct step on
         PyTorch over at least :data:`TRANSPOSED_TABLE_ROWS` rows, which
         multiplies by a contiguous copy of ``E^T`` ``(output_dim, input_dim)``
-        made once per decoding run (``step.constant``). torch's CPU matmul
-        with the transposed table as a strided view is up to twice as slow
-        there (GPT-2's 50,257 x 768 head at 8 rows: ~16 vs ~8.5 ms on the
-        machine of README's Benchmarks); the copy costs ``input_dim *
-        output_dim`` floats while the run lasts (147 MiB for GPT-2)."""
+        made once per decoding run (``step.constant``): torch's CPU matmul
+        is slower with the transposed table as a strided view (README,
+        Benchmarks: "PyTorch backend decoding"). The copy costs ``input_dim
+        * output_dim`` floats while the run lasts (147 MiB for GPT-2)."""
         if mode == "dense" and getattr(step, "direct", False) and calls_directly(self):
             rows = math.prod(int(n) for n in inputs.shape[:-1])
             if keras.backend.backend() == "torch" and rows >= TRANSPOSED_TABLE_ROWS:
