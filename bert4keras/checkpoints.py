@@ -16,7 +16,7 @@ Paths go through :mod:`bert4keras.fileio` (``tf.io.gfile`` for every
 ``scheme://`` path): local paths, ``gs://`` and ``ram://`` all work.  A
 safetensors file away from the local disk is read whole into memory
 (``safetensors.numpy.load`` on its bytes); a local one is read one tensor at
-a time into a fresh array (:class:`_SafetensorsFile`), so loading holds at
+a time into a fresh array (:class:`bert4keras.loading.SafetensorsFile`), so loading holds at
 most one stored tensor besides the model's weights.  Every failed read of a stored
 tensor -- a truncated ``.data`` file, a damaged safetensors file -- raises
 :class:`CheckpointError` naming the file and the variable.
@@ -26,6 +26,7 @@ as data (see :mod:`bert4keras.models`); :func:`resolve` looks a mapped name up
 in a reader, trying the usual spelling variants of the format.
 """
 
+import functools
 import json
 import os
 import re
@@ -33,7 +34,7 @@ import warnings
 
 import numpy as np
 
-from bert4keras import fileio
+from bert4keras import fileio, loading
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
@@ -134,10 +135,10 @@ class SafetensorsReader:
 
     @staticmethod
     def _open(f):
-        """A local file is read tensor by tensor (:class:`_SafetensorsFile`);
+        """A local file is read tensor by tensor (:class:`bert4keras.loading.SafetensorsFile`);
         elsewhere (gs://, ram://) its bytes are parsed whole."""
         if fileio.is_local(f):
-            return _SafetensorsFile(f)
+            return loading.SafetensorsFile(f)
         from safetensors.numpy import load
 
         return load(fileio.read_bytes(f))
@@ -177,6 +178,15 @@ class SafetensorsReader:
             return tuple(handle[name].shape)
         return handle.shape(name)
 
+    def row_reader(self, name):
+        """``read(start, stop)`` -> rows ``[start, stop)`` of tensor ``name``
+        (its first axis) as a new array, for a tensor in a local file; None
+        for one parsed whole from another file system."""
+        handle = self._where[name][1]
+        if isinstance(handle, dict):
+            return None
+        return functools.partial(handle.get_rows, name)
+
     def get(self, name):
         """The stored tensor ``name`` as a NumPy array.
 
@@ -190,105 +200,6 @@ class SafetensorsReader:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError("Cannot read variable %r of safetensors file %r (%s: %s)"
                                   % (name, f, type(exc).__name__, exc)) from exc
-
-
-#: safetensors dtype names -> NumPy dtypes (little-endian, as the format stores them)
-_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
-                       "I16": "<i2", "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4",
-                       "U64": "<u8", "BOOL": "?", "BF16": "bfloat16"}
-
-
-def _fresh_array(shape, dtype):
-    """``np.empty(shape, dtype)``; from 1 MiB up in its own anonymous memory
-    map, which is returned to the system the moment the array is freed.
-
-    Through ``malloc`` a few hundred freed arrays of a few MiB each (one per
-    stored tensor) raise glibc's dynamic mmap threshold and are then served
-    from the heap, where freed blocks are kept by the process: loading a
-    model left hundreds of MiB resident that nothing used.
-    """
-    import mmap
-
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes < 1 << 20:
-        return np.empty(shape, dtype)
-    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(buffer, dtype).reshape(shape)
-
-
-class _SafetensorsFile:
-    """One local ``.safetensors`` file, read with plain file reads.
-
-    The layout (huggingface/safetensors): 8 bytes, little-endian, the length
-    ``n`` of a JSON header; the header maps each tensor name to ``{"dtype",
-    "shape", "data_offsets": [begin, end]}`` (offsets into the bytes after the
-    header). :meth:`get_tensor` reads one tensor's bytes into a new array.
-    ``safe_open`` memory-maps the file instead: every page a read touches
-    then stays mapped, and counted in the process' resident memory, until the
-    handle is dropped -- a second copy of every loaded weight while a model
-    loads.
-
-    Raises:
-        CheckpointError: naming the file when the header is unreadable or a
-            tensor lies beyond the end of the file.
-    """
-
-    def __init__(self, path):
-        self.path = path
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError("%r is too short to be a safetensors file" % path)
-            length = int.from_bytes(head, "little")
-            size = os.fstat(f.fileno()).st_size
-            if length > size - 8:
-                raise CheckpointError("%r: safetensors header of %d bytes exceeds the file (%d "
-                                      "bytes)" % (path, length, size))
-            header = json.loads(f.read(length).decode("utf-8"))
-        header.pop("__metadata__", None)
-        self._start = 8 + length
-        self._entries = header
-        for name, entry in header.items():
-            if self._start + entry["data_offsets"][1] > size:
-                raise CheckpointError("%r is truncated: tensor %r ends at byte %d of %d"
-                                      % (path, name, self._start + entry["data_offsets"][1],
-                                         size))
-
-    def keys(self):
-        return list(self._entries)
-
-    def shape(self, name):
-        return tuple(self._entries[name]["shape"])
-
-    def get_tensor(self, name):
-        """Tensor ``name`` as a new NumPy array (its own memory, writable).
-
-        Raises:
-            CheckpointError: an unknown dtype, or fewer bytes than the header says.
-        """
-        entry = self._entries[name]
-        code = _SAFETENSORS_DTYPES.get(entry["dtype"])
-        if code is None:
-            raise CheckpointError("%r: tensor %r has dtype %s, which is not read (known: %s)"
-                                  % (self.path, name, entry["dtype"],
-                                     ", ".join(sorted(_SAFETENSORS_DTYPES))))
-        if code == "bfloat16":
-            import ml_dtypes
-
-            code = ml_dtypes.bfloat16
-        begin, end = entry["data_offsets"]
-        out = _fresh_array(entry["shape"], np.dtype(code))
-        if out.nbytes != end - begin:
-            raise CheckpointError("%r: tensor %r has %d bytes for shape %s of %s"
-                                  % (self.path, name, end - begin, entry["shape"],
-                                     entry["dtype"]))
-        with open(self.path, "rb") as f:
-            f.seek(self._start + begin)
-            got = f.readinto(out.reshape(-1).view(np.uint8)) if out.nbytes else 0
-        if got != out.nbytes:
-            raise CheckpointError("%r: tensor %r is truncated (%d of %d bytes)"
-                                  % (self.path, name, got, out.nbytes))
-        return out
 
 
 def is_hf_directory(path):
@@ -553,8 +464,11 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                     "Variable %r (for layer %s) is missing from checkpoint %r, which has %d "
                     "variables%s" % (spec.replace(":T", ""), layer_name, reader.path,
                                      len(reader.names()), describe_checkpoint(reader, signature)))
-            value = reader.get(stored)
             used.add(stored)
+            if _load_in_blocks(reader, stored, weight, chunk, transposed,
+                               keep_tokens is not None and layer_name in vocab_axes):
+                continue
+            value = reader.get(stored)
             if chunk is not None:
                 value = np.split(value, chunk[1], axis=-1)[chunk[0]]
             if transposed:
@@ -574,7 +488,7 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                                      (" (chunk %d of %d)" % chunk if chunk else "")
                                      + (" (transposed)" if transposed else ""), weight.path,
                                      layer_name, tuple(weight.shape)))
-            _assign(weight, value.astype(weight.dtype, copy=False))
+            loading.assign(weight, value.astype(loading.numpy_dtype(weight.dtype), copy=False))
             del value  # one stored tensor at a time
     _warn_unused(reader, used)
     if matches_signature(reader, signature, prefixes) is False:
@@ -585,23 +499,23 @@ def load(reader, mapping, prefixes=(), keep_tokens=None, vocab_axes=None, signat
                              " or ".join(repr(f) for f in found)), stacklevel=3)
 
 
-def _assign(weight, value, block=1 << 24):
-    """``weight.assign(value)`` (NumPy) without a second full copy: on torch a
-    ``torch.from_numpy`` view (``assign`` copies with ``np.array`` first), on
-    TensorFlow blocks of rows of <= ``block`` bytes written in place (``assign``
-    converts the whole array first): GPT-2's 147 MiB embedding was held 3 times."""
-    import keras
-    backend, target = keras.backend.backend(), getattr(weight, "value", None)
-    if backend == "torch" and value.flags.writeable and value.dtype.kind in "fiub":
-        import torch  # (not NumPy's bfloat16 from ml_dtypes, kind "V": torch lacks it)
-        return weight.assign(torch.from_numpy(value))
-    if (backend == "tensorflow" and value.ndim and value.nbytes > block
-            and hasattr(target, "assign")):  # a tf.Variable (not an autocast tensor)
-        step = max(1, block // max(1, value[:1].nbytes))
-        for start in range(0, len(value), step):
-            target[start:start + step].assign(value[start:start + step])
-        return
-    weight.assign(value)
+def _load_in_blocks(reader, stored, weight, chunk, transposed, sliced):
+    """Write ``stored`` into ``weight`` a block of rows at a time, straight
+    from the file (:func:`bert4keras.loading.assign_blocks`), when the reader
+    can read rows (a local safetensors file), the tensor is over
+    :data:`~bert4keras.loading.BLOCK_BYTES` and is neither split, sliced by
+    ``keep_tokens`` nor a transposed tensor of rank other than 2; True if
+    it did (a shape mismatch raises as :func:`load` does)."""
+    read = getattr(reader, "row_reader", lambda name: None)(stored)
+    shape = tuple(reader.shape(stored))
+    if (read is None or chunk is not None or sliced or not shape
+            or (transposed and len(shape) != 2)
+            or np.prod(shape, dtype=np.int64) * 4 <= loading.BLOCK_BYTES):
+        return False
+    if (shape[::-1] if transposed else shape) != tuple(weight.shape):
+        return False  # load() reads it whole and names both shapes
+    return loading.assign_blocks(weight, read, shape[0], axis=1 if transposed else 0,
+                                 transpose=transposed)
 
 
 def _warn_unused(reader, used):

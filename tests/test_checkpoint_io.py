@@ -242,10 +242,95 @@ def test_assign_in_row_blocks(shape):
     the array, for any block size, rank and row count (last block partial)."""
     import keras
 
-    from bert4keras.checkpoints import _assign
+    from bert4keras.loading import assign as _assign
 
     value = np.random.RandomState(0).normal(size=shape).astype("float32")
     for block in (1, 24, 100, 1 << 24):  # bytes: below one row .. above the whole array
         variable = keras.Variable(np.zeros(shape, "float32"))
         _assign(variable, value.copy(), block=block)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_large_tensors_are_written_from_the_file_in_blocks(tmp_path, monkeypatch, family):
+    """Stored tensors over ``loading.BLOCK_BYTES`` go from a local safetensors
+    file into their variables a block of rows at a time (shrunk here to 256
+    bytes so that most tensors qualify): none of those is read whole, each
+    takes several reads, and the loaded weights equal the file's tensors as
+    ``safetensors`` itself reads them -- plain (GPT-2's Conv1D weights),
+    transposed (BERT's ``(out, in)`` Linear weights: column blocks), bfloat16
+    on disk into float32 variables, and a last block that is partial."""
+    import keras
+    from safetensors.numpy import load_file, save_file
+
+    from bert4keras import loading
+    from bert4keras.models import build_transformer_model
+
+    config = dict(vocab_size=61, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=32, max_position=24, model=family, return_keras_model=False)
+    if family == "gpt2":
+        config["with_lm"] = "linear"
+    keras.utils.set_random_seed(4)
+    build_transformer_model(None, **config).save_weights_as_checkpoint(
+        str(tmp_path / "hf"), format="huggingface")
+    path = str(tmp_path / "hf" / "model.safetensors")
+    import ml_dtypes
+
+    stored = load_file(path)
+    big = max(stored, key=lambda k: stored[k].size)
+    stored[big] = stored[big].astype(ml_dtypes.bfloat16)  # read as bf16, cast per block
+    save_file(stored, path)
+
+    whole, rows = [], []
+    read_whole, read_rows = loading.SafetensorsFile.get_tensor, loading.SafetensorsFile.get_rows
+    monkeypatch.setattr(loading.SafetensorsFile, "get_tensor",
+                        lambda self, name: whole.append(name) or read_whole(self, name))
+    monkeypatch.setattr(loading.SafetensorsFile, "get_rows", lambda self, name, a, b: (
+        rows.append(name) if a is not None else None) or read_rows(self, name, a, b))
+    monkeypatch.setattr(loading, "BLOCK_BYTES", 256)
+    built = {k: v for k, v in config.items() if k not in ("vocab_size", "hidden_size",
+                                                          "num_hidden_layers", "intermediate_size",
+                                                          "num_attention_heads", "max_position")}
+    loaded = build_transformer_model(str(tmp_path / "hf" / "config.json"),
+                                     str(tmp_path / "hf"), **built)
+    streamed = set(rows)
+    assert big in streamed and not streamed & set(whole)
+    assert all(rows.count(name) > 1 for name in streamed)
+    if family == "bert":  # HF Linear weights are the transposes of our kernels
+        assert any(name.endswith("attention.self.query.weight") for name in streamed)
+    got = loaded.checkpoint_tensors("hf")
+    for name, value in stored.items():
+        if name in got:
+            np.testing.assert_array_equal(got[name], value.astype("float32"), err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_block_loading_on_backend(backend):
+    """The in-place block writes per backend: ``tf.Variable`` slices here,
+    ``copy_`` into the torch parameter, a donated ``dynamic_update_slice``
+    on JAX."""
+    from conftest import rerun_on_backend
+
+    rerun_on_backend(backend, [__file__], selection="written_from_the_file_in_blocks "
+                     "or assign_in_row_blocks or block_writer")
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_block_writer_writes_rows_or_columns_in_place(axis):
+    """``block_writer`` writes a block at an offset along rows (0) or columns
+    (1) and leaves the rest of the variable as it was."""
+    import keras
+
+    from bert4keras.loading import block_writer
+
+    start = np.arange(35, dtype="float32").reshape(5, 7)
+    variable = keras.Variable(start.copy())
+    write = block_writer(variable, axis)
+    block = -np.ones((2, 7) if axis == 0 else (5, 3), "float32")
+    write(2, block)
+    expected = start.copy()
+    if axis == 0:
+        expected[2:4] = -1
+    else:
+        expected[:, 2:5] = -1
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), expected)
