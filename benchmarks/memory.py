@@ -21,6 +21,11 @@ peak resident set size, ``ru_maxrss``, only ever goes up):
   from_pretrained(dir, num_labels=8)`` + ``torch.optim.AdamW``,
   ``loss.backward(); step(); zero_grad()``.
 
+Rows ``tensorflow-nojax`` / ``torch-nojax`` run ours with ``import jax``
+failing, as on a machine where JAX is not installed (``pip install
+bert4keras`` does not install it): Keras 3 imports JAX on every backend when
+it is there (``keras/src/callbacks/orbax_checkpoint.py``).
+
 Columns, in MiB (2**20 bytes) of resident memory (``/proc/self/status``):
 
 * ``import``: after importing the framework and the library (Keras + backend
@@ -63,7 +68,10 @@ sys.path.insert(0, HERE)
 
 import benchlib  # noqa: E402
 
-IMPLS = ("tensorflow", "jax", "torch", "hf")
+IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
+#: rows run by default: every backend as installed here, and the TF/torch
+#: backends as bert4keras' own requirements install them (JAX is not one)
+DEFAULT_IMPLS = IMPLS
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -76,7 +84,9 @@ def parse_args(argv=None):
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="gpt2 and/or bert")
     p.add_argument("--impls", default=None,
                    help="comma-separated: tensorflow, jax, torch (ours on that Keras backend), "
-                        "hf (transformers + torch); default all four (--quick: jax,hf)")
+                        "hf (transformers + torch), tensorflow-nojax, torch-nojax (ours with "
+                        "'import jax' failing, as where JAX is not installed); default all six "
+                        "(--quick: jax,hf)")
     p.add_argument("--new-tokens", type=int, default=128, help="gpt2: new tokens per generate")
     p.add_argument("--batch", type=int, default=16, help="bert: batch size")
     p.add_argument("--seq-len", type=int, default=128, help="bert: sequence length")
@@ -91,7 +101,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.workload_list = [w for w in args.workloads.split(",") if w]
     if args.impls is None:
-        args.impls = "jax,hf" if args.quick else ",".join(IMPLS)
+        args.impls = "jax,hf" if args.quick else ",".join(DEFAULT_IMPLS)
     args.impl_list = [i for i in args.impls.split(",") if i]
     for w in args.workload_list:
         if w not in WORKLOADS and w != "prepare":
@@ -293,7 +303,22 @@ def run_bert(args, impl, phases):
     phases.report(seconds=seconds, loss=loss)
 
 
+class _NoJax:
+    """An import hook under which ``import jax`` fails as if JAX were not
+    installed: Keras 3 (``keras/src/callbacks/orbax_checkpoint.py``) imports
+    JAX on every backend when it is installed (~106 MiB resident on this
+    machine); ``pip install bert4keras`` does not install it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("jax", "jaxlib"):
+            raise ImportError("JAX hidden by benchmarks/memory.py (a '-nojax' row)")
+        return None
+
+
 def worker(args):
+    if (args.impl or "").endswith("-nojax"):
+        sys.meta_path.insert(0, _NoJax())
+        args.impl = args.impl[:-len("-nojax")]
     phases = Phases()
     if args.worker == "prepare":
         return prepare(args)
@@ -312,7 +337,8 @@ def run_worker(args, workload, impl):
            "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
     if args.quick:
         cmd.append("--quick")
-    backend = impl if impl in ("tensorflow", "jax", "torch") else "jax"  # prepare: any
+    backend = (impl or "").replace("-nojax", "")
+    backend = backend if backend in ("tensorflow", "jax", "torch") else "jax"  # prepare: any
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
@@ -384,7 +410,8 @@ def main(argv=None):
             row["peak/hf"] = row["peak_mib"] / hf[0]["peak_mib"]
             row["(peak-import)/hf"] = own / hf_own if hf_own > 0 else None
         print("| %s | %s | %.0f | %.0f | %.0f | %.0f (%s) | %.0f | %s | %s | %s |" % (
-            row["workload"], "ours " + row["impl"] if row["impl"] != "hf" else "HF torch",
+            row["workload"], "HF torch" if row["impl"] == "hf" else "ours " + row["impl"].replace(
+                "-nojax", " (JAX not installed)"),
             row["import_mib"], row["loaded_mib"], row["first_mib"], row["peak_mib"],
             row["peak_phase"], own,
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",

@@ -39,22 +39,22 @@ BLOCK_BYTES = 1 << 24
 def assign(weight, value, block=None):
     """``weight.assign(value)`` for a NumPy ``value`` of ``weight``'s shape and
     dtype, without a second full copy where the backend allows it (PyTorch: a
-    shared view; TensorFlow: blocks of rows of <= ``block`` bytes written in
-    place, since ``assign`` converts the whole array first; default
-    :data:`BLOCK_BYTES`)."""
+    shared view; TensorFlow: blocks of rows of <= ``block`` bytes, default
+    :data:`BLOCK_BYTES`, written in place by :func:`block_writer`, since
+    ``assign`` converts the whole array first)."""
     import keras
 
     block = BLOCK_BYTES if block is None else block
-    backend, target = keras.backend.backend(), getattr(weight, "value", None)
+    backend = keras.backend.backend()
     if backend == "torch" and value.flags.writeable and value.dtype.kind in "fiub":
         import torch  # (not NumPy's bfloat16 from ml_dtypes, kind "V": torch lacks it)
 
         return weight.assign(torch.from_numpy(value))
-    if (backend == "tensorflow" and value.ndim and value.nbytes > block
-            and hasattr(target, "assign")):  # a tf.Variable (not an autocast tensor)
+    write = block_writer(weight) if backend == "tensorflow" else None
+    if write is not None and value.ndim and value.nbytes > block:
         step = max(1, block // max(1, value[:1].nbytes))
         for start in range(0, len(value), step):
-            target[start:start + step].assign(value[start:start + step])
+            write(start, value[start:start + step])
         return
     weight.assign(value)
 
@@ -62,17 +62,30 @@ def assign(weight, value, block=None):
 def block_writer(weight, axis=0):
     """``write(start, block)``, which writes the NumPy ``block`` into
     ``weight`` at offset ``start`` along ``axis`` (0, or 1 of a matrix) in
-    place, or None where the backend's variable cannot be written in part
-    (a TensorFlow autocast wrapper without ``assign``, another backend)."""
+    place, or None where the variable cannot be written in part (a
+    TensorFlow variable of a ``tf.distribute`` strategy or wrapped for
+    autocasting, an unknown backend).
+
+    On TensorFlow the write is an XLA-compiled slice assignment: TF's own
+    (eager or graph) ``ResourceStridedSliceAssign`` switches the variable to
+    copy-on-read mode for good, after which every graph-mode read copies the
+    whole tensor (a 147 MiB embedding: ~24 ms per read on this machine's
+    one-off measurement, README "Memory").
+    """
     import keras
 
     backend, target = keras.backend.backend(), getattr(weight, "value", None)
     if axis not in (0, 1) or len(weight.shape) <= axis:
         return None
-    if backend == "tensorflow" and hasattr(target, "assign"):
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if type(target).__name__ != "ResourceVariable" or tf.distribute.has_strategy():
+            return None
+
         def write(start, block):
-            stop = start + block.shape[axis]
-            (target[start:stop] if axis == 0 else target[:, start:stop]).assign(block)
+            _tf_update(axis)(target, tf.convert_to_tensor(block, target.dtype),
+                             tf.constant(start, "int32"))
         return write
     if backend == "torch" and target is not None:
         import torch
@@ -88,6 +101,24 @@ def block_writer(weight, axis=0):
             weight.assign(_jax_update(axis)(weight.value, block, start))
         return write
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _tf_update(axis):
+    """``variable[start:start + n] = block`` along ``axis``, compiled by XLA
+    (which updates the variable's buffer and leaves its read mode alone)."""
+    import tensorflow as tf
+
+    def update(variable, block, start):
+        n = block.shape[axis]
+        if axis == 0:
+            variable[start:start + n].assign(block)
+        else:
+            variable[:, start:start + n].assign(block)
+
+    compiled = tf.function(update, jit_compile=True, autograph=False)
+    compiled._omit_frequent_tracing_warning = True  # one trace per block shape
+    return compiled
 
 
 def _error(message):

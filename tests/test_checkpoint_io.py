@@ -239,7 +239,8 @@ def test_weights_left_unset_by_the_checkpoint_get_their_random_values(tmp_path):
 def test_assign_in_row_blocks(shape):
     """Loading writes a large tensor into its variable a block of rows at a
     time (TensorFlow; a shared view on torch): the variable ends up equal to
-    the array, for any block size, rank and row count (last block partial)."""
+    the array, for any block size, rank and row count (last block partial),
+    and (TensorFlow) is not left in copy-on-read mode."""
     import keras
 
     from bert4keras.loading import assign as _assign
@@ -249,6 +250,7 @@ def test_assign_in_row_blocks(shape):
         variable = keras.Variable(np.zeros(shape, "float32"))
         _assign(variable, value.copy(), block=block)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
+        _assert_reads_share_the_buffer([variable])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
@@ -302,6 +304,25 @@ def test_large_tensors_are_written_from_the_file_in_blocks(tmp_path, monkeypatch
     for name, value in stored.items():
         if name in got:
             np.testing.assert_array_equal(got[name], value.astype("float32"), err_msg=name)
+    _assert_reads_share_the_buffer(loaded.model.variables)
+
+
+def _assert_reads_share_the_buffer(variables):
+    """On TensorFlow, two reads of each variable return the same buffer: no
+    variable was left in copy-on-read mode (where every graph-mode read
+    copies the whole tensor), as TF's own slice assignment leaves it."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+
+    def address(tensor):
+        return np.from_dlpack(tensor).__array_interface__["data"][0]
+
+    for variable in variables:
+        value = variable.value
+        if hasattr(value, "read_value") and np.prod(variable.shape):
+            assert address(value.read_value()) == address(value.read_value()), variable.path
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
