@@ -16,8 +16,10 @@ Paths go through :mod:`bert4keras.fileio` (``tf.io.gfile`` for every
 ``scheme://`` path): local paths, ``gs://`` and ``ram://`` all work.  A
 safetensors file away from the local disk is read whole into memory
 (``safetensors.numpy.load`` on its bytes); a local one is read one tensor at
-a time into a fresh array (:class:`bert4keras.loading.SafetensorsFile`), so loading holds at
-most one stored tensor besides the model's weights.  Every failed read of a stored
+a time into a fresh array (:class:`bert4keras.loading.SafetensorsFile`), and a
+tensor over :data:`bert4keras.loading.BLOCK_BYTES` a block of rows at a time,
+written into its variable in place: loading holds at most one small stored
+tensor or one block besides the model's weights.  Every failed read of a stored
 tensor -- a truncated ``.data`` file, a damaged safetensors file -- raises
 :class:`CheckpointError` naming the file and the variable.
 
