@@ -15,8 +15,10 @@ Rows, for every model and batch size (``--batches``, default 1, 8, 32; length
   the TensorFlow backend, called in a ``tf.function``; ``int8`` is a copy after
   Keras 3's ``model.quantize("int8")`` (int8 kernels of every attention /
   feed-forward ``Dense``, per-token int8 activations; embeddings and LayerNorm
-  stay float32; see :mod:`bert4keras.layers.quantization`); ``bf16`` a copy
-  under the dtype policy ``bfloat16``;
+  stay float32; see :mod:`bert4keras.layers.quantization`), compiled by XLA
+  (``jit_compile=True``, which ``quantize_model`` sets on TensorFlow: TF's
+  int8 matmul is fast only there); ``bf16`` a copy under the dtype policy
+  ``bfloat16``; fp32 and bf16 run in graph mode (Keras' default on a CPU);
 * ``ours-jax ...`` / ``ours-torch ...`` (``--backends``): the same three on
   Keras' JAX backend (``jax.jit`` of ``stateless_call``) and torch backend
   (eager, ``inference_mode``);
@@ -40,8 +42,9 @@ builds only that row's model and runs one batch at the largest size
 
 First, a kernel probe per backend at the feed-forward shape of the largest
 batch: fp32, int8 x int8 -> int32 as Keras' int8 ``Dense`` calls it
-(``keras.ops.matmul``), the backend's own int8 kernel where Keras does not use
-it (``torch._int_mm``), and bf16, each in G(FL)OP/s with the kernel that ran:
+(``keras.ops.matmul``; on TensorFlow also under XLA), the backend's own int8
+kernel where Keras does not use it (``torch._int_mm``), and bf16, each in
+G(FL)OP/s with the kernel that ran:
 oneDNN's verbose log (``ONEDNN_VERBOSE=1``) for TensorFlow and torch (no
 oneDNN line: Eigen / the library's BLAS ran), the compiled HLO's fusion kind
 for JAX (``ynn_fusion``: XLA's YNNPACK kernels). When int8 is no faster there,
@@ -214,7 +217,11 @@ def compiled_forward(model, backend):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        fn = tf.function(lambda x: model(x, training=False), jit_compile=False)
+        # XLA where the model asks for it: quantize_model sets jit_compile for
+        # int8 (TF's int8 matmul is fast only under XLA); fp32 and bf16 run in
+        # graph mode, Keras' choice on a CPU and their faster path here
+        fn = tf.function(lambda x: model(x, training=False),
+                         jit_compile=bool(getattr(model, "jit_compile", False)))
         return lambda x: np.asarray(fn([tf.constant(a) for a in x]), "float32")
     if backend == "jax":
         import jax
@@ -522,10 +529,12 @@ def probe_child(backend, args):
              "bf16": (keras.ops.matmul, a, b, "bfloat16")}
     if backend == "torch":
         cases["torch._int_mm"] = (torch._int_mm, a8, b8, "int8")
+    if backend == "tensorflow":  # the int8 model's path (quantize_model sets jit_compile)
+        cases["int8->int32 XLA"] = (keras.ops.matmul, a8, b8, "int8")
     out = {"shape": [m, k, n]}
     for case, (op, x, y, dtype) in cases.items():
         x, y = cast(x, dtype), cast(y, dtype)
-        fn = jit(op)
+        fn = tf.function(op, jit_compile=True) if case.endswith(" XLA") else jit(op)
         run = lambda: sync(fn(x, y))  # noqa: E731
         if backend == "torch":
             import torch
@@ -582,7 +591,9 @@ def kernel_probe(args, lines, results):
         if backend != "jax":
             kernels = onednn_kernels(run.stdout, backend)
             for case in out:
-                if isinstance(out[case], dict):
+                if isinstance(out[case], dict) and case.endswith(" XLA"):
+                    out[case]["kernel"] = "XLA:CPU's compiled dot (jit_compile=True)"
+                elif isinstance(out[case], dict):
                     out[case]["kernel"] = kernels.get(case, "no oneDNN primitive (%s)" % (
                         "Eigen" if backend == "tensorflow" else
                         "MKL / torch's own loops"))

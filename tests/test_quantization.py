@@ -197,7 +197,7 @@ def test_benchmark_quick_smoke():
     rows = {row["row"]: row for row in results["rows"]}
     assert set(rows) == {"ours fp32", "ours int8", "ours bf16"}
     assert 0 < rows["ours int8"]["max_abs_diff_vs_own_fp32"] < 0.05
-    assert set(results["matmul"]) == {"fp32", "int8->int32", "bf16"}
+    assert set(results["matmul"]) == {"fp32", "int8->int32", "bf16", "int8->int32 XLA"}
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
@@ -279,3 +279,38 @@ def test_benchmark_sentiment_accuracy_tiny(tmp_path):
     for key in ("fp32", "int8", "bf16"):
         assert 0 <= out["acc_" + key] <= 1
     assert out["int8_reload_max_diff"] is not None and out["int8_reload_max_diff"] < 1e-4
+
+
+def test_int8_on_tensorflow_runs_under_xla_and_matches_numpy():
+    """On TensorFlow ``quantize_model(..., "int8")`` sets ``model.jit_compile``
+    (TF's int8 matmul is fast only under XLA), and ``predict`` then compiled by
+    XLA still computes Keras' int8 scheme: a one-``Dense`` model equals the
+    NumPy int8 reference, and the tiny BERT's predictions equal the same
+    model's outside XLA up to rounding ties of the int8 activations."""
+    import keras
+
+    from bert4keras.layers.quantization import quantize_model
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the XLA switch is TensorFlow's")
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(5)
+    x = np.random.RandomState(5).normal(size=(4, 6, 16)).astype("float32")
+    inputs = keras.Input((6, 16))
+    model = keras.Model(inputs, keras.layers.Dense(24, name="d")(inputs))
+    kernel, bias = (np.asarray(w, "float64") for w in model.get_layer("d").get_weights())
+    model.predict(x, verbose=0)  # a graph-mode predict function exists before quantizing
+    report = quantize_model(model, "int8")
+    assert report["jit_compile"] is True and model.jit_compile is True
+    got = model.predict(x, verbose=0)
+    expected = numpy_int8_dense(x.astype("float64"), kernel, bias)
+    np.testing.assert_allclose(got, expected, atol=2e-3 * np.abs(expected).max())
+
+    bert = tiny_classifier()
+    quantize_model(bert, "int8")
+    inputs = tiny_inputs()
+    xla = bert.predict(inputs, verbose=0)
+    graph = np.asarray(tf.function(lambda a, b: bert([a, b], training=False))(*inputs))
+    assert np.abs(xla - graph).max() < 0.01
+    assert (xla.argmax(-1) == graph.argmax(-1)).all()

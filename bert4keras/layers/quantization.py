@@ -25,10 +25,14 @@ inputs by the int8 kernel with ``keras.ops.matmul`` (int32 result) and each
 backend sends that op to a different kernel on a CPU (Keras 3.15; measured by
 ``benchmarks/quantized_inference.py``'s kernel probe on a Xeon with AVX512-VNNI
 and AMX): JAX compiles it to XLA's YNNPACK int8 kernel (several times its fp32
-matmul); TensorFlow runs it in Eigen, not oneDNN, and is slower than its own
-fp32; torch casts both operands to int32 on a CPU. For a fast CPU model
-use the JAX backend for int8, or a ``bfloat16`` copy (:func:`with_dtype_policy`)
-on TensorFlow or torch, whose bf16 matmuls run oneDNN's AMX kernels.
+matmul); TensorFlow does the same under XLA (``jit_compile=True``) but runs it
+in Eigen, slower than its own fp32, in graph mode, which is what Keras'
+``predict`` uses on a CPU by default -- so :func:`quantize_model` sets
+``model.jit_compile = True`` on TensorFlow for ``int8`` (a model reloaded from
+``.keras`` needs that line again); torch casts both operands to int32 on a
+CPU. For a fast CPU model use int8 on JAX or on TensorFlow under XLA, or a
+``bfloat16`` copy (:func:`with_dtype_policy`) on TensorFlow or torch, whose
+bf16 matmuls run oneDNN's AMX kernels (TensorFlow: in graph mode, not XLA).
 
 Not quantized (Keras leaves them in float and warns, the model still runs):
 :class:`~bert4keras.layers.Embedding` (a gather, and in ``mode='dense'`` the
@@ -97,7 +101,11 @@ def quantize_model(model, mode="int8", **kwargs):
     """``model.quantize(mode, **kwargs)`` and a report of what it changed.
 
     Keras warns once per leaf layer it cannot quantize; those warnings are
-    collected here instead of printed.
+    collected here instead of printed. On the TensorFlow backend an ``int8``
+    model is set to run under XLA (``model.jit_compile = True``: ``predict``,
+    ``evaluate`` and ``fit`` compile with XLA), the only TensorFlow path with a
+    fast int8 matmul on a CPU (see the module docstring); call it in your own
+    ``tf.function(jit_compile=True)`` otherwise.
 
     Args:
         model: a built ``keras.Model`` (e.g. ``build_transformer_model`` plus a head).
@@ -107,7 +115,8 @@ def quantize_model(model, mode="int8", **kwargs):
     Returns:
         dict: ``quantized``: paths of the layers now quantized; ``skipped``:
         path -> reason for every leaf layer that holds weights and was left
-        in float (e.g. the embeddings).
+        in float (e.g. the embeddings); ``jit_compile``: the model's setting
+        afterwards.
 
     Raises:
         ValueError: from Keras, e.g. an unbuilt or already quantized model.
@@ -128,7 +137,13 @@ def quantize_model(model, mode="int8", **kwargs):
             own = [m for m in messages if m.startswith(layer.name + " ")]
             skipped[layer.path] = own[0] if own else (
                 "%s has no %r quantization in Keras" % (type(layer).__name__, mode))
-    return {"quantized": quantized, "skipped": skipped}
+    if mode == "int8" and quantized and keras.backend.backend() == "tensorflow":
+        model.jit_compile = True
+        for name in ("train_function", "test_function", "predict_function"):
+            if getattr(model, name, None) is not None:  # traced before: retrace with XLA
+                setattr(model, name, None)
+    return {"quantized": quantized, "skipped": skipped,
+            "jit_compile": getattr(model, "jit_compile", None)}
 
 
 def with_dtype_policy(model, policy):
