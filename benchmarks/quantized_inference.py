@@ -657,6 +657,8 @@ def accuracy_child(backend, args):
         models["int8"].save(path)
         code = ("import sys, numpy as np, bert4keras, keras; "
                 "m = keras.saving.load_model(sys.argv[1]); "
+                # as quantize_model set it: int8 under XLA on TensorFlow
+                "m.jit_compile = m.jit_compile or keras.backend.backend() == 'tensorflow'; "
                 "x = np.load(sys.argv[2]); print('MAXDIFF', float(np.abs(np.asarray("
                 "m.predict_on_batch([x['a'], x['b']])) - x['p']).max()))")
         np.savez(os.path.join(tmp, "x.npz"), a=inputs[0], b=inputs[1],

@@ -8,11 +8,13 @@ value at once (GPT-2 small's 147 MiB embedding three times). Here:
 
 * :func:`assign` writes a whole NumPy array: on PyTorch through a
   ``torch.from_numpy`` view (Keras' ``assign`` copies with ``np.array``
-  first), on TensorFlow a block of rows at a time into the variable;
+  first), on TensorFlow a block of rows at a time into the variable (a
+  variable of a ``tf.distribute`` strategy gets a plain ``assign``);
 * :func:`assign_blocks` fills a variable from a reader of stored rows
   (``read(start, stop)``, e.g. a local safetensors file), a block of at most
-  :data:`BLOCK_BYTES` at a time, written in place: ``tf.Variable`` slice
-  assignment, a ``copy_`` into the torch parameter, and on JAX a jitted
+  :data:`BLOCK_BYTES` at a time, written in place: an XLA-compiled
+  ``tf.Variable`` slice assignment (see :func:`block_writer` for why XLA),
+  a ``copy_`` into the torch parameter, and on JAX a jitted
   ``lax.dynamic_update_slice`` whose input buffer is donated (XLA updates it
   in place). Loading then never holds more than one block besides the
   model's weights.
