@@ -28,7 +28,6 @@ as data (see :mod:`bert4keras.models`); :func:`resolve` looks a mapped name up
 in a reader, trying the usual spelling variants of the format.
 """
 
-import functools
 import json
 import os
 import re
@@ -184,10 +183,20 @@ class SafetensorsReader:
         """``read(start, stop)`` -> rows ``[start, stop)`` of tensor ``name``
         (its first axis) as a new array, for a tensor in a local file; None
         for one parsed whole from another file system."""
-        handle = self._where[name][1]
+        f, handle = self._where[name]
         if isinstance(handle, dict):
             return None
-        return functools.partial(handle.get_rows, name)
+
+        def read(start, stop):
+            try:
+                return handle.get_rows(name, start, stop)
+            except CheckpointError:
+                raise
+            except Exception as exc:  # OSError and the like, named as get() names them
+                raise CheckpointError("Cannot read rows %d:%d of variable %r of safetensors "
+                                      "file %r (%s: %s)" % (start, stop, name, f,
+                                                            type(exc).__name__, exc)) from exc
+        return read
 
     def get(self, name):
         """The stored tensor ``name`` as a NumPy array.
@@ -512,7 +521,8 @@ def _load_in_blocks(reader, stored, weight, chunk, transposed, sliced):
     shape = tuple(reader.shape(stored))
     if (read is None or chunk is not None or sliced or not shape
             or (transposed and len(shape) != 2)
-            or np.prod(shape, dtype=np.int64) * 4 <= loading.BLOCK_BYTES):
+            or np.prod(shape, dtype=np.int64) * loading.numpy_dtype(weight.dtype).itemsize
+            <= loading.BLOCK_BYTES):
         return False
     if (shape[::-1] if transposed else shape) != tuple(weight.shape):
         return False  # load() reads it whole and names both shapes

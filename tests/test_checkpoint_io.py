@@ -355,3 +355,28 @@ def test_block_writer_writes_rows_or_columns_in_place(axis):
     else:
         expected[:, 2:5] = -1
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), expected)
+
+
+def test_failed_block_read_names_file_and_variable(tmp_path, monkeypatch):
+    """A read error in the middle of a block-wise load is a CheckpointError
+    naming the safetensors file and the stored variable."""
+    from bert4keras import loading
+    from bert4keras.models import build_transformer_model
+
+    config = dict(vocab_size=61, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, max_position=24, return_keras_model=False)
+    build_transformer_model(None, **config).save_weights_as_checkpoint(
+        str(tmp_path / "hf"), format="huggingface")
+
+    whole = loading.SafetensorsFile.get_rows
+
+    def broken(self, name, start, stop):
+        if start is None:  # whole tensors read fine; blocks fail
+            return whole(self, name, start, stop)
+        raise OSError("Input/output error")
+
+    monkeypatch.setattr(loading.SafetensorsFile, "get_rows", broken)
+    monkeypatch.setattr(loading, "BLOCK_BYTES", 256)
+    with pytest.raises(CheckpointError, match=r"rows 0:\d+ of variable .* file .*model\."
+                       r"safetensors.*OSError: Input/output error"):
+        build_transformer_model(str(tmp_path / "hf" / "config.json"), str(tmp_path / "hf"))
