@@ -68,10 +68,9 @@ sys.path.insert(0, HERE)
 
 import benchlib  # noqa: E402
 
+#: every row, all run by default: each backend as installed here, and the
+#: TF/torch backends as bert4keras' own requirements install them (no JAX)
 IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
-#: rows run by default: every backend as installed here, and the TF/torch
-#: backends as bert4keras' own requirements install them (JAX is not one)
-DEFAULT_IMPLS = IMPLS
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -101,7 +100,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.workload_list = [w for w in args.workloads.split(",") if w]
     if args.impls is None:
-        args.impls = "jax,hf" if args.quick else ",".join(DEFAULT_IMPLS)
+        args.impls = "jax,hf" if args.quick else ",".join(IMPLS)
     args.impl_list = [i for i in args.impls.split(",") if i]
     for w in args.workload_list:
         if w not in WORKLOADS and w != "prepare":

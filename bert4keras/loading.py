@@ -52,13 +52,14 @@ def assign(weight, value, block=None):
         import torch  # (not NumPy's bfloat16 from ml_dtypes, kind "V": torch lacks it)
 
         return weight.assign(torch.from_numpy(value))
-    write = block_writer(weight) if backend == "tensorflow" else None
-    if write is not None and value.ndim and value.nbytes > block:
-        step = max(1, block // max(1, value[:1].nbytes))
-        for start in range(0, len(value), step):
-            write(start, value[start:start + step])
-        return
-    weight.assign(value)
+    write = None
+    if backend == "tensorflow" and value.ndim and value.nbytes > block:
+        write = block_writer(weight)
+    if write is None:
+        return weight.assign(value)
+    step = max(1, block // max(1, value[:1].nbytes))
+    for start in range(0, len(value), step):
+        write(start, value[start:start + step])
 
 
 def block_writer(weight, axis=0):
@@ -276,11 +277,7 @@ class SafetensorsFile:
             raise _error("%r: tensor %r has dtype %s, which is not read (known: %s)"
                          % (self.path, name, entry["dtype"],
                             ", ".join(sorted(SAFETENSORS_DTYPES))))
-        if code == "bfloat16":
-            import ml_dtypes
-
-            code = ml_dtypes.bfloat16
-        dtype, shape = np.dtype(code), list(entry["shape"])
+        dtype, shape = numpy_dtype(code), list(entry["shape"])
         begin, end = entry["data_offsets"]
         if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != end - begin:
             raise _error("%r: tensor %r has %d bytes for shape %s of %s"

@@ -263,21 +263,20 @@ def test_large_tensors_are_written_from_the_file_in_blocks(tmp_path, monkeypatch
     transposed (BERT's ``(out, in)`` Linear weights: column blocks), bfloat16
     on disk into float32 variables, and a last block that is partial."""
     import keras
+    import ml_dtypes
     from safetensors.numpy import load_file, save_file
 
     from bert4keras import loading
     from bert4keras.models import build_transformer_model
 
-    config = dict(vocab_size=61, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=32, max_position=24, model=family, return_keras_model=False)
-    if family == "gpt2":
-        config["with_lm"] = "linear"
+    shape = dict(vocab_size=61, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=32, max_position=24)
+    family_args = dict(model=family, return_keras_model=False,
+                       **({"with_lm": "linear"} if family == "gpt2" else {}))
     keras.utils.set_random_seed(4)
-    build_transformer_model(None, **config).save_weights_as_checkpoint(
+    build_transformer_model(None, **shape, **family_args).save_weights_as_checkpoint(
         str(tmp_path / "hf"), format="huggingface")
     path = str(tmp_path / "hf" / "model.safetensors")
-    import ml_dtypes
-
     stored = load_file(path)
     big = max(stored, key=lambda k: stored[k].size)
     stored[big] = stored[big].astype(ml_dtypes.bfloat16)  # read as bf16, cast per block
@@ -290,11 +289,8 @@ def test_large_tensors_are_written_from_the_file_in_blocks(tmp_path, monkeypatch
     monkeypatch.setattr(loading.SafetensorsFile, "get_rows", lambda self, name, a, b: (
         rows.append(name) if a is not None else None) or read_rows(self, name, a, b))
     monkeypatch.setattr(loading, "BLOCK_BYTES", 256)
-    built = {k: v for k, v in config.items() if k not in ("vocab_size", "hidden_size",
-                                                          "num_hidden_layers", "intermediate_size",
-                                                          "num_attention_heads", "max_position")}
     loaded = build_transformer_model(str(tmp_path / "hf" / "config.json"),
-                                     str(tmp_path / "hf"), **built)
+                                     str(tmp_path / "hf"), **family_args)
     streamed = set(rows)
     assert big in streamed and not streamed & set(whole)
     assert all(rows.count(name) > 1 for name in streamed)
@@ -327,9 +323,9 @@ def _assert_reads_share_the_buffer(variables):
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_block_loading_on_backend(backend):
-    """The in-place block writes per backend: ``tf.Variable`` slices here,
-    ``copy_`` into the torch parameter, a donated ``dynamic_update_slice``
-    on JAX."""
+    """The in-place block writes per backend: XLA-compiled ``tf.Variable``
+    slice assignments here, ``copy_`` into the torch parameter, a donated
+    ``dynamic_update_slice`` on JAX."""
     from conftest import rerun_on_backend
 
     rerun_on_backend(backend, [__file__], selection="written_from_the_file_in_blocks "
