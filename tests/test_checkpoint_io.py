@@ -321,17 +321,6 @@ def _assert_reads_share_the_buffer(variables):
             assert address(value.read_value()) == address(value.read_value()), variable.path
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_block_loading_on_backend(backend):
-    """The in-place block writes per backend: XLA-compiled ``tf.Variable``
-    slice assignments here, ``copy_`` into the torch parameter, a donated
-    ``dynamic_update_slice`` on JAX."""
-    from conftest import rerun_on_backend
-
-    rerun_on_backend(backend, [__file__], selection="written_from_the_file_in_blocks "
-                     "or assign_in_row_blocks or block_writer")
-
-
 @pytest.mark.parametrize("axis", [0, 1])
 def test_block_writer_writes_rows_or_columns_in_place(axis):
     """``block_writer`` writes a block at an offset along rows (0) or columns

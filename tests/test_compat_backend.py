@@ -2,11 +2,10 @@
 on ``keras.ops``) and the module's own helpers, against NumPy written here
 from the Keras 2 / bert4keras definitions.
 
-Runs on the backend of the process (TensorFlow by default); the last test
-re-runs this file on JAX in a subprocess (Keras fixes the backend per process).
+Runs on the backend of the process (TensorFlow by default); tests/test_backends.py
+reruns this file on JAX in its JAX process (Keras fixes the backend per process).
 """
 
-import os
 
 import keras
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 
 from bert4keras import backend as B
 from bert4keras.backend import K, keras as b_keras, search_layer
-from conftest import rerun_under_jax
 
 RNG = np.random.RandomState(0)
 X = RNG.normal(size=(2, 3, 4)).astype("float32")
@@ -401,8 +399,3 @@ def test_search_layer():
     assert search_layer(y, "nothing") is None
     with pytest.raises(ValueError, match="get_layer"):
         search_layer(np.zeros(3), "head")
-
-
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
-def test_this_file_on_jax():
-    rerun_under_jax(__file__)

@@ -3,7 +3,7 @@
 ``ScaleOffset``/conditional ``LayerNormalization`` against NumPy, the small
 sequence/batch layers, and an old-style script of our own that runs.
 
-The last test re-runs this file on JAX in a subprocess.
+tests/test_backends.py reruns this file in its JAX process.
 """
 
 import os
@@ -18,7 +18,6 @@ import pytest
 from bert4keras import layers as L
 from bert4keras.backend import K
 from bert4keras.models import build_transformer_model
-from conftest import rerun_under_jax
 
 RNG = np.random.RandomState(0)
 
@@ -318,11 +317,6 @@ def test_an_old_style_script_runs(tmp_path):
     run = subprocess.run([sys.executable, str(path)], env=env, capture_output=True,
                          text=True, timeout=600, cwd=str(tmp_path))
     assert run.returncode == 0 and "OLD SCRIPT OK (20, 8)" in run.stdout, run.stderr[-3000:]
-
-
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
-def test_this_file_on_jax():
-    rerun_under_jax(__file__)
 
 
 # --- MultiHeadAttention's 0.11.5 options, position options, Embedding(mask_zero) ---

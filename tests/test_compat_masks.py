@@ -12,10 +12,9 @@ The reference is the padding pattern of the ids, computed here in NumPy;
 losses and pooled vectors are checked against NumPy from the model's own
 outputs. The masks must change no number: the families' attention ignores
 them (``mask_keys=False``), checked on the layer against an unmasked call.
-``test_this_file_on_jax`` reruns the file on JAX.
+tests/test_backends.py reruns the file in its JAX process.
 """
 
-import os
 import warnings
 
 import keras
@@ -25,7 +24,6 @@ import pytest
 from bert4keras.backend import K
 from bert4keras.layers import GlobalPointer, Loss, MaskedAdd, MultiHeadAttention
 from bert4keras.models import build_transformer_model
-from conftest import rerun_under_jax
 
 TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
             intermediate_size=32, max_position=16, dropout_rate=0.0)
@@ -186,12 +184,6 @@ def test_masks_survive_a_keras_reload(tmp_path):
     np.testing.assert_allclose(np_(after), np_(before), rtol=1e-6, atol=1e-7)
     assert loaded.get_layer("Embedding-Token").mask_zero is True
     assert loaded.get_layer("Transformer-0-MultiHeadSelfAttention").mask_keys is False
-
-
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
-                    reason="the rerun itself")
-def test_this_file_on_jax():
-    rerun_under_jax(__file__, "not on_jax")
 
 
 def test_pretraining_lm_loss_is_not_reweighted_by_the_padding_mask(tmp_path):

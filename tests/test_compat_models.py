@@ -5,7 +5,8 @@ Numbers are checked against NumPy (a BERT forward pass written here from
 the weights, the checkpoint's stored tensors) or against exact identities
 (hierarchical positions equal the table below ``max_position``; doubling
 the feed-forward width by ``autoresize_weights`` keeps the outputs).
-``test_numerical_subset_on_jax`` reruns the numerical tests on JAX.
+tests/test_backends.py reruns the numerical tests in its JAX process
+(``COMPAT_MODELS_NUMERICAL``).
 """
 
 import os
@@ -20,7 +21,6 @@ from scipy.special import erf
 
 from bert4keras.checkpoints import CheckpointError
 from bert4keras.models import BERT, build_transformer_model
-from conftest import rerun_under_jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_DIR = os.path.join(ROOT, "checkpoints", "chinese_bert_small")
@@ -444,17 +444,6 @@ def test_t5_rejects_options_it_does_not_take():
         build_transformer_model(None, model="t5", vocab_size=20, hidden_size=8,
                                 num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=16, prefix="X-")
-
-
-# -- JAX -------------------------------------------------------------------------------------
-
-NUMERICAL = ("hierarchical or custom_position or compound or residual or attention_caches "
-             "or layer_norm_cond or autoresize or layers_shares")
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="run from the TF suite")
-def test_numerical_subset_on_jax():
-    rerun_under_jax(__file__, NUMERICAL)
 
 
 def test_lm_and_unilm_switch_on_the_mlm_head_as_in_0_11_5():

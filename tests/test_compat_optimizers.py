@@ -2,9 +2,9 @@
 
 References are independent of the code under test: NumPy formulas written
 here, Keras' own optimizers where the rules coincide (Adafactor), and a plain
-``Adam`` on a k-times larger batch for gradient accumulation. The numerical
-tests run on the current backend and, from the TensorFlow run, once more on
-JAX in a subprocess (Keras fixes the backend per process).
+``Adam`` on a k-times larger batch for gradient accumulation. The tests
+run on the current backend and, from the TensorFlow run, once more in
+tests/test_backends.py's JAX process (Keras fixes the backend per process).
 """
 
 import os
@@ -16,7 +16,6 @@ import pytest
 from keras import ops
 
 import bert4keras.optimizers as optimizers
-from conftest import rerun_under_jax
 from bert4keras.optimizers import (
     AdaFactor,
     Adam,
@@ -538,13 +537,3 @@ def test_old_style_script_trains_and_evaluates(tmp_path):
     assert step in (6, 12, 18, 24)
     want = 5e-4 * np.interp(step, [0, 6, 30], [0.0, 1.0, 0.2])
     assert float(ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(want, rel=1e-5)
-
-
-# ---------------------------------------------------------------------------
-# The numerical tests again on JAX
-# ---------------------------------------------------------------------------
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="launched once, from the TensorFlow run")
-def test_numerical_tests_on_jax():
-    rerun_under_jax(__file__, "not on_jax")

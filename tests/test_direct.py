@@ -3,10 +3,10 @@
 
 On TensorFlow (the suite's backend) the shortcuts reduce to ``layer.call`` and
 ``keras.ops``; the torch kernels they call on PyTorch are checked by rerunning
-this file with ``KERAS_BACKEND=torch`` (:func:`test_the_same_on_torch`).
+this file in tests/test_backends.py's ``KERAS_BACKEND=torch`` process (with the
+cached-vs-uncached decoding tests of tests/test_generation.py).
 """
 
-import os
 
 import keras
 import numpy as np
@@ -139,7 +139,8 @@ def test_prefix_reads_equal_the_whole_cache(beams):
     ``length`` slots of each beam's cache are read) == the products over the
     whole cache (``keras.ops.einsum``), restricted to those slots."""
     if not TORCH:
-        pytest.skip("the prefix reads are the torch namespace's (run by test_the_same_on_torch)")
+        pytest.skip("the prefix reads are the torch namespace's "
+                    "(run in tests/test_backends.py's torch process)")
     b, cache_len, length, d, m = 4, 9, 5, 6, 2 * beams
     keys = tensor(b, beams * cache_len, d)
     values = tensor(b, beams * cache_len, d, seed=1)
@@ -173,19 +174,3 @@ def test_two_stage_beam_candidates_equal_one_top_k():
         np.testing.assert_array_equal(np.take_along_axis(flat, beam * 50 + token, axis=1), top)
         if not TORCH:
             np.testing.assert_array_equal(beam * 50 + token, order)
-
-
-@pytest.mark.skipif(TORCH, reason="this is the torch run")
-def test_the_same_on_torch():
-    """This file on torch, and in the same process cached decoding on torch
-    (eager steps: direct calls, prefix reads, in-place beam writes) ==
-    without the cache == each prompt through the Keras model, every family
-    and position mode, and the attention with beams == the layer's own
-    uncached attention (tests/test_generation.py)."""
-    from conftest import rerun_on_backend
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    rerun_on_backend("torch", [os.path.join(here, f) for f in ("test_direct.py",
-                                                               "test_generation.py")],
-                     "test_direct or test_cached_equals_uncached or "
-                     "test_attention_beams_read_ancestor_slots", timeout=900)

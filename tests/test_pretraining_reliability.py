@@ -30,13 +30,12 @@ def tiny(tmp_path_factory):
 RUNNABLE = ["pretraining", "data_utils", "export", "plot_history", "corpora"]
 
 
-@pytest.mark.parametrize("form", ["file", "module"])
 @pytest.mark.parametrize("name", RUNNABLE)
-def test_runnable_files_show_help(name, form, tmp_path):
-    if form == "file":  # from another directory, as `python path/to/pretraining.py`
-        argv, cwd = [sys.executable, os.path.join(ROOT, "pretraining", name + ".py")], tmp_path
-    else:
-        argv, cwd = [sys.executable, "-m", "pretraining." + name], ROOT
+def test_runnable_files_show_help(name, tmp_path):
+    """``python path/to/pretraining/<name>.py --help``, run from another
+    directory in a fresh process (the file shadows the package of the same
+    name on ``sys.path``: :mod:`pretraining._as_script` must undo that)."""
+    argv, cwd = [sys.executable, os.path.join(ROOT, "pretraining", name + ".py")], tmp_path
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(argv + ["--help"], cwd=cwd, env=env, capture_output=True, text=True,
@@ -44,6 +43,23 @@ def test_runnable_files_show_help(name, form, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage:"), proc.stdout[:500]
     assert "ImportError" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_runnable_modules_show_help(name, monkeypatch, capsys):
+    """``python -m pretraining.<name> --help``: the module run as ``__main__``
+    beside its imported copy, as ``-m`` does (in this process: ``runpy`` is
+    what ``-m`` calls; the fresh-process imports are the file test's)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["pretraining." + name, "--help"])
+    monkeypatch.chdir(ROOT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # found in sys.modules: as -m after import
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_module("pretraining." + name, run_name="__main__", alter_sys=True)
+    assert exit_.value.code in (0, None)
+    assert capsys.readouterr().out.startswith("usage:")
 
 
 # ---------------------------------------------------------------------------

@@ -200,15 +200,6 @@ def test_benchmark_quick_smoke():
     assert set(results["matmul"]) == {"fp32", "int8->int32", "bf16", "int8->int32 XLA"}
 
 
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
-def test_quantization_on_jax():
-    """JAX is the backend whose int8 matmul is fast on CPU (see the benchmark's
-    kernel probe): Keras' int8 of our layers must match NumPy and reload there."""
-    from conftest import rerun_under_jax
-
-    rerun_under_jax(__file__, "numpy_int8 or tiny_bert_and_reload or dense_sublayers")
-
-
 def test_onednn_verbose_parsing():
     import sys
 
