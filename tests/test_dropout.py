@@ -1,6 +1,8 @@
 """bert4keras.layers.Dropout: Keras' inverted dropout on every backend (on JAX
-with masks from ``lax.rng_bit_generator``), checked against its definition
-(binomial keep rate, 1 / (1 - rate) scaling, broadcast noise shape)."""
+with masks hashed from keys that ``lax.rng_bit_generator`` draws), checked
+against its definition (binomial keep rate, 1 / (1 - rate) scaling, broadcast
+noise shape) and for independence: neighbouring elements, consecutive calls
+and two layers' masks agree as often as independent coin flips do."""
 
 import keras
 import numpy as np
@@ -86,3 +88,53 @@ def test_tensorflow_compiled_gradient_is_the_mask(jit_compile):
     # the seed generator advances inside the compiled function: a new mask
     _, again = step(tf.ones((4, 8, 16)))
     assert (again.numpy() != y).any()
+
+
+def _pair_rate_ok(a, b, p=0.5):
+    """``P(a and b)`` of two boolean arrays is that of independent
+    Bernoulli(p) draws, ``p**2``, within 6 standard deviations."""
+    n = a.size
+    both = np.logical_and(a, b).mean()
+    return abs(both - p * p) < 6 * np.sqrt(p * p * (1 - p * p) / n), both
+
+
+def test_masks_are_independent_of_position_call_and_layer():
+    x = np.ones((256, 128, 64), "float32")  # 2M elements, every axis longer than 1
+    layer, other = Dropout(0.5, seed=11), Dropout(0.5, seed=12)
+    first = ops.convert_to_numpy(layer(x, training=True)) != 0
+    second = ops.convert_to_numpy(layer(x, training=True)) != 0  # the next seed
+    theirs = ops.convert_to_numpy(other(x, training=True)) != 0
+    pairs = {"last-axis neighbours": (first[..., 1:], first[..., :-1]),
+             "middle-axis neighbours": (first[:, 1:], first[:, :-1]),
+             "first-axis neighbours": (first[1:], first[:-1]),
+             "elements 2**16 apart": (first.reshape(-1)[2 ** 16:], first.reshape(-1)[:-2 ** 16]),
+             "consecutive calls": (first, second),
+             "two layers": (first, theirs)}
+    for name, (a, b) in pairs.items():
+        ok, both = _pair_rate_ok(a, b)
+        assert ok, (name, both)
+    for mask in (first, second, theirs):  # each keeps half, per row and column too
+        assert abs(mask.mean() - 0.5) < 6 * np.sqrt(0.25 / mask.size)
+        rows = mask.mean(axis=(1, 2))
+        assert np.abs(rows - 0.5).max() < 6 * np.sqrt(0.25 / (128 * 64))
+
+
+def test_jax_hash_is_murmur3_fmix32():
+    """The JAX masks' mixer against MurmurHash3's 32-bit finalizer written
+    here in plain Python (and its known value fmix32(1) = 0x514e28b7); JAX
+    arrays on every Keras backend (JAX is a test requirement)."""
+    import jax.numpy as jnp
+
+    from bert4keras.layers.core import _fmix32
+
+    def fmix32(h):
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+        return h ^ (h >> 16)
+
+    xs = np.array([0, 1, 2, 0xDEADBEEF, 0xFFFFFFFF] + list(range(1000, 1100)), np.uint32)
+    got = np.asarray(_fmix32(jnp.asarray(xs)))
+    assert [int(g) for g in got] == [fmix32(int(x)) for x in xs]
+    assert fmix32(1) == 0x514E28B7
