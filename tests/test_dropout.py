@@ -65,7 +65,7 @@ def test_tensorflow_compiled_gradient_is_the_mask(jit_compile):
         pytest.skip("TensorFlow branch (this file also runs on JAX)")
     import tensorflow as tf
 
-    from bert4keras.layers import core
+    from bert4keras.layers import dropout
 
     layer = Dropout(0.25, noise_shape=(None, 1, None), seed=5)
     x = tf.Variable(tf.ones((4, 8, 16)))
@@ -74,7 +74,7 @@ def test_tensorflow_compiled_gradient_is_the_mask(jit_compile):
     @tf.function(jit_compile=jit_compile,
                  input_signature=[tf.TensorSpec((None, 8, 16), tf.float32)])
     def step(scale):
-        traced_for_xla.append(core._in_xla_trace())  # picks Threefry, else Philox
+        traced_for_xla.append(dropout._in_xla_trace())  # picks Threefry, else Philox
         with tf.GradientTape() as tape:
             y = layer(x * scale, training=True)
             loss = tf.reduce_sum(y)
@@ -125,7 +125,7 @@ def test_jax_hash_is_murmur3_fmix32():
     arrays on every Keras backend (JAX is a test requirement)."""
     import jax.numpy as jnp
 
-    from bert4keras.layers.core import _fmix32
+    from bert4keras.layers.dropout import _fmix32
 
     def fmix32(h):
         h ^= h >> 16

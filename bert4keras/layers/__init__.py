@@ -1,8 +1,9 @@
 """Keras 3 layers of the Transformer families bert4keras builds.
 
-``core`` (embeddings, normalization, feed-forward), ``position`` (position
-encodings), ``attention`` (masks and multi-head attention), ``crf`` (CRF and
-MEMM heads), ``global_pointer`` (GlobalPointer span heads and their loss).
+``core`` (embeddings, normalization, feed-forward), ``dropout`` (dropout masks
+as raw random bits), ``position`` (position encodings), ``attention`` (masks
+and multi-head attention), ``crf`` (CRF and MEMM heads), ``global_pointer``
+(GlobalPointer span heads and their loss).
 Everything in ``__all__`` is importable from ``bert4keras.layers`` as in the
 original toolkit; ``custom_objects`` maps the name of every layer class in
 ``__all__`` to the class (all of them are also registered with
@@ -31,12 +32,12 @@ from bert4keras.layers.core import (
     LayerNormalization,
     MaskedAdd,
     DropMask,
-    Dropout,
     SequenceMasking,
     TokenSlice,
     register,
 )
 from bert4keras.layers.crf import ConditionalRandomField, MaximumEntropyMarkovModel
+from bert4keras.layers.dropout import Dropout
 from bert4keras.layers.gau import GatedAttentionUnit
 from bert4keras.layers.global_pointer import (
     EfficientGlobalPointer,

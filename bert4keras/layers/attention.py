@@ -9,7 +9,8 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import Dropout, fresh_initializer, register
+from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.dropout import Dropout
 from bert4keras.layers.direct import _reshape, cached_ops, direct_call
 from bert4keras.layers.quantization import QuantizableSublayers
 

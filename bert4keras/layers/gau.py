@@ -10,7 +10,8 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import Dropout, fresh_initializer, register
+from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.dropout import Dropout
 from bert4keras.layers.quantization import QuantizableSublayers
 from bert4keras.layers.misc import ScaleOffset
 
