@@ -27,7 +27,7 @@ setup(
     extras_require={
         "test": [
             "pytest",
-            "pytest-xdist",  # pytest.ini runs the suite on 2 worker processes
+            "pytest-xdist>=3.8",  # pytest.ini: 2 worker processes, --no-loadscope-reorder
             "hypothesis",
             "transformers>=4.40",
             "torch==2.13.0",
