@@ -6,7 +6,6 @@ Runs on the backend of the process (TensorFlow by default); tests/test_backends.
 reruns this file on JAX in its JAX process (Keras fixes the backend per process).
 """
 
-
 import keras
 import numpy as np
 import pytest

@@ -113,7 +113,7 @@ def test_masks_are_independent_of_position_call_and_layer():
     for name, (a, b) in pairs.items():
         ok, both = _pair_rate_ok(a, b)
         assert ok, (name, both)
-    for mask in (first, second, theirs):  # each keeps half, per row and column too
+    for mask in (first, second, theirs):  # each keeps half, and half of every row
         assert abs(mask.mean() - 0.5) < 6 * np.sqrt(0.25 / mask.size)
         rows = mask.mean(axis=(1, 2))
         assert np.abs(rows - 0.5).max() < 6 * np.sqrt(0.25 / (128 * 64))

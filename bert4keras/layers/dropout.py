@@ -1,6 +1,8 @@
 """``Dropout``: Keras' inverted dropout with masks drawn as raw random bits on
 TensorFlow and JAX (see :class:`Dropout` for why and how)."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -32,7 +34,8 @@ class Dropout(keras.layers.Dropout):
     XLA ops; here XLA's native Threefry-2x32 (``lax.rng_bit_generator``)
     draws two keys per call from the seed and each element's bits are a
     keyed hash of its index (:func:`_jax_keep_mask`). The masks therefore
-    differ from Keras' (not their distribution). torch, and rates outside ``(0, 1)``, go to Keras.
+    differ from Keras' (not their distribution). torch, and rates outside
+    ``(0, 1)``, go to Keras.
     """
 
     def call(self, inputs, training=False):
@@ -103,9 +106,7 @@ def _jax_keep_mask(inputs, noise_shape, seed, threshold):
         shape = tuple(s if n is None else n for s, n in zip(shape, noise_shape))
     seed = jnp.asarray(seed, "uint32").reshape((2,))
     key = jnp.concatenate([seed, jnp.zeros((2,), "uint32")])  # (threefry key, counter 0)
-    size = 1
-    for dim in shape:
-        size *= dim
+    size = math.prod(shape)
     if size >= 2 ** 32:
         _, bits = lax.rng_bit_generator(key, shape, dtype=jnp.uint32,
                                         algorithm=lax.RandomAlgorithm.RNG_THREE_FRY)
