@@ -15,6 +15,7 @@ missing variable.
 """
 
 import gc
+import math
 
 import keras
 
@@ -25,6 +26,7 @@ from bert4keras.checkpoints import (
     open_checkpoint,
     write_tf_checkpoint,
 )
+from bert4keras.loading import BLOCK_BYTES
 from bert4keras.models import config as _config
 
 __all__ = ["CheckpointWeights", "DeferredInitializer"]
@@ -68,6 +70,12 @@ class DeferredInitializer(keras.initializers.Initializer):
     def from_config(cls, config):
         """A deferred copy: an unseeded real initializer draws a new seed."""
         return cls(config["real_class"].from_config(config["real_config"]), config["registry"])
+
+
+def _nbytes(weight):
+    """Bytes of a model weight (a Keras variable, or a stand-in wrapping one)
+    as the float32 tensor a checkpoint stores for it."""
+    return 4 * math.prod(getattr(weight, "weight", weight).shape)
 
 
 def marker(k):
@@ -187,6 +195,7 @@ class CheckpointWeights:
                 is missing, or both names and both shapes on a shape mismatch.
         """
         loaded = set()
+        pairs = {}
         try:
             reader = open_checkpoint(checkpoint)
             if mapping is None:
@@ -201,8 +210,12 @@ class CheckpointWeights:
         finally:
             self._draw_deferred(loaded)
             # a reference cycle (JAX backend) held the largest stored tensor until
-            # the next automatic collection: 147 MiB for GPT-2 small's embedding
-            gc.collect()
+            # the next automatic collection: 147 MiB for GPT-2 small's embedding.
+            # A full collection costs 0.3-0.5 s in a process with many objects, so
+            # only when a tensor that size can be held (small models: no collection)
+            if any(_nbytes(weight) > BLOCK_BYTES for items in pairs.values()
+                   for weight, _ in items):
+                gc.collect()
 
     def _draw_deferred(self, loaded):
         """Draw every weight that still holds a :class:`DeferredInitializer`
