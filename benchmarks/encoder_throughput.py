@@ -40,6 +40,10 @@ attention probabilities (``--dropout``), as BERT's fine-tuning recipe.
   opt.zero_grad()`` with ``torch.optim.AdamW``, same hyper-parameters.
   The check column compares the logits in inference mode (no dropout).
 
+* ``ours JAX kept memory`` (``--keep-freed-memory``): the JAX row with
+  ``BERT4KERAS_KEEP_FREED_MEMORY=1`` (:mod:`bert4keras.allocator`: glibc keeps
+  freed memory, so XLA's per-step buffers are not faulted in afresh each call).
+
 Method: workers are built, compiled and warmed up (``--warmup`` untimed
 calls) before timing. Then in each of ``--rounds`` rounds every row runs
 ``--iters`` calls (a sample is their mean time), the row order rotated every
@@ -49,6 +53,7 @@ round, and every worker times one fp32 matmul of the feed-forward shape
 kernels of each backend. Reported: the median sample; ratios are medians over
 rounds of (the reference's time / the row's time) in the same round, to TF
 (the faster TF row) and to ``HF torch`` (> 1: the row is faster); the
+system (kernel) time and minor page faults per call (``getrusage``); the
 fraction of the run's best measured matmul rate (``benchlib.encoder_flops``,
 x3 for a training step); each worker's peak RSS (``ru_maxrss``).
 
@@ -56,6 +61,7 @@ Usage::
 
     python benchmarks/encoder_throughput.py                       # forward, all backends
     python benchmarks/encoder_throughput.py --train               # training step
+    python benchmarks/encoder_throughput.py --train --backend tensorflow,jax --keep-freed-memory
     python benchmarks/encoder_throughput.py --backend jax,torch --rounds 7
     python benchmarks/encoder_throughput.py --quick [--train]     # smoke run (< 1 min)
 """
@@ -63,6 +69,7 @@ Usage::
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -94,6 +101,9 @@ def parse_args(argv=None):
                    help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
                         "forward; xla, Keras' default jit_compile, for --train)")
     p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="add an 'ours JAX kept memory' row: the JAX worker with "
+                        "BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator)")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers peer")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 layers, hidden 128, batch 8, length 64, 2 rounds")
@@ -147,6 +157,8 @@ def row_specs(args):
                      for m in args.tf_mode_list]
         else:
             rows.append(("ours %s" % ("JAX" if backend == "jax" else "torch"), backend, "call"))
+        if backend == "jax" and args.keep_freed_memory:
+            rows.append(("ours JAX kept memory", "jax", "keep"))
         if args.predict and not args.train:
             rows.append(("ours %s predict" % backend, backend, "predict"))
     if not args.no_hf:
@@ -344,9 +356,13 @@ def worker_loop(args, kind, run, check, library, extra=None):
         cmd = line.split()
         if cmd[0] == "time":
             cpu = time.process_time()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             wall = benchlib.timed(run, int(cmd[1]))
+            after = resource.getrusage(resource.RUSAGE_SELF)
             # cores kept busy on average (threads actually used; < 1 on a loaded machine)
-            say(time=wall, cores=(time.process_time() - cpu) / (wall * int(cmd[1])))
+            say(time=wall, cores=(time.process_time() - cpu) / (wall * int(cmd[1])),
+                sys_s=after.ru_stime - before.ru_stime,
+                minflt=after.ru_minflt - before.ru_minflt)
         elif cmd[0] == "matmul":
             say(gflops=benchlib.matmul_peak(library, m=m, k=args.hidden, n=args.intermediate,
                                             rounds=1))
@@ -368,6 +384,9 @@ class Worker:
             cmd.append("--train")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env["KERAS_BACKEND"] = kind if kind != "hf" else "torch"
+        env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
+        if mode == "keep":
+            env["BERT4KERAS_KEEP_FREED_MEMORY"] = "1"
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=ROOT)
 
@@ -414,12 +433,15 @@ def main(args):
         samples = {n: [] for n in names}
         gflops = {n: [] for n in names}
         cores = {n: [] for n in names}
+        kernel = {n: [] for n in names}  # (system s, minor page faults) per call
         for r in range(args.rounds):
             shift = r % len(workers)
             for w in workers[shift:] + workers[:shift]:
                 reply = w.ask("time %d" % args.iters)
                 samples[w.name].append(reply["time"])
                 cores[w.name].append(reply["cores"])
+                kernel[w.name].append((reply["sys_s"] / args.iters,
+                                       reply["minflt"] / args.iters))
             for w in workers[shift:] + workers[:shift]:
                 gflops[w.name].append(w.ask("matmul")["gflops"])
             print("round %d/%d: %s" % (r + 1, args.rounds, ", ".join(
@@ -431,11 +453,12 @@ def main(args):
     load_end = os.getloadavg()
     checks = {w.name: np.load(w.info["check"]) for w in workers}
     shutil.rmtree(workdir, ignore_errors=True)
-    report(args, workers, samples, gflops, cores, checks, load_start, load_end,
+    report(args, workers, samples, gflops, cores, kernel, checks, load_start, load_end,
            time.time() - started)
 
 
-def report(args, workers, samples, gflops, cores, checks, load_start, load_end, wall_s):
+def report(args, workers, samples, gflops, cores, kernel, checks, load_start, load_end,
+           wall_s):
     names = [w.name for w in workers]
     med = {n: statistics.median(samples[n]) for n in names}
     tf_rows = [n for n in names if n.startswith("ours TF")]
@@ -468,9 +491,9 @@ def report(args, workers, samples, gflops, cores, checks, load_start, load_end, 
           "GFLOP/s.\n" % (what, flops / 1e9, peak))
     ref_check = checks.get(hf_ref)
     print("| row | median s | seq/s | vs TF%s | vs HF torch | %% of matmul peak | "
-          "own matmul GFLOP/s | cores busy | peak RSS GB | max abs diff vs HF |"
-          % ("" if tf_ref is None else " (%s)" % tf_ref))
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "own matmul GFLOP/s | cores busy | system s/call | page faults/call | peak RSS GB | "
+          "max abs diff vs HF |" % ("" if tf_ref is None else " (%s)" % tf_ref))
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for w in workers:
         n = w.name
@@ -480,14 +503,18 @@ def report(args, workers, samples, gflops, cores, checks, load_start, load_end, 
         own = statistics.median(gflops[n])
         rss = w.info.get("peak_rss")
         fmt = lambda r: "—" if r is None else "%.2fx (%.2f-%.2f)" % r  # noqa: E731
-        print("| %s | %.3f | %.1f | %s | %s | %.0f%% | %.0f | %.2f | %s | %s |"
+        print("| %s | %.3f | %.1f | %s | %s | %.0f%% | %.0f | %.2f | %.2f | %.0f | %s | %s |"
               % (n, med[n], args.batch / med[n], fmt(to_tf), fmt(to_hf),
                  100.0 * flops / med[n] / (peak * 1e9), own, statistics.median(cores[n]),
+                 statistics.median(k[0] for k in kernel[n]),
+                 statistics.median(k[1] for k in kernel[n]),
                  "?" if rss is None else "%.2f" % (rss / 2 ** 30),
                  "—" if diff is None else "%.1e" % diff))
         rows.append({"row": n, "worker": w.kind, "samples_s": samples[n], "median_s": med[n],
                      "vs_tf": to_tf, "vs_hf": to_hf, "matmul_gflops": gflops[n],
                      "cores_busy": cores[n],
+                     "system_s_per_call": [k[0] for k in kernel[n]],
+                     "page_faults_per_call": [k[1] for k in kernel[n]],
                      "peak_rss_bytes": rss, "first_call_s": w.info["first_s"],
                      "max_abs_diff_vs_hf": diff})
     warning = benchlib.memory_pressure({w.name: w.info.get("peak_rss") for w in workers})

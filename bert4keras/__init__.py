@@ -12,12 +12,20 @@ It imports Keras and the modules that define those objects, nothing heavier
 (no TensorFlow of its own, no tokenizers, no data sets).
 """
 
+import keras
+
+from bert4keras import allocator
+
+# before any JAX computation runs (see bert4keras.allocator)
+allocator.apply_for_backend(keras.backend.backend())
+
 # Imported for their side effect: registration with keras.saving.
-from bert4keras import layers, models, optimizers
+from bert4keras import layers, models, optimizers  # noqa: E402
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    "allocator",
     "backend",
     "checkpoints",
     "datasets",

@@ -19,7 +19,7 @@ import math
 
 import keras
 
-from bert4keras import checkpoints
+from bert4keras import allocator, checkpoints
 from bert4keras.checkpoints import (
     FORMATS,
     CheckpointError,
@@ -216,6 +216,7 @@ class CheckpointWeights:
             if any(_nbytes(weight) > BLOCK_BYTES for items in pairs.values()
                    for weight, _ in items):
                 gc.collect()
+                allocator.release_free_memory()  # the file's tensors, now garbage
 
     def _draw_deferred(self, loaded):
         """Draw every weight that still holds a :class:`DeferredInitializer`
