@@ -105,7 +105,9 @@ def _one_collection():
     """One ``gc.collect()`` at the end instead of one per call inside: Keras'
     ``Layer.__delattr__`` runs a full collection each time a quantizing
     ``Dense`` drops its float kernel (72 for BERT-base, 0.1-0.5 s each in a
-    process holding many objects)."""
+    process holding many objects). ``gc.collect`` is a no-op process-wide
+    while ``model.quantize`` runs (other threads' calls included); the
+    collector's automatic collections are untouched."""
     collect = gc.collect
     gc.collect = lambda generation=2: 0
     try:
