@@ -5,23 +5,23 @@ XLA on a CPU allocates every buffer of a compiled step with the C library's
 (and, from the worker threads' own arenas, any block that outgrows a 64 MiB
 heap) straight to ``mmap`` and returns it to the kernel on ``free``, so a
 BERT-base training step (batch 16 x 128, ~2.1 GiB of intermediate buffers)
-touches fresh pages every step: ~480,000 page faults, the kernel zeroing
-~1.9 GiB, 0.9 s of system time per step on an idle 2-core virtual machine and
-3-4 s when other large processes share it (``benchmarks/encoder_throughput.py
---train`` prints each sample's system time and page faults). TensorFlow does not pay it: its BFC
-allocator keeps what it frees.
+touches fresh pages every step: ~480,000 page faults, 3.6 s of system time per
+step on a 2-core virtual machine while other large processes shared it
+(``benchmarks/encoder_throughput.py --train`` reports system time and page
+faults per call; about 0.9 s with nothing beside it, in a one-off probe).
+TensorFlow does not pay it: its BFC allocator keeps what it frees.
 
 :func:`keep_freed_memory` sets three ``mallopt`` parameters so that glibc keeps
 the memory instead: one arena for all threads (``M_ARENA_MAX = 1``), no
 ``mmap`` for large blocks (``M_MMAP_MAX = 0``), never trim the top of the
 heap (``M_TRIM_THRESHOLD`` = the largest ``size_t``). The next step then
-reuses the same pages: the training step above went from 0.79x to 1.01x
-TensorFlow's speed in one run. The price is resident memory: it never falls
-back between steps, and the heap can grow past free blocks it does not reuse.
-For a randomly initialised BERT-base the step's peak fell by 0.15 GiB, but
-for one loaded from a checkpoint (``benchmarks/memory.py``) it grew from
-3.7 GiB to 5.5 GiB, where it stayed over 8 steps. That is why it is not the
-default.
+reuses the same pages: in one run of that benchmark the JAX training step went
+from 0.76x to 0.99x TensorFlow's speed, and its peak RSS from 4.49 to 4.09 GB
+(a randomly initialised BERT-base). The price is resident memory: it never
+falls back between steps, and for a model loaded from a checkpoint
+(``benchmarks/memory.py``) the step's peak grew from 3.7 GiB to 5.5 GiB, where
+it stayed over 8 steps (probably the heap growing past free blocks it does not
+reuse). That is why it is not the default.
 
 Turn it on with ``BERT4KERAS_KEEP_FREED_MEMORY=1`` in the environment (``import
 bert4keras`` then applies it on the JAX backend) or by calling
