@@ -84,7 +84,19 @@ def test_quantized_feedforward_matches_numpy_int8():
     assert np.abs(out - float_out).max() > 1e-5  # really the int8 path
 
 
-def test_quantize_tiny_bert_and_reload(tmp_path):
+def test_quantized_models_reload_in_a_new_process(tmp_path):
+    """The quantized tiny BERT and the quantized layers that own ``Dense``
+    sublayers, reloaded together in one new process."""
+    cases = [quantized_tiny_bert(), quantized_dense_sublayers()]
+    rows = reload_in_new_process(tmp_path, [case[:3] for case in cases])
+    for row, (key, _, _, tolerance) in zip(rows, cases):
+        assert row["key"] == key and "error" not in row, row
+        assert row["diff"] < tolerance, row
+
+
+def quantized_tiny_bert():
+    """``(key, model, inputs, reload tolerance)``: the tiny BERT classifier
+    after ``quantize_model``, its report and outputs checked."""
     import keras
 
     from bert4keras.layers.quantization import SUBLAYER_DTYPES, quantize_model
@@ -111,12 +123,12 @@ def test_quantize_tiny_bert_and_reload(tmp_path):
     out = model_outputs(model, inputs)[0]
     assert 1e-6 < np.abs(out - reference).max() < 0.02
     assert (out.argmax(-1) == reference.argmax(-1)).mean() >= 0.75
-    [row] = reload_in_new_process(tmp_path, [("bert-int8", model, inputs)])
-    assert "error" not in row, row
-    assert row["diff"] < 1e-5, row
+    return "bert-int8", model, inputs, 1e-5
 
 
-def test_quantize_layers_with_dense_sublayers_reload(tmp_path):
+def quantized_dense_sublayers():
+    """``(key, model, inputs, reload tolerance)``: conditional LayerNorm,
+    GatedAttentionUnit and GlobalPointer after ``model.quantize("int8")``."""
     import keras
 
     from bert4keras.layers import (ConditionalLayerNormalization, GatedAttentionUnit,
@@ -140,9 +152,7 @@ def test_quantize_layers_with_dense_sublayers_reload(tmp_path):
                  if getattr(layer, "quantization_mode", None)}
     assert {"cln/hidden_dense", "cln/beta_dense", "cln/gamma_dense", "gp/dense"} <= quantized
     assert any(path.startswith("gau/") for path in quantized)
-    [row] = reload_in_new_process(tmp_path, [("layers-int8", model, inputs)])
-    assert "error" not in row, row
-    assert row["diff"] < 1e-4, row
+    return "layers-int8", model, inputs, 1e-4
 
 
 def test_with_dtype_policy_bfloat16_tiny():
