@@ -20,13 +20,14 @@ if EXAMPLES_DIR not in sys.path:
 def _freeze_what_earlier_test_files_left():
     """After each test file (its module fixtures torn down), collect its
     garbage once and freeze what survives (``gc.freeze``): later full
-    collections then skip the ~10^6 objects earlier files left alive in this
-    worker (TensorFlow graphs, Keras state). Without it every collection in a
+    collections then skip the ~3 million objects earlier files left alive in
+    a worker (TensorFlow graphs, Keras state). Without it every collection in a
     late file walked them all: Keras' ``Layer.__delattr__`` collects once per
     dropped variable (``model.quantize`` drops one per ``Dense``), and a test
-    that took 3 s alone took 35 s in the suite. The collection here can wait
-    on TensorFlow finalizers (~15 s after tests/test_input_validation.py's
-    tf.data and generator runs, with little CPU); the suite is still faster."""
+    that took 3 s alone took 35 s in the suite. The collection here can wait,
+    with little CPU, on tf.data iterators left by a ``fit`` that raised
+    mid-epoch (destroying one waits for tf.data's autotune thread: 13-20 s
+    after tests/test_input_validation.py); the suite is still faster."""
     yield
     gc.collect()
     gc.freeze()
