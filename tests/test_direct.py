@@ -8,6 +8,8 @@ cached-vs-uncached decoding tests of tests/test_generation.py).
 """
 
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -15,7 +17,8 @@ from keras import ops
 
 from bert4keras.generation.step import DecodingStep
 from bert4keras.layers import Embedding, LayerNormalization
-from bert4keras.layers.direct import _torch_dense, cached_ops, direct_call
+from bert4keras.layers import direct
+from bert4keras.layers.direct import _torch_dense, cached_ops, direct_call, onednn_linear
 
 TORCH = keras.backend.backend() == "torch"
 
@@ -28,6 +31,30 @@ def tensor(*shape, seed=0, dtype="float32"):
     return ops.convert_to_tensor(np.random.RandomState(seed).randn(*shape).astype(dtype))
 
 
+def decoding_mode():
+    """What a cached decoding run on torch runs under (``torch.inference_mode``:
+    no gradients, so :func:`onednn_linear` applies); nothing elsewhere."""
+    if TORCH:
+        import torch
+
+        return torch.inference_mode()
+    return contextlib.nullcontext()
+
+
+def count_onednn_calls(monkeypatch):
+    """A list that grows by one per oneDNN call of the cached path (torch)."""
+    calls = []
+    if TORCH:
+        op = direct._onednn_op()
+        if op is not None:
+            monkeypatch.setattr(direct, "_ONEDNN_OP", [lambda *a: calls.append(1) or op(*a)])
+    return calls
+
+
+def onednn_available():
+    return TORCH and direct._onednn_op() is not None
+
+
 @pytest.mark.parametrize("shape, bias, activation", [((5, 8), True, None),
                                                      ((2, 3, 8), True, "gelu"),
                                                      ((5, 8), False, "relu")])
@@ -38,6 +65,46 @@ def test_direct_dense_equals_the_layer(shape, bias, activation, monkeypatch):
     if TORCH:  # the torch kernel runs, not Dense.call
         monkeypatch.setattr(keras.layers.Dense, "call", lambda *a, **k: 1 / 0)
     np.testing.assert_allclose(numpy(direct_call(dense, x)), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, bias", [((1, 8), True), ((2, 8), True), ((3, 1, 8), False),
+                                         ((2, 5, 8), True)])
+def test_direct_dense_in_a_decoding_run_equals_the_layer(shape, bias, monkeypatch):
+    """Without gradients (a decoding run), on torch a Dense over
+    ``ONEDNN_DENSE_ROWS`` or more rows is one oneDNN call reading the
+    kernel's transposed view in place; one row stays ``torch.addmm``."""
+    dense = keras.layers.Dense(6, use_bias=bias, activation="gelu")
+    x = tensor(*shape)
+    expected = numpy(dense(x))
+    calls = count_onednn_calls(monkeypatch)
+    with decoding_mode():
+        got = numpy(direct_call(dense, x))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    rows = int(np.prod(shape[:-1]))
+    assert len(calls) == (1 if onednn_available() and rows >= direct.ONEDNN_DENSE_ROWS else 0)
+
+
+def test_onednn_linear_applies_only_without_gradients_in_float32():
+    if not TORCH:
+        pytest.skip("a torch kernel (run in tests/test_backends.py's torch process)")
+    import torch
+
+    x, weight, bias = tensor(4, 2, 8), tensor(8, 6, seed=1), tensor(6, seed=2)
+    expected = numpy(ops.matmul(x, weight) + bias)
+    assert onednn_linear(x, weight.t(), bias) is None  # gradients on: no backward for it
+    with torch.inference_mode():
+        y = onednn_linear(x, weight.t(), bias)
+        if y is None:
+            pytest.skip("this torch build has no oneDNN linear")
+        np.testing.assert_allclose(numpy(y), expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(numpy(onednn_linear(x, weight.t().contiguous())),
+                                   expected - numpy(bias), rtol=1e-6, atol=1e-6)
+        assert onednn_linear(x.double(), weight.t().double()) is None
+        direct.USE_ONEDNN = False
+        try:
+            assert onednn_linear(x, weight.t(), bias) is None
+        finally:
+            direct.USE_ONEDNN = True
 
 
 def test_direct_dense_leaves_lora_to_the_layer():
@@ -93,28 +160,36 @@ def test_cached_ops_match_keras_ops():
 
 
 @pytest.mark.parametrize("rows", [1, 4, 8])
-def test_tied_output_projection_in_a_cached_step(rows):
-    """``Embedding.call_cached`` in ``'dense'`` mode gives ``call``'s logits;
-    on torch from ``TRANSPOSED_TABLE_ROWS`` rows it multiplies by one
-    contiguous copy of ``E^T`` kept in the step's constants for the run."""
+@pytest.mark.parametrize("decoding", [False, True])
+def test_tied_output_projection_in_a_cached_step(rows, decoding, monkeypatch):
+    """``Embedding.call_cached`` in ``'dense'`` mode gives ``call``'s logits.
+    On torch in a decoding run (no gradients) it is one oneDNN call on the
+    table as stored; otherwise from ``TRANSPOSED_TABLE_ROWS`` rows it
+    multiplies by one contiguous copy of ``E^T`` kept in the step's constants
+    for the run."""
     from bert4keras.layers.core import TRANSPOSED_TABLE_ROWS
 
     table = Embedding(50, 8)
     table.build()
     x = tensor(rows, 1, 8)
     expected = numpy(table(x, mode="dense"))
+    calls = count_onednn_calls(monkeypatch)
     store = {}
-    for _ in range(2):  # two passes of one run share the copy
-        step = DecodingStep(0, ops.zeros((rows, 1), "int32"), ops.ones((rows, 4), "bool"), 4,
-                            direct=True, constants=store)
-        np.testing.assert_allclose(numpy(table.call_cached(x, step, mode="dense")), expected,
-                                   rtol=1e-6, atol=1e-6)
-    assert len(store) == (1 if TORCH and rows >= TRANSPOSED_TABLE_ROWS else 0)
+    with decoding_mode() if decoding else contextlib.nullcontext():
+        for _ in range(2):  # two passes of one run share the copy
+            step = DecodingStep(0, ops.zeros((rows, 1), "int32"), ops.ones((rows, 4), "bool"),
+                                4, direct=True, constants=store)
+            np.testing.assert_allclose(numpy(table.call_cached(x, step, mode="dense")),
+                                       expected, rtol=1e-6, atol=1e-6)
+    onednn = decoding and onednn_available()
+    assert len(calls) == (2 if onednn else 0)
+    assert len(store) == (1 if TORCH and not onednn and rows >= TRANSPOSED_TABLE_ROWS else 0)
     ids = ops.convert_to_tensor(np.array([[3], [7]], "int32"))
     np.testing.assert_array_equal(numpy(table.call_cached(ids, step)), numpy(table(ids)))
 
 
-def test_decoder_drops_its_constants_after_a_run():
+def test_decoder_drops_its_constants_after_a_run(monkeypatch):
+    """(Without oneDNN: with it the torch run keeps no transposed table.)"""
     from bert4keras.generation import CachedDecoder
     from bert4keras.models import build_transformer_model
 
@@ -123,6 +198,7 @@ def test_decoder_drops_its_constants_after_a_run():
                                   intermediate_size=24, max_position=32, with_lm="linear",
                                   return_keras_model=False)
     decoder = CachedDecoder(gpt, end_id=None, maxlen=3, bucket=4)
+    monkeypatch.setattr(direct, "USE_ONEDNN", False)
     beams = decoder.generate([[1, 2, 3], [4, 5]], method="beam", num_beams=2)
     assert len(beams) == 2 and decoder._constants == {}
     stream = decoder.stream([[1, 2, 3]] * 4, max_new_tokens=3)

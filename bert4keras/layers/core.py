@@ -27,6 +27,7 @@ from bert4keras.layers.direct import (  # noqa: F401 (direct_call, _reshape: als
     _reshape,
     calls_directly,
     direct_call,
+    onednn_linear,
     register_torch_call,
 )
 from bert4keras.layers.quantization import QuantizableSublayers
@@ -102,20 +103,27 @@ class Embedding(keras.layers.Layer):
         """The layer in a cached decoding step (``step``: a
         :class:`~bert4keras.generation.DecodingStep`): as :meth:`call`, except
         the tied output projection (``mode='dense'``) of a direct step on
-        PyTorch over at least :data:`TRANSPOSED_TABLE_ROWS` rows, which
-        multiplies by a contiguous copy of ``E^T`` ``(output_dim, input_dim)``
-        made once per decoding run (``step.constant``): torch's CPU matmul
-        is slower with the transposed table as a strided view (README,
-        Benchmarks: "PyTorch backend decoding"). The copy costs ``input_dim
-        * output_dim`` floats while the run lasts (147 MiB for GPT-2)."""
+        PyTorch. That multiplies by the table through oneDNN
+        (:func:`~bert4keras.layers.direct.onednn_linear`, which reads ``E``
+        ``(input_dim, output_dim)`` as it is stored); where that does not
+        apply, from :data:`TRANSPOSED_TABLE_ROWS` rows on, by a contiguous
+        copy of ``E^T`` ``(output_dim, input_dim)`` made once per decoding run
+        (``step.constant``; ``input_dim * output_dim`` floats while the run
+        lasts, 147 MiB for GPT-2): torch's matmul is slower with the
+        transposed table as a strided view (README, Benchmarks: "PyTorch
+        backend decoding")."""
         if mode == "dense" and getattr(step, "direct", False) and calls_directly(self):
             rows = math.prod(int(n) for n in inputs.shape[:-1])
-            if keras.backend.backend() == "torch" and rows >= TRANSPOSED_TABLE_ROWS:
+            if keras.backend.backend() == "torch":
                 import torch
 
-                table = step.constant((id(self), "E^T"),
-                                      lambda: self.embeddings.value.detach().t().contiguous())
-                return torch.matmul(inputs, table)
+                logits = onednn_linear(inputs, self.embeddings.value)
+                if logits is not None:
+                    return logits
+                if rows >= TRANSPOSED_TABLE_ROWS:
+                    table = step.constant((id(self), "E^T"),
+                                          lambda: self.embeddings.value.detach().t().contiguous())
+                    return torch.matmul(inputs, table)
         return step.call(self, inputs, mode=mode)
 
     def quantize(self, mode=None, type_check=True, config=None):

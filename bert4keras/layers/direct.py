@@ -9,8 +9,11 @@ conversion, dtype promotion) -- costs as much as the matmuls of a small
 step. Here:
 
 * :func:`direct_call` runs a layer's ``call`` without ``Layer.__call__``
-  where that changes nothing, and a plain ``Dense`` / LayerNorm as the one
-  torch kernel Keras would end in (``torch.addmm``, ``F.layer_norm``);
+  where that changes nothing, and a plain ``Dense`` / LayerNorm as one torch
+  kernel (``torch.addmm`` or oneDNN's inner product, ``F.layer_norm``);
+* :func:`onednn_linear` is ``x @ W^T + b`` through oneDNN where torch has it
+  and nothing needs gradients: on a CPU whose MKL matmul runs a slow path
+  (AMD Zen 4) it read the weights of a few-row product 1.6-2.4x faster;
 * :func:`cached_ops` is the namespace of ops a cached path uses: ``keras.ops``
   itself, or on torch tensors the same functions called on torch directly
   (the subset :class:`~bert4keras.layers.MultiHeadAttention`'s cached path
@@ -22,7 +25,17 @@ The values are the same either way (tests/test_generation.py compares them).
 import keras
 from keras import ops
 
-__all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call"]
+__all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
+           "onednn_linear"]
+
+# A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
+# its transposed view) from this many rows on; for one row oneDNN's
+# matrix-vector product of a transposed weight is no faster than
+# ``torch.addmm`` (README, Benchmarks: "PyTorch backend decoding").
+ONEDNN_DENSE_ROWS = 2
+# False: the cached path never calls oneDNN directly (what torch's own matmul
+# picks runs instead); for comparisons, set before decoding.
+USE_ONEDNN = True
 
 # type -> fn(layer, *args, **kwargs) -> output or None (None: not applicable)
 _TORCH_CALLS = {}
@@ -88,8 +101,9 @@ def _reshape(x, shape):
 
 def _torch_dense(layer, inputs, training=None):
     """``keras.layers.Dense.call`` as one torch kernel: ``inputs @ kernel +
-    bias`` (``torch.addmm`` for 2-D inputs), then the activation. None when
-    it does not apply (LoRA, another input type or dtype)."""
+    bias`` (:func:`onednn_linear` from :data:`ONEDNN_DENSE_ROWS` rows on where
+    it applies, else ``torch.addmm`` for 2-D inputs), then the activation.
+    None when it does not apply (LoRA, another input type or dtype)."""
     import torch
 
     kernel = getattr(layer, "_kernel", None)
@@ -99,9 +113,12 @@ def _torch_dense(layer, inputs, training=None):
     if inputs.dtype != kernel.dtype:
         return None
     bias = None if layer.bias is None else layer.bias.value
-    if bias is not None and inputs.dim() == 2:
+    y = None
+    if inputs.numel() >= ONEDNN_DENSE_ROWS * inputs.shape[-1]:
+        y = onednn_linear(inputs, kernel.t(), bias)
+    if y is None and bias is not None and inputs.dim() == 2:
         y = torch.addmm(bias, inputs, kernel)
-    else:
+    elif y is None:
         y = torch.matmul(inputs, kernel)
         if bias is not None:
             y = y + bias
@@ -109,6 +126,57 @@ def _torch_dense(layer, inputs, training=None):
 
 
 register_torch_call(keras.layers.Dense, _torch_dense)
+
+_ONEDNN_OP = []  # [op or None], looked up on first use
+
+
+def _onednn_op():
+    """torch's oneDNN linear op, or None in a build without it (looked up once)."""
+    if not _ONEDNN_OP:
+        import torch
+
+        op = None
+        if torch.backends.mkldnn.is_available():
+            try:
+                op = torch.ops.mkldnn._linear_pointwise
+            except (AttributeError, RuntimeError):
+                op = None
+        _ONEDNN_OP.append(op)
+    return _ONEDNN_OP[0]
+
+
+def onednn_linear(inputs, weight, bias=None):
+    """``inputs @ weight^T + bias`` on torch tensors through oneDNN's
+    inner-product primitive (``torch.ops.mkldnn._linear_pointwise``, the op
+    torch's own compiler emits for a CPU linear), or None where it does not
+    apply: not float32, gradients enabled (the op has no backward; a cached
+    decoding run is under ``torch.inference_mode``), :data:`USE_ONEDNN`
+    false, or a torch build without it. Callers fall back to torch's matmul.
+
+    Args:
+        inputs: ``(..., in)`` float32 torch tensor.
+        weight: ``(out, in)`` float32; a transposed view of a Keras kernel
+            ``(in, out)`` is read in place (no copy).
+        bias: ``(out,)`` or None.
+
+    Returns:
+        ``(..., out)``, equal to torch's matmul up to float32 summation order
+        (tests/test_direct.py: 1e-6 relative on the test shapes).
+
+    Why: torch's float32 CPU matmul is MKL's ``sgemm``, which on an AMD Zen 4
+    read a few-row product's weights at 8 GB/s where oneDNN read them at
+    15-20 (2-8 rows; the tied GPT-2 output table at 8 rows 2.3x faster);
+    a one-off probe, the decoding figures are in README's Benchmarks.
+    """
+    import torch
+
+    if (not USE_ONEDNN or torch.is_grad_enabled() or inputs.dtype != torch.float32
+            or weight.dtype != torch.float32):
+        return None
+    op = _onednn_op()
+    if op is None:
+        return None
+    return op(inputs, weight, bias, "none", [], "")
 
 
 # -- the ops of a cached path ---------------------------------------------------------
