@@ -114,6 +114,11 @@ def parse_args(argv=None):
     p.add_argument("--torch-threads", default="0,1",
                    help="comma-separated torch thread counts, one 'ours torch' row each (0: all "
                         "cores); ratios use the fastest")
+    p.add_argument("--torch-plain", action="store_true",
+                   help="also time the torch row (first --torch-threads setting) with "
+                        "bert4keras.layers.direct.USE_ONEDNN off: torch's own matmul for "
+                        "every Dense and the tied output projection (row 'ours torch Nt "
+                        "plain', in no group; its time over the oneDNN row's is printed)")
     p.add_argument("--no-peak", action="store_true",
                    help="skip the fp32 matmul peak measurement (no %%peak column)")
     p.add_argument("--seed", type=int, default=0)
@@ -169,9 +174,13 @@ class OursWorker:
 
     def run(self, prompts, method, row="cached", warm=False):
         options = dict(method=method, num_beams=self.args.beams) if method == "beam" else {}
-        row, _, threads = row.partition(":")  # 'cached:N': N torch threads (0: default)
-        if self.torch is not None and threads:
-            self.torch.set_num_threads(int(threads) or self.default_threads)
+        # 'cached:N[:plain]': N torch threads (0: default), oneDNN off with 'plain'
+        row, *torch_options = row.split(":")
+        if self.torch is not None and torch_options:
+            from bert4keras.layers import direct
+
+            self.torch.set_num_threads(int(torch_options[0]) or self.default_threads)
+            direct.USE_ONEDNN = "plain" not in torch_options[1:]
         decoder = self.decoders[row]
         if warm:
             decoder.warm_up(list(prompts), max_new_tokens=self.args.new_tokens, **options)
@@ -377,6 +386,10 @@ def run_table(args, backends, hf_threads, workers, peak):
                         name = "ours torch %dt" % (threads or default_threads)
                         rows[name] = (workers["ours torch"], "cached:%d" % threads)
                         groups.setdefault("ours torch", []).append(name)
+                    if args.torch_plain:  # oneDNN off, the first thread setting, no group
+                        plain = "ours torch %dt" % (torch_threads[0] or default_threads)
+                        rows[plain + " plain"] = (workers["ours torch"],
+                                                  "cached:%d:plain" % torch_threads[0])
                 else:
                     rows["ours " + b] = (workers["ours " + b], "cached")
                     groups["ours " + b] = ["ours " + b]
@@ -430,6 +443,11 @@ def run_table(args, backends, hf_threads, workers, peak):
                 if "ours tensorflow" in best:
                     result[group + " /TF"] = statistics.median(
                         best["ours tensorflow"][i] / samples[i] for i in range(args.rounds))
+            plain = [n for n in times if n.endswith(" plain")]
+            if plain:  # the oneDNN row's speed over the same thread setting without it
+                result["torch oneDNN/plain"] = statistics.median(
+                    times[plain[0]][i] / times[plain[0][:-len(" plain")]][i]
+                    for i in range(args.rounds))
             if times.get("ours uncached"):
                 n = len(times["ours uncached"])
                 cached = best["ours " + backends[0]]
@@ -478,6 +496,10 @@ def print_table(args, backends, table, rss, peak):
                       r.get("uncached same", "-"),
                       "%.2f" % r["HF uncached"] if "HF uncached" in r else "-",
                       "%.1fx" % r["HF cached/uncached"] if "HF cached/uncached" in r else "-"))
+    for r in table:
+        if "torch oneDNN/plain" in r:
+            print("%s: torch with oneDNN / without (USE_ONEDNN off, same threads): %.2fx" % (
+                r["config"], r["torch oneDNN/plain"]))
     print("\npeak RSS per worker process (whole run, model included): " + ", ".join(
         "%s %.2f GB" % (name, v / 1e9) for name, v in rss.items()))
     print("(tok/s of a group: its fastest thread setting per round; /TF, /HF: median over "

@@ -41,9 +41,11 @@ def decoding_mode():
     return contextlib.nullcontext()
 
 
-def count_onednn_calls(monkeypatch):
-    """A list that grows by one per oneDNN call of the cached path (torch)."""
+def count_onednn_calls(monkeypatch, min_weights=1):
+    """A list that grows by one per oneDNN call of the cached path (torch);
+    kernels of ``min_weights`` weights qualify (the tests' layers are small)."""
     calls = []
+    monkeypatch.setattr(direct, "ONEDNN_MIN_WEIGHTS", min_weights)
     if TORCH:
         op = direct._onednn_op()
         if op is not None:
@@ -67,30 +69,37 @@ def test_direct_dense_equals_the_layer(shape, bias, activation, monkeypatch):
     np.testing.assert_allclose(numpy(direct_call(dense, x)), expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape, bias", [((1, 8), True), ((2, 8), True), ((3, 1, 8), False),
-                                         ((2, 5, 8), True)])
-def test_direct_dense_in_a_decoding_run_equals_the_layer(shape, bias, monkeypatch):
+@pytest.mark.parametrize("shape, bias, min_weights", [((1, 8), True, 1), ((2, 8), True, 1),
+                                                      ((3, 1, 8), False, 1),
+                                                      ((2, 5, 8), True, 1),
+                                                      ((2, 5, 8), True, 49)])
+def test_direct_dense_in_a_decoding_run_equals_the_layer(shape, bias, min_weights,
+                                                         monkeypatch):
     """Without gradients (a decoding run), on torch a Dense over
-    ``ONEDNN_DENSE_ROWS`` or more rows is one oneDNN call reading the
-    kernel's transposed view in place; one row stays ``torch.addmm``."""
+    ``ONEDNN_DENSE_ROWS`` or more rows and at least ``ONEDNN_MIN_WEIGHTS``
+    weights is one oneDNN call reading the kernel's transposed view in place;
+    one row or a smaller kernel (here 8 x 6 = 48) stays ``torch.addmm``."""
     dense = keras.layers.Dense(6, use_bias=bias, activation="gelu")
     x = tensor(*shape)
     expected = numpy(dense(x))
-    calls = count_onednn_calls(monkeypatch)
+    calls = count_onednn_calls(monkeypatch, min_weights)
     with decoding_mode():
         got = numpy(direct_call(dense, x))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     rows = int(np.prod(shape[:-1]))
-    assert len(calls) == (1 if onednn_available() and rows >= direct.ONEDNN_DENSE_ROWS else 0)
+    assert len(calls) == (1 if onednn_available() and rows >= direct.ONEDNN_DENSE_ROWS
+                          and min_weights <= 48 else 0)
 
 
-def test_onednn_linear_applies_only_without_gradients_in_float32():
+def test_onednn_linear_applies_only_without_gradients_in_float32(monkeypatch):
     if not TORCH:
         pytest.skip("a torch kernel (run in tests/test_backends.py's torch process)")
     import torch
 
     x, weight, bias = tensor(4, 2, 8), tensor(8, 6, seed=1), tensor(6, seed=2)
     expected = numpy(ops.matmul(x, weight) + bias)
+    assert onednn_linear(x, weight.t(), bias) is None  # 48 weights: below the default
+    monkeypatch.setattr(direct, "ONEDNN_MIN_WEIGHTS", 48)
     assert onednn_linear(x, weight.t(), bias) is None  # gradients on: no backward for it
     with torch.inference_mode():
         y = onednn_linear(x, weight.t(), bias)
@@ -100,11 +109,8 @@ def test_onednn_linear_applies_only_without_gradients_in_float32():
         np.testing.assert_allclose(numpy(onednn_linear(x, weight.t().contiguous())),
                                    expected - numpy(bias), rtol=1e-6, atol=1e-6)
         assert onednn_linear(x.double(), weight.t().double()) is None
-        direct.USE_ONEDNN = False
-        try:
-            assert onednn_linear(x, weight.t(), bias) is None
-        finally:
-            direct.USE_ONEDNN = True
+        monkeypatch.setattr(direct, "USE_ONEDNN", False)
+        assert onednn_linear(x, weight.t(), bias) is None
 
 
 def test_direct_dense_leaves_lora_to_the_layer():

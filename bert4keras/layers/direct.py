@@ -33,6 +33,10 @@ __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
 # matrix-vector product of a transposed weight is no faster than
 # ``torch.addmm`` (README, Benchmarks: "PyTorch backend decoding").
 ONEDNN_DENSE_ROWS = 2
+# ... and of at least this many weights: below, oneDNN's fixed cost per call
+# (~17 us against torch.addmm's ~4 for a 64 x 64 kernel, one-off probe) is
+# more than it saves.
+ONEDNN_MIN_WEIGHTS = 1 << 17
 # False: the cached path never calls oneDNN directly (what torch's own matmul
 # picks runs instead); for comparisons, set before decoding.
 USE_ONEDNN = True
@@ -101,8 +105,8 @@ def _reshape(x, shape):
 
 def _torch_dense(layer, inputs, training=None):
     """``keras.layers.Dense.call`` as one torch kernel: ``inputs @ kernel +
-    bias`` (:func:`onednn_linear` from :data:`ONEDNN_DENSE_ROWS` rows on where
-    it applies, else ``torch.addmm`` for 2-D inputs), then the activation.
+    bias`` (:func:`onednn_linear` from :data:`ONEDNN_DENSE_ROWS` rows on, where
+    it applies; else ``torch.addmm`` for 2-D inputs), then the activation.
     None when it does not apply (LoRA, another input type or dtype)."""
     import torch
 
@@ -149,9 +153,10 @@ def onednn_linear(inputs, weight, bias=None):
     """``inputs @ weight^T + bias`` on torch tensors through oneDNN's
     inner-product primitive (``torch.ops.mkldnn._linear_pointwise``, the op
     torch's own compiler emits for a CPU linear), or None where it does not
-    apply: not float32, gradients enabled (the op has no backward; a cached
-    decoding run is under ``torch.inference_mode``), :data:`USE_ONEDNN`
-    false, or a torch build without it. Callers fall back to torch's matmul.
+    apply: not float32, fewer than :data:`ONEDNN_MIN_WEIGHTS` weights,
+    gradients enabled (the op has no backward; a cached decoding run is
+    under ``torch.inference_mode``), :data:`USE_ONEDNN` false, or a torch
+    build without it. Callers fall back to torch's matmul.
 
     Args:
         inputs: ``(..., in)`` float32 torch tensor.
@@ -171,7 +176,7 @@ def onednn_linear(inputs, weight, bias=None):
     import torch
 
     if (not USE_ONEDNN or torch.is_grad_enabled() or inputs.dtype != torch.float32
-            or weight.dtype != torch.float32):
+            or weight.dtype != torch.float32 or weight.numel() < ONEDNN_MIN_WEIGHTS):
         return None
     op = _onednn_op()
     if op is None:
