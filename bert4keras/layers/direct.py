@@ -13,7 +13,8 @@ step. Here:
   kernel (``torch.addmm`` or oneDNN's inner product, ``F.layer_norm``);
 * :func:`onednn_linear` is ``x @ W^T + b`` through oneDNN where torch has it
   and nothing needs gradients: on a CPU whose MKL matmul runs a slow path
-  (AMD Zen 4) it read the weights of a few-row product 1.6-2.4x faster;
+  (AMD Zen 4) it read the weights of a few-row product 1.6-2.4x faster
+  (one-off probe);
 * :func:`cached_ops` is the namespace of ops a cached path uses: ``keras.ops``
   itself, or on torch tensors the same functions called on torch directly
   (the subset :class:`~bert4keras.layers.MultiHeadAttention`'s cached path
@@ -169,8 +170,8 @@ def onednn_linear(inputs, weight, bias=None):
         (tests/test_direct.py: 1e-6 relative on the test shapes).
 
     Why: torch's float32 CPU matmul is MKL's ``sgemm``, which on an AMD Zen 4
-    read a few-row product's weights at 8 GB/s where oneDNN read them at
-    15-20 (2-8 rows; the tied GPT-2 output table at 8 rows 2.3x faster);
+    read a few-row product's weights at 8-10 GB/s where oneDNN read them at
+    14-19 (2-8 rows; the tied GPT-2 output table at 8 rows 2.3x faster);
     a one-off probe, the decoding figures are in README's Benchmarks.
     """
     import torch
