@@ -155,6 +155,42 @@ def quantized_dense_sublayers():
     return "layers-int8", model, inputs, 1e-4
 
 
+def test_one_collection_skips_only_the_quantizing_threads_collections():
+    """Inside ``quantize_model``'s ``_one_collection``, the thread that
+    entered it skips ``gc.collect()`` (Keras runs one per dropped kernel);
+    another thread's call still frees garbage cycles; one collection at exit,
+    and the real ``gc.collect`` is back."""
+    import threading
+    import weakref
+
+    from bert4keras.layers.quantization import _one_collection
+
+    class Node:
+        pass
+
+    def garbage_cycle():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    collect = gc.collect
+    gc.disable()  # no automatic collection may free the cycles behind the test's back
+    try:
+        with _one_collection():
+            mine = garbage_cycle()
+            assert gc.collect() == 0 and mine() is not None
+            theirs = garbage_cycle()
+            worker = threading.Thread(target=gc.collect)
+            worker.start()
+            worker.join()
+            assert theirs() is None and mine() is None  # the other thread's collection ran
+            mine = garbage_cycle()
+        assert mine() is None  # the collection at the end
+        assert gc.collect is collect
+    finally:
+        gc.enable()
+
+
 def test_with_dtype_policy_bfloat16_tiny():
     from bert4keras.layers.quantization import with_dtype_policy
 

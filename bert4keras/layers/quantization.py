@@ -42,6 +42,7 @@ normalisation, bias and mask layers (no matmul weights).
 
 import contextlib
 import gc
+import threading
 
 import keras
 
@@ -105,15 +106,23 @@ def _one_collection():
     """One ``gc.collect()`` at the end instead of one per call inside: Keras'
     ``Layer.__delattr__`` runs a full collection each time a quantizing
     ``Dense`` drops its float kernel (72 for BERT-base, 0.1-0.5 s each in a
-    process holding many objects). ``gc.collect`` is a no-op process-wide
-    while ``model.quantize`` runs (other threads' calls included); the
-    collector's automatic collections are untouched."""
+    process holding many objects). While the block runs, ``gc.collect`` is a
+    no-op for the thread that entered it only: a call from any other thread
+    still collects, and the collector's automatic collections are
+    untouched. The function is put back on exit unless someone replaced it
+    meanwhile (then theirs stays)."""
     collect = gc.collect
-    gc.collect = lambda generation=2: 0
+    caller = threading.get_ident()
+
+    def collect_elsewhere(generation=2):
+        return 0 if threading.get_ident() == caller else collect(generation)
+
+    gc.collect = collect_elsewhere
     try:
         yield
     finally:
-        gc.collect = collect
+        if gc.collect is collect_elsewhere:
+            gc.collect = collect
         collect()
 
 
