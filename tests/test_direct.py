@@ -109,6 +109,8 @@ def test_onednn_linear_applies_only_without_gradients_in_float32(monkeypatch):
         np.testing.assert_allclose(numpy(onednn_linear(x, weight.t().contiguous())),
                                    expected - numpy(bias), rtol=1e-6, atol=1e-6)
         assert onednn_linear(x.double(), weight.t().double()) is None
+        meta = torch.empty(4, 2, 8, device="meta")  # another device (a GPU's): torch's own matmul
+        assert onednn_linear(meta, weight.t().to("meta")) is None
         monkeypatch.setattr(direct, "USE_ONEDNN", False)
         assert onednn_linear(x, weight.t(), bias) is None
 

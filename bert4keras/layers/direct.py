@@ -154,7 +154,8 @@ def onednn_linear(inputs, weight, bias=None):
     """``inputs @ weight^T + bias`` on torch tensors through oneDNN's
     inner-product primitive (``torch.ops.mkldnn._linear_pointwise``, the op
     torch's own compiler emits for a CPU linear), or None where it does not
-    apply: not float32, fewer than :data:`ONEDNN_MIN_WEIGHTS` weights,
+    apply: not float32, not on the CPU (oneDNN here is torch's CPU library;
+    a GPU keeps torch's own matmul), fewer than :data:`ONEDNN_MIN_WEIGHTS` weights,
     gradients enabled (the op has no backward; a cached decoding run is
     under ``torch.inference_mode``), :data:`USE_ONEDNN` false, or a torch
     build without it. Callers fall back to torch's matmul.
@@ -177,7 +178,8 @@ def onednn_linear(inputs, weight, bias=None):
     import torch
 
     if (not USE_ONEDNN or torch.is_grad_enabled() or inputs.dtype != torch.float32
-            or weight.dtype != torch.float32 or weight.numel() < ONEDNN_MIN_WEIGHTS):
+            or weight.dtype != torch.float32 or weight.numel() < ONEDNN_MIN_WEIGHTS
+            or inputs.device.type != "cpu" or weight.device.type != "cpu"):
         return None
     op = _onednn_op()
     if op is None:
