@@ -118,15 +118,16 @@ def _torch_dense(layer, inputs, training=None):
     if inputs.dtype != kernel.dtype:
         return None
     bias = None if layer.bias is None else layer.bias.value
-    y = None
+    y = None  # oneDNN from ONEDNN_DENSE_ROWS rows on, where it applies
     if inputs.numel() >= ONEDNN_DENSE_ROWS * inputs.shape[-1]:
         y = onednn_linear(inputs, kernel.t(), bias)
-    if y is None and bias is not None and inputs.dim() == 2:
-        y = torch.addmm(bias, inputs, kernel)
-    elif y is None:
-        y = torch.matmul(inputs, kernel)
-        if bias is not None:
-            y = y + bias
+    if y is None:
+        if bias is not None and inputs.dim() == 2:
+            y = torch.addmm(bias, inputs, kernel)
+        else:
+            y = torch.matmul(inputs, kernel)
+            if bias is not None:
+                y = y + bias
     return y if layer.activation is None else layer.activation(y)
 
 
