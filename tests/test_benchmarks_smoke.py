@@ -54,3 +54,21 @@ def test_arguments_and_flops(bench):
     head = 2.0 * (4 * 4 + 4 * 10)
     per_token = 4 * 4 * 4 + 2 * 4 * 6 + 2 * 8 * 4
     assert bench.step_flops(spec, 3) == 3.0 * (2.0 * 16 * per_token + 3 * head)
+
+
+def test_torch_linear_one_round(monkeypatch):
+    """benchmarks/torch_linear.py, one round at 2 rows: every variant
+    (oneDNN on the kernel's view and on an (out, in) copy, the E^T copy)
+    computes torch's own matmul, and a row per (workload, variant) comes out."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    path = os.path.join(ROOT, "benchmarks", "torch_linear.py")
+    spec = importlib.util.spec_from_file_location("bench_torch_linear", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--rows", "2", "--rounds", "1", "--reps", "1"])
+    assert [(r["workload"], r["variant"]) for r in rows] == [
+        ("ffn", "addmm"), ("ffn", "onednn view"), ("ffn", "onednn (out,in)"),
+        ("ffn", "addmm, 1 thread"),
+        ("head", "matmul view"), ("head", "matmul E^T copy"), ("head", "onednn")]
+    for r in rows:  # products of ~3072 terms of size ~1: float32 summation order only
+        assert r["max_diff"] < 1e-2 and r["ms"] > 0, r

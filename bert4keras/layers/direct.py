@@ -13,8 +13,8 @@ step. Here:
   kernel (``torch.addmm`` or oneDNN's inner product, ``F.layer_norm``);
 * :func:`onednn_linear` is ``x @ W^T + b`` through oneDNN where torch has it
   and nothing needs gradients: on a CPU whose MKL matmul runs a slow path
-  (AMD Zen 4) it read the weights of a few-row product 1.6-2.4x faster
-  (one-off probe);
+  (AMD Zen 4) it read the weights of a few-row product 1.8-2.6x faster
+  (``benchmarks/torch_linear.py``);
 * :func:`cached_ops` is the namespace of ops a cached path uses: ``keras.ops``
   itself, or on torch tensors the same functions called on torch directly
   (the subset :class:`~bert4keras.layers.MultiHeadAttention`'s cached path
@@ -35,8 +35,7 @@ __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
 # ``torch.addmm`` (README, Benchmarks: "PyTorch backend decoding").
 ONEDNN_DENSE_ROWS = 2
 # ... and of at least this many weights: below, oneDNN's fixed cost per call
-# (~17 us against torch.addmm's ~4 for a 64 x 64 kernel, one-off probe) is
-# more than it saves.
+# is more than it saves (a 64 x 64 kernel ran slower than with torch.addmm).
 ONEDNN_MIN_WEIGHTS = 1 << 17
 # False: the cached path never calls oneDNN directly (what torch's own matmul
 # picks runs instead); for comparisons, set before decoding.
@@ -171,10 +170,10 @@ def onednn_linear(inputs, weight, bias=None):
         ``(..., out)``, equal to torch's matmul up to float32 summation order
         (tests/test_direct.py: 1e-6 relative on the test shapes).
 
-    Why: torch's float32 CPU matmul is MKL's ``sgemm``, which on an AMD Zen 4
-    read a few-row product's weights at 8-10 GB/s where oneDNN read them at
-    14-19 (2-8 rows; the tied GPT-2 output table at 8 rows 2.3x faster);
-    a one-off probe, the decoding figures are in README's Benchmarks.
+    Why: torch's float32 CPU matmul is MKL's, which on an AMD Zen 4 read a
+    2-8-row product's weights at 7.9-11.2 GB/s where oneDNN read them at
+    17.5-20.4 (``benchmarks/torch_linear.py``; README's Benchmarks has the
+    run and the decoding figures).
     """
     import torch
 
