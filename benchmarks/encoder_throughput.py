@@ -17,7 +17,12 @@ Forward rows (``model(x, training=False)``):
   around the call (``--tf-modes``).
 * ``ours JAX``: ``jax.jit`` of ``model.stateless_call``.
 * ``ours torch``: the eager call under ``torch.no_grad()`` (what
-  ``model.predict`` runs on the torch backend, without its loop).
+  ``model.predict`` runs on the torch backend, without its loop); without
+  gradients our ``Dense`` layers and the tied projection multiply through
+  oneDNN (``bert4keras.layers.direct.onednn_dense``).
+* ``ours torch plain`` (``--torch-plain``): the same in a worker with
+  ``bert4keras.layers.direct.USE_ONEDNN`` off (torch's own matmul, MKL), to
+  show what the oneDNN path changes in the same run.
 * ``ours <backend> predict`` (``--predict``): ``model.predict(x,
   batch_size=batch)``.
 * ``HF torch``: ``BertModel(add_pooling_layer=False).eval()`` under
@@ -104,6 +109,9 @@ def parse_args(argv=None):
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="add an 'ours JAX kept memory' row: the JAX worker with "
                         "BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator)")
+    p.add_argument("--torch-plain", action="store_true",
+                   help="add an 'ours torch plain' row: the torch worker with "
+                        "bert4keras.layers.direct.USE_ONEDNN off (torch's own matmul)")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers peer")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 layers, hidden 128, batch 8, length 64, 2 rounds")
@@ -159,6 +167,8 @@ def row_specs(args):
             rows.append(("ours %s" % ("JAX" if backend == "jax" else "torch"), backend, "call"))
         if backend == "jax" and args.keep_freed_memory:
             rows.append(("ours JAX kept memory", "jax", "keep"))
+        if backend == "torch" and args.torch_plain:
+            rows.append(("ours torch plain", "torch", "plain"))
         if args.predict and not args.train:
             rows.append(("ours %s predict" % backend, backend, "predict"))
     if not args.no_hf:
@@ -226,6 +236,10 @@ def ours_worker(args):
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.worker_mode == "plain":  # torch's own matmul, no oneDNN
+        from bert4keras.layers import direct
+
+        direct.USE_ONEDNN = False
     transformer, model = build_ours(args)
     path = os.path.join(args.workdir, "weights.npz")
     if os.path.exists(path):

@@ -21,6 +21,11 @@ from bert4keras.layers import direct
 from bert4keras.layers.direct import _torch_dense, cached_ops, direct_call, onednn_linear
 
 TORCH = keras.backend.backend() == "torch"
+# oneDNN sums in another order than torch's matmul: for these 8-long dot
+# products of terms up to ~1 in size, float32 rounding can differ by
+# ~8 * 2**-24 * sum |x_i w_i| ~ 1.5e-6 (a run-to-run choice of kernel once
+# gave 1.02e-6 against an older atol of 1e-6).
+ONEDNN_ATOL = 5e-6
 
 
 def numpy(x):
@@ -85,7 +90,7 @@ def test_direct_dense_in_a_decoding_run_equals_the_layer(shape, bias, min_weight
     calls = count_onednn_calls(monkeypatch, min_weights)
     with decoding_mode():
         got = numpy(direct_call(dense, x))
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=ONEDNN_ATOL)
     rows = int(np.prod(shape[:-1]))
     assert len(calls) == (1 if onednn_available() and rows >= direct.ONEDNN_DENSE_ROWS
                           and min_weights <= 48 else 0)
@@ -105,9 +110,9 @@ def test_onednn_linear_applies_only_without_gradients_in_float32(monkeypatch):
         y = onednn_linear(x, weight.t(), bias)
         if y is None:
             pytest.skip("this torch build has no oneDNN linear")
-        np.testing.assert_allclose(numpy(y), expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(numpy(y), expected, rtol=1e-6, atol=ONEDNN_ATOL)
         np.testing.assert_allclose(numpy(onednn_linear(x, weight.t().contiguous())),
-                                   expected - numpy(bias), rtol=1e-6, atol=1e-6)
+                                   expected - numpy(bias), rtol=1e-6, atol=ONEDNN_ATOL)
         assert onednn_linear(x.double(), weight.t().double()) is None
         meta = torch.empty(4, 2, 8, device="meta")  # another device (a GPU's): torch's own matmul
         assert onednn_linear(meta, weight.t().to("meta")) is None
@@ -188,7 +193,7 @@ def test_tied_output_projection_in_a_cached_step(rows, decoding, monkeypatch):
             step = DecodingStep(0, ops.zeros((rows, 1), "int32"), ops.ones((rows, 4), "bool"),
                                 4, direct=True, constants=store)
             np.testing.assert_allclose(numpy(table.call_cached(x, step, mode="dense")),
-                                       expected, rtol=1e-6, atol=1e-6)
+                                       expected, rtol=1e-6, atol=ONEDNN_ATOL)
     onednn = decoding and onednn_available()
     assert len(calls) == (2 if onednn else 0)
     assert len(store) == (1 if TORCH and not onednn and rows >= TRANSPOSED_TABLE_ROWS else 0)
@@ -258,3 +263,99 @@ def test_two_stage_beam_candidates_equal_one_top_k():
         np.testing.assert_array_equal(np.take_along_axis(flat, beam * 50 + token, axis=1), top)
         if not TORCH:
             np.testing.assert_array_equal(beam * 50 + token, order)
+
+
+def no_gradients():
+    """What ``model.predict`` runs under on torch (``torch.no_grad``); nothing elsewhere."""
+    if TORCH:
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("shape, activation, contiguous", [((2, 5, 8), "gelu", True),
+                                                           ((5, 8), None, True),
+                                                           ((2, 5, 8), "tanh", False),
+                                                           ((1, 8), None, True)])
+def test_our_dense_equals_keras_dense(shape, activation, contiguous, monkeypatch):
+    """``bert4keras.layers.Dense`` == ``keras.layers.Dense`` with the same
+    weights, with and without gradients. On torch without gradients a call of
+    ``ONEDNN_DENSE_ROWS`` or more rows is one oneDNN call (also on a
+    non-contiguous input); one row, or with gradients, is Keras' own call."""
+    from bert4keras.layers import Dense
+
+    ours, plain = Dense(6, activation=activation), keras.layers.Dense(6, activation=activation)
+    ours.build(shape)
+    plain.build(shape)
+    plain.set_weights(ours.get_weights())
+    x = tensor(*shape)
+    if not contiguous:  # a transposed view, as an attention output can be
+        x = ops.transpose(tensor(*reversed(shape[1:]), shape[0]), (2, 1, 0))
+    expected = numpy(plain(x))
+    calls = count_onednn_calls(monkeypatch)
+    np.testing.assert_allclose(numpy(ours(x)), expected, rtol=1e-6, atol=ONEDNN_ATOL)
+    assert calls == []  # gradients enabled: no oneDNN (it has no backward)
+    with no_gradients():
+        np.testing.assert_allclose(numpy(ours(x)), expected, rtol=1e-6, atol=ONEDNN_ATOL)
+    rows = int(np.prod(shape[:-1]))
+    assert len(calls) == (1 if onednn_available() and rows >= direct.ONEDNN_DENSE_ROWS else 0)
+
+
+def test_our_dense_saves_as_keras_dense(tmp_path):
+    """Our ``Dense`` keeps Keras' class name, so a ``.weights.h5`` written by a
+    model of ``keras.layers.Dense`` loads into ours and back; a ``.keras`` file
+    reloads with our class."""
+    from bert4keras.layers import Dense
+
+    def model(layer):
+        inputs = keras.Input((8,))
+        return keras.Model(inputs, layer(3)(layer(5, activation="relu")(inputs)))
+
+    plain, ours = model(keras.layers.Dense), model(Dense)
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    ours.load_weights(tmp_path / "plain.weights.h5")
+    x = np.random.RandomState(0).randn(4, 8).astype("float32")
+    np.testing.assert_allclose(numpy(ours(x)), numpy(plain(x)), rtol=1e-6, atol=1e-6)
+    ours.save(tmp_path / "ours.keras")
+    again = keras.saving.load_model(tmp_path / "ours.keras")
+    assert [type(layer) for layer in again.layers[1:]] == [Dense, Dense]
+    np.testing.assert_allclose(numpy(again(x)), numpy(plain(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_tied_output_projection_without_gradients(monkeypatch):
+    """``Embedding(mode='dense')`` (the MLM head's tied projection) without
+    gradients is one oneDNN call on the table as stored, on torch."""
+    table = Embedding(50, 8)
+    table.build()
+    x = tensor(2, 3, 8)
+    expected = numpy(ops.matmul(x, ops.transpose(table.embeddings)))
+    calls = count_onednn_calls(monkeypatch)
+    with no_gradients():
+        np.testing.assert_allclose(numpy(table(x, mode="dense")), expected, rtol=1e-6,
+                                   atol=ONEDNN_ATOL)
+    assert len(calls) == (1 if onednn_available() else 0)
+
+
+def test_model_predict_runs_the_projections_through_onednn(monkeypatch):
+    """A BERT with pooler and MLM head: ``model.predict`` (no gradients on
+    torch) gives the outputs of the model called with gradients, and on torch
+    every projection -- the attention and feed-forward ``Dense`` layers of
+    each block, the pooler, the MLM dense and the tied output projection --
+    is one oneDNN call."""
+    from bert4keras.layers import Dense
+    from bert4keras.models import build_transformer_model
+
+    bert = build_transformer_model(None, model="bert", vocab_size=40, hidden_size=16,
+                                   num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=24, max_position=32, with_pool=True,
+                                   with_mlm=True)
+    x = [np.random.RandomState(0).randint(1, 40, (3, 7)), np.zeros((3, 7), "int32")]
+    expected = [numpy(y) for y in bert(x)]
+    calls = count_onednn_calls(monkeypatch)
+    got = bert.predict(x, verbose=0)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    denses = [layer for layer in bert._flatten_layers() if type(layer) is Dense]
+    assert len(denses) == 2 * (4 + 2) + 2  # q, k, v, o and two FFN per block; pooler; MLM
+    assert len(calls) == (len(denses) + 1 if onednn_available() else 0)

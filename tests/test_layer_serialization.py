@@ -171,6 +171,13 @@ def _feed_forward():
     return layer, keras.Model(ids, layer(hidden(ids))), [IDS]
 
 
+@case("Dense")
+def _dense():
+    ids = ids_input()
+    layer = L.Dense(6, activation="gelu", name="MLM-Dense")
+    return layer, keras.Model(ids, layer(hidden(ids))), [IDS]
+
+
 @case("SinusoidalPositionEmbedding")
 def _sinusoidal_position_embedding():
     ids = ids_input()

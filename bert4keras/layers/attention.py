@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.core import Dense, fresh_initializer, register
 from bert4keras.layers.dropout import Dropout
 from bert4keras.layers.direct import _reshape, cached_ops, direct_call
 from bert4keras.layers.quantization import QuantizableSublayers
@@ -161,7 +161,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self._check_p_bias(p_bias)
         def dense(units, name):  # each projection its own initializer (own seed)
-            return keras.layers.Dense(units, use_bias=use_bias, name=name,
+            return Dense(units, use_bias=use_bias, name=name,
                                       kernel_initializer=fresh_initializer(
                                           self.kernel_initializer),
                                       dtype=self.dtype_policy)

@@ -25,8 +25,10 @@ from bert4keras import backend as B
 from bert4keras.layers.direct import (  # noqa: F401 (direct_call, _reshape: also imported from here)
     _layer_call,
     _reshape,
+    _torch_dense,
     calls_directly,
     direct_call,
+    onednn_dense,
     onednn_linear,
     register_torch_call,
 )
@@ -52,6 +54,43 @@ def fresh_initializer(initializer):
         if "seed" in config and config["seed"] is None:
             return initializer.__class__.from_config(config)
     return initializer
+
+
+@register
+class Dense(keras.layers.Dense):
+    """``keras.layers.Dense`` as bert4keras' models use it: the same
+    arguments, weights (``kernel`` ``(in, out)``, ``bias`` ``(out,)``),
+    outputs and saved variables (the class keeps the name ``Dense``, so
+    ``.weights.h5`` paths are those of ``keras.layers.Dense``).
+
+    The one difference is speed on the PyTorch backend: called without
+    gradients (``model.predict``, ``torch.no_grad``, ``torch.inference_mode``)
+    on float32 CPU tensors of at least 2 rows, with a kernel of at least
+    ``2**17`` weights, it multiplies through oneDNN's inner product
+    (:func:`~bert4keras.layers.direct.onednn_dense`) instead of torch's
+    matmul, which runs MKL and was slower on the AMD Zen 4 machine for both
+    few-row and encoder-sized products (README, Benchmarks: "PyTorch
+    backend"). With gradients, LoRA, a quantized or non-float32 layer, and
+    on TensorFlow or JAX, ``call`` is Keras' own.
+
+    Shapes: ``(..., in)`` -> ``(..., units)``.
+    """
+
+    def call(self, inputs, training=None):
+        if keras.backend.backend() == "torch":
+            outputs = onednn_dense(self, inputs)
+            if outputs is not None:
+                return outputs
+        return super().call(inputs, training=training)
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Keras' own ``Dense`` quantization (``model.quantize("int8")``, ...):
+        ``keras.layers.Dense.quantize`` refuses subclasses unless told not to
+        check, and this one changes only the speed of the float ``call``."""
+        return super().quantize(mode, type_check=False, config=config)
+
+
+register_torch_call(Dense, _torch_dense)
 
 
 # rows from which a cached PyTorch step multiplies by a contiguous E^T (Embedding.call_cached)
@@ -96,6 +135,10 @@ class Embedding(keras.layers.Layer):
         if mode == "embedding":
             return ops.take(table, ops.cast(inputs, "int32"), axis=0)
         if mode == "dense":
+            if keras.backend.backend() == "torch":  # oneDNN, as the Dense above
+                logits = onednn_linear(inputs, table)
+                if logits is not None:
+                    return logits
             return ops.matmul(inputs, ops.transpose(table))
         raise ValueError("Embedding mode must be 'embedding' or 'dense', got %r" % mode)
 
@@ -312,18 +355,18 @@ class LayerNormalization(QuantizableSublayers, keras.layers.Layer):
         if self.conditional:
             cond_shape = input_shape[1]
             if self.hidden_units is not None:
-                self.hidden_dense = keras.layers.Dense(
+                self.hidden_dense = Dense(
                     self.hidden_units, activation=self.hidden_activation, use_bias=False,
                     kernel_initializer=fresh_initializer(self.hidden_initializer),
                     name="hidden_dense")
                 self.hidden_dense.build(cond_shape)
                 cond_shape = tuple(cond_shape[:-1]) + (self.hidden_units,)
             if self.center:
-                self.beta_dense = keras.layers.Dense(dim, use_bias=False,
+                self.beta_dense = Dense(dim, use_bias=False,
                                                      kernel_initializer="zeros", name="beta_dense")
                 self.beta_dense.build(cond_shape)
             if self.scale:
-                self.gamma_dense = keras.layers.Dense(
+                self.gamma_dense = Dense(
                     dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense")
                 self.gamma_dense.build(cond_shape)
         self.built = True
@@ -450,7 +493,7 @@ class FeedForward(QuantizableSublayers, keras.layers.Layer):
         # training the GELUs keep only their input for the backward pass
         self._activations = [keras.activations.get(B.get_activation(act)) for act in activations]
         for index in range(len(activations)):
-            dense = keras.layers.Dense(self.units, use_bias=use_bias, name="i%d_dense" % index,
+            dense = Dense(self.units, use_bias=use_bias, name="i%d_dense" % index,
                                        kernel_initializer=fresh_initializer(
                                            self.kernel_initializer),
                                        dtype=self.dtype_policy)
@@ -463,7 +506,7 @@ class FeedForward(QuantizableSublayers, keras.layers.Layer):
     def build(self, input_shape):
         for dense in self._input_denses():
             dense.build(input_shape)
-        self.o_dense = keras.layers.Dense(input_shape[-1], use_bias=self.use_bias, name="o_dense",
+        self.o_dense = Dense(input_shape[-1], use_bias=self.use_bias, name="o_dense",
                                           kernel_initializer=fresh_initializer(
                                               self.kernel_initializer),
                                           dtype=self.dtype_policy)

@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.core import Dense, fresh_initializer, register
 from bert4keras.layers.dropout import Dropout
 from bert4keras.layers.quantization import QuantizableSublayers
 from bert4keras.layers.misc import ScaleOffset
@@ -62,7 +62,7 @@ class GatedAttentionUnit(QuantizableSublayers, keras.layers.Layer):
         self.supports_masking = True
 
     def _dense(self, units, name, activation=None):
-        return keras.layers.Dense(units, activation=activation, use_bias=self.use_bias,
+        return Dense(units, activation=activation, use_bias=self.use_bias,
                                   kernel_initializer=fresh_initializer(self.kernel_initializer),
                                   name=name, dtype=self.dtype_policy)
 

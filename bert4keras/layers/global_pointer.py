@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from bert4keras import backend as B
-from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.core import Dense, fresh_initializer, register
 from bert4keras.layers.quantization import QuantizableSublayers
 from bert4keras.layers.crf import (PAD_THRESHOLD, _check_length, _invalid_rows, _nan_where,
                                    _scores_shape, _split_inputs)
@@ -100,7 +100,7 @@ class GlobalPointer(QuantizableSublayers, keras.layers.Layer):
         self.supports_masking = True
 
     def _dense(self, units, name, input_shape):
-        layer = keras.layers.Dense(units, use_bias=self.use_bias, name=name,
+        layer = Dense(units, use_bias=self.use_bias, name=name,
                                    kernel_initializer=fresh_initializer(self.kernel_initializer))
         layer.build(input_shape)
         return layer

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from bert4keras.backend import align
-from bert4keras.layers.core import fresh_initializer, register
+from bert4keras.layers.core import Dense, fresh_initializer, register
 from bert4keras.layers.quantization import QuantizableSublayers
 
 
@@ -53,18 +53,18 @@ class ScaleOffset(QuantizableSublayers, keras.layers.Layer):
         if self.conditional:
             cond_shape = input_shape[1]
             if self.hidden_units is not None:
-                self.hidden_dense = keras.layers.Dense(
+                self.hidden_dense = Dense(
                     self.hidden_units, activation=self.hidden_activation, use_bias=False,
                     kernel_initializer=fresh_initializer(self.hidden_initializer),
                     name="hidden_dense")
                 self.hidden_dense.build(cond_shape)
                 cond_shape = tuple(cond_shape[:-1]) + (self.hidden_units,)
             if self._uses(self.offset):
-                self.beta_dense = keras.layers.Dense(dim, use_bias=False,
+                self.beta_dense = Dense(dim, use_bias=False,
                                                      kernel_initializer="zeros", name="beta_dense")
                 self.beta_dense.build(cond_shape)
             if self._uses(self.scale):
-                self.gamma_dense = keras.layers.Dense(dim, use_bias=False,
+                self.gamma_dense = Dense(dim, use_bias=False,
                                                       kernel_initializer="zeros",
                                                       name="gamma_dense")
                 self.gamma_dense.build(cond_shape)

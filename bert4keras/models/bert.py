@@ -5,6 +5,7 @@ import keras
 from bert4keras import backend as B
 from bert4keras.layers import (
     BiasAdd,
+    Dense,
     Embedding,
     FeedForward,
     LayerNormalization,
@@ -148,7 +149,7 @@ class BERT(Transformer):
         x = self.norm(x, "Embedding-Norm")
         x = self.dropout(x, "Embedding-Dropout")
         if self.has_embedding_mapping():
-            x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
+            x = self.apply(x, Dense, units=self.hidden_size,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 
@@ -193,15 +194,15 @@ class BERT(Transformer):
         if self.with_pool:
             y = self.apply(x, TokenSlice, index=0, name="Pooler")
             activation = "tanh" if self.with_pool is True else self.with_pool
-            y = self.apply(y, keras.layers.Dense, units=self.hidden_size, activation=activation,
+            y = self.apply(y, Dense, units=self.hidden_size, activation=activation,
                            kernel_initializer=self.initializer, name="Pooler-Dense")
             if self.with_nsp:
                 activation = "softmax" if self.with_nsp is True else self.with_nsp
-                y = self.apply(y, keras.layers.Dense, units=2, activation=activation,
+                y = self.apply(y, Dense, units=2, activation=activation,
                                kernel_initializer=self.initializer, name="NSP-Proba")
             outputs.append(y)
         if self.with_mlm:
-            y = self.apply(x, keras.layers.Dense, units=self.embedding_size,
+            y = self.apply(x, Dense, units=self.embedding_size,
                            activation=B.get_activation(self.hidden_act),
                            kernel_initializer=self.initializer, name="MLM-Dense")
             y = self.norm(y, "MLM-Norm")

@@ -8,9 +8,9 @@ hidden, the hidden activation) then ``discriminator_predictions/dense_1``
 (hidden -> 1), in Hugging Face ``...dense`` and ``...dense_prediction``.
 """
 
-import keras
 
 from bert4keras import backend as B
+from bert4keras.layers import Dense
 from bert4keras.models.bert import BERT
 
 _ENCODER_LAYERS = ("Embedding-Token", "Embedding-Segment", "Embedding-Position",
@@ -74,11 +74,11 @@ class ELECTRA(BERT):
     def apply_final_layers(self, x):
         if not self.with_discriminator:
             return x
-        x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
+        x = self.apply(x, Dense, units=self.hidden_size,
                        activation=B.get_activation(self.hidden_act),
                        kernel_initializer=self.initializer, name="Discriminator-Dense")
         activation = "sigmoid" if self.with_discriminator is True else self.with_discriminator
-        return self.apply(x, keras.layers.Dense, units=1, activation=activation,
+        return self.apply(x, Dense, units=1, activation=activation,
                           kernel_initializer=self.initializer, name="Discriminator-Prediction")
 
 

@@ -35,6 +35,7 @@ import keras
 
 from bert4keras.layers import (
     CausalMask,
+    Dense,
     Embedding,
     FeedForward,
     LayerNormalization,
@@ -219,7 +220,7 @@ class GPT(Transformer):
         if self.embedding_dropout:
             x = self.dropout(x, "Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
-            x = self.apply(x, keras.layers.Dense, units=self.hidden_size,
+            x = self.apply(x, Dense, units=self.hidden_size,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 

@@ -18,7 +18,7 @@ Hugging Face has no RoFormer-V2 class.
 
 import keras
 
-from bert4keras.layers import (Embedding, LayerNormalization, MaskedAdd,
+from bert4keras.layers import (Dense, Embedding, LayerNormalization, MaskedAdd,
                                SinusoidalPositionEmbedding)
 from bert4keras.models.bert import BERT, bert_names_with_prefix
 
@@ -134,7 +134,7 @@ class RoFormerV2(RoFormer):
         x = self.dropout(x, "Embedding-Dropout")
         x = self.norm(x, "Embedding-Norm")
         if self.embedding_size != self.hidden_size:
-            x = self.apply(x, keras.layers.Dense, units=self.hidden_size, use_bias=False,
+            x = self.apply(x, Dense, units=self.hidden_size, use_bias=False,
                            kernel_initializer=self.initializer, name="Embedding-Mapping")
         return x
 

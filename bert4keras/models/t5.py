@@ -59,6 +59,7 @@ from bert4keras.layers import (
     AttentionMask,
     CausalMask,
     ContextMask,
+    Dense,
     Embedding,
     FeedForward,
     LayerNormalization,
@@ -381,7 +382,7 @@ class T5_Decoder(T5_Base):
             x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
             return self.apply(x, keras.layers.Activation, activation=activation,
                               name="Decoder-Output-LM-Activation")
-        return self.apply(x, keras.layers.Dense, units=self.vocab_size, activation=activation,
+        return self.apply(x, Dense, units=self.vocab_size, activation=activation,
                           use_bias=False, kernel_initializer=self.initializer,
                           name="Decoder-Output-LM")
 
