@@ -28,6 +28,13 @@ row order rotates every round):
   beam's history where it was written instead of reordering the caches. The
   torch row is run with each of ``--torch-threads`` (default: all cores and
   1, as the HF rows: ``ours torch Nt``) and compared through the faster.
+* ``ours torch Nt plain`` (``--torch-plain``): the torch row with
+  ``bert4keras.layers.direct.USE_ONEDNN`` off (torch's own matmul), in no
+  group; ``torch oneDNN/plain`` is the torch row's speed over it.
+* ``ours torch Nt packed`` (``--torch-packed``): the same worker's decoder
+  built with ``CachedDecoder(packed_weights=True)`` (oneDNN-blocked copies of
+  the kernels, made in the first call and kept by the decoder), a group of
+  its own with its own ``/TF`` and ``/HF``.
 * ``HF Nt``: ``GPT2LMHeadModel.generate(use_cache=True)`` holding the same
   weights, ``eval()``, ``torch.inference_mode()``, default attention
   implementation, with ``N`` torch threads (``--hf-threads``, default: all
@@ -119,6 +126,10 @@ def parse_args(argv=None):
                         "bert4keras.layers.direct.USE_ONEDNN off: torch's own matmul for "
                         "every Dense and the tied output projection (row 'ours torch Nt "
                         "plain', in no group; its time over the oneDNN row's is printed)")
+    p.add_argument("--torch-packed", action="store_true",
+                   help="also time a torch decoder built with packed_weights=True (first "
+                        "--torch-threads setting): row and group 'ours torch Nt packed', "
+                        "with its own /TF and /HF")
     p.add_argument("--no-peak", action="store_true",
                    help="skip the fp32 matmul peak measurement (no %%peak column)")
     p.add_argument("--seed", type=int, default=0)
@@ -171,10 +182,14 @@ class OursWorker:
             "uncached": CachedDecoder(ours, end_id=None, maxlen=args.new_tokens, bucket=32,
                                       use_cache=False),
         }
+        if self.torch is not None:  # oneDNN-blocked kernels kept by the decoder
+            self.decoders["packed"] = CachedDecoder(ours, end_id=None, maxlen=args.new_tokens,
+                                                    bucket=32, packed_weights=True)
 
     def run(self, prompts, method, row="cached", warm=False):
         options = dict(method=method, num_beams=self.args.beams) if method == "beam" else {}
-        # 'cached:N[:plain]': N torch threads (0: default), oneDNN off with 'plain'
+        # 'cached:N[:plain]' / 'packed:N': N torch threads (0: default), oneDNN off with
+        # 'plain', the packed_weights decoder with 'packed'
         row, *torch_options = row.split(":")
         if self.torch is not None and torch_options:
             from bert4keras.layers import direct
@@ -390,6 +405,10 @@ def run_table(args, backends, hf_threads, workers, peak):
                         plain = "ours torch %dt" % (torch_threads[0] or default_threads)
                         rows[plain + " plain"] = (workers["ours torch"],
                                                   "cached:%d:plain" % torch_threads[0])
+                    if args.torch_packed:  # its own group, the first thread setting
+                        packed = "ours torch %dt packed" % (torch_threads[0] or default_threads)
+                        rows[packed] = (workers["ours torch"], "packed:%d" % torch_threads[0])
+                        groups["ours torch packed"] = [packed]
                 else:
                     rows["ours " + b] = (workers["ours " + b], "cached")
                     groups["ours " + b] = ["ours " + b]
@@ -469,6 +488,8 @@ def run_table(args, backends, hf_threads, workers, peak):
 
 def print_table(args, backends, table, rss, peak):
     groups = ["ours " + b for b in backends]
+    if args.torch_packed and "torch" in backends:
+        groups.append("ours torch packed")
     print()
     for r in table:
         print("%s: %s tok/s (warm-up s: %s)" % (r["config"], ", ".join(

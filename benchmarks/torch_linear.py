@@ -14,7 +14,10 @@ our TensorFlow path; this is the probe that showed where (README, Benchmarks:
   ``addmm`` (``torch.addmm(bias, x, kernel)``), ``onednn view`` (oneDNN on
   the kernel's transposed view, no copy: what a cached step does from 2 rows
   on), ``onednn (out,in)`` (oneDNN on a contiguous ``(out, in)`` copy made
-  before timing: what it would cost to store the weights twice);
+  before timing: what it would cost to store the weights twice), ``onednn
+  packed`` (oneDNN on a blocked copy made before timing by
+  ``torch.ops.mkldnn._reorder_linear_weight`` for ``direct.PACK_ROWS`` rows:
+  what ``CachedDecoder(packed_weights=True)`` keeps);
 * ``head``: GPT-2's tied output projection, ``x @ E^T`` with ``E`` the
   ``50257 x 768`` table: ``matmul view`` (the transposed table as a strided
   view), ``matmul E^T copy`` (a contiguous ``E^T`` made before timing: what a
@@ -41,6 +44,8 @@ import numpy as np
 
 import benchlib
 
+PACK_ROWS = 8  # bert4keras.layers.direct.PACK_ROWS (not imported: this script needs only torch)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,20 +66,22 @@ def variants(torch, rows, rng):
     biases = [torch.from_numpy(rng.standard_normal(k.shape[1], dtype=np.float32))
               for k in kernels]
     stored = [k.t().contiguous() for k in kernels]
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS) for w in stored]
     inputs = {n: torch.from_numpy(rng.standard_normal((rows, n), dtype=np.float32))
               for n in (768, 3072)}
     table = torch.from_numpy(rng.standard_normal((50257, 768), dtype=np.float32))
     table_t = table.t().contiguous()
     x = inputs[768]
 
-    def each(fn):
+    def each(fn, copies=stored):
         return lambda: [fn(inputs[k.shape[0]], k, w, b)
-                        for k, w, b in zip(kernels, stored, biases)]
+                        for k, w, b in zip(kernels, copies, biases)]
 
     ffn = {
         "addmm": each(lambda x, k, w, b: torch.addmm(b, x, k)),
         "onednn view": each(lambda x, k, w, b: op(x, k.t(), b, "none", [], "")),
         "onednn (out,in)": each(lambda x, k, w, b: op(x, w, b, "none", [], "")),
+        "onednn packed": each(lambda x, k, w, b: op(x, w, b, "none", [], ""), packed),
     }
     head = {
         "matmul view": lambda: torch.matmul(x, table.t()),

@@ -58,8 +58,12 @@ def test_arguments_and_flops(bench):
 
 def test_torch_linear_one_round(monkeypatch):
     """benchmarks/torch_linear.py, one round at 2 rows: every variant
-    (oneDNN on the kernel's view and on an (out, in) copy, the E^T copy)
-    computes torch's own matmul, and a row per (workload, variant) comes out."""
+    (oneDNN on the kernel's view, on an (out, in) copy and on a blocked copy,
+    the E^T copy) computes torch's own matmul, and a row per (workload,
+    variant) comes out; the blocked copy is made for the rows the library
+    packs for."""
+    from bert4keras.layers import direct
+
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
     path = os.path.join(ROOT, "benchmarks", "torch_linear.py")
     spec = importlib.util.spec_from_file_location("bench_torch_linear", path)
@@ -68,7 +72,8 @@ def test_torch_linear_one_round(monkeypatch):
     rows = module.main(["--rows", "2", "--rounds", "1", "--reps", "1"])
     assert [(r["workload"], r["variant"]) for r in rows] == [
         ("ffn", "addmm"), ("ffn", "onednn view"), ("ffn", "onednn (out,in)"),
-        ("ffn", "addmm, 1 thread"),
+        ("ffn", "onednn packed"), ("ffn", "addmm, 1 thread"),
         ("head", "matmul view"), ("head", "matmul E^T copy"), ("head", "onednn")]
     for r in rows:  # products of ~3072 terms of size ~1: float32 summation order only
         assert r["max_diff"] < 1e-2 and r["ms"] > 0, r
+    assert module.PACK_ROWS == direct.PACK_ROWS

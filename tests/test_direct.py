@@ -359,3 +359,54 @@ def test_model_predict_runs_the_projections_through_onednn(monkeypatch):
     denses = [layer for layer in bert._flatten_layers() if type(layer) is Dense]
     assert len(denses) == 2 * (4 + 2) + 2  # q, k, v, o and two FFN per block; pooler; MLM
     assert len(calls) == (len(denses) + 1 if onednn_available() else 0)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_packed_weights_follow_the_kernel(rows, monkeypatch):
+    """Inside ``packed_weights(store)`` a Dense on torch without gradients
+    multiplies by a oneDNN-blocked copy of its kernel kept in ``store`` (at
+    one row too), equal to the Keras layer; changing the kernel in place
+    (``assign``) makes the copy again, so it never serves stale weights."""
+    dense = keras.layers.Dense(6, activation="gelu")
+    x = tensor(rows, 8)
+    dense.build(x.shape)
+    calls = count_onednn_calls(monkeypatch)
+    store = {}
+    for seed in (0, 1):  # the second round: new weights, assigned in place
+        dense.kernel.assign(np.random.RandomState(seed).randn(8, 6).astype("float32"))
+        expected = numpy(dense(x))
+        with decoding_mode(), direct.packed_weights(store):
+            got = numpy(direct_call(dense, x))
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=ONEDNN_ATOL)
+            np.testing.assert_allclose(numpy(direct_call(dense, x)), got, atol=0)
+        if onednn_available():
+            (kernel, version, _), = store.values()
+            assert kernel is dense.kernel.value and version == kernel._version
+    assert len(calls) == (4 if onednn_available() else 0)
+    assert store == {} or onednn_available()
+
+
+def test_decoder_with_packed_weights_decodes_the_same(monkeypatch):
+    """``CachedDecoder(packed_weights=True)``: the same tokens as the default
+    decoder, before and after the weights change between two runs; on torch
+    the blocked kernels are kept between runs, elsewhere nothing is packed."""
+    from bert4keras.generation import CachedDecoder
+    from bert4keras.models import build_transformer_model
+
+    monkeypatch.setattr(direct, "ONEDNN_MIN_WEIGHTS", 1)
+    gpt = build_transformer_model(None, model="gpt2", vocab_size=40, hidden_size=16,
+                                  num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=24, max_position=32, with_lm="linear",
+                                  return_keras_model=False)
+    plain = CachedDecoder(gpt, end_id=None, maxlen=5, bucket=4)
+    packed = CachedDecoder(gpt, end_id=None, maxlen=5, bucket=4, packed_weights=True)
+    prompts = [[1, 2, 3], [4, 5]]
+    for round_ in range(2):
+        if round_:  # training between two runs: every weight changes in place
+            for v in gpt.model.trainable_variables:
+                v.assign(v.numpy() * 1.5 + 0.01)
+        for method in ("greedy", "beam"):
+            want = [numpy(t).tolist() for t in plain.generate(prompts, method=method)]
+            got = [numpy(t).tolist() for t in packed.generate(prompts, method=method)]
+            assert got == want
+    assert len(packed._packed) == (2 * 6 if onednn_available() else 0)

@@ -69,6 +69,14 @@ class CachedDecoder(AutoRegressiveDecoder):
             few compiled shapes serve all prompts.
         segment_id: segment of generated tokens (default 1 for UniLM, where
             the prompt is segment 0, else 0).
+        packed_weights: PyTorch on a CPU only (ignored elsewhere): keep a
+            oneDNN-blocked copy of every ``Dense`` kernel of 2**17 weights or
+            more for as long as the decoder lives, made on first use and
+            again after the weights change in place (training between two
+            ``generate`` calls); the steps multiply by it
+            (:func:`bert4keras.layers.direct.packed_weights`). Faster few-row
+            products for one more copy of those kernels (+340 MB for 12
+            layers of hidden size 768); README, Benchmarks: "Packed weights".
 
     Inputs: for decoder-only models a prompt is its token ids (UniLM: the
     whole source, all segment 0); for an encoder-decoder the encoder's ids.
@@ -94,7 +102,8 @@ class CachedDecoder(AutoRegressiveDecoder):
     """
 
     def __init__(self, transformer, start_id=None, end_id=None, maxlen=64, minlen=1,
-                 use_cache=True, jit_compile=True, bucket=16, segment_id=None):
+                 use_cache=True, jit_compile=True, bucket=16, segment_id=None,
+                 packed_weights=False):
         from bert4keras.models.base import Transformer
 
         if not isinstance(transformer, Transformer):
@@ -129,6 +138,7 @@ class CachedDecoder(AutoRegressiveDecoder):
         self._variables = list(transformer.model.variables)
         self._functions = {}
         self._constants = {}  # DecodingStep.constant's store, emptied after each run
+        self._packed = {} if packed_weights else None  # the blocked kernels (torch)
         self._pass = dict(direct=self._direct, constants=self._constants)  # every DecodingStep's
 
     # -- public API -------------------------------------------------------------
@@ -315,7 +325,7 @@ class CachedDecoder(AutoRegressiveDecoder):
             else:
                 fn = self._rerun_fn(*args, name[1])
             self._functions[key] = compile_step(fn, self._variables, self.jit_compile,
-                                            donate=name != "start")
+                                                donate=name != "start", packed=self._packed)
         return self._functions[key]
 
     def _iterate(self, prompts, opt, seed, every=1):

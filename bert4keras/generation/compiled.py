@@ -23,11 +23,12 @@ def take_rows(x, rows):
     return ops.take(x, rows, axis=0)
 
 
-def compile_step(fn, variables, jit, donate=False):
+def compile_step(fn, variables, jit, donate=False, packed=None):
     """One compiled function: XLA on TensorFlow, ``jax.jit`` (weights passed
     as arguments, the state buffers donated) on JAX, eager under
     ``torch.inference_mode`` on torch (the caches are written in place there, see
-    ``MultiHeadAttention.call_with_cache``), eager elsewhere."""
+    ``MultiHeadAttention.call_with_cache``; with ``packed``, a dict, also under
+    :func:`~bert4keras.layers.direct.packed_weights`), eager elsewhere."""
     backend = keras.backend.backend()
     if backend == "jax" and jit:
         import jax
@@ -48,8 +49,10 @@ def compile_step(fn, variables, jit, donate=False):
     if backend == "torch":  # eager: no autograd graph, no version counters
         import torch
 
+        from bert4keras.layers.direct import packed_weights
+
         def inference(*args):
-            with torch.inference_mode():
+            with torch.inference_mode(), packed_weights(packed):
                 return fn(*args)
 
         return inference

@@ -23,11 +23,14 @@ step. Here:
 The values are the same either way (tests/test_generation.py compares them).
 """
 
+import contextlib
+import contextvars
+
 import keras
 from keras import ops
 
 __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
-           "onednn_linear", "onednn_dense"]
+           "onednn_linear", "onednn_dense", "packed_weights"]
 
 # A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
 # its transposed view) from this many rows on; for one row oneDNN's
@@ -40,6 +43,12 @@ ONEDNN_MIN_WEIGHTS = 1 << 17
 # False: the cached path never calls oneDNN directly (what torch's own matmul
 # picks runs instead); for comparisons, set before decoding.
 USE_ONEDNN = True
+
+# The input rows oneDNN is told to expect when it blocks a kernel for
+# packed_weights (the blocked copy serves any number of rows).
+PACK_ROWS = 8
+# the store of packed_weights in effect (None: kernels are read as stored)
+_PACKED = contextvars.ContextVar("bert4keras_packed_weights", default=None)
 
 # type -> fn(layer, *args, **kwargs) -> output or None (None: not applicable)
 _TORCH_CALLS = {}
@@ -104,12 +113,14 @@ def _reshape(x, shape):
 
 
 def onednn_dense(layer, inputs):
-    """``layer(inputs)`` of a float ``keras.layers.Dense`` through
-    :func:`onednn_linear` (the kernel ``(in, out)`` read as its transposed
-    view, in place), then the layer's activation; None where that does not
-    apply: fewer than :data:`ONEDNN_DENSE_ROWS` rows, LoRA, inputs that are
-    not a torch tensor, or any refusal of :func:`onednn_linear` (gradients
-    enabled, not float32 on the CPU, a small kernel, ...).
+    """``layer(inputs)`` of a float ``keras.layers.Dense`` through oneDNN
+    (:func:`onednn_linear`; the kernel ``(in, out)`` read as its transposed
+    view, in place, or inside :func:`packed_weights` as a oneDNN-blocked copy),
+    then the layer's activation; None where that does not apply: fewer than
+    :data:`ONEDNN_DENSE_ROWS` rows (outside :func:`packed_weights`), LoRA,
+    inputs that are not a torch tensor, or any refusal of
+    :func:`onednn_linear` (gradients enabled, not float32 on the CPU, a small
+    kernel, ...).
 
     Args:
         layer: a built ``keras.layers.Dense`` (or subclass), not quantized.
@@ -121,14 +132,51 @@ def onednn_dense(layer, inputs):
     import torch
 
     kernel = getattr(layer, "_kernel", None)
-    if (kernel is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor)
-            or inputs.numel() < ONEDNN_DENSE_ROWS * max(1, inputs.shape[-1])):
+    if kernel is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor):
         return None
-    bias = None if layer.bias is None else layer.bias.value
-    y = onednn_linear(inputs, kernel.value.t(), bias)
-    if y is None or layer.activation is None:
-        return y
-    return layer.activation(y)
+    store = _PACKED.get()
+    if store is None and inputs.numel() < ONEDNN_DENSE_ROWS * max(1, inputs.shape[-1]):
+        return None
+    kernel = kernel.value
+    weight = kernel.t()
+    op = _applicable_op(inputs, weight)
+    if op is None:
+        return None
+    if store is not None:
+        weight = _packed(store, kernel)
+    y = op(inputs, weight, None if layer.bias is None else layer.bias.value, "none", [], "")
+    return y if layer.activation is None else layer.activation(y)
+
+
+@contextlib.contextmanager
+def packed_weights(store):
+    """Within this block (in this thread or task), :func:`onednn_dense`
+    multiplies by a oneDNN-blocked copy of each kernel kept in ``store`` (a
+    dict; None: no packing), made on the kernel's first use and made again
+    when the kernel was changed in place since (its torch version counter:
+    an optimizer step, ``assign``, ``load_weights``). oneDNN's inner product
+    reads a blocked kernel faster than the transposed view of Keras' ``(in,
+    out)`` layout (``benchmarks/torch_linear.py``, variant ``onednn
+    packed``), at the price of a second copy of every kernel that is used,
+    kept as long as ``store`` is. ``CachedDecoder(packed_weights=True)``
+    keeps one per decoder."""
+    token = _PACKED.set(store)
+    try:
+        yield
+    finally:
+        _PACKED.reset(token)
+
+
+def _packed(store, kernel):
+    """The blocked ``(out, in)`` copy of ``kernel`` ``(in, out)`` in ``store``."""
+    import torch
+
+    entry = store.get(id(kernel))
+    if entry is None or entry[0] is not kernel or entry[1] != kernel._version:
+        with torch.no_grad():
+            blocked = torch.ops.mkldnn._reorder_linear_weight(kernel.detach().t(), PACK_ROWS)
+        entry = store[id(kernel)] = (kernel, kernel._version, blocked)
+    return entry[2]
 
 
 def _torch_dense(layer, inputs, training=None):
@@ -138,15 +186,15 @@ def _torch_dense(layer, inputs, training=None):
     another input type or dtype)."""
     import torch
 
+    y = onednn_dense(layer, inputs)
+    if y is not None:
+        return y
     kernel = getattr(layer, "_kernel", None)
     if kernel is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor):
         return None
     kernel = kernel.value
     if inputs.dtype != kernel.dtype:
         return None
-    y = onednn_dense(layer, inputs)
-    if y is not None:
-        return y
     bias = None if layer.bias is None else layer.bias.value
     if bias is not None and inputs.dim() == 2:
         y = torch.addmm(bias, inputs, kernel)
@@ -202,16 +250,19 @@ def onednn_linear(inputs, weight, bias=None):
     17.5-20.4 (``benchmarks/torch_linear.py``; README's Benchmarks has the
     run and the decoding figures).
     """
+    op = _applicable_op(inputs, weight)
+    return None if op is None else op(inputs, weight, bias, "none", [], "")
+
+
+def _applicable_op(inputs, weight):
+    """oneDNN's linear op where :func:`onednn_linear` applies to these tensors, else None."""
     import torch
 
     if (not USE_ONEDNN or torch.is_grad_enabled() or inputs.dtype != torch.float32
             or weight.dtype != torch.float32 or weight.numel() < ONEDNN_MIN_WEIGHTS
             or inputs.device.type != "cpu" or weight.device.type != "cpu"):
         return None
-    op = _onednn_op()
-    if op is None:
-        return None
-    return op(inputs, weight, bias, "none", [], "")
+    return _onednn_op()
 
 
 # -- the ops of a cached path ---------------------------------------------------------
