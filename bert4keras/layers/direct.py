@@ -340,6 +340,8 @@ class _TorchOps:
         has been written."""
         b, slots, d = keys.shape
         keys = keys.view(b, beams, slots // beams, d)[:, :, :length]
+        if beams > 1:  # matmul broadcast over the beams was slower (README: "beam scores")
+            return self.torch.einsum("bjld,bmd->bjlm", keys, queries)
         return self.torch.matmul(keys, queries.transpose(1, 2)[:, None])
 
     def cache_values(self, weights, values, beams):
