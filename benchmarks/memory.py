@@ -21,6 +21,10 @@ peak resident set size, ``ru_maxrss``, only ever goes up):
   from_pretrained(dir, num_labels=8)`` + ``torch.optim.AdamW``,
   ``loss.backward(); step(); zero_grad()``.
 
+Rows ``torch-packed`` / ``torch-nojax-packed`` (``gpt2`` only, not run by
+default) decode with ``CachedDecoder(packed_weights=True)``: what its
+oneDNN-blocked kernel copies cost in memory.
+
 Rows ``tensorflow-nojax`` / ``torch-nojax`` run ours with ``import jax``
 failing, as on a machine where JAX is not installed (``pip install
 bert4keras`` does not install it): Keras 3 imports JAX on every backend when
@@ -71,6 +75,8 @@ import benchlib  # noqa: E402
 #: every row, all run by default: each backend as installed here, and the
 #: TF/torch backends as bert4keras' own requirements install them (no JAX)
 IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
+#: on request only (gpt2): the torch decoder with packed_weights=True
+PACKED = ("torch-packed", "torch-nojax-packed")
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -85,7 +91,8 @@ def parse_args(argv=None):
                    help="comma-separated: tensorflow, jax, torch (ours on that Keras backend), "
                         "hf (transformers + torch), tensorflow-nojax, torch-nojax (ours with "
                         "'import jax' failing, as where JAX is not installed); default all six "
-                        "(--quick: jax,hf)")
+                        "(--quick: jax,hf); also torch-packed, torch-nojax-packed (gpt2: "
+                        "CachedDecoder(packed_weights=True))")
     p.add_argument("--new-tokens", type=int, default=128, help="gpt2: new tokens per generate")
     p.add_argument("--batch", type=int, default=16, help="bert: batch size")
     p.add_argument("--seq-len", type=int, default=128, help="bert: sequence length")
@@ -106,8 +113,8 @@ def parse_args(argv=None):
         if w not in WORKLOADS and w != "prepare":
             p.error("unknown workload %r (%s)" % (w, ", ".join(WORKLOADS)))
     for i in args.impl_list:
-        if i not in IMPLS:
-            p.error("unknown implementation %r (%s)" % (i, ", ".join(IMPLS)))
+        if i not in IMPLS + PACKED:
+            p.error("unknown implementation %r (%s)" % (i, ", ".join(IMPLS + PACKED)))
     if args.quick:
         args.new_tokens, args.batch, args.seq_len, args.steps = 8, 4, 32, 2
     return args
@@ -229,7 +236,8 @@ def run_gpt2(args, impl, phases):
                                         model="gpt2", with_lm="linear",
                                         return_keras_model=False)
         phases.mark("loaded")
-        decoder = CachedDecoder(model, end_id=None, maxlen=args.new_tokens, bucket=32)
+        decoder = CachedDecoder(model, end_id=None, maxlen=args.new_tokens, bucket=32,
+                                packed_weights=args.packed)
 
         def generate():
             return np.asarray(decoder.generate(list(prompt), max_new_tokens=args.new_tokens)[0])
@@ -315,6 +323,9 @@ class _NoJax:
 
 
 def worker(args):
+    args.packed = (args.impl or "").endswith("-packed")
+    if args.packed:
+        args.impl = args.impl[:-len("-packed")]
     if (args.impl or "").endswith("-nojax"):
         sys.meta_path.insert(0, _NoJax())
         args.impl = args.impl[:-len("-nojax")]
@@ -336,7 +347,7 @@ def run_worker(args, workload, impl):
            "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
     if args.quick:
         cmd.append("--quick")
-    backend = (impl or "").replace("-nojax", "")
+    backend = (impl or "").replace("-packed", "").replace("-nojax", "")
     backend = backend if backend in ("tensorflow", "jax", "torch") else "jax"  # prepare: any
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     try:
@@ -378,6 +389,8 @@ def main(argv=None):
             run_worker(args, "prepare", None)
         for workload in args.workload_list:
             for impl in args.impl_list:
+                if impl in PACKED and workload != "gpt2":
+                    continue  # packing is a decoding option
                 record = run_worker(args, workload, impl)
                 if not record or "error" in record:
                     print("  %s %s FAILED: %s" % (workload, impl, (record or {}).get(
@@ -410,7 +423,7 @@ def main(argv=None):
             row["(peak-import)/hf"] = own / hf_own if hf_own > 0 else None
         print("| %s | %s | %.0f | %.0f | %.0f | %.0f (%s) | %.0f | %s | %s | %s |" % (
             row["workload"], "HF torch" if row["impl"] == "hf" else "ours " + row["impl"].replace(
-                "-nojax", " (JAX not installed)"),
+                "-nojax", " (JAX not installed)").replace("-packed", ", packed weights"),
             row["import_mib"], row["loaded_mib"], row["first_mib"], row["peak_mib"],
             row["peak_phase"], own,
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",
