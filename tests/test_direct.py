@@ -384,6 +384,15 @@ def test_packed_weights_follow_the_kernel(rows, monkeypatch):
             assert kernel is dense.kernel.value and version == kernel._version
     assert len(calls) == (4 if onednn_available() else 0)
     assert store == {} or onednn_available()
+    if onednn_available():  # a value Keras replaced by a new tensor: its copy is replaced
+        import torch
+
+        dense._kernel._value = torch.nn.Parameter(torch.ones(8, 6))
+        with decoding_mode(), direct.packed_weights(store):
+            np.testing.assert_allclose(numpy(direct_call(dense, x)), numpy(dense(x)),
+                                       rtol=1e-6, atol=ONEDNN_ATOL)
+        (kernel, _, _), = store.values()
+        assert kernel is dense._kernel.value
 
 
 def test_decoder_with_packed_weights_decodes_the_same(monkeypatch):

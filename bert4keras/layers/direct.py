@@ -137,13 +137,13 @@ def onednn_dense(layer, inputs):
     store = _PACKED.get()
     if store is None and inputs.numel() < ONEDNN_DENSE_ROWS * max(1, inputs.shape[-1]):
         return None
-    kernel = kernel.value
+    variable, kernel = kernel, kernel.value
     weight = kernel.t()
     op = _applicable_op(inputs, weight)
     if op is None:
         return None
     if store is not None:
-        weight = _packed(store, kernel)
+        weight = _packed(store, variable, kernel)
     y = op(inputs, weight, None if layer.bias is None else layer.bias.value, "none", [], "")
     return y if layer.activation is None else layer.activation(y)
 
@@ -167,15 +167,17 @@ def packed_weights(store):
         _PACKED.reset(token)
 
 
-def _packed(store, kernel):
-    """The blocked ``(out, in)`` copy of ``kernel`` ``(in, out)`` in ``store``."""
+def _packed(store, variable, kernel):
+    """The blocked ``(out, in)`` copy of ``kernel`` ``(in, out)``, the value of
+    the Keras ``variable``, kept in ``store`` under the variable (so a value
+    Keras replaced by a new tensor replaces its copy instead of leaving it)."""
     import torch
 
-    entry = store.get(id(kernel))
+    entry = store.get(id(variable))
     if entry is None or entry[0] is not kernel or entry[1] != kernel._version:
         with torch.no_grad():
             blocked = torch.ops.mkldnn._reorder_linear_weight(kernel.detach().t(), PACK_ROWS)
-        entry = store[id(kernel)] = (kernel, kernel._version, blocked)
+        entry = store[id(variable)] = (kernel, kernel._version, blocked)
     return entry[2]
 
 
