@@ -162,9 +162,8 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         self._check_p_bias(p_bias)
         def dense(units, name):  # each projection its own initializer (own seed)
             return Dense(units, use_bias=use_bias, name=name,
-                                      kernel_initializer=fresh_initializer(
-                                          self.kernel_initializer),
-                                      dtype=self.dtype_policy)
+                         kernel_initializer=fresh_initializer(self.kernel_initializer),
+                         dtype=self.dtype_policy)
 
         self.q_dense = dense(self.key_size * self.heads, "q_dense")
         self.k_dense = dense(self.key_size * self.heads, "k_dense")

@@ -362,8 +362,8 @@ class LayerNormalization(QuantizableSublayers, keras.layers.Layer):
                 self.hidden_dense.build(cond_shape)
                 cond_shape = tuple(cond_shape[:-1]) + (self.hidden_units,)
             if self.center:
-                self.beta_dense = Dense(dim, use_bias=False,
-                                                     kernel_initializer="zeros", name="beta_dense")
+                self.beta_dense = Dense(dim, use_bias=False, kernel_initializer="zeros",
+                                        name="beta_dense")
                 self.beta_dense.build(cond_shape)
             if self.scale:
                 self.gamma_dense = Dense(
@@ -494,9 +494,8 @@ class FeedForward(QuantizableSublayers, keras.layers.Layer):
         self._activations = [keras.activations.get(B.get_activation(act)) for act in activations]
         for index in range(len(activations)):
             dense = Dense(self.units, use_bias=use_bias, name="i%d_dense" % index,
-                                       kernel_initializer=fresh_initializer(
-                                           self.kernel_initializer),
-                                       dtype=self.dtype_policy)
+                          kernel_initializer=fresh_initializer(self.kernel_initializer),
+                          dtype=self.dtype_policy)
             setattr(self, "i%d_dense" % index, dense)  # tracked (and weighted) in this order
         self.o_dense = None
 
@@ -507,9 +506,8 @@ class FeedForward(QuantizableSublayers, keras.layers.Layer):
         for dense in self._input_denses():
             dense.build(input_shape)
         self.o_dense = Dense(input_shape[-1], use_bias=self.use_bias, name="o_dense",
-                                          kernel_initializer=fresh_initializer(
-                                              self.kernel_initializer),
-                                          dtype=self.dtype_policy)
+                             kernel_initializer=fresh_initializer(self.kernel_initializer),
+                             dtype=self.dtype_policy)
         self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
         self.built = True
 

@@ -63,8 +63,8 @@ class GatedAttentionUnit(QuantizableSublayers, keras.layers.Layer):
 
     def _dense(self, units, name, activation=None):
         return Dense(units, activation=activation, use_bias=self.use_bias,
-                                  kernel_initializer=fresh_initializer(self.kernel_initializer),
-                                  name=name, dtype=self.dtype_policy)
+                     kernel_initializer=fresh_initializer(self.kernel_initializer),
+                     name=name, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]

@@ -101,7 +101,7 @@ class GlobalPointer(QuantizableSublayers, keras.layers.Layer):
 
     def _dense(self, units, name, input_shape):
         layer = Dense(units, use_bias=self.use_bias, name=name,
-                                   kernel_initializer=fresh_initializer(self.kernel_initializer))
+                      kernel_initializer=fresh_initializer(self.kernel_initializer))
         layer.build(input_shape)
         return layer
 

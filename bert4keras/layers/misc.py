@@ -60,13 +60,12 @@ class ScaleOffset(QuantizableSublayers, keras.layers.Layer):
                 self.hidden_dense.build(cond_shape)
                 cond_shape = tuple(cond_shape[:-1]) + (self.hidden_units,)
             if self._uses(self.offset):
-                self.beta_dense = Dense(dim, use_bias=False,
-                                                     kernel_initializer="zeros", name="beta_dense")
+                self.beta_dense = Dense(dim, use_bias=False, kernel_initializer="zeros",
+                                        name="beta_dense")
                 self.beta_dense.build(cond_shape)
             if self._uses(self.scale):
-                self.gamma_dense = Dense(dim, use_bias=False,
-                                                      kernel_initializer="zeros",
-                                                      name="gamma_dense")
+                self.gamma_dense = Dense(dim, use_bias=False, kernel_initializer="zeros",
+                                         name="gamma_dense")
                 self.gamma_dense.build(cond_shape)
         self.built = True
 

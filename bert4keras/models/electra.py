@@ -8,7 +8,6 @@ hidden, the hidden activation) then ``discriminator_predictions/dense_1``
 (hidden -> 1), in Hugging Face ``...dense`` and ``...dense_prediction``.
 """
 
-
 from bert4keras import backend as B
 from bert4keras.layers import Dense
 from bert4keras.models.bert import BERT
