@@ -247,3 +247,22 @@ def test_unknown_argument_and_model(google_bert):
         build_transformer_model(google_bert, with_poool=True)
     with pytest.raises(ValueError, match="Unknown model"):
         build_transformer_model(google_bert, model="bort")
+
+
+def test_onednn_projections_match_transformers(hf_bert, sample_inputs, monkeypatch):
+    """``predict`` with every projection qualifying for oneDNN (its weight
+    threshold lowered to this small model's kernels): on torch the encoder,
+    pooler, MLM and NSP projections run ``bert4keras.layers.Dense``'s oneDNN
+    path (calls counted), and the outputs are still transformers'."""
+    from bert4keras.layers import direct
+
+    monkeypatch.setattr(direct, "ONEDNN_MIN_WEIGHTS", 1)
+    calls = []
+    op = direct._onednn_op() if keras.backend.backend() == "torch" else None
+    if op is not None:
+        monkeypatch.setattr(direct, "_ONEDNN_OP", [lambda *a: calls.append(1) or op(*a)])
+    path, model = hf_bert
+    ids, seg = sample_inputs
+    ours = our_outputs(os.path.join(path, "config.json"), path, ids, seg)
+    assert_outputs_close(ours, torch_outputs(model, ids, seg))
+    assert bool(calls) == (op is not None)
