@@ -419,3 +419,79 @@ def test_decoder_with_packed_weights_decodes_the_same(monkeypatch):
             got = [numpy(t).tolist() for t in packed.generate(prompts, method=method)]
             assert got == want
     assert len(packed._packed) == (2 * 6 if onednn_available() else 0)
+
+
+def count_int_mm_calls(monkeypatch):
+    """A list that grows by one per ``torch._int_mm`` call of a quantized
+    ``Dense`` (torch); stays empty elsewhere."""
+    calls = []
+    if TORCH and direct._int_mm() is not None:
+        op = direct._int_mm()
+        monkeypatch.setattr(direct, "_INT_MM", [lambda *a: calls.append(1) or op(*a)])
+    return calls
+
+
+def int_mm_available():
+    return TORCH and direct._int_mm() is not None
+
+
+@pytest.mark.parametrize("shape, bias, activation", [((2, 5, 8), True, "gelu"),
+                                                     ((5, 8), False, None),
+                                                     ((1, 8), True, "tanh")])
+def test_int8_dense_equals_keras_int8_call(shape, bias, activation, monkeypatch):
+    """A Dense quantized ``'int8'`` (``layer.quantize``): our ``_int8_call``
+    gives Keras' ``Dense._int8_call`` outputs on the same layer; on torch its
+    integer product is one ``torch._int_mm`` per call, with or without
+    gradients enabled, unless the inputs need a gradient (then Keras' call
+    and its custom gradient run, and the gradient flows)."""
+    from bert4keras.layers import Dense
+
+    layer = Dense(6, use_bias=bias, activation=activation)
+    layer.build(shape)
+    if bias:
+        layer.bias.assign(np.linspace(-1, 1, 6).astype("float32"))
+    layer.quantize("int8")
+    x = tensor(*shape) * 3.0
+    expected = numpy(keras.layers.Dense._int8_call(layer, x))
+    assert np.abs(expected).max() > 0.1
+    calls = count_int_mm_calls(monkeypatch)
+    np.testing.assert_allclose(numpy(layer(x)), expected, rtol=1e-6, atol=1e-6)
+    with no_gradients():
+        np.testing.assert_allclose(numpy(layer(x)), expected, rtol=1e-6, atol=1e-6)
+    assert len(calls) == (2 if int_mm_available() else 0)
+    if TORCH:
+        import torch
+
+        x = x.clone().requires_grad_(True)
+        y = layer(x)
+        np.testing.assert_allclose(numpy(y.detach()), expected, rtol=1e-6, atol=1e-6)
+        y.sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        assert len(calls) == (2 if int_mm_available() else 0)
+        with torch.inference_mode():  # the decoding path calls quantized_call directly
+            np.testing.assert_allclose(numpy(direct_call(layer, x.detach())), expected,
+                                       rtol=1e-6, atol=1e-6)
+        assert len(calls) == (3 if int_mm_available() else 0)
+
+
+def test_int8_model_predict_runs_the_products_through_int_mm(monkeypatch):
+    """A BERT quantized with ``quantize_model(model, 'int8')``: ``predict``
+    gives the outputs of Keras' own int8 calls (``torch._int_mm`` turned
+    off), and on torch every quantized ``Dense`` is one ``torch._int_mm``."""
+    from bert4keras.layers.quantization import quantize_model
+    from bert4keras.models import build_transformer_model
+
+    bert = build_transformer_model(None, model="bert", vocab_size=40, hidden_size=16,
+                                   num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=24, max_position=32, with_pool=True)
+    report = quantize_model(bert, "int8")
+    x = [np.random.RandomState(0).randint(1, 40, (3, 7)), np.zeros((3, 7), "int32")]
+    monkeypatch.setattr(direct, "_INT_MM", [None])
+    expected = [numpy(y) for y in bert(x)]
+    monkeypatch.setattr(direct, "_INT_MM", [])
+    calls = count_int_mm_calls(monkeypatch)
+    got = bert.predict(x, verbose=0)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    assert len(report["quantized"]) == 2 * 6 + 1  # q, k, v, o, two FFN per block; pooler
+    assert len(calls) == (len(report["quantized"]) if int_mm_available() else 0)

@@ -30,7 +30,7 @@ import keras
 from keras import ops
 
 __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
-           "onednn_linear", "onednn_dense", "packed_weights"]
+           "onednn_linear", "onednn_dense", "packed_weights", "int8_dense"]
 
 # A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
 # its transposed view) from this many rows on; for one row oneDNN's
@@ -265,6 +265,78 @@ def _applicable_op(inputs, weight):
             or inputs.device.type != "cpu" or weight.device.type != "cpu"):
         return None
     return _onednn_op()
+
+
+_INT_MM = []  # [torch._int_mm or None], looked up on first use
+
+
+def _int_mm():
+    """``torch._int_mm`` (int8 x int8 -> int32 through oneDNN's integer GEMM
+    on a CPU), or None in a torch build without a working one (checked once)."""
+    if not _INT_MM:
+        import torch
+
+        op = getattr(torch, "_int_mm", None)
+        if op is not None:
+            try:
+                ones = torch.ones((2, 8), dtype=torch.int8)
+                if int(op(ones, ones.t())[0, 0]) != 8:
+                    op = None
+            except (RuntimeError, NotImplementedError):
+                op = None
+        _INT_MM.append(op)
+    return _INT_MM[0]
+
+
+def int8_dense(layer, inputs):
+    """The ``int8`` call of a quantized ``keras.layers.Dense`` (Keras'
+    ``Dense._int8_call``) with its integer product through ``torch._int_mm``,
+    or None where that does not apply: not the PyTorch backend's CPU tensors,
+    inputs that need a gradient (Keras' call has the custom gradient), a
+    compute dtype other than float32, LoRA, or no ``torch._int_mm``.
+
+    The arithmetic is Keras': the inputs are quantized per row by the layer's
+    own ``inputs_quantizer`` (``int8``, scale ``127 / max|x|``), multiplied by
+    the ``int8`` kernel ``(in, out)`` with int32 accumulation (exact, as
+    Keras' ``ops.matmul`` of two int8 tensors), and the product is divided by
+    the row scale and the kernel's per-column ``kernel_scale``; only the two
+    divisions are done one after the other instead of by their product (the
+    outputs agree to float32 rounding, tests/test_direct.py). Why: on torch,
+    ``keras.ops.matmul`` of int8 tensors runs torch's generic integer loops
+    (10 GOP/s on the AMD Zen 4 machine) where ``torch._int_mm`` runs oneDNN's
+    VNNI GEMM (507 GOP/s; ``benchmarks/quantized_inference.py``'s kernel
+    probe), so Keras' int8 layer was ~14x slower than float32 there.
+    The int32 product is turned into float32 in its own memory (no second
+    ``(rows, out)`` buffer to allocate and fault in).
+
+    Args:
+        layer: a built ``keras.layers.Dense`` (or subclass) quantized ``'int8'``.
+        inputs: ``(..., in)`` torch tensor.
+
+    Returns:
+        ``(..., units)`` float32, or None.
+    """
+    import torch
+
+    if (not isinstance(inputs, torch.Tensor) or inputs.dtype != torch.float32
+            or inputs.device.type != "cpu" or layer.compute_dtype != "float32"
+            or layer.lora_enabled or getattr(layer, "inputs_quantizer", None) is None
+            or (torch.is_grad_enabled() and inputs.requires_grad)):
+        return None
+    kernel = layer._kernel.value
+    op = _int_mm()
+    if op is None or kernel.dtype != torch.int8 or kernel.device.type != "cpu":
+        return None
+    quantized, row_scale = layer.inputs_quantizer(inputs, axis=-1)
+    units = kernel.shape[-1]
+    product = op(quantized.reshape(-1, quantized.shape[-1]), kernel)
+    outputs = product.view(torch.float32)
+    outputs.copy_(product)  # int32 -> float32 in place: same element size and index
+    outputs = outputs.reshape(*inputs.shape[:-1], units)
+    outputs.div_(row_scale).div_(layer.kernel_scale.value)
+    if layer.bias is not None:
+        outputs.add_(layer.bias.value)
+    return outputs if layer.activation is None else layer.activation(outputs)
 
 
 # -- the ops of a cached path ---------------------------------------------------------
