@@ -495,3 +495,30 @@ def test_int8_model_predict_runs_the_products_through_int_mm(monkeypatch):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert len(report["quantized"]) == 2 * 6 + 1  # q, k, v, o, two FFN per block; pooler
     assert len(calls) == (len(report["quantized"]) if int_mm_available() else 0)
+
+
+@pytest.mark.parametrize("shape, block", [((6, 8), 1 << 20), ((5, 3, 8), 16), ((7, 8), 3)])
+def test_int8_input_quantization_equals_keras_bit_for_bit(shape, block, monkeypatch):
+    """The quantized inputs and row scales of a quantized Dense's torch path
+    (``direct._quantize_rows``, in blocks of ``QUANTIZE_BLOCK`` elements) are
+    those of Keras' ``AbsMaxQuantizer``, bit for bit, on rows with a zero row,
+    a row whose maximum is negative and values 1e4 apart; elsewhere the
+    path does not apply (``int8_dense`` returns None)."""
+    from bert4keras.layers import Dense
+
+    layer = Dense(4)
+    layer.build(shape)
+    layer.quantize("int8")
+    values = np.random.RandomState(0).randn(*shape).astype("float32")
+    values[0] = 0.0
+    values[1] = -np.abs(values[1]) * 1e4
+    x = ops.convert_to_tensor(values)
+    if not TORCH:
+        assert direct.int8_dense(layer, x) is None
+        return
+    monkeypatch.setattr(direct, "QUANTIZE_BLOCK", block)
+    want, want_scale = layer.inputs_quantizer(x, axis=-1)
+    got, got_scale = direct._quantize_rows(layer.inputs_quantizer, x)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(numpy(got), numpy(want))
+    np.testing.assert_array_equal(numpy(got_scale), numpy(want_scale))

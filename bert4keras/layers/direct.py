@@ -327,7 +327,7 @@ def int8_dense(layer, inputs):
     op = _int_mm()
     if op is None or kernel.dtype != torch.int8 or kernel.device.type != "cpu":
         return None
-    quantized, row_scale = layer.inputs_quantizer(inputs, axis=-1)
+    quantized, row_scale = _quantize_rows(layer.inputs_quantizer, inputs)
     units = kernel.shape[-1]
     product = op(quantized.reshape(-1, quantized.shape[-1]), kernel)
     outputs = product.view(torch.float32)
@@ -337,6 +337,52 @@ def int8_dense(layer, inputs):
     if layer.bias is not None:
         outputs.add_(layer.bias.value)
     return outputs if layer.activation is None else layer.activation(outputs)
+
+
+# elements of the float32 block _quantize_rows scales and rounds at a time
+# (4 MiB: a buffer glibc reuses instead of mapping and faulting in a new one)
+QUANTIZE_BLOCK = 1 << 20
+
+
+def _quantize_rows(quantizer, x):
+    """``quantizer(x, axis=-1)`` for Keras' ``AbsMaxQuantizer`` to int8 in
+    [-127, 127] on a float32 torch tensor, with fewer and smaller passes:
+    ``max|x|`` per row as ``max(max x, -min x)`` (no ``|x|`` tensor), the
+    scaling and rounding in blocks of :data:`QUANTIZE_BLOCK` elements
+    through one reused buffer, and no clip (``|x| * 127 / (max|x| + eps)``
+    rounds to at most 127). The same values as Keras' (the scale is ``127 /
+    (max + eps)`` divided as Keras divides; rounding half to even, as
+    ``torch.round``; tests/test_direct.py compares them bit for bit) in a
+    fifteenth of Keras' time on BERT-base's ``(4096, 3072)`` feed-forward
+    input on the AMD Zen 4 machine (4 ms against 62; one-off timing), where
+    every pass that writes a new 48 MiB tensor first faults its pages in.
+    Any other quantizer is called as it is.
+
+    Returns:
+        ``(int8 (..., in), float32 scale (..., 1))``.
+    """
+    import torch
+
+    config = quantizer.get_config() if hasattr(quantizer, "get_config") else None
+    if (type(quantizer).__name__ != "AbsMaxQuantizer" or config is None
+            or tuple(config.get("value_range", ())) != (-127, 127)
+            or config.get("output_dtype") != "int8"):
+        return quantizer(x, axis=-1)
+    peak = torch.maximum(x.amax(-1, keepdim=True), x.amin(-1, keepdim=True).neg_())
+    scale = torch.div(x.new_tensor(127.0), peak.add_(config["epsilon"]))
+    if x.numel() <= QUANTIZE_BLOCK:
+        return torch.mul(x, scale).round_().to(torch.int8), scale
+    width = x.shape[-1]
+    rows, row_scale = x.reshape(-1, width), scale.reshape(-1, 1)
+    quantized = torch.empty(rows.shape, dtype=torch.int8)
+    step = max(1, QUANTIZE_BLOCK // width)
+    buffer = torch.empty((min(step, rows.shape[0]), width), dtype=x.dtype)
+    for start in range(0, rows.shape[0], step):
+        stop = min(rows.shape[0], start + step)
+        block = buffer[:stop - start]
+        torch.mul(rows[start:stop], row_scale[start:stop], out=block).round_()
+        quantized[start:stop].copy_(block)
+    return quantized.reshape(x.shape), scale
 
 
 # -- the ops of a cached path ---------------------------------------------------------
