@@ -21,7 +21,8 @@ Rows, for every model and batch size (``--batches``, default 1, 8, 32; length
   ``bfloat16``; fp32 and bf16 run in graph mode (Keras' default on a CPU);
 * ``ours-jax ...`` / ``ours-torch ...`` (``--backends``): the same three on
   Keras' JAX backend (``jax.jit`` of ``stateless_call``) and torch backend
-  (eager, ``inference_mode``);
+  (eager, ``inference_mode``; there the int8 ``Dense`` multiplies through
+  ``torch._int_mm``, :func:`bert4keras.layers.direct.int8_dense`);
 * ``HF fp32`` / ``HF int8`` / ``HF bf16``: ``transformers.BertModel`` with the
   same weights, ``eval()``, ``torch.inference_mode()``; ``int8`` after
   ``torch.ao.quantization.quantize_dynamic`` (the peer's CPU recipe), ``bf16``
@@ -43,7 +44,8 @@ builds only that row's model and runs one batch at the largest size
 First, a kernel probe per backend at the feed-forward shape of the largest
 batch: fp32, int8 x int8 -> int32 as Keras' int8 ``Dense`` calls it
 (``keras.ops.matmul``; on TensorFlow also under XLA), the backend's own int8
-kernel where Keras does not use it (``torch._int_mm``), and bf16, each in
+kernel where Keras does not use it (``torch._int_mm``, which bert4keras'
+``Dense`` calls instead on torch), and bf16, each in
 G(FL)OP/s with the kernel that ran:
 oneDNN's verbose log (``ONEDNN_VERBOSE=1``) for TensorFlow and torch (no
 oneDNN line: Eigen / the library's BLAS ran), the compiled HLO's fusion kind
@@ -102,8 +104,7 @@ def parse_args(argv=None):
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--backends", default=None,
                    help="Keras backends of our rows, comma list of tensorflow, jax, torch "
-                        "(default tensorflow,jax; --quick: tensorflow; torch's int8 matmul "
-                        "is an int32 matmul on CPU, see the probe)")
+                        "(default tensorflow,jax; --quick: tensorflow)")
     p.add_argument("--probe-backends", default=None,
                    help="backends of the kernel probe (default tensorflow,jax,torch; "
                         "--quick: tensorflow; '' to skip it)")

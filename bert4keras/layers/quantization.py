@@ -29,10 +29,14 @@ matmul); TensorFlow does the same under XLA (``jit_compile=True``) but runs it
 in Eigen, slower than its own fp32, in graph mode, which is what Keras'
 ``predict`` uses on a CPU by default -- so :func:`quantize_model` sets
 ``model.jit_compile = True`` on TensorFlow for ``int8`` (a model reloaded from
-``.keras`` needs that line again); torch casts both operands to int32 on a
-CPU. For a fast CPU model use int8 on JAX or on TensorFlow under XLA, or a
-``bfloat16`` copy (:func:`with_dtype_policy`) on TensorFlow or torch, whose
-bf16 matmuls run oneDNN's AMX kernels (TensorFlow: in graph mode, not XLA).
+``.keras`` needs that line again); torch runs it in its generic integer
+loops on a CPU (slower than fp32 by ~13x), so bert4keras' ``Dense`` sends
+the product of its int8 call to ``torch._int_mm`` there instead (oneDNN's
+int8 GEMM, ~3x fp32; :func:`bert4keras.layers.direct.int8_dense`, the same
+arithmetic). For a fast CPU model use int8 on JAX, on torch or on TensorFlow
+under XLA, or a ``bfloat16`` copy (:func:`with_dtype_policy`) on TensorFlow
+or torch, whose bf16 matmuls run oneDNN's AVX512-BF16 / AMX kernels
+(TensorFlow: in graph mode, not XLA).
 
 Not quantized (Keras leaves them in float and warns, the model still runs):
 :class:`~bert4keras.layers.Embedding` (a gather, and in ``mode='dense'`` the
