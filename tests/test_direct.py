@@ -54,7 +54,8 @@ def count_onednn_calls(monkeypatch, min_weights=1):
     if TORCH:
         op = direct._onednn_op()
         if op is not None:
-            monkeypatch.setattr(direct, "_ONEDNN_OP", [lambda *a: calls.append(1) or op(*a)])
+            # records each call's post-op ('none', 'gelu', 'relu')
+            monkeypatch.setattr(direct, "_ONEDNN_OP", [lambda *a: calls.append(a[3]) or op(*a)])
     return calls
 
 
@@ -522,3 +523,42 @@ def test_int8_input_quantization_equals_keras_bit_for_bit(shape, block, monkeypa
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(numpy(got), numpy(want))
     np.testing.assert_array_equal(numpy(got_scale), numpy(want_scale))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new", "relu", "swish", ["gelu", "linear"]])
+@pytest.mark.parametrize("int8", [False, True])
+def test_feedforward_inference_with_fused_activations(activation, int8, monkeypatch):
+    """A ``FeedForward`` (activations outside its ``Dense`` layers) called for
+    inference gives the outputs of the plain path (oneDNN and ``_int_mm``
+    off; gradients enabled), float32 and int8. On torch without gradients
+    its products are oneDNN calls with the GELU / ReLU as their post-op, or
+    int8 products with the activation applied in place; other activations
+    (swish) are applied after the product."""
+    from bert4keras.layers import FeedForward
+
+    keras.utils.set_random_seed(3)
+    layer = FeedForward(12, activation=activation)
+    x = tensor(2, 5, 8)
+    layer(x)
+    if int8:
+        for dense in layer._input_denses() + [layer.o_dense]:
+            dense.quantize("int8")
+    monkeypatch.setattr(direct, "USE_ONEDNN", False)
+    monkeypatch.setattr(direct, "_INT_MM", [None])
+    expected = numpy(layer(x))
+    monkeypatch.setattr(direct, "USE_ONEDNN", True)
+    monkeypatch.setattr(direct, "_INT_MM", [])
+    onednn, int_mm = count_onednn_calls(monkeypatch), count_int_mm_calls(monkeypatch)
+    with no_gradients():
+        got = numpy(layer(x, training=False))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=ONEDNN_ATOL)
+    products = len(layer._input_denses()) + 1
+    if int8:
+        assert len(int_mm) == (products if int_mm_available() else 0) and onednn == []
+    else:
+        assert len(onednn) == (products if onednn_available() else 0) and int_mm == []
+        if onednn_available():  # the input products' post-ops, then o_dense's
+            fused = {"gelu": "gelu", "gelu_new": "gelu", "relu": "relu"}
+            names = activation if isinstance(activation, list) else [activation]
+            assert onednn == [fused.get(n, "none") if n != "linear" else "none"
+                              for n in names] + ["none"]

@@ -27,6 +27,7 @@ from bert4keras.layers.direct import (  # noqa: F401 (direct_call, _reshape: als
     _reshape,
     _torch_dense,
     calls_directly,
+    dense_activation,
     direct_call,
     int8_dense,
     onednn_dense,
@@ -552,7 +553,13 @@ class FeedForward(QuantizableSublayers, keras.layers.Layer):
             acts = [B.training_activation(act) for act in acts]
         x = None
         for dense, act in zip(self._input_denses(), acts):
-            y = act(call(dense, rows))
+            y = None
+            if not training and keras.backend.backend() == "torch" and calls_directly(dense):
+                # inference on torch: the activation inside oneDNN's product (float32) or
+                # in place on the int8 product's output (direct.dense_activation)
+                y = dense_activation(dense, rows, act)
+            if y is None:
+                y = act(call(dense, rows))
             x = y if x is None else x * y
         return reshape(call(self.o_dense, x), shape)
 
