@@ -58,6 +58,7 @@ Usage::
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -348,7 +349,8 @@ def run_worker(args, workload, impl):
     if args.quick:
         cmd.append("--quick")
     backend = (impl or "").replace("-packed", "").replace("-nojax", "")
-    backend = backend if backend in ("tensorflow", "jax", "torch") else "jax"  # prepare: any
+    if backend not in ("tensorflow", "jax", "torch"):  # prepare: any installed backend
+        backend = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
