@@ -479,6 +479,20 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         k = 1 if beams is None else int(beams[1])
         groups, cache_len = rows // k, keys.shape[1] // k
         length = cache_len if filled is None else min(filled, cache_len)
+        if (k == 1 and fops is not ops and self.normalization == "softmax"
+                and self.p_bias not in ("typical_relative", "t5_relative")
+                and qh.dtype == keys.dtype == values.dtype
+                and fops.dtype_name(qh) == "float32"
+                and not (self.attention_dropout and training)):
+            # eager torch, no beams: one fused attention over the written slots
+            if bias is not None:
+                bias = fops.maximum(_additive_bias(bias[..., :length], fops), B.NEG_INF)
+                for _ in range(4 - len(bias.shape)):
+                    bias = bias[None]
+                bias = fops.transpose(bias, (1, 0, 2, 3))  # (heads|1, batch|1, q_len|1, length)
+            scale = 1 / math.sqrt(self.key_size) if self.attention_scale else 1.0
+            o = fops.cache_attention(qh, keys, values, length, bias, scale)
+            return self._output(fops.transpose(o, (1, 2, 0, 3)), direct=True)
         queries = _reshape(qh, (heads * groups, k * q_len, key_size))
         if length < cache_len:  # (heads * groups, k, length, k * q_len)
             every = fops.cache_scores(keys, queries, k, length)

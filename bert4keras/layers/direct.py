@@ -548,6 +548,24 @@ class _TorchOps:
             return self.torch.einsum("bjld,bmd->bjlm", keys, queries)
         return self.torch.matmul(keys, queries.transpose(1, 2)[:, None])
 
+    def cache_attention(self, queries, keys, values, length, bias, scale):
+        """Softmax attention of ``queries`` ``(heads, batch, q_len, key_size)``
+        over the first ``length`` slots of the one-beam cache ``keys`` /
+        ``values`` ``(heads * batch, cache_len, size)``, as one
+        ``scaled_dot_product_attention`` (torch's fused CPU kernel) instead of
+        a scores product, scaling, bias, softmax and values product:
+        ``softmax(q k^T * scale + bias) v`` ``(heads, batch, q_len,
+        head_size)``, ``bias`` float32 broadcastable to ``(heads, batch,
+        q_len, length)`` or None. The slots are strided views (no copy)."""
+        heads, batch = queries.shape[:2]
+        keys = keys.view(heads, batch, keys.shape[1], keys.shape[2])[:, :, :length]
+        values = values.view(heads, batch, values.shape[1], values.shape[2])[:, :, :length]
+        return self.torch.nn.functional.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=bias, scale=scale)
+
+    def dtype_name(self, x):
+        return str(x.dtype).replace("torch.", "")
+
     def cache_values(self, weights, values, beams):
         """``weights`` ``(b, m, beams, length)`` over the first ``length``
         slots of each of the ``beams`` caches in ``values`` ``(b, beams *
