@@ -88,8 +88,8 @@ class Dense(keras.layers.Dense):
         return super().call(inputs, training=training)
 
     def _int8_call(self, inputs, training=None):
-        """Keras' ``int8`` call; on the PyTorch backend's CPU tensors without
-        gradients its integer product runs through ``torch._int_mm``
+        """Keras' ``int8`` call; on the PyTorch backend's float32 CPU inputs
+        that need no gradient its integer product runs through ``torch._int_mm``
         (:func:`~bert4keras.layers.direct.int8_dense`: the same arithmetic,
         ~14x faster than Keras' int8 ``ops.matmul`` on torch)."""
         if keras.backend.backend() == "torch":
