@@ -36,7 +36,7 @@ import platform
 import sys
 
 __all__ = ["ENVIRONMENT", "applied", "apply_for_backend", "keep_freed_memory",
-           "release_free_memory"]
+           "release_free_memory", "trim_heap"]
 
 #: environment variable: "1" applies :func:`keep_freed_memory` on the JAX backend
 ENVIRONMENT = "BERT4KERAS_KEEP_FREED_MEMORY"
@@ -101,5 +101,22 @@ def release_free_memory():
     heap instead). Returns whether anything ran."""
     if not _applied:
         return False
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return trim_heap()
+
+
+def trim_heap():
+    """Give the free pages inside ``malloc``'s heap back to the kernel now
+    (glibc's ``malloc_trim(0)``), whatever the settings. glibc trims only the
+    top of its heap by itself, so memory freed below live blocks stays
+    resident: after ``model.quantize`` on the PyTorch backend the float
+    kernels and the build's temporaries of a BERT-base (~750 MB) stayed in
+    the process until trimmed (a one-off probe: 1,401 -> 652 MiB resident).
+    Returns whether it ran: False where the C library has no
+    ``malloc_trim`` (not glibc: macOS, musl, Windows)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
     return True

@@ -50,6 +50,8 @@ import threading
 
 import keras
 
+from bert4keras import allocator
+
 #: config key of :class:`QuantizableSublayers`
 SUBLAYER_DTYPES = "sublayer_dtypes"
 
@@ -138,7 +140,9 @@ def quantize_model(model, mode="int8", **kwargs):
     model is set to run under XLA (``model.jit_compile = True``: ``predict``,
     ``evaluate`` and ``fit`` compile with XLA), the only TensorFlow path with a
     fast int8 matmul on a CPU (see the module docstring); call it in your own
-    ``tf.function(jit_compile=True)`` otherwise.
+    ``tf.function(jit_compile=True)`` otherwise. Afterwards the memory the
+    dropped float kernels held is given back to the operating system
+    (:func:`bert4keras.allocator.trim_heap`; glibc keeps it otherwise).
 
     Args:
         model: a built ``keras.Model`` (e.g. ``build_transformer_model`` plus a head).
@@ -159,6 +163,9 @@ def quantize_model(model, mode="int8", **kwargs):
     with warnings.catch_warnings(record=True) as caught, _one_collection():
         warnings.simplefilter("always")
         model.quantize(mode, **kwargs)
+    # the float kernels just dropped stay resident in glibc's heap otherwise (~750 MB
+    # with the build's temporaries for a BERT-base on the PyTorch backend)
+    allocator.trim_heap()
     messages = [str(w.message) for w in caught]
     quantized, skipped = [], {}
     for layer in model._flatten_layers(include_self=False):
