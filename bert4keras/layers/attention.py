@@ -482,14 +482,12 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         if (k == 1 and fops is not ops and self.normalization == "softmax"
                 and self.p_bias not in ("typical_relative", "t5_relative")
                 and qh.dtype == keys.dtype == values.dtype
-                and fops.dtype_name(qh) == "float32"
+                and keras.backend.standardize_dtype(qh.dtype) == "float32"
                 and not (self.attention_dropout and training)):
             # eager torch, no beams: one fused attention over the written slots
             if bias is not None:
-                bias = fops.maximum(_additive_bias(bias[..., :length], fops), B.NEG_INF)
-                for _ in range(4 - len(bias.shape)):
-                    bias = bias[None]
-                bias = fops.transpose(bias, (1, 0, 2, 3))  # (heads|1, batch|1, q_len|1, length)
+                bias = _heads_major_bias(
+                    fops.maximum(_additive_bias(bias[..., :length], fops), B.NEG_INF), fops)
             scale = 1 / math.sqrt(self.key_size) if self.attention_scale else 1.0
             o = fops.cache_attention(qh, keys, values, length, bias, scale)
             return self._output(fops.transpose(o, (1, 2, 0, 3)), direct=True)
@@ -522,9 +520,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         elif self.p_bias == "t5_relative":
             scores = scores + fops.cast(fops.transpose(position, (2, 0, 1)), "float32")[:, None]
         if bias is not None:
-            for _ in range(4 - len(bias.shape)):
-                bias = bias[None]
-            bias = fops.transpose(bias, (1, 0, 2, 3))  # (batch, heads, ..) -> (heads, batch, ..)
+            bias = _heads_major_bias(bias, fops)
         probs = self._probabilities(scores, bias, training, fops=fops)
         weights = _reshape(probs, (heads, groups, k, q_len, length))
         if pick is not None:  # each beam's weights over the slots of the beams that wrote them
@@ -643,6 +639,16 @@ def _additive_bias(bias, fops=ops):
     if len(bias.shape) == 3:  # (batch, q_len, k_len): one bias for every head
         bias = bias[:, None]
     return fops.cast(bias, "float32")
+
+
+def _heads_major_bias(bias, fops=ops):
+    """An attention bias for the cached layout: ``(batch|1, heads|1, q_len|1,
+    k_len)`` (fewer axes: leading ones) -> ``(heads|1, batch|1, q_len|1,
+    k_len)``, the axis order of :meth:`MultiHeadAttention._attend_cache`'s
+    scores."""
+    for _ in range(4 - len(bias.shape)):
+        bias = bias[None]
+    return fops.transpose(bias, (1, 0, 2, 3))
 
 
 def _write_slots(cache, start, new, length, in_place=False):

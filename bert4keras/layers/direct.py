@@ -447,13 +447,11 @@ def _quantize_rows(quantizer, x):
     """
     import torch
 
-    config = quantizer.get_config() if hasattr(quantizer, "get_config") else None
-    if (type(quantizer).__name__ != "AbsMaxQuantizer" or config is None
-            or tuple(config.get("value_range", ())) != (-127, 127)
-            or config.get("output_dtype") != "int8"):
+    if (type(quantizer) is not keras.quantizers.AbsMaxQuantizer
+            or tuple(quantizer.value_range) != (-127, 127) or quantizer.output_dtype != "int8"):
         return quantizer(x, axis=-1)
     peak = torch.maximum(x.amax(-1, keepdim=True), x.amin(-1, keepdim=True).neg_())
-    scale = torch.div(x.new_tensor(127.0), peak.add_(config["epsilon"]))
+    scale = torch.div(x.new_tensor(127.0), peak.add_(quantizer.epsilon))
     if x.numel() <= QUANTIZE_BLOCK:
         return torch.mul(x, scale).round_().to(torch.int8), scale
     width = x.shape[-1]
@@ -562,9 +560,6 @@ class _TorchOps:
         values = values.view(heads, batch, values.shape[1], values.shape[2])[:, :, :length]
         return self.torch.nn.functional.scaled_dot_product_attention(
             queries, keys, values, attn_mask=bias, scale=scale)
-
-    def dtype_name(self, x):
-        return str(x.dtype).replace("torch.", "")
 
     def cache_values(self, weights, values, beams):
         """``weights`` ``(b, m, beams, length)`` over the first ``length``
