@@ -109,8 +109,8 @@ def trim_heap():
     (glibc's ``malloc_trim(0)``), whatever the settings. glibc trims only the
     top of its heap by itself, so memory freed below live blocks stays
     resident: after ``model.quantize`` on the PyTorch backend the float
-    kernels and the build's temporaries of a BERT-base (~750 MB) stayed in
-    the process until trimmed (a one-off probe: 1,401 -> 652 MiB resident).
+    kernels and the build's temporaries of a BERT-base stayed in the process
+    until trimmed.
     Returns whether it ran: False where the C library has no
     ``malloc_trim`` (not glibc: macOS, musl, Windows)."""
     try:

@@ -91,7 +91,7 @@ class Dense(keras.layers.Dense):
         """Keras' ``int8`` call; on the PyTorch backend's float32 CPU inputs
         that need no gradient its integer product runs through ``torch._int_mm``
         (:func:`~bert4keras.layers.direct.int8_dense`: the same arithmetic,
-        ~14x faster than Keras' int8 ``ops.matmul`` on torch)."""
+        where Keras' int8 ``ops.matmul`` runs torch's generic integer loops)."""
         if keras.backend.backend() == "torch":
             outputs = int8_dense(self, inputs)
             if outputs is not None:

@@ -119,9 +119,7 @@ def onednn_dense(layer, inputs, activation=None):
     view, in place, or inside :func:`packed_weights` as a oneDNN-blocked copy),
     then the layer's activation -- inside the same oneDNN call (a post-op) for
     ReLU and the erf / tanh GELUs (:func:`_activations`), which spares a pass
-    over the output and its allocation (BERT-base's ``(4096, 3072)``
-    feed-forward product with GELU: 112 ms against 129 in a one-off timing);
-    None where that does not apply: fewer than
+    over the output and its allocation; None where that does not apply: fewer than
     :data:`ONEDNN_DENSE_ROWS` rows (outside :func:`packed_weights`), LoRA,
     inputs that are not a torch tensor, or any refusal of
     :func:`onednn_linear` (gradients enabled, not float32 on the CPU, a small
@@ -355,7 +353,7 @@ def int8_dense(layer, inputs, activation=None):
     ``keras.ops.matmul`` of int8 tensors runs torch's generic integer loops
     (10 GOP/s on the AMD Zen 4 machine) where ``torch._int_mm`` runs oneDNN's
     VNNI GEMM (507 GOP/s; ``benchmarks/quantized_inference.py``'s kernel
-    probe), so Keras' int8 layer was ~14x slower than float32 there.
+    probe; Keras' int8 product ran at 0.06-0.08x the fp32 product there).
     The int32 product is turned into float32 in its own memory and ReLU / the
     GELUs are applied in place on it (no second ``(rows, out)`` buffer to
     allocate and fault in).
@@ -436,11 +434,9 @@ def _quantize_rows(quantizer, x):
     through one reused buffer, and no clip (``|x| * 127 / (max|x| + eps)``
     rounds to at most 127). The same values as Keras' (the scale is ``127 /
     (max + eps)`` divided as Keras divides; rounding half to even, as
-    ``torch.round``; tests/test_direct.py compares them bit for bit) in a
-    fifteenth of Keras' time on BERT-base's ``(4096, 3072)`` feed-forward
-    input on the AMD Zen 4 machine (4 ms against 62; one-off timing), where
-    every pass that writes a new 48 MiB tensor first faults its pages in.
-    Any other quantizer is called as it is.
+    ``torch.round``; tests/test_direct.py compares them bit for bit) with
+    fewer passes that each write a new tensor (every new 48 MiB tensor first
+    has its pages faulted in). Any other quantizer is called as it is.
 
     Returns:
         ``(int8 (..., in), float32 scale (..., 1))``.

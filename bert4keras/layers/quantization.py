@@ -30,7 +30,7 @@ in Eigen, slower than its own fp32, in graph mode, which is what Keras'
 ``predict`` uses on a CPU by default -- so :func:`quantize_model` sets
 ``model.jit_compile = True`` on TensorFlow for ``int8`` (a model reloaded from
 ``.keras`` needs that line again); torch runs it in its generic integer
-loops on a CPU (slower than fp32 by ~13x), so bert4keras' ``Dense`` sends
+loops on a CPU (0.08x its fp32 matmul in the kernel probe), so bert4keras' ``Dense`` sends
 the product of its int8 call to ``torch._int_mm`` there instead (oneDNN's
 int8 GEMM, ~3x fp32; :func:`bert4keras.layers.direct.int8_dense`, the same
 arithmetic). For a fast CPU model use int8 on JAX, on torch or on TensorFlow
@@ -163,8 +163,8 @@ def quantize_model(model, mode="int8", **kwargs):
     with warnings.catch_warnings(record=True) as caught, _one_collection():
         warnings.simplefilter("always")
         model.quantize(mode, **kwargs)
-    # the float kernels just dropped stay resident in glibc's heap otherwise (~750 MB
-    # with the build's temporaries for a BERT-base on the PyTorch backend)
+    # the float kernels just dropped stay resident in glibc's heap otherwise (with the
+    # build's temporaries, on the PyTorch backend)
     allocator.trim_heap()
     messages = [str(w.message) for w in caught]
     quantized, skipped = [], {}
