@@ -15,10 +15,13 @@ Rows, for every model and batch size (``--batches``, default 1, 8, 32; length
   the TensorFlow backend, called in a ``tf.function``; ``int8`` is a copy after
   Keras 3's ``model.quantize("int8")`` (int8 kernels of every attention /
   feed-forward ``Dense``, per-token int8 activations; embeddings and LayerNorm
-  stay float32; see :mod:`bert4keras.layers.quantization`), compiled by XLA
-  (``jit_compile=True``, which ``quantize_model`` sets on TensorFlow: TF's
-  int8 matmul is fast only there); ``bf16`` a copy under the dtype policy
-  ``bfloat16``; fp32 and bf16 run in graph mode (Keras' default on a CPU);
+  stay float32; see :mod:`bert4keras.layers.quantization`), run as
+  ``quantize_model`` sets it: in graph mode where TensorFlow's oneDNN u8 x s8
+  GEMM is exact (bert4keras' ``Dense`` sends its integer product there,
+  :func:`bert4keras.layers.tf_direct.int8_dense`), else compiled by XLA;
+  ``--tf-int8-xla`` adds ``ours int8-xla``, the same model under XLA (XLA's
+  int8 dot); ``bf16`` a copy under the dtype policy ``bfloat16``; fp32 and
+  bf16 run in graph mode (Keras' default on a CPU);
 * ``ours-jax ...`` / ``ours-torch ...`` (``--backends``): the same three on
   Keras' JAX backend (``jax.jit`` of ``stateless_call``) and torch backend
   (eager, ``inference_mode``; there the int8 ``Dense`` multiplies through
@@ -116,6 +119,10 @@ def parse_args(argv=None):
     p.add_argument("--skip-rows", default="",
                    help="comma list of non-fp32 rows to leave out, e.g. 'ours int8' (TensorFlow's "
                         "int8 is the slowest row; the probe shows why)")
+    p.add_argument("--tf-int8-xla", action="store_true",
+                   help="add an 'ours int8-xla' row: the TensorFlow int8 model under XLA "
+                        "(XLA's int8 dot) instead of graph mode with bert4keras' oneDNN int8 "
+                        "product, which quantize_model picks where that is exact")
     p.add_argument("--no-rss", action="store_true",
                    help="skip the fresh process per row that measures its peak RSS (--quick "
                         "skips it too; the worker processes' peak RSS is printed anyway)")
@@ -208,7 +215,10 @@ def variant(model, precision):
     if precision == "bf16":
         return with_dtype_policy(model, "bfloat16"), None
     int8 = with_dtype_policy(model, "float32")
-    return int8, quantize_model(int8, "int8")
+    report = quantize_model(int8, "int8")
+    if precision == "int8-xla":  # TensorFlow: XLA's int8 dot instead of graph mode + oneDNN
+        int8.jit_compile = True
+    return int8, report
 
 
 def compiled_forward(model, backend):
@@ -218,9 +228,10 @@ def compiled_forward(model, backend):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        # XLA where the model asks for it: quantize_model sets jit_compile for
-        # int8 (TF's int8 matmul is fast only under XLA); fp32 and bf16 run in
-        # graph mode, Keras' choice on a CPU and their faster path here
+        # XLA where the model asks for it (quantize_model sets jit_compile for
+        # int8: False where TF's oneDNN u8 x s8 GEMM is exact, which bert4keras'
+        # Dense then calls, else True); fp32 and bf16 run in graph mode, Keras'
+        # choice on a CPU and their faster path here
         fn = tf.function(lambda x: model(x, training=False),
                          jit_compile=bool(getattr(model, "jit_compile", False)))
         return lambda x: np.asarray(fn([tf.constant(a) for a in x]), "float32")
@@ -397,6 +408,7 @@ def speed(name, args, peak, lines, results, tmp):
     rounds across the workers; print and record."""
     libs = [b for b in args.backends.split(",")] + ([] if args.no_torch else ["hf"])
     rows = {lib: [p for p in PRECISIONS if row_name(lib, p) not in args.skip_rows]
+            + (["int8-xla"] if lib == "tensorflow" and args.tf_int8_xla else [])
             for lib in libs}
     workers = [Worker(libs[0], name, rows[libs[0]], args, tmp)]  # first: writes the weights
     workers += [Worker(lib, name, rows[lib], args, tmp) for lib in libs[1:]]
@@ -530,11 +542,18 @@ def probe_child(backend, args):
              "bf16": (keras.ops.matmul, a, b, "bfloat16")}
     if backend == "torch":
         cases["torch._int_mm"] = (torch._int_mm, a8, b8, "int8")
-    if backend == "tensorflow":  # the int8 model's path (quantize_model sets jit_compile)
+    if backend == "tensorflow":  # the int8 model's paths (quantize_model picks one)
+        from bert4keras.layers.tf_direct import u8s8_available, u8s8_matmul
+
         cases["int8->int32 XLA"] = (keras.ops.matmul, a8, b8, "int8")
+    if backend == "tensorflow" and u8s8_available():
+        # bert4keras' Dense in graph mode: oneDNN's u8 x s8 GEMM (the shifted inputs)
+        cases["u8s8->int32 oneDNN"] = (u8s8_matmul, (a8.astype("int16") + 128).astype("uint8"),
+                                       b8, "uint8|int8")
     out = {"shape": [m, k, n]}
     for case, (op, x, y, dtype) in cases.items():
-        x, y = cast(x, dtype), cast(y, dtype)
+        x_dtype, _, y_dtype = dtype.partition("|")
+        x, y = cast(x, x_dtype), cast(y, y_dtype or x_dtype)
         fn = tf.function(op, jit_compile=True) if case.endswith(" XLA") else jit(op)
         run = lambda: sync(fn(x, y))  # noqa: E731
         if backend == "torch":
@@ -564,10 +583,15 @@ def onednn_kernels(stdout, backend):
             continue
         at = fields.index("exec")
         kind, impl, desc = fields[at + 2], fields[at + 3], ",".join(fields[at + 4:])
+        if kind == "reorder":  # a layout change of an operand, not the product
+            continue
         # Keras' int8 matmul on torch/CPU casts to int32 (no oneDNN int kernel);
         # the s8 primitive there is torch._int_mm's
         int8_case = "torch._int_mm" if backend == "torch" else "int8->int32"
-        for case, tag in (("fp32", "f32"), (int8_case, "s8"), ("bf16", "bf16")):
+        tags = [("fp32", "f32"), (int8_case, "s8"), ("bf16", "bf16")]
+        if backend == "tensorflow":  # bert4keras' int8 Dense in graph mode
+            tags.append(("u8s8->int32 oneDNN", "u8"))
+        for case, tag in tags:
             if "src_%s" % tag in desc or "src:%s" % tag in desc:
                 found.setdefault(case, ("oneDNN %s %s" % (kind, impl)).strip())
     return found
@@ -602,7 +626,7 @@ def kernel_probe(args, lines, results):
         m, k, n = out.pop("shape")
         lines.append("  %s (%d x %d) @ (%d x %d):" % (backend, m, k, k, n))
         for case, row in out.items():
-            lines.append("    %-14s %8.1f G(FL)OP/s  %5.2fx fp32   %s" % (
+            lines.append("    %-18s %8.1f G(FL)OP/s  %5.2fx fp32   %s" % (
                 case, row["gops"], row["gops"] / out["fp32"]["gops"], row["kernel"]))
         results.setdefault("kernels", {})[backend] = out
         if backend == "tensorflow":  # the yardstick keys of earlier results files
@@ -658,8 +682,6 @@ def accuracy_child(backend, args):
         models["int8"].save(path)
         code = ("import sys, numpy as np, bert4keras, keras; "
                 "m = keras.saving.load_model(sys.argv[1]); "
-                # as quantize_model set it: int8 under XLA on TensorFlow
-                "m.jit_compile = m.jit_compile or keras.backend.backend() == 'tensorflow'; "
                 "x = np.load(sys.argv[2]); print('MAXDIFF', float(np.abs(np.asarray("
                 "m.predict_on_batch([x['a'], x['b']])) - x['p']).max()))")
         np.savez(os.path.join(tmp, "x.npz"), a=inputs[0], b=inputs[1],

@@ -248,13 +248,18 @@ def test_benchmark_quick_smoke():
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import quantized_inference
 
+    from bert4keras.layers.tf_direct import u8s8_available
+
     results = quantized_inference.main(["--quick", "--models", "base", "--batches", "1",
-                                        "--no-torch"])
+                                        "--no-torch", "--tf-int8-xla"])
     assert results["quantized_layers"] == {"base": 12}
     rows = {row["row"]: row for row in results["rows"]}
-    assert set(rows) == {"ours fp32", "ours int8", "ours bf16"}
+    assert set(rows) == {"ours fp32", "ours int8", "ours bf16", "ours int8-xla"}
     assert 0 < rows["ours int8"]["max_abs_diff_vs_own_fp32"] < 0.05
-    assert set(results["matmul"]) == {"fp32", "int8->int32", "bf16", "int8->int32 XLA"}
+    assert abs(rows["ours int8"]["max_abs_diff_vs_own_fp32"]
+               - rows["ours int8-xla"]["max_abs_diff_vs_own_fp32"]) < 0.01
+    assert set(results["matmul"]) == {"fp32", "int8->int32", "bf16", "int8->int32 XLA"} | (
+        {"u8s8->int32 oneDNN"} if u8s8_available() else set())
 
 
 def test_onednn_verbose_parsing():
@@ -270,11 +275,17 @@ def test_onednn_verbose_parsing():
         "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx10_1_512_amx,undef,"
         "src:bf16::blocked:ab::f0 wei:bf16::blocked:ab::f0 dst:bf16::blocked:ab::f0,,,"
         "32x64:64x128,0.04",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src_s8::blocked:ab::f0 "
+        "dst_s8::blocked:AB16b64a4b::f0,,,64x128,0.01",
         "onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_s8::blocked:ab:f0 "
-        "wei_s8::blocked:ab:f0 dst_s32::blocked:ab:f0,,,32x64:64x128,0.02"])
+        "wei_s8::blocked:ab:f0 dst_s32::blocked:ab:f0,,,32x64:64x128,0.02",
+        "onednn_verbose,v1,primitive,exec,cpu,inner_product,brgemm:avx512_core_vnni,"
+        "forward_inference,src_u8::blocked:ab::f0 wei_s8:p:blocked:AB16b64a4b::f0 "
+        "dst_s32::blocked:ab::f0,,,mb32ic64oc128,0.03"])
     tf = quantized_inference.onednn_kernels(log, "tensorflow")
     assert tf == {"fp32": "oneDNN gemm_api", "int8->int32": "oneDNN gemm_api",
-                  "bf16": "oneDNN matmul brg_matmul:avx10_1_512_amx"}
+                  "bf16": "oneDNN matmul brg_matmul:avx10_1_512_amx",
+                  "u8s8->int32 oneDNN": "oneDNN inner_product brgemm:avx512_core_vnni"}
     torch = quantized_inference.onednn_kernels(log, "torch")
     assert "int8->int32" not in torch and torch["torch._int_mm"] == "oneDNN gemm_api"
     assert quantized_inference.onednn_kernels(log.splitlines()[0], "tensorflow") == {}
@@ -329,12 +340,121 @@ def test_benchmark_sentiment_accuracy_tiny(tmp_path):
     assert out["int8_reload_max_diff"] is not None and out["int8_reload_max_diff"] < 1e-4
 
 
-def test_int8_on_tensorflow_runs_under_xla_and_matches_numpy():
-    """On TensorFlow ``quantize_model(..., "int8")`` sets ``model.jit_compile``
-    (TF's int8 matmul is fast only under XLA), and ``predict`` then compiled by
-    XLA still computes Keras' int8 scheme: a one-``Dense`` model equals the
-    NumPy int8 reference, and the tiny BERT's predictions equal the same
-    model's outside XLA up to rounding ties of the int8 activations."""
+def count_u8s8_products(monkeypatch):
+    """Patch ``tf_direct.u8s8_matmul`` to count its calls (traces, in graph mode)."""
+    from bert4keras.layers import tf_direct
+
+    calls = []
+    real = tf_direct.u8s8_matmul
+
+    def counted(a, b):
+        calls.append(tuple(a.shape))
+        return real(a, b)
+
+    monkeypatch.setattr(tf_direct, "u8s8_matmul", counted)
+    return calls
+
+
+def test_int8_on_tensorflow_uses_onednn_in_graph_mode_and_matches_keras(monkeypatch):
+    """On TensorFlow, where the oneDNN u8 x s8 GEMM is exact here,
+    ``quantize_model(..., "int8")`` leaves the model in graph mode and our
+    ``Dense`` sends its integer product there: the outputs equal Keras' own
+    int8 call (and the NumPy int8 reference), with and without an
+    activation, at 2-D and 3-D inputs; under XLA (``jit_compile=True``) and
+    under a gradient tape Keras' own call runs, and the gradient is Keras'."""
+    import keras
+
+    from bert4keras.layers import Dense, tf_direct
+    from bert4keras.layers.quantization import quantize_model
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow's oneDNN kernel")
+    import tensorflow as tf
+
+    available = tf_direct.u8s8_available()
+    rng = np.random.RandomState(5)
+    x = rng.normal(size=(4, 6, 16)).astype("float32")
+    inputs = keras.Input((6, 16))
+    model = keras.Model(inputs, Dense(24, name="d")(inputs))
+    layer = model.get_layer("d")
+    layer.bias.assign(rng.normal(size=24).astype("float32"))
+    kernel, bias = (np.asarray(w, "float64") for w in layer.get_weights())
+    model.predict(x, verbose=0)  # a predict function traced before quantizing
+    calls = count_u8s8_products(monkeypatch)
+    report = quantize_model(model, "int8")
+    assert report["jit_compile"] is (not available) and model.jit_compile is (not available)
+    got = model.predict(x, verbose=0)
+    assert len(calls) == (1 if available else 0)  # one trace of the predict function
+    if not available:
+        pytest.skip("no exact oneDNN u8 x s8 kernel in this TensorFlow / CPU")
+    keras_own = keras.ops.convert_to_numpy(keras.layers.Dense._int8_call(layer, tf.constant(x)))
+    np.testing.assert_allclose(got, keras_own, rtol=1e-6, atol=1e-6)
+    expected = numpy_int8_dense(x.astype("float64"), kernel, bias)
+    np.testing.assert_allclose(got, expected, atol=2e-3 * np.abs(expected).max())
+
+    for activation, shape in (("gelu", (3, 16)), ("relu", (2, 5, 16))):
+        dense = Dense(40, activation=activation)
+        dense.build(shape)
+        dense.quantize("int8")
+        values = tf.constant(rng.normal(size=shape).astype("float32") * 3)
+        ours = tf.function(lambda t, dense=dense: dense(t))(values)
+        keras_own = tf.function(lambda t, dense=dense: keras.layers.Dense._int8_call(dense, t))(
+            values)
+        assert ours.shape == keras_own.shape == shape[:-1] + (40,)
+        np.testing.assert_allclose(ours.numpy(), keras_own.numpy(), rtol=1e-5, atol=1e-5)
+
+    del calls[:]
+    xla = tf.function(lambda t: layer(t), jit_compile=True)(tf.constant(x))
+    assert calls == []  # XLA's own int8 dot: the oneDNN op has no XLA kernel
+    np.testing.assert_allclose(xla.numpy(), got, atol=2e-3 * np.abs(got).max())
+
+    values = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(values)
+        loss = tf.reduce_sum(layer(values) ** 2)
+    assert calls == []  # a tape may record: Keras' call, with its custom gradient
+    grad = tape.gradient(loss, values)
+    with tf.GradientTape() as tape:
+        tape.watch(values)
+        loss = tf.reduce_sum(keras.layers.Dense._int8_call(layer, values) ** 2)
+    np.testing.assert_allclose(grad.numpy(), tape.gradient(loss, values).numpy(), rtol=1e-6)
+
+
+def test_u8s8_exactness_check_refuses_a_saturating_kernel():
+    """The check behind ``u8s8_available`` multiplies 255s by +-127s: a
+    kernel that sums pairs of u8 x s8 products in int16 with saturation (the
+    pre-VNNI instruction) fails it and is never used."""
+    from bert4keras.layers import tf_direct
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow's oneDNN kernel")
+    import tensorflow as tf
+
+    def saturating(a, b, bias, min_a, max_a, min_b, max_b, Toutput):
+        products = (tf.cast(tf.bitcast(a, tf.uint8), tf.int32)[:, :, None]
+                    * tf.cast(tf.bitcast(b, tf.int8), tf.int32)[None])
+        pairs = tf.clip_by_value(products[:, 0::2] + products[:, 1::2], -32768, 32767)
+        return tf.bitcast(tf.reduce_sum(pairs, 1), tf.qint32), min_a, max_a
+
+    def exact(a, b, bias, min_a, max_a, min_b, max_b, Toutput):
+        out = tf.matmul(tf.cast(tf.bitcast(a, tf.uint8), tf.int32),
+                        tf.cast(tf.bitcast(b, tf.int8), tf.int32))
+        return tf.bitcast(out, tf.qint32), min_a, max_a
+
+    assert not tf_direct.multiplies_exactly(saturating)
+    assert tf_direct.multiplies_exactly(exact)
+
+
+def test_int8_on_tensorflow_runs_under_xla_and_matches_numpy(monkeypatch):
+    """Where the oneDNN u8 x s8 GEMM is not exact (made so here),
+    ``quantize_model(..., "int8")`` sets ``model.jit_compile`` on TensorFlow
+    (XLA's int8 dot), and ``predict`` then compiled by XLA still computes
+    Keras' int8 scheme: a one-``Dense`` model equals the NumPy int8
+    reference, and the tiny BERT's predictions equal the same model's in
+    graph mode (the oneDNN path, where available) up to rounding ties of the
+    int8 activations."""
     import keras
 
     from bert4keras.layers.quantization import quantize_model
@@ -349,6 +469,9 @@ def test_int8_on_tensorflow_runs_under_xla_and_matches_numpy():
     model = keras.Model(inputs, keras.layers.Dense(24, name="d")(inputs))
     kernel, bias = (np.asarray(w, "float64") for w in model.get_layer("d").get_weights())
     model.predict(x, verbose=0)  # a graph-mode predict function exists before quantizing
+    from bert4keras.layers import tf_direct
+
+    monkeypatch.setattr(tf_direct, "u8s8_available", lambda: False)
     report = quantize_model(model, "int8")
     assert report["jit_compile"] is True and model.jit_compile is True
     got = model.predict(x, verbose=0)
@@ -357,6 +480,7 @@ def test_int8_on_tensorflow_runs_under_xla_and_matches_numpy():
 
     bert = tiny_classifier()
     quantize_model(bert, "int8")
+    monkeypatch.undo()
     inputs = tiny_inputs()
     xla = bert.predict(inputs, verbose=0)
     graph = np.asarray(tf.function(lambda a, b: bert([a, b], training=False))(*inputs))

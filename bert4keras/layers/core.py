@@ -35,6 +35,7 @@ from bert4keras.layers.direct import (  # noqa: F401 (direct_call, _reshape: als
     register_torch_call,
 )
 from bert4keras.layers.quantization import QuantizableSublayers
+from bert4keras.layers.tf_direct import int8_dense as tf_int8_dense
 
 register = keras.saving.register_keras_serializable(package="bert4keras")
 
@@ -92,10 +93,14 @@ class Dense(keras.layers.Dense):
         that need no gradient its integer product runs through ``torch._int_mm``
         (:func:`~bert4keras.layers.direct.int8_dense`: the same arithmetic,
         where Keras' int8 ``ops.matmul`` runs torch's generic integer loops)."""
-        if keras.backend.backend() == "torch":
+        backend = keras.backend.backend()
+        outputs = None
+        if backend == "torch":
             outputs = int8_dense(self, inputs)
-            if outputs is not None:
-                return outputs
+        elif backend == "tensorflow":
+            outputs = tf_int8_dense(self, inputs)
+        if outputs is not None:
+            return outputs
         return super()._int8_call(inputs, training=training)
 
     def quantize(self, mode=None, type_check=True, config=None):

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from bert4keras.layers.core import register
+from bert4keras.layers.tf_direct import in_xla_trace as _in_xla_trace
 
 
 @register
@@ -68,20 +69,6 @@ def _tf_keep_mask(inputs, noise_shape, seed, threshold):
     bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None,
                                        dtype=tf.uint32, alg=alg)
     return bits < tf.constant(threshold, tf.uint32)
-
-
-def _in_xla_trace():
-    """True while TensorFlow traces a ``jit_compile=True`` function (Keras'
-    default train step on TensorFlow): ``tf.function`` traces it inside an
-    ``XLAControlFlowContext``. Private TensorFlow API, so any failure means
-    False (Philox, which runs everywhere)."""
-    try:
-        import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
-
-        return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-    except Exception:  # noqa: BLE001 -- a moved private API must not break dropout
-        return False
 
 
 def _jax_keep_mask(inputs, noise_shape, seed, threshold):

@@ -23,19 +23,20 @@ unchanged (no ``sublayer_dtypes`` key).
 Speed depends on the backend, because Keras' int8 ``Dense`` multiplies int8
 inputs by the int8 kernel with ``keras.ops.matmul`` (int32 result) and each
 backend sends that op to a different kernel on a CPU (Keras 3.15; measured by
-``benchmarks/quantized_inference.py``'s kernel probe on a Xeon with AVX512-VNNI
-and AMX): JAX compiles it to XLA's YNNPACK int8 kernel (several times its fp32
-matmul); TensorFlow does the same under XLA (``jit_compile=True``) but runs it
-in Eigen, slower than its own fp32, in graph mode, which is what Keras'
-``predict`` uses on a CPU by default -- so :func:`quantize_model` sets
-``model.jit_compile = True`` on TensorFlow for ``int8`` (a model reloaded from
-``.keras`` needs that line again); torch runs it in its generic integer
-loops on a CPU (0.08x its fp32 matmul in the kernel probe), so bert4keras' ``Dense`` sends
-the product of its int8 call to ``torch._int_mm`` there instead (oneDNN's
-int8 GEMM, ~3x fp32; :func:`bert4keras.layers.direct.int8_dense`, the same
-arithmetic). For a fast CPU model use int8 on JAX, on torch or on TensorFlow
-under XLA, or a ``bfloat16`` copy (:func:`with_dtype_policy`) on TensorFlow
-or torch, whose bf16 matmuls run oneDNN's AVX512-BF16 / AMX kernels
+``benchmarks/quantized_inference.py``'s kernel probe): JAX compiles it to
+XLA's YNNPACK int8 kernel; TensorFlow does the same under XLA
+(``jit_compile=True``; 1.38x its fp32 matmul on the AMD Zen 4 machine, which
+has no AMX) but runs it in Eigen, slower than its own fp32, in graph mode;
+torch runs it in its generic integer loops (0.08x its fp32 matmul). So
+bert4keras' ``Dense`` sends the product of its int8 call elsewhere on those
+two: on torch to ``torch._int_mm`` (oneDNN's int8 GEMM;
+:func:`bert4keras.layers.direct.int8_dense`), on TensorFlow in graph mode to
+TensorFlow's oneDNN u8 x s8 GEMM (:func:`bert4keras.layers.tf_direct.int8_dense`,
+2.81x its fp32 matmul there), both with Keras' arithmetic; and
+:func:`quantize_model` sets the TensorFlow model to graph mode where that GEMM
+is exact (else to XLA). For a fast CPU model use int8 on torch, TensorFlow or
+JAX, or a ``bfloat16`` copy (:func:`with_dtype_policy`) on TensorFlow or
+torch, whose bf16 matmuls run oneDNN's AVX512-BF16 / AMX kernels
 (TensorFlow: in graph mode, not XLA).
 
 Not quantized (Keras leaves them in float and warns, the model still runs):
@@ -137,10 +138,14 @@ def quantize_model(model, mode="int8", **kwargs):
 
     Keras warns once per leaf layer it cannot quantize; those warnings are
     collected here instead of printed. On the TensorFlow backend an ``int8``
-    model is set to run under XLA (``model.jit_compile = True``: ``predict``,
-    ``evaluate`` and ``fit`` compile with XLA), the only TensorFlow path with a
-    fast int8 matmul on a CPU (see the module docstring); call it in your own
-    ``tf.function(jit_compile=True)`` otherwise. Afterwards the memory the
+    model is set to run in graph mode (``model.jit_compile = False``) where
+    TensorFlow's oneDNN u8 x s8 GEMM multiplies exactly on this CPU (AVX512-
+    VNNI or AMX; bert4keras' ``Dense`` then sends its integer product there,
+    :func:`bert4keras.layers.tf_direct.int8_dense`), and under XLA
+    (``model.jit_compile = True``, XLA's own int8 dot) where it does not:
+    ``predict``, ``evaluate`` and ``fit`` follow the setting. A model
+    reloaded from ``.keras`` runs in graph mode on a CPU-only machine
+    (Keras' ``'auto'``). Afterwards the memory the
     dropped float kernels held is given back to the operating system
     (:func:`bert4keras.allocator.trim_heap`; glibc keeps it otherwise).
 
@@ -178,9 +183,11 @@ def quantize_model(model, mode="int8", **kwargs):
             skipped[layer.path] = own[0] if own else (
                 "%s has no %r quantization in Keras" % (type(layer).__name__, mode))
     if mode == "int8" and quantized and keras.backend.backend() == "tensorflow":
-        model.jit_compile = True
+        from bert4keras.layers.tf_direct import u8s8_available
+
+        model.jit_compile = not u8s8_available()
         for name in ("train_function", "test_function", "predict_function"):
-            if getattr(model, name, None) is not None:  # traced before: retrace with XLA
+            if getattr(model, name, None) is not None:  # traced before: retrace
                 setattr(model, name, None)
     return {"quantized": quantized, "skipped": skipped,
             "jit_compile": getattr(model, "jit_compile", None)}
