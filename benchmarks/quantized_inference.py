@@ -119,6 +119,10 @@ def parse_args(argv=None):
     p.add_argument("--skip-rows", default="",
                    help="comma list of non-fp32 rows to leave out, e.g. 'ours int8' (TensorFlow's "
                         "int8 is the slowest row; the probe shows why)")
+    p.add_argument("--tf-int8", choices=("auto", "graph", "xla"), default="auto",
+                   help="how the TensorFlow 'ours int8' row (and --model's int8) runs: as "
+                        "quantize_model sets it (auto), in graph mode with bert4keras' oneDNN "
+                        "int8 product (graph), or under XLA (xla)")
     p.add_argument("--tf-int8-xla", action="store_true",
                    help="add an 'ours int8-xla' row: the TensorFlow int8 model under XLA "
                         "(XLA's int8 dot) instead of graph mode with bert4keras' oneDNN int8 "
@@ -205,9 +209,11 @@ def build_ours(name, args, weights_dir):
     return transformer, config
 
 
-def variant(model, precision):
+def variant(model, precision, tf_int8="auto"):
     """``(model, quantize report or None)``: ``model`` itself (fp32), an int8
-    copy (Keras' ``quantize``) or a bfloat16 copy, holding the same weights."""
+    copy (Keras' ``quantize``) or a bfloat16 copy, holding the same weights.
+    ``tf_int8`` (``--tf-int8``): ``'graph'`` / ``'xla'`` override the
+    TensorFlow int8 model's ``jit_compile`` that ``quantize_model`` chose."""
     from bert4keras.layers.quantization import quantize_model, with_dtype_policy
 
     if precision == "fp32":
@@ -216,8 +222,10 @@ def variant(model, precision):
         return with_dtype_policy(model, "bfloat16"), None
     int8 = with_dtype_policy(model, "float32")
     report = quantize_model(int8, "int8")
-    if precision == "int8-xla":  # TensorFlow: XLA's int8 dot instead of graph mode + oneDNN
+    if precision == "int8-xla" or tf_int8 == "xla":  # TF: XLA's int8 dot
         int8.jit_compile = True
+    elif tf_int8 == "graph":  # TF: graph mode, bert4keras' oneDNN int8 product
+        int8.jit_compile = False
     return int8, report
 
 
@@ -334,7 +342,7 @@ def worker_main(spec, args):
                torch_variants(transformer, config, spec["rows"]).items()}
     else:
         for precision in spec["rows"]:
-            model, report = variant(transformer.model, precision)
+            model, report = variant(transformer.model, precision, args.tf_int8)
             fns[precision] = compiled_forward(model, lib)
             if report:
                 info["quantized_layers"] = len(report["quantized"])
@@ -398,7 +406,8 @@ class Worker:
 def worker_argv(args):
     """The flags a worker needs to rebuild the same models and inputs."""
     out = ["--seq-len", str(args.seq_len), "--warmup", str(args.warmup), "--iters",
-           str(args.iters), "--threads", str(args.threads), "--seed", str(args.seed)]
+           str(args.iters), "--threads", str(args.threads), "--seed", str(args.seed),
+           "--tf-int8", args.tf_int8]
     return out + (["--quick"] if args.quick else [])
 
 
@@ -651,7 +660,7 @@ def accuracy_child(backend, args):
     model = keras.saving.load_model(args.model)
     models, reports = {}, {}
     for precision in PRECISIONS:
-        models[precision], reports[precision] = variant(model, precision)
+        models[precision], reports[precision] = variant(model, precision, args.tf_int8)
     tokenizer = Tokenizer(args.vocab, do_lower_case=True)
     test = load_sentiment_reviews()["test"]
     if args.limit:
@@ -669,7 +678,8 @@ def accuracy_child(backend, args):
             predictions[key].append(np.asarray(m.predict_on_batch(inputs), "float32"))
     labels = np.array(labels)
     out = {"backend": backend, "test_texts": len(labels),
-           "quantized_layers": len(reports["int8"]["quantized"])}
+           "quantized_layers": len(reports["int8"]["quantized"]),
+           "int8_jit_compile": getattr(models["int8"], "jit_compile", None)}
     probs = {key: np.concatenate(p) for key, p in predictions.items()}
     for key, p in probs.items():
         out["acc_" + key] = float((p.argmax(-1) == labels).mean())
@@ -702,7 +712,7 @@ def sentiment_accuracy(args, results):
     if not os.path.exists(args.model):
         raise FileNotFoundError("--model: no saved model at %s" % args.model)
     argv = ["--model", os.path.abspath(args.model), "--vocab", args.vocab, "--maxlen",
-            str(args.maxlen), "--limit", str(args.limit)]
+            str(args.maxlen), "--limit", str(args.limit), "--tf-int8", args.tf_int8]
     for backend in args.accuracy_backends.split(","):
         run = subprocess.run([sys.executable, os.path.abspath(__file__), "--accuracy-child",
                               backend] + argv, capture_output=True, text=True,
@@ -711,8 +721,8 @@ def sentiment_accuracy(args, results):
         if run.returncode or not replies:
             raise RuntimeError("accuracy on %s failed:\n%s" % (backend, run.stderr[-2000:]))
         out = json.loads(replies[-1][len(REPLY):])
-        print("\nsentiment test (%d texts), %s backend, %s:" % (
-            out["test_texts"], backend, args.model))
+        print("\nsentiment test (%d texts), %s backend, %s (int8 model's jit_compile: %s):" % (
+            out["test_texts"], backend, args.model, out.get("int8_jit_compile")))
         for key in PRECISIONS:
             extra = "" if key == "fp32" else "  (%+.2f points, argmax agreement %.4f)" % (
                 100 * (out["acc_" + key] - out["acc_fp32"]), out["argmax_agreement_" + key])

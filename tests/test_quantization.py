@@ -364,7 +364,7 @@ def test_int8_on_tensorflow_uses_onednn_in_graph_mode_and_matches_keras(monkeypa
     under a gradient tape Keras' own call runs, and the gradient is Keras'."""
     import keras
 
-    from bert4keras.layers import Dense, tf_direct
+    from bert4keras.layers import Dense, quantization, tf_direct
     from bert4keras.layers.quantization import quantize_model
 
     if keras.backend.backend() != "tensorflow":
@@ -372,6 +372,8 @@ def test_int8_on_tensorflow_uses_onednn_in_graph_mode_and_matches_keras(monkeypa
     import tensorflow as tf
 
     available = tf_direct.u8s8_available()
+    small = tiny_classifier()  # kernels of 32 x 48 weights on average: XLA's int8 dot
+    assert quantize_model(small, "int8")["jit_compile"] is True
     rng = np.random.RandomState(5)
     x = rng.normal(size=(4, 6, 16)).astype("float32")
     inputs = keras.Input((6, 16))
@@ -381,6 +383,7 @@ def test_int8_on_tensorflow_uses_onednn_in_graph_mode_and_matches_keras(monkeypa
     kernel, bias = (np.asarray(w, "float64") for w in layer.get_weights())
     model.predict(x, verbose=0)  # a predict function traced before quantizing
     calls = count_u8s8_products(monkeypatch)
+    monkeypatch.setattr(quantization, "ONEDNN_MIN_MEAN_KERNEL", 0)  # this tiny layer too
     report = quantize_model(model, "int8")
     assert report["jit_compile"] is (not available) and model.jit_compile is (not available)
     got = model.predict(x, verbose=0)

@@ -47,6 +47,7 @@ normalisation, bias and mask layers (no matmul weights).
 
 import contextlib
 import gc
+import math
 import threading
 
 import keras
@@ -55,6 +56,15 @@ from bert4keras import allocator
 
 #: config key of :class:`QuantizableSublayers`
 SUBLAYER_DTYPES = "sublayer_dtypes"
+
+#: TensorFlow int8: models whose quantized kernels hold at least this many weights on
+#: average run in graph mode with oneDNN's int8 GEMM, smaller ones under XLA. On the AMD
+#: Zen 4 machine BERT-base (1.2M on average) ran at 2.2-2.4x its fp32 at batch 8 and 32
+#: in graph mode against 1.3x under XLA, and the shipped small BERT (74K) at 1.0-1.4x
+#: against 1.2-2.1x under XLA, where the fixed costs per call of the oneDNN path
+#: (reordering the kernel, two XLA calls around it) outweigh its faster GEMM
+#: (README, Benchmarks).
+ONEDNN_MIN_MEAN_KERNEL = 1 << 19
 
 
 class QuantizableSublayers:
@@ -141,8 +151,11 @@ def quantize_model(model, mode="int8", **kwargs):
     model is set to run in graph mode (``model.jit_compile = False``) where
     TensorFlow's oneDNN u8 x s8 GEMM multiplies exactly on this CPU (AVX512-
     VNNI or AMX; bert4keras' ``Dense`` then sends its integer product there,
-    :func:`bert4keras.layers.tf_direct.int8_dense`), and under XLA
-    (``model.jit_compile = True``, XLA's own int8 dot) where it does not:
+    :func:`bert4keras.layers.tf_direct.int8_dense`) and the quantized kernels
+    hold :data:`ONEDNN_MIN_MEAN_KERNEL` weights or more on average (BERT-base
+    does, the shipped small BERT does not), else under XLA
+    (``model.jit_compile = True``, XLA's own int8 dot; also the faster choice
+    for BERT-base at batch 1 on the AMD Zen 4 machine, README's Benchmarks):
     ``predict``, ``evaluate`` and ``fit`` follow the setting. A model
     reloaded from ``.keras`` runs in graph mode on a CPU-only machine
     (Keras' ``'auto'``). Afterwards the memory the
@@ -185,7 +198,12 @@ def quantize_model(model, mode="int8", **kwargs):
     if mode == "int8" and quantized and keras.backend.backend() == "tensorflow":
         from bert4keras.layers.tf_direct import u8s8_available
 
-        model.jit_compile = not u8s8_available()
+        sizes = [math.prod(layer._kernel.shape)
+                 for layer in model._flatten_layers(include_self=False)
+                 if getattr(layer, "quantization_mode", None) == "int8"
+                 and getattr(layer, "_kernel", None) is not None]
+        large = bool(sizes) and sum(sizes) / len(sizes) >= ONEDNN_MIN_MEAN_KERNEL
+        model.jit_compile = not (large and u8s8_available())
         for name in ("train_function", "test_function", "predict_function"):
             if getattr(model, name, None) is not None:  # traced before: retrace
                 setattr(model, name, None)
