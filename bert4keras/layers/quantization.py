@@ -32,7 +32,7 @@ bert4keras' ``Dense`` sends the product of its int8 call elsewhere on those
 two: on torch to ``torch._int_mm`` (oneDNN's int8 GEMM;
 :func:`bert4keras.layers.direct.int8_dense`), on TensorFlow in graph mode to
 TensorFlow's oneDNN u8 x s8 GEMM (:func:`bert4keras.layers.tf_direct.int8_dense`,
-2.81x its fp32 matmul there), both with Keras' arithmetic; and
+2.8-3.1x its fp32 matmul there), both with Keras' arithmetic; and
 :func:`quantize_model` sets the TensorFlow model to graph mode where that GEMM
 is exact (else to XLA). For a fast CPU model use int8 on torch, TensorFlow or
 JAX, or a ``bfloat16`` copy (:func:`with_dtype_policy`) on TensorFlow or
@@ -59,11 +59,11 @@ SUBLAYER_DTYPES = "sublayer_dtypes"
 
 #: TensorFlow int8: models whose quantized kernels hold at least this many weights on
 #: average run in graph mode with oneDNN's int8 GEMM, smaller ones under XLA. On the AMD
-#: Zen 4 machine BERT-base (1.2M on average) ran at 2.2-2.4x its fp32 at batch 8 and 32
-#: in graph mode against 1.3x under XLA, and the shipped small BERT (74K) at 1.0-1.4x
-#: against 1.2-2.1x under XLA, where the fixed costs per call of the oneDNN path
-#: (reordering the kernel, two XLA calls around it) outweigh its faster GEMM
-#: (README, Benchmarks).
+#: Zen 4 machine BERT-base (1.2M on average) ran at 1.6-2.2x its fp32 at batch 1 to 32 in
+#: graph mode against 1.2-1.5x under XLA, and the shipped small BERT (74K) at 1.05x / 1.40x
+#: at batch 1 / 8 against 1.90x / 1.59x under XLA (1.35x against 1.13x at batch 32), where
+#: the fixed costs per call of the oneDNN path (reordering the kernel, two XLA calls around
+#: it) outweigh its faster GEMM (README, Benchmarks).
 ONEDNN_MIN_MEAN_KERNEL = 1 << 19
 
 
@@ -154,8 +154,7 @@ def quantize_model(model, mode="int8", **kwargs):
     :func:`bert4keras.layers.tf_direct.int8_dense`) and the quantized kernels
     hold :data:`ONEDNN_MIN_MEAN_KERNEL` weights or more on average (BERT-base
     does, the shipped small BERT does not), else under XLA
-    (``model.jit_compile = True``, XLA's own int8 dot; also the faster choice
-    for BERT-base at batch 1 on the AMD Zen 4 machine, README's Benchmarks):
+    (``model.jit_compile = True``, XLA's own int8 dot):
     ``predict``, ``evaluate`` and ``fit`` follow the setting. A model
     reloaded from ``.keras`` runs in graph mode on a CPU-only machine
     (Keras' ``'auto'``). Afterwards the memory the

@@ -8,7 +8,7 @@ kernel with ``keras.ops.matmul``; in TensorFlow's graph mode (what Keras'
 at 0.38x TensorFlow's own float32 matmul speed, and under XLA it is 1.38x
 the float32 matmul on a CPU without AMX. TensorFlow also ships oneDNN's u8 x
 s8 -> s32 GEMM (``QuantizedMatMulWithBias``, AVX512-VNNI / AMX), which ran
-at 2.81x its float32 matmul (``benchmarks/quantized_inference.py``'s kernel
+at 2.81-3.08x its float32 matmul (``benchmarks/quantized_inference.py``'s kernel
 probe, 4096 x 768 x 3072, AMD Zen 4 machine, README's Benchmarks). :func:`int8_dense`
 computes Keras' int8 ``Dense`` call with that GEMM, exactly (same integer
 product, same float arithmetic after it).
@@ -132,33 +132,35 @@ def _compiled(key, make):
 
 
 def _quantize_rows(epsilon):
-    """``x`` float32 ``(..., k)`` -> ``(q + 128 as uint8 (rows, k), scale (..., 1))``
-    with ``q`` Keras' ``AbsMaxQuantizer`` int8 (``round(x * 127 / (max|x| +
-    epsilon))``, half to even) in one fused XLA kernel: ``max|x|`` as
-    ``max(max x, -min x)``, no clip (``|x| * 127 / (max|x| + eps)`` rounds to
-    at most 127)."""
+    """``x`` float32 ``(..., k)`` -> ``(uint8 (rows + 1, k), scale (..., 1))``:
+    ``q + 128`` for ``q`` Keras' ``AbsMaxQuantizer`` int8 (``round(x * 127 /
+    (max|x| + epsilon))``, half to even) of every row, then a row of ones
+    (whose product with the kernel is the kernel's column sums), in one fused
+    XLA kernel: ``max|x|`` as ``max(max x, -min x)``, no clip (``|x| * 127 /
+    (max|x| + eps)`` rounds to at most 127)."""
     import tensorflow as tf
 
     def quantize(x):
         peak = tf.maximum(tf.reduce_max(x, -1, keepdims=True), -tf.reduce_min(x, -1, keepdims=True))
         scale = tf.constant(127.0) / (peak + epsilon)
         shifted = tf.cast(tf.round(x * scale) + 128.0, tf.uint8)
-        return tf.reshape(shifted, tf.concat([[-1], tf.shape(x)[-1:]], 0)), scale
+        rows = tf.reshape(shifted, tf.concat([[-1], tf.shape(x)[-1:]], 0))
+        return tf.concat([rows, tf.ones_like(rows[:1])], 0), scale
 
     return quantize
 
 
 def _epilogue(activation):
-    """``(acc int32 (rows, n), kernel int8 (k, n), kernel_scale (n,), row
-    scale (..., 1), bias (n,) or None)`` -> ``activation((acc - 128 * colsum(kernel))
-    / (kernel_scale * row_scale) + bias)`` ``(..., n)``: Keras' de-scaling
-    after the exact correction of the uint8 shift, in one XLA kernel."""
+    """``(acc int32 (rows + 1, n), kernel_scale (n,), row scale (..., 1), bias
+    (n,) or None)`` -> ``activation((acc[:-1] - 128 * acc[-1]) / (kernel_scale
+    * row_scale) + bias)`` ``(..., n)``: the exact correction of the uint8
+    shift (``acc[-1]``: the kernel's column sums, the ones row's product),
+    then Keras' de-scaling, in one XLA kernel."""
     import tensorflow as tf
 
-    def finish(acc, kernel, kernel_scale, row_scale, bias):
-        sums = tf.reduce_sum(tf.cast(kernel, tf.int32), 0)
-        x = tf.cast(acc - 128 * sums, tf.float32)
-        x = tf.reshape(x, tf.concat([tf.shape(row_scale)[:-1], tf.shape(kernel)[-1:]], 0))
+    def finish(acc, kernel_scale, row_scale, bias):
+        x = tf.cast(acc[:-1] - 128 * acc[-1:], tf.float32)
+        x = tf.reshape(x, tf.concat([tf.shape(row_scale)[:-1], tf.shape(acc)[-1:]], 0))
         x = x / (kernel_scale * row_scale)
         if bias is not None:
             x = x + bias
@@ -180,8 +182,9 @@ def int8_dense(layer, inputs):
     The arithmetic is Keras': the inputs are quantized per row as the layer's
     ``inputs_quantizer`` does, to int8 ``q`` in [-127, 127]; ``q + 128`` is
     a uint8 (the GEMM's left operand is unsigned), so the GEMM gives ``(q +
-    128) @ W``, and ``128 *`` the kernel's column sums is subtracted: the
-    exact int32 ``q @ W`` of Keras' ``ops.matmul``. Then, as Keras, the
+    128) @ W``, and ``128 *`` the kernel's column sums (the product of one
+    more row, of ones, in the same GEMM) is subtracted: the exact int32 ``q @
+    W`` of Keras' ``ops.matmul``. Then, as Keras, the
     float32 cast divided by ``kernel_scale * inputs_scale``, bias and
     activation. The quantization before the GEMM and everything after it
     run as two small XLA-compiled functions (one pass each over the data
@@ -212,6 +215,6 @@ def int8_dense(layer, inputs):
     acc = u8s8_matmul(shifted, kernel)
     finish = _compiled(("finish", layer.activation), lambda: _epilogue(layer.activation))
     bias = None if layer.bias is None else tf.convert_to_tensor(layer.bias)
-    x = finish(acc, kernel, tf.convert_to_tensor(layer.kernel_scale), row_scale, bias)
+    x = finish(acc, tf.convert_to_tensor(layer.kernel_scale), row_scale, bias)
     x.set_shape(inputs.shape[:-1].concatenate(kernel.shape[-1:]))
     return x
