@@ -47,9 +47,9 @@ _OP = []  # [QuantizedMatMulWithBias or None], checked once
 def _raw_product(op, a, b):
     """``op(a, b)`` as an int32 tensor: uint8 ``(m, k)`` x int8 ``(k, n)``, a
     zero bias given as qint32 (added to the accumulator as it is; with a
-    float bias TensorFlow's kernel rescales it from the weights on every
-    call, which cost ~2 ms per 768 x 3072 kernel here) and ranges that ask
-    for no shift compensation (``min_a = 0``)."""
+    float bias TensorFlow's kernel passes over the weights to rescale it on
+    every call) and ranges that ask for no shift compensation (``min_a =
+    0``)."""
     import tensorflow as tf
 
     one = tf.constant(1.0)
