@@ -29,6 +29,8 @@ import contextvars
 import keras
 from keras import ops
 
+from bert4keras.layers.quantization import is_keras_int8_quantizer
+
 __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
            "onednn_linear", "onednn_dense", "packed_weights", "int8_dense",
            "dense_activation"]
@@ -443,8 +445,7 @@ def _quantize_rows(quantizer, x):
     """
     import torch
 
-    if (type(quantizer) is not keras.quantizers.AbsMaxQuantizer
-            or tuple(quantizer.value_range) != (-127, 127) or quantizer.output_dtype != "int8"):
+    if not is_keras_int8_quantizer(quantizer):
         return quantizer(x, axis=-1)
     peak = torch.maximum(x.amax(-1, keepdim=True), x.amin(-1, keepdim=True).neg_())
     scale = torch.div(x.new_tensor(127.0), peak.add_(quantizer.epsilon))

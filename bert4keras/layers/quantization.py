@@ -67,6 +67,16 @@ SUBLAYER_DTYPES = "sublayer_dtypes"
 ONEDNN_MIN_MEAN_KERNEL = 1 << 19
 
 
+def is_keras_int8_quantizer(quantizer):
+    """Whether ``quantizer`` is Keras' own int8 ``AbsMaxQuantizer`` (range
+    [-127, 127], int8 output): the inputs quantizer of an ``int8`` ``Dense``
+    whose arithmetic bert4keras' direct int8 paths reproduce
+    (:func:`bert4keras.layers.direct.int8_dense` on torch,
+    :func:`bert4keras.layers.tf_direct.int8_dense` on TensorFlow)."""
+    return (type(quantizer) is keras.quantizers.AbsMaxQuantizer
+            and tuple(quantizer.value_range) == (-127, 127) and quantizer.output_dtype == "int8")
+
+
 class QuantizableSublayers:
     """Mixin (listed before ``keras.layers.Layer``) for a layer that creates
     ``Dense`` sublayers itself, so that it survives ``model.quantize`` and a

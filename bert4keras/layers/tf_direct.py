@@ -20,6 +20,8 @@ it for XLA (where only XLA-compilable ops may appear).
 import keras
 import numpy as np
 
+from bert4keras.layers.quantization import is_keras_int8_quantizer
+
 __all__ = ["in_xla_trace", "int8_dense", "multiplies_exactly", "u8s8_available",
            "u8s8_matmul"]
 
@@ -200,8 +202,7 @@ def int8_dense(layer, inputs):
     """
     quantizer = getattr(layer, "inputs_quantizer", None)
     if (keras.backend.backend() != "tensorflow" or layer.compute_dtype != "float32"
-            or layer.lora_enabled or type(quantizer) is not keras.quantizers.AbsMaxQuantizer
-            or tuple(quantizer.value_range) != (-127, 127) or quantizer.output_dtype != "int8"
+            or layer.lora_enabled or not is_keras_int8_quantizer(quantizer)
             or inputs.shape[-1] is None or inputs.shape[-1] > MAX_DEPTH
             or in_xla_trace() or _could_record() or _u8s8_op() is None):
         return None
