@@ -18,10 +18,18 @@ our TensorFlow path; this is the probe that showed where (README, Benchmarks:
   packed`` (oneDNN on a blocked copy made before timing by
   ``torch.ops.mkldnn._reorder_linear_weight`` for ``direct.PACK_ROWS`` rows:
   what ``CachedDecoder(packed_weights=True)`` keeps);
+* ``qkv``: the query, key and value projections of 12 blocks, 36 ``768 x
+  768`` kernels: ``packed apart`` (each blocked by itself, three calls per
+  block, what ``packed_weights`` did before) and ``packed joined`` (the three
+  side by side in one blocked ``2304 x 768`` copy, one call per block: what
+  :func:`bert4keras.layers.direct.fused_dense` does inside ``packed_weights``);
+  the apart outputs are concatenated (inside the timing) to compare values, so
+  that row includes one small copy per block;
 * ``head``: GPT-2's tied output projection, ``x @ E^T`` with ``E`` the
   ``50257 x 768`` table: ``matmul view`` (the transposed table as a strided
   view), ``matmul E^T copy`` (a contiguous ``E^T`` made before timing: what a
-  cached step did before oneDNN), ``onednn`` (the table as stored);
+  cached step did before oneDNN), ``onednn`` (the table as stored), ``onednn
+  packed`` (a blocked copy of the table, as ``packed_weights`` keeps one);
 * ``ffn addmm, 1 thread``: the ``addmm`` row again with
   ``torch.set_num_threads(1)`` (whether MKL's product uses the second core).
 
@@ -71,6 +79,7 @@ def variants(torch, rows, rng):
               for n in (768, 3072)}
     table = torch.from_numpy(rng.standard_normal((50257, 768), dtype=np.float32))
     table_t = table.t().contiguous()
+    table_packed = torch.ops.mkldnn._reorder_linear_weight(table, PACK_ROWS)
     x = inputs[768]
 
     def each(fn, copies=stored):
@@ -83,12 +92,30 @@ def variants(torch, rows, rng):
         "onednn (out,in)": each(lambda x, k, w, b: op(x, w, b, "none", [], "")),
         "onednn packed": each(lambda x, k, w, b: op(x, w, b, "none", [], ""), packed),
     }
+    # the q, k, v projections of 12 GPT-2 blocks: 36 768 x 768 kernels, blocked one by
+    # one vs side by side (bert4keras.layers.direct.fused_dense); values compared joined
+    projections = [torch.from_numpy(rng.standard_normal((768, 768), dtype=np.float32))
+                   for _ in range(36)]
+    shifts = [torch.from_numpy(rng.standard_normal(768, dtype=np.float32)) for _ in range(36)]
+    apart = [torch.ops.mkldnn._reorder_linear_weight(k.t().contiguous(), PACK_ROWS)
+             for k in projections]
+    joined = [torch.ops.mkldnn._reorder_linear_weight(
+        torch.cat([k.t() for k in projections[i:i + 3]]), PACK_ROWS) for i in range(0, 36, 3)]
+    joined_bias = [torch.cat(shifts[i:i + 3]) for i in range(0, 36, 3)]
+    qkv = {
+        "packed apart": lambda: [torch.cat([op(x, w, b, "none", [], "") for w, b in zip(
+            apart[i:i + 3], shifts[i:i + 3])], dim=-1) for i in range(0, 36, 3)],
+        "packed joined": lambda: [op(x, w, b, "none", [], "")
+                                  for w, b in zip(joined, joined_bias)],
+    }
     head = {
         "matmul view": lambda: torch.matmul(x, table.t()),
         "matmul E^T copy": lambda: torch.matmul(x, table_t),
         "onednn": lambda: op(x, table, None, "none", [], ""),
+        "onednn packed": lambda: op(x, table_packed, None, "none", [], ""),
     }
     return {"ffn": (sum(k.numel() * 4 for k in kernels), ffn),
+            "qkv": (sum(k.numel() * 4 for k in projections), qkv),
             "head": (table.numel() * 4, head)}
 
 

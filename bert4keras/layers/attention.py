@@ -11,7 +11,7 @@ from keras import ops
 from bert4keras import backend as B
 from bert4keras.layers.core import Dense, fresh_initializer, register
 from bert4keras.layers.dropout import Dropout
-from bert4keras.layers.direct import _reshape, cached_ops, direct_call
+from bert4keras.layers.direct import _reshape, cached_ops, direct_call, fused_dense
 from bert4keras.layers.quantization import QuantizableSublayers
 
 
@@ -191,6 +191,17 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         rows = reshape(x, (-1, shape[-1]))
         y = direct_call(dense, rows) if direct else dense(rows)
         return reshape(y, (shape[0], shape[1], self.heads, size))
+
+    def _project_joint(self, x):
+        """Queries, keys and values ``(batch, len, heads, size)`` of ``x`` ``(batch, len,
+        hidden)`` from one :func:`~bert4keras.layers.direct.fused_dense` product, or None."""
+        shape = tuple(x.shape)
+        outputs = fused_dense((self.q_dense, self.k_dense, self.v_dense),
+                              _reshape(x, (-1, shape[-1])))
+        if outputs is None:
+            return None
+        sizes = (self.key_size, self.key_size, self.head_size)
+        return [_reshape(y, (shape[0], shape[1], self.heads, n)) for y, n in zip(outputs, sizes)]
 
     def _output(self, o, direct=False):
         """``o_dense`` over the heads' outputs ``(batch, q_len, heads,
@@ -434,7 +445,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 layer, these queries and ``beams``.
         """
         q, k, v, bias, position, _ = self._split_inputs(inputs)
-        qw = self._project(self.q_dense, q, self.key_size, direct=True)  # (batch, q_len, heads, ..)
+        # self-attention: one product for q, k and v where the kernels are packed side by side
+        joint = self._project_joint(q) if index is not None and k is q and v is q else None
+        qw = self._project(self.q_dense, q, self.key_size, True) if joint is None else joint[0]
         if self.p_bias == "rotary":
             qw = B.apply_rotary_position_embeddings(position, qw)[0]
         keys, values = cache
@@ -449,7 +462,12 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         length = keys.shape[1] // group  # cache_len
         fops = cached_ops(qw)  # keras.ops, or on torch the same ops without Keras' dispatch
         if index is not None:
-            kw, vw = self._project_kv(k, v, position, direct=True)
+            if joint is None:
+                kw, vw = self._project_kv(k, v, position, direct=True)
+            else:
+                kw, vw = joint[1:]
+                if self.p_bias == "rotary":
+                    kw = B.apply_rotary_position_embeddings(position, kw)[0]
             updated = []
             for old, new in ((keys, kw), (values, vw)):
                 # (batch, q_len, heads, size) -> (heads * groups, beams, q_len, size)

@@ -32,6 +32,7 @@ from bert4keras.layers.direct import (  # noqa: F401 (direct_call, _reshape: als
     int8_dense,
     onednn_dense,
     onednn_linear,
+    onednn_table_product,
     register_torch_call,
 )
 from bert4keras.layers.quantization import QuantizableSublayers
@@ -167,8 +168,9 @@ class Embedding(keras.layers.Layer):
         :class:`~bert4keras.generation.DecodingStep`): as :meth:`call`, except
         the tied output projection (``mode='dense'``) of a direct step on
         PyTorch. That multiplies by the table through oneDNN
-        (:func:`~bert4keras.layers.direct.onednn_linear`, which reads ``E``
-        ``(input_dim, output_dim)`` as it is stored); where that does not
+        (:func:`~bert4keras.layers.direct.onednn_table_product`, which reads ``E``
+        ``(input_dim, output_dim)`` as it is stored, or its blocked copy inside
+        ``packed_weights``); where that does not
         apply, from :data:`TRANSPOSED_TABLE_ROWS` rows on, by a contiguous
         copy of ``E^T`` ``(output_dim, input_dim)`` made once per decoding run
         (``step.constant``; ``input_dim * output_dim`` floats while the run
@@ -180,7 +182,7 @@ class Embedding(keras.layers.Layer):
             if keras.backend.backend() == "torch":
                 import torch
 
-                logits = onednn_linear(inputs, self.embeddings.value)
+                logits = onednn_table_product(inputs, self.embeddings)
                 if logits is not None:
                     return logits
                 if rows >= TRANSPOSED_TABLE_ROWS:

@@ -33,7 +33,7 @@ from bert4keras.layers.quantization import is_keras_int8_quantizer
 
 __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
            "onednn_linear", "onednn_dense", "packed_weights", "int8_dense",
-           "dense_activation"]
+           "dense_activation", "fused_dense", "onednn_table_product"]
 
 # A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
 # its transposed view) from this many rows on; for one row oneDNN's
@@ -217,18 +217,81 @@ def packed_weights(store):
         _PACKED.reset(token)
 
 
-def _packed(store, variable, kernel):
-    """The blocked ``(out, in)`` copy of ``kernel`` ``(in, out)``, the value of
-    the Keras ``variable``, kept in ``store`` under the variable (so a value
-    Keras replaced by a new tensor replaces its copy instead of leaving it)."""
+def _packed(store, variable, kernel, transposed=True):
+    """The blocked ``(out, in)`` copy of ``kernel`` ``(in, out)`` (``transposed``
+    False: ``kernel`` is ``(out, in)`` already, e.g. an embedding table), the
+    value of the Keras ``variable``, kept in ``store`` under the variable (so a
+    value Keras replaced by a new tensor replaces its copy instead of leaving it)."""
     import torch
 
     entry = store.get(id(variable))
     if entry is None or entry[0] is not kernel or entry[1] != kernel._version:
         with torch.no_grad():
-            blocked = torch.ops.mkldnn._reorder_linear_weight(kernel.detach().t(), PACK_ROWS)
+            weight = kernel.detach().t() if transposed else kernel.detach()
+            blocked = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
         entry = store[id(variable)] = (kernel, kernel._version, blocked)
     return entry[2]
+
+
+def fused_dense(layers, inputs):
+    """``[layer(inputs) for layer in layers]`` as one oneDNN product, the
+    kernels side by side in one blocked ``(sum of units, in)`` copy kept in
+    the :func:`packed_weights` store (with their biases joined): one read of
+    the input and one kernel call instead of one per layer, which is what the
+    query, key and value projections of a cached self-attention step cost
+    (the 36 768 x 768 kernels of a GPT-2 step read at 41-47 GB/s joined vs
+    33-38 apart at 1-8 rows; ``benchmarks/torch_linear.py``, workload
+    ``qkv``; ``benchmarks/results/torch_linear_qkv_zen4.json``). The copy is
+    made again when any kernel or bias was changed in place since (torch
+    version counters) or replaced.
+
+    Args:
+        layers: built float ``keras.layers.Dense`` layers with the same input
+            width and no activation (q/k/v projections).
+        inputs: ``(rows, in)`` float32 torch tensor.
+
+    Returns:
+        One ``(rows, units)`` view per layer (column slices of the joined
+        output), or None where this does not apply: outside
+        :func:`packed_weights`, LoRA, a quantized layer, an activation, or
+        any refusal of :func:`onednn_linear` (gradients enabled, not float32
+        on the CPU, ...); callers then call the layers one by one.
+    """
+    store = _PACKED.get()
+    if store is None or keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    if not isinstance(inputs, torch.Tensor):
+        return None
+    kernels, biases = [], []
+    for layer in layers:
+        variable = getattr(layer, "_kernel", None)
+        if (variable is None or layer.lora_enabled
+                or getattr(layer, "quantization_mode", None) is not None
+                or layer.activation not in (None, keras.activations.linear)):
+            return None
+        kernels.append(variable.value)
+        biases.append(None if layer.bias is None else layer.bias.value)
+    units = [int(k.shape[1]) for k in kernels]
+    if _applicable_op(inputs, kernels[0].t()) is None or len({k.shape[0] for k in kernels}) > 1:
+        return None
+    key = ("fused",) + tuple(id(layer) for layer in layers)
+    made = tuple(kernels + biases)
+    versions = tuple(-1 if t is None else t._version for t in made)
+    entry = store.get(key)
+    if (entry is None or len(entry[0]) != len(made)
+            or any(a is not b for a, b in zip(entry[0], made)) or entry[1] != versions):
+        with torch.no_grad():
+            joined = torch.cat([k.detach().t() for k in kernels], dim=0)
+            blocked = torch.ops.mkldnn._reorder_linear_weight(joined, PACK_ROWS)
+            bias = None
+            if any(b is not None for b in biases):
+                bias = torch.cat([kernels[i].new_zeros(n) if b is None else b.detach()
+                                  for i, (b, n) in enumerate(zip(biases, units))])
+        entry = store[key] = (made, versions, blocked, bias)
+    y = _onednn_op()(inputs, entry[2], entry[3], "none", [], "")
+    return list(torch.split(y, units, dim=-1))
 
 
 def _torch_dense(layer, inputs, training=None):
@@ -304,6 +367,22 @@ def onednn_linear(inputs, weight, bias=None):
     """
     op = _applicable_op(inputs, weight)
     return None if op is None else op(inputs, weight, bias, "none", [], "")
+
+
+def onednn_table_product(inputs, variable):
+    """``inputs @ E^T`` for the Keras ``variable`` holding a table ``E`` ``(out,
+    in)`` (a tied output projection: ``(..., in)`` -> ``(..., out)`` logits)
+    through oneDNN, reading ``E`` as stored, or inside :func:`packed_weights`
+    a blocked copy of it (GPT-2's 50257 x 768 table read at 41-45 GB/s blocked
+    vs 26-36 as stored at 1-8 rows; ``benchmarks/torch_linear.py``, workload
+    ``head``, same results file); None where :func:`onednn_linear` does not apply."""
+    table = variable.value
+    op = _applicable_op(inputs, table)
+    if op is None:
+        return None
+    store = _PACKED.get()
+    weight = table if store is None else _packed(store, variable, table, transposed=False)
+    return op(inputs, weight, None, "none", [], "")
 
 
 def _applicable_op(inputs, weight):
