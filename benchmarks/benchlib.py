@@ -25,27 +25,35 @@ FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
 
 
 def machine():
-    """``{"model": str, "cores": int, "flags": [present flags of FLAGS]}`` read
-    from ``/proc/cpuinfo`` (``"unknown"`` / ``[]`` where it cannot be read)."""
-    model, flags = "unknown", set()
+    """``{"model": str, "family": "<cpu family>/<model>", "cores": int, "flags":
+    [present flags of FLAGS]}`` read from ``/proc/cpuinfo`` (``"unknown"`` /
+    ``[]`` where it cannot be read). The family tells CPU generations apart
+    that a virtual machine names alike ("AMD EPYC": family 25 is Zen 3/4,
+    family 26 Zen 5, whose AVX-512 units are twice as wide)."""
+    model, flags, family = "unknown", set(), {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name" and model == "unknown":
+                    model = value
+                elif key in ("cpu family", "model") and key not in family:
+                    family[key] = value
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
     except OSError:
         pass
     return {"model": model, "cores": os.cpu_count(),
+            "family": "%s/%s" % (family.get("cpu family", "?"), family.get("model", "?")),
             "flags": [flag for flag in FLAGS if flag in flags]}
 
 
 def machine_line():
-    """One printable line: ``CPU: <model>, <n> cores, flags: a b c``."""
+    """One printable line: ``CPU: <model> (family <f>/<m>), <n> cores, flags: a b c``."""
     info = machine()
-    return "CPU: %s, %d cores, flags: %s" % (info["model"], info["cores"] or 0,
-                                            " ".join(info["flags"]) or "-")
+    return "CPU: %s (family %s), %d cores, flags: %s" % (
+        info["model"], info["family"], info["cores"] or 0, " ".join(info["flags"]) or "-")
 
 
 def timed(fn, iters=1):

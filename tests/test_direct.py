@@ -424,6 +424,17 @@ def test_decoder_with_packed_weights_decodes_the_same(monkeypatch):
     assert len(packed._packed) == (2 * 4 + 1 if onednn_available() else 0)
 
 
+def test_direct_add_equals_keras_add():
+    """A residual ``keras.layers.Add`` through ``direct_call`` (``torch.add`` on
+    torch) equals the Keras call, broadcasting included, for two and three inputs."""
+    add = keras.layers.Add()
+    for inputs in ([tensor(2, 3, 4), tensor(2, 3, 4, seed=1)],
+                   [tensor(2, 3, 4), tensor(1, 3, 4, seed=1), tensor(2, 3, 4, seed=2)]):
+        expected = numpy(add(inputs))
+        with decoding_mode():
+            np.testing.assert_array_equal(numpy(direct_call(add, inputs)), expected)
+
+
 @pytest.mark.parametrize("rows", [1, 4])
 def test_table_product_follows_the_table(rows, monkeypatch):
     """``onednn_table_product`` (a tied output projection): ``x @ E^T`` read

@@ -322,6 +322,24 @@ def _torch_dense(layer, inputs, training=None):
 
 register_torch_call(keras.layers.Dense, _torch_dense)
 
+
+def _torch_add(layer, inputs):
+    """``keras.layers.Add`` (a residual sum) as ``torch.add`` over its inputs,
+    in Keras' order; None unless they are torch tensors of one dtype."""
+    import torch
+
+    if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+        return None
+    first = inputs[0]
+    if not all(isinstance(x, torch.Tensor) and x.dtype == first.dtype for x in inputs):
+        return None
+    for x in inputs[1:]:
+        first = torch.add(first, x)
+    return first
+
+
+register_torch_call(keras.layers.Add, _torch_add)
+
 _ONEDNN_OP = []  # [op or None], looked up on first use
 
 
