@@ -241,7 +241,7 @@ def fused_dense(layers, inputs):
     query, key and value projections of a cached self-attention step cost
     (the 36 768 x 768 kernels of a GPT-2 step read at 41-47 GB/s joined vs
     33-38 apart at 1-8 rows; ``benchmarks/torch_linear.py``, workload
-    ``qkv``; ``benchmarks/results/torch_linear_qkv_zen4.json``). The copy is
+    ``qkv``; ``benchmarks/results/torch_linear_qkv_zen5.json``). The copy is
     made again when any kernel or bias was changed in place since (torch
     version counters) or replaced.
 
