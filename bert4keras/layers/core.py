@@ -35,6 +35,7 @@ from bert4keras.layers.direct import (  # noqa: F401 (direct_call, _reshape: als
     onednn_table_product,
     register_torch_call,
 )
+from bert4keras.layers import torch_train
 from bert4keras.layers.quantization import QuantizableSublayers
 from bert4keras.layers.tf_direct import int8_dense as tf_int8_dense
 
@@ -74,7 +75,10 @@ class Dense(keras.layers.Dense):
     (:func:`~bert4keras.layers.direct.onednn_dense`) instead of torch's
     matmul, which runs MKL and was slower on the AMD Zen 4 machine for both
     few-row and encoder-sized products (README, Benchmarks: "PyTorch
-    backend"). With gradients, LoRA, a quantized or non-float32 layer, and
+    backend"). With gradients (training), float32 CPU tensors of at least
+    64 rows go through the same op wrapped with a backward
+    (:func:`~bert4keras.layers.torch_train.dense_call`; 2x torch's matmul on
+    the Zen 5 machine). With LoRA, a quantized or non-float32 layer, and
     on TensorFlow or JAX, ``call`` is Keras' own. Quantized ``'int8'``
     (``model.quantize``), the integer product of its call likewise runs
     through ``torch._int_mm`` on the PyTorch backend (:meth:`_int8_call`).
@@ -85,6 +89,8 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if keras.backend.backend() == "torch":
             outputs = onednn_dense(self, inputs)
+            if outputs is None:  # with gradients: oneDNN with a backward (training)
+                outputs = torch_train.dense_call(self, inputs)
             if outputs is not None:
                 return outputs
         return super().call(inputs, training=training)
@@ -158,6 +164,8 @@ class Embedding(keras.layers.Layer):
         if mode == "dense":
             if keras.backend.backend() == "torch":  # oneDNN, as the Dense above
                 logits = onednn_linear(inputs, table)
+                if logits is None:
+                    logits = torch_train.linear(inputs, table)
                 if logits is not None:
                     return logits
             return ops.matmul(inputs, ops.transpose(table))

@@ -35,12 +35,21 @@ class Dropout(keras.layers.Dropout):
     XLA ops; here XLA's native Threefry-2x32 (``lax.rng_bit_generator``)
     draws two keys per call from the seed and each element's bits are a
     keyed hash of its index (:func:`_jax_keep_mask`). The masks therefore
-    differ from Keras' (not their distribution). torch, and rates outside
-    ``(0, 1)``, go to Keras.
+    differ from Keras' (not their distribution). On torch (CPU tensors) each
+    element's keep test is one int16 of a tensor of random int64s drawn by a
+    ``torch.Generator`` seeded as Keras seeds it (:func:`_torch_dropout`;
+    Keras draws ``torch.bernoulli`` of a full probability tensor, one
+    Mersenne Twister number per element and three more passes); there the
+    keep rate is exact to 2**-16. Other devices, and rates outside ``(0,
+    1)``, go to Keras.
     """
 
     def call(self, inputs, training=False):
         backend = keras.backend.backend()
+        if training and 0.0 < self.rate < 1.0 and backend == "torch":
+            outputs = _torch_dropout(inputs, self.rate, self.noise_shape, self.seed_generator)
+            if outputs is not None:
+                return outputs
         if not (training and 0.0 < self.rate < 1.0 and backend in ("jax", "tensorflow")):
             return super().call(inputs, training=training)
         keep = 1.0 - self.rate
@@ -116,3 +125,33 @@ def _fmix32(h):
     h = h ^ (h >> 13)
     h = h * jnp.uint32(0xC2B2AE35)
     return h ^ (h >> 16)
+
+
+def _torch_dropout(inputs, rate, noise_shape, seed_generator):
+    """Inverted dropout of a CPU torch tensor, or None for another device.
+
+    The keep mask, of ``noise_shape`` (None = the input's size there) or the
+    input's shape: 64-bit random words from a ``torch.Generator`` seeded with
+    Keras' next seed (``seed_generator.next()``, combined as Keras' torch
+    backend does), read as four int16 each; an element is kept when its int16
+    is below ``round((1 - rate) * 2**16) - 2**15``: one draw per four elements
+    and no probability tensor (the training step this saved is in README,
+    Benchmarks, Zen 5 section). Gradients flow through ``torch.where``.
+    """
+    import torch
+
+    if not isinstance(inputs, torch.Tensor) or inputs.device.type != "cpu":
+        return None
+    keep = 1.0 - rate
+    shape = tuple(inputs.shape)
+    if noise_shape is not None:
+        shape = tuple(s if n is None else int(n) for s, n in zip(shape, noise_shape))
+    seed = seed_generator.next()
+    generator = torch.Generator()
+    generator.manual_seed(int(seed[0] + seed[1]) & 0xFFFFFFFF)
+    size = math.prod(shape)
+    words = torch.empty((size + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None,
+                                                                  generator=generator)
+    draws = words.view(torch.int16)[:size].view(shape)
+    threshold = min(round(keep * 2 ** 16), 2 ** 16 - 1) - 2 ** 15
+    return torch.where(draws < threshold, inputs * (1.0 / keep), 0.0)
