@@ -59,7 +59,8 @@ def test_arguments_and_flops(bench):
 def test_torch_linear_one_round(monkeypatch):
     """benchmarks/torch_linear.py, one round at 2 rows: every variant
     (oneDNN on the kernel's view, on an (out, in) copy and on a blocked copy,
-    the E^T copy) computes torch's own matmul, and a row per (workload,
+    the E^T copy, the q/k/v kernels joined, the blocked table) computes what
+    the workload's first variant computes, and a row per (workload,
     variant) comes out; the blocked copy is made for the rows the library
     packs for."""
     from bert4keras.layers import direct
@@ -73,7 +74,9 @@ def test_torch_linear_one_round(monkeypatch):
     assert [(r["workload"], r["variant"]) for r in rows] == [
         ("ffn", "addmm"), ("ffn", "onednn view"), ("ffn", "onednn (out,in)"),
         ("ffn", "onednn packed"), ("ffn", "addmm, 1 thread"),
-        ("head", "matmul view"), ("head", "matmul E^T copy"), ("head", "onednn")]
+        ("qkv", "packed apart"), ("qkv", "packed joined"),
+        ("head", "matmul view"), ("head", "matmul E^T copy"), ("head", "onednn"),
+        ("head", "onednn packed")]
     for r in rows:  # products of ~3072 terms of size ~1: float32 summation order only
         assert r["max_diff"] < 1e-2 and r["ms"] > 0, r
     assert module.PACK_ROWS == direct.PACK_ROWS
