@@ -195,13 +195,11 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
     def _project_joint(self, x):
         """Queries, keys and values ``(batch, len, heads, size)`` of ``x`` ``(batch, len,
         hidden)`` from one :func:`~bert4keras.layers.direct.fused_dense` product, or None."""
-        shape = tuple(x.shape)
-        outputs = fused_dense((self.q_dense, self.k_dense, self.v_dense),
-                              _reshape(x, (-1, shape[-1])))
+        outputs = fused_dense((self.q_dense, self.k_dense, self.v_dense), x)
         if outputs is None:
             return None
         sizes = (self.key_size, self.key_size, self.head_size)
-        return [_reshape(y, (shape[0], shape[1], self.heads, n)) for y, n in zip(outputs, sizes)]
+        return [_reshape(y, tuple(x.shape[:2]) + (self.heads, n)) for y, n in zip(outputs, sizes)]
 
     def _output(self, o, direct=False):
         """``o_dense`` over the heads' outputs ``(batch, q_len, heads,

@@ -248,10 +248,10 @@ def fused_dense(layers, inputs):
     Args:
         layers: built float ``keras.layers.Dense`` layers with the same input
             width and no activation (q/k/v projections).
-        inputs: ``(rows, in)`` float32 torch tensor.
+        inputs: ``(..., in)`` float32 torch tensor.
 
     Returns:
-        One ``(rows, units)`` view per layer (column slices of the joined
+        One ``(..., units)`` view per layer (column slices of the joined
         output), or None where this does not apply: outside
         :func:`packed_weights`, LoRA, a quantized layer, an activation, or
         any refusal of :func:`onednn_linear` (gradients enabled, not float32
@@ -290,8 +290,9 @@ def fused_dense(layers, inputs):
                 bias = torch.cat([kernels[i].new_zeros(n) if b is None else b.detach()
                                   for i, (b, n) in enumerate(zip(biases, units))])
         entry = store[key] = (made, versions, blocked, bias)
-    y = _onednn_op()(inputs, entry[2], entry[3], "none", [], "")
-    return list(torch.split(y, units, dim=-1))
+    lead = tuple(inputs.shape[:-1])
+    y = _onednn_op()(inputs.reshape(-1, inputs.shape[-1]), entry[2], entry[3], "none", [], "")
+    return [part.reshape(lead + (n,)) for part, n in zip(torch.split(y, units, dim=-1), units)]
 
 
 def _torch_dense(layer, inputs, training=None):
