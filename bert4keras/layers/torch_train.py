@@ -3,7 +3,7 @@
 A float32 ``Dense`` on torch multiplies through torch's matmul, which on a
 CPU is MKL's ``sgemm``. On the AMD machines here MKL runs a narrower code
 path than the CPU has: on the Zen 5 VM (full-width AVX-512) the benchmarks'
-fp32 matmul peak was 137-211 GFLOP/s for torch against 404-413 for
+fp32 matmul peak was 137-208 GFLOP/s for torch against 403-429 for
 TensorFlow, whose products are oneDNN's. Without gradients the layers
 already call oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``,
 :mod:`bert4keras.layers.direct`); the op has no backward, so a training
