@@ -115,6 +115,21 @@ def _reshape(x, shape):
     return cached_ops(x).reshape(x, shape)
 
 
+def _float_kernel(layer, inputs):
+    """The kernel variable of a float ``Dense`` ``layer`` that torch tensor
+    ``inputs`` can be multiplied by directly, or None: no kernel, LoRA (Keras
+    adds the low-rank product in ``call``), a quantized layer, or inputs that
+    are not a torch tensor (the check every direct ``Dense`` path here and in
+    :mod:`bert4keras.layers.torch_train` starts with)."""
+    import torch
+
+    variable = getattr(layer, "_kernel", None)
+    if (variable is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor)
+            or getattr(layer, "quantization_mode", None) is not None):
+        return None
+    return variable
+
+
 def onednn_dense(layer, inputs, activation=None):
     """``layer(inputs)`` of a float ``keras.layers.Dense`` through oneDNN
     (:func:`onednn_linear`; the kernel ``(in, out)`` read as its transposed
@@ -136,16 +151,14 @@ def onednn_dense(layer, inputs, activation=None):
     Returns:
         ``(..., units)`` or None.
     """
-    import torch
-
     activation = layer.activation if activation is None else activation
-    kernel = getattr(layer, "_kernel", None)
-    if kernel is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor):
+    variable = _float_kernel(layer, inputs)
+    if variable is None:
         return None
     store = _PACKED.get()
     if store is None and inputs.numel() < ONEDNN_DENSE_ROWS * max(1, inputs.shape[-1]):
         return None
-    variable, kernel = kernel, kernel.value
+    kernel = variable.value
     weight = kernel.t()
     op = _applicable_op(inputs, weight)
     if op is None:
@@ -262,14 +275,10 @@ def fused_dense(layers, inputs):
         return None
     import torch
 
-    if not isinstance(inputs, torch.Tensor):
-        return None
     kernels, biases = [], []
     for layer in layers:
-        variable = getattr(layer, "_kernel", None)
-        if (variable is None or layer.lora_enabled
-                or getattr(layer, "quantization_mode", None) is not None
-                or layer.activation not in (None, keras.activations.linear)):
+        variable = _float_kernel(layer, inputs)
+        if variable is None or layer.activation not in (None, keras.activations.linear):
             return None
         kernels.append(variable.value)
         biases.append(None if layer.bias is None else layer.bias.value)
@@ -305,10 +314,10 @@ def _torch_dense(layer, inputs, training=None):
     y = onednn_dense(layer, inputs)
     if y is not None:
         return y
-    kernel = getattr(layer, "_kernel", None)
-    if kernel is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor):
+    variable = _float_kernel(layer, inputs)
+    if variable is None:
         return None
-    kernel = kernel.value
+    kernel = variable.value
     if inputs.dtype != kernel.dtype:
         return None
     bias = None if layer.bias is None else layer.bias.value
@@ -331,12 +340,12 @@ def _torch_add(layer, inputs):
 
     if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
         return None
-    first = inputs[0]
-    if not all(isinstance(x, torch.Tensor) and x.dtype == first.dtype for x in inputs):
+    total = inputs[0]
+    if not all(isinstance(x, torch.Tensor) and x.dtype == total.dtype for x in inputs):
         return None
     for x in inputs[1:]:
-        first = torch.add(first, x)
-    return first
+        total = torch.add(total, x)
+    return total
 
 
 register_torch_call(keras.layers.Add, _torch_add)

@@ -46,11 +46,12 @@ class Dropout(keras.layers.Dropout):
 
     def call(self, inputs, training=False):
         backend = keras.backend.backend()
-        if training and 0.0 < self.rate < 1.0 and backend == "torch":
+        drops = bool(training) and 0.0 < self.rate < 1.0
+        if drops and backend == "torch":
             outputs = _torch_dropout(inputs, self.rate, self.noise_shape, self.seed_generator)
             if outputs is not None:
                 return outputs
-        if not (training and 0.0 < self.rate < 1.0 and backend in ("jax", "tensorflow")):
+        if not (drops and backend in ("jax", "tensorflow")):
             return super().call(inputs, training=training)
         keep = 1.0 - self.rate
         threshold = min(round(keep * 2.0 ** 32), 2 ** 32 - 1)

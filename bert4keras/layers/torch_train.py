@@ -27,7 +27,7 @@ differentiable).
 
 import keras
 
-from bert4keras.layers.direct import ONEDNN_MIN_WEIGHTS, _onednn_op
+from bert4keras.layers.direct import ONEDNN_MIN_WEIGHTS, _float_kernel, _onednn_op
 
 __all__ = ["linear", "dense_call", "MIN_ROWS", "ENABLED"]
 
@@ -114,11 +114,8 @@ def dense_call(layer, inputs):
     enabled on torch, through :func:`linear`, then its activation; None where
     that does not apply (LoRA, a quantized layer, not a torch tensor, or any
     refusal of :func:`linear`)."""
-    import torch
-
-    variable = getattr(layer, "_kernel", None)
-    if (variable is None or layer.lora_enabled or not isinstance(inputs, torch.Tensor)
-            or getattr(layer, "quantization_mode", None) is not None):
+    variable = _float_kernel(layer, inputs)
+    if variable is None:
         return None
     bias = None if layer.bias is None else layer.bias.value
     y = linear(inputs, variable.value.t(), bias)
