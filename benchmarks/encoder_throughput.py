@@ -36,10 +36,15 @@ on integer labels, AdamW (lr 2e-5, weight decay 0.01, eps 1e-6, betas 0.9 /
 attention probabilities (``--dropout``), as BERT's fine-tuning recipe.
 
 * ours: ``model.train_on_batch(x, y)`` of the ``keras.Model`` compiled with
-  ``keras.optimizers.AdamW`` and ``SparseCategoricalCrossentropy(from_logits=
-  True)``; ``jit_compile`` as Keras resolves ``"auto"`` per backend (XLA on
-  TensorFlow and JAX, eager on torch); ``--tf-modes graph,xla`` adds the TF
+  ``bert4keras.optimizers.AdamW`` (``keras.optimizers.AdamW`` on TensorFlow
+  and JAX; on torch the update is torch's fused AdamW kernel) and
+  ``SparseCategoricalCrossentropy(from_logits=True)``; ``jit_compile`` as
+  Keras resolves ``"auto"`` per backend (XLA on TensorFlow and JAX, eager on
+  torch); ``--tf-modes graph,xla`` adds the TF
   graph (no XLA) row.
+* ``ours torch Keras AdamW`` (``--keras-adamw``): the torch row compiled
+  with ``keras.optimizers.AdamW`` (Keras' chain of ``_foreach`` passes), to
+  show what the fused update changes in the same run.
 * ``HF torch``: ``BertForSequenceClassification(num_labels=2).train()``,
   ``loss = model(..., labels=y).loss; loss.backward(); opt.step();
   opt.zero_grad()`` with ``torch.optim.AdamW``, same hyper-parameters.
@@ -112,6 +117,9 @@ def parse_args(argv=None):
     p.add_argument("--torch-plain", action="store_true",
                    help="add an 'ours torch plain' row: the torch worker with "
                         "bert4keras.layers.direct.USE_ONEDNN off (torch's own matmul)")
+    p.add_argument("--keras-adamw", action="store_true",
+                   help="with --train, add an 'ours torch Keras AdamW' row: the torch worker "
+                        "compiled with keras.optimizers.AdamW instead of bert4keras' fused one")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers peer")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 layers, hidden 128, batch 8, length 64, 2 rounds")
@@ -169,6 +177,8 @@ def row_specs(args):
             rows.append(("ours JAX kept memory", "jax", "keep"))
         if backend == "torch" and args.torch_plain:
             rows.append(("ours torch plain", "torch", "plain"))
+        if backend == "torch" and args.keras_adamw and args.train:
+            rows.append(("ours torch Keras AdamW", "torch", "keras_adamw"))
         if args.predict and not args.train:
             rows.append(("ours %s predict" % backend, backend, "predict"))
     if not args.no_hf:
@@ -253,8 +263,9 @@ def ours_worker(args):
     runs = {}
     check = None
     if args.train:
-        model.compile(optimizer=keras.optimizers.AdamW(LR, weight_decay=WEIGHT_DECAY,
-                                                       epsilon=EPS),
+        from bert4keras.optimizers import AdamW
+        optimizer = keras.optimizers.AdamW if mode == "keras_adamw" else AdamW
+        model.compile(optimizer=optimizer(LR, weight_decay=WEIGHT_DECAY, epsilon=EPS),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       jit_compile=(mode == "xla") if backend == "tensorflow" else "auto")
         check = np.asarray(model.predict_on_batch([ids, seg]))

@@ -15,8 +15,11 @@ Zen 5 section):
 * ``dx = dy @ W`` -- ``W`` ``(out, in)`` read as the ``(in, out)`` weight of an
   inner product;
 * ``dW = dy^T @ x`` -- ``(out, in)``, the batch rows being the reduced axis
-  (computed as ``(x^T @ dy)^T`` when ``out > in``: oneDNN copies the
-  transposed source matrix, so the narrower of the two is the source);
+  or as ``(x^T @ dy)^T``, whichever copies less: oneDNN copies its
+  transposed source matrix (``rows x out`` or ``rows x in`` floats), and
+  autograd copies a gradient not laid out as its parameter (a Keras
+  ``(in, out)`` kernel wants ``(x^T @ dy)``'s layout, an ``(out, in)``
+  embedding table the other) -- :func:`_transpose_x`;
 * ``db`` the column sums of ``dy``.
 
 The values are float32 products in another summation order than MKL's
@@ -64,8 +67,7 @@ def _function():
                 if ctx.needs_input_grad[0]:
                     dx = op(dy, w.t(), None, "none", [], "")  # dy @ w: (rows, in)
                 if ctx.needs_input_grad[1]:  # dy^T @ x: (out, in)
-                    # oneDNN copies its transposed source: make that the narrower matrix
-                    if dy.shape[1] > x.shape[1]:
+                    if _transpose_x(x, dy, w):
                         dw = op(x.t(), dy.t(), None, "none", [], "").t()
                     else:
                         dw = op(dy.t(), x.t(), None, "none", [], "")
@@ -75,6 +77,20 @@ def _function():
 
         _FUNCTION.append(OneDNNLinear)
     return _FUNCTION[0]
+
+
+def _transpose_x(x, dy, w):
+    """For ``dW = dy^T @ x`` (``x`` ``(rows, in)``, ``dy`` ``(rows, out)``,
+    ``w`` ``(out, in)``): True to compute it as ``(x^T @ dy)^T``. Counts the
+    floats copied: the transposed source, plus the gradient when its layout
+    differs from ``w``'s (``w`` a transposed view of an ``(in, out)`` kernel:
+    the ``(x^T @ dy)^T`` layout; else ``dy^T @ x``'s)."""
+    rows, n_in = x.shape
+    n_out = dy.shape[1]
+    kernel_view = not w.is_contiguous()
+    copy_dy = n_out * rows + (n_out * n_in if kernel_view else 0)
+    copy_x = n_in * rows + (0 if kernel_view else n_out * n_in)
+    return copy_x <= copy_dy
 
 
 def _applies(x, w):

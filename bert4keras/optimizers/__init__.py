@@ -21,6 +21,10 @@ What is here
   * :func:`extend_with_lookahead` (Zhang et al., 2019),
   * :func:`extend_with_layer_adaptation` (LAMB trust ratio).
 
+- :class:`AdamW` -- ``keras.optimizers.AdamW`` whose update on the torch
+  backend is torch's fused AdamW kernel (one pass per weight instead of
+  Keras' chain of ``_foreach`` passes); bert4keras' ``Adam`` and the
+  ``extend_with_weight_decay(Adam)`` classes get the same (``fused``).
 - bert4keras 0.11.5's names (``compat``): ``Adam`` (``bias_correction``),
   ``AdaFactor``, ``Lion``, ``extend_with_weight_decay``,
   ``extend_with_piecewise_linear_lr``, ``extend_with_gradient_accumulation``,
@@ -33,7 +37,7 @@ What is here
   Keras 3 semantics differ from 0.11.5.
 
 Modules: ``schedules`` (piecewise linear), ``base`` (shared mixin), ``tiger``,
-``wrappers`` (the four modern factories), ``adafactor``, ``compat``; import
+``wrappers`` (the four modern factories), ``adafactor``, ``fused``, ``compat``; import
 everything from ``bert4keras.optimizers``.
 
   A model compiled with a generated class saves to ``.keras`` and loads in
@@ -112,6 +116,7 @@ from bert4keras.optimizers.compat import (
     extend_with_weight_decay,
     extend_with_weight_decay_v2,
 )
+from bert4keras.optimizers.fused import AdamW
 from bert4keras.optimizers.schedules import PiecewiseLinear, piecewise_linear
 from bert4keras.optimizers.tiger import Tiger
 from bert4keras.optimizers.wrappers import (
@@ -123,11 +128,12 @@ from bert4keras.optimizers.wrappers import (
 )
 
 # Public classes report the package as their module (stable in saved configs and reprs).
-for _cls in (Tiger, PiecewiseLinear, Adam, Lion, AdaFactor, AdaFactorRelativeStep):
+for _cls in (Tiger, PiecewiseLinear, Adam, AdamW, Lion, AdaFactor, AdaFactorRelativeStep):
     _cls.__module__ = __name__
 del _cls
 
 __all__ = [
+    "AdamW",
     "Tiger",
     "PiecewiseLinear",
     "piecewise_linear",

@@ -72,6 +72,7 @@ from bert4keras.optimizers.base import (
     _factory,
     _finish,
 )
+from bert4keras.optimizers.fused import FusedAdamMixin, reproduces
 from bert4keras.optimizers.schedules import _interpolate, _schedule_points
 from bert4keras.optimizers.tiger import Tiger
 from bert4keras.optimizers.wrappers import (
@@ -111,7 +112,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Adam(keras.optimizers.Adam):
+class Adam(FusedAdamMixin, keras.optimizers.Adam):
     """Adam with bert4keras 0.11.5's signature, on ``keras.optimizers.Adam``.
 
     Kingma & Ba, "Adam: A Method for Stochastic Optimization"
@@ -121,7 +122,9 @@ class Adam(keras.optimizers.Adam):
     ``lr * m / (sqrt(v) + epsilon)`` with the raw moments, as in BERT's
     ``AdamWeightDecayOptimizer`` (implemented by rescaling the learning rate
     Keras' Adam receives by ``(1 - beta_1**t) / sqrt(1 - beta_2**t)``).
-    Sparse gradients are summed into a dense tensor first.
+    Sparse gradients are summed into a dense tensor first. On the torch
+    backend the update is torch's fused Adam kernel
+    (``bert4keras/optimizers/fused.py``), same arithmetic.
 
     Args:
         learning_rate: float or schedule (default 1e-3).
@@ -155,6 +158,9 @@ class Adam(keras.optimizers.Adam):
         config = super().get_config()
         config["bias_correction"] = self.bias_correction
         return config
+
+
+reproduces(Adam.update_step, rescales_lr=True)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
