@@ -68,7 +68,7 @@ def _function():
                     dx = op(dy, w.t(), None, "none", [], "")  # dy @ w: (rows, in)
                 if ctx.needs_input_grad[1]:  # dy^T @ x: (out, in)
                     if _transpose_x(x, dy, w):
-                        dw = op(x.t(), dy.t(), None, "none", [], "").t()
+                        dw = op(_transposed(x), dy.t(), None, "none", [], "").t()
                     else:
                         dw = op(dy.t(), x.t(), None, "none", [], "")
                 if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -91,6 +91,25 @@ def _transpose_x(x, dy, w):
     copy_dy = n_out * rows + (n_out * n_in if kernel_view else 0)
     copy_x = n_in * rows + (0 if kernel_view else n_out * n_in)
     return copy_x <= copy_dy
+
+
+_LAST_TRANSPOSE = []  # [(x, x^T contiguous)]: the last source transposed in a backward
+
+
+def _transposed(x):
+    """``x.t()`` as a contiguous matrix, shared by consecutive backward calls
+    on the same ``x`` (the query, key and value projections of an attention
+    layer read one input: one copy instead of three). The cache holds ``x``
+    itself, so its memory cannot be reused by another tensor while cached;
+    a match needs the same storage pointer, shape, strides and version."""
+    if _LAST_TRANSPOSE:
+        cached, xt = _LAST_TRANSPOSE[0]
+        if (cached.data_ptr() == x.data_ptr() and cached.shape == x.shape
+                and cached.stride() == x.stride() and cached._version == x._version):
+            return xt
+    xt = x.t().contiguous()
+    _LAST_TRANSPOSE[:] = [(x, xt)]
+    return xt
 
 
 def _applies(x, w):
