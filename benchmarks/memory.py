@@ -16,7 +16,9 @@ peak resident set size, ``ru_maxrss``, only ever goes up):
 * ``bert``: a BERT-base encoder (vocabulary 21128, dropout 0.1) loaded from a
   Hugging Face directory, with a per-token ``Dense(8)`` head, ``--steps``
   (3) training steps of AdamW (lr 1e-4) on batch 16 x length 128 random
-  tokens and labels. Ours: ``model.compile(AdamW)`` + ``train_on_batch``
+  tokens and labels. Ours: ``model.compile(bert4keras.optimizers.AdamW)``
+  (``keras.optimizers.AdamW``; on torch its update is torch's fused kernel)
+  + ``train_on_batch``
   (TF graph mode, JAX ``jit``, torch eager). HF: ``BertForTokenClassification.
   from_pretrained(dir, num_labels=8)`` + ``torch.optim.AdamW``,
   ``loss.backward(); step(); zero_grad()``.
@@ -290,7 +292,9 @@ def run_bert(args, impl, phases):
                                           dropout_rate=0.1, attention_dropout_rate=0.1)
         logits = keras.layers.Dense(8, name="Tagger")(encoder.output)
         model = keras.Model(encoder.inputs, logits)
-        optimizer = keras.optimizers.AdamW(1e-4)
+        from bert4keras.optimizers import AdamW  # Keras' class; torch: the fused update
+
+        optimizer = AdamW(1e-4)
         model.compile(optimizer=optimizer,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         optimizer.build(model.trainable_variables)

@@ -406,10 +406,14 @@ def adamw(lr, steps, exclude=("gamma", "beta", "bias")):
     """AdamW (weight decay 0.01) whose learning rate falls linearly from
     ``lr`` to 0 over ``steps`` steps, without weight decay on the variables
     named in ``exclude`` (LayerNorm ``gamma``/``beta``, biases; add ``'trans'``
-    for CRF transitions), as in BERT's fine-tuning recipe."""
+    for CRF transitions), as in BERT's fine-tuning recipe.
+    ``bert4keras.optimizers.AdamW``: Keras' class, whose update on the torch
+    backend is torch's fused kernel."""
+    from bert4keras.optimizers import AdamW
+
     schedule = keras.optimizers.schedules.PolynomialDecay(lr, max(int(steps), 1),
                                                           end_learning_rate=0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01)
+    optimizer = AdamW(schedule, weight_decay=0.01)
     optimizer.exclude_from_weight_decay(var_names=list(exclude))
     return optimizer
 

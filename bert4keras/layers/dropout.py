@@ -138,8 +138,8 @@ def _torch_dropout(inputs, rate, noise_shape, seed_generator):
     is below ``round((1 - rate) * 2**16) - 2**15``: one draw per four elements
     and no probability tensor (the training step this saved is in README,
     Benchmarks, Zen 5 section). The output is ``inputs * mask / (1 - rate)``
-    in one pass (:func:`_masked_scale`, the mask read as uint8: torch's
-    ``where`` with a scalar was ~4x slower), and so is the gradient.
+    (:func:`_masked_scale`, the mask read as uint8: torch's ``where`` with a
+    scalar was ~4x slower), and so is the gradient.
     """
     import torch
 
@@ -165,8 +165,10 @@ _MASKED_SCALE = []  # [the autograd.Function], made on first use (torch imported
 
 def _masked_scale(inputs, mask, scale):
     """``inputs * mask * scale`` (mask bool, broadcastable), differentiable in
-    ``inputs``: one ``addcmul`` pass forward and one backward, the mask kept
-    as its uint8 view (1 byte per element, as ``where`` keeps it). A NaN or
+    ``inputs``: a product with the mask's uint8 view and an in-place scaling,
+    forward and backward, the mask kept as that view (1 byte per element, as
+    ``where`` keeps it). (``torch.addcmul`` does it in one pass, but raised the
+    peak RSS of a BERT-base training step by ~340 MiB in a one-off probe.) A NaN or
     inf input stays NaN where it is dropped (as TensorFlow's dropout, a
     product, does), where ``torch.where`` would write 0."""
     import torch
@@ -177,13 +179,12 @@ def _masked_scale(inputs, mask, scale):
             def forward(ctx, x, mask_u8, scale):
                 ctx.save_for_backward(mask_u8)
                 ctx.scale = scale
-                return torch.addcmul(x.new_zeros(()), x, mask_u8, value=scale)
+                return torch.mul(x, mask_u8).mul_(scale)
 
             @staticmethod
             def backward(ctx, dy):
                 (mask_u8,) = ctx.saved_tensors
-                dx = torch.addcmul(dy.new_zeros(()), dy, mask_u8, value=ctx.scale)
-                return dx, None, None
+                return torch.mul(dy, mask_u8).mul_(ctx.scale), None, None
 
         _MASKED_SCALE.append(MaskedScale)
     return _MASKED_SCALE[0].apply(inputs, mask.view(torch.uint8), scale)
