@@ -142,6 +142,10 @@ def test_other_updates_fall_back_to_keras(monkeypatch):
     variable = keras.Variable(np.ones((4,), "float32"))
     assert not optimizer._fused_applies([keras.ops.ones((4,), "float16")], [variable])
     assert optimizer._fused_applies([keras.ops.ones((4,), "float32")], [variable])
+    # bfloat16 weights: torch's kernel would compute in float32 and round once, Keras
+    # rounds after every operation -- Keras' update keeps its own results
+    low = keras.Variable(np.ones((4,), "float32"), dtype="bfloat16")
+    assert not optimizer._fused_applies([keras.ops.ones((4,), "bfloat16")], [low])
 
 
 def test_tensorflow_and_jax_run_keras_adamw_unchanged(monkeypatch):

@@ -31,9 +31,12 @@ When it applies: the torch backend, not inside ``torch.compile``, the class'
 ``update_step`` is Keras' Adam one, bert4keras' ``Adam`` one, or the
 per-variable weight decay of the ``extend_with_*`` classes on top of either
 (``extend_with_weight_decay(Adam)`` as bert4keras 0.11.5 scripts write it);
-every gradient is a dense tensor of its weight's dtype and device. Anything
-else (parameter-wise learning rates, lazy updates, LAMB, a dtype mismatch)
-runs Keras' update unchanged. Gradient accumulation, EMA, clipping and loss
+every weight is float32 (mixed precision keeps them so) and every gradient a
+dense tensor of its weight's dtype, shape and device. Anything else
+(parameter-wise learning rates, lazy updates, LAMB, bfloat16 or float16
+weights -- torch's kernel computes those in float32 and rounds once, Keras
+rounds after every operation, so the two would differ) runs Keras' update
+unchanged. Gradient accumulation, EMA, clipping and loss
 scaling are Keras' and wrap the call as before.
 """
 
@@ -138,7 +141,7 @@ class FusedAdamMixin:
             if (not isinstance(grad, torch.Tensor) or grad.layout != torch.strided
                     or grad.dtype != value.dtype or grad.device != value.device
                     or grad.shape != value.shape
-                    or value.dtype not in (torch.float32, torch.float16, torch.bfloat16)):
+                    or value.dtype != torch.float32):
                 return False
         return True
 
@@ -162,7 +165,7 @@ class FusedAdamMixin:
         groups = {}
         for grad, variable in zip(grads, variables):
             index = self._get_variable_index(variable)
-            key = (variable.value.dtype, variable.value.device, id(variable) in decayed)
+            key = (variable.value.device, id(variable) in decayed)
             group = groups.setdefault(key, ([], [], [], [], []))
             group[0].append(variable.value)
             group[1].append(grad)
@@ -170,7 +173,7 @@ class FusedAdamMixin:
             group[3].append(self._velocities[index].value)
             if self.amsgrad:
                 group[4].append(self._velocity_hats[index].value)
-        for (_, device, decays), (weights, grads_, m, v, v_max) in groups.items():
+        for (device, decays), (weights, grads_, m, v, v_max) in groups.items():
             step = torch.full((), float(t), dtype=torch.float32, device=device)
             kwargs = dict(lr=step_lr, beta1=beta_1, beta2=beta_2, eps=eps,
                           amsgrad=bool(self.amsgrad), maximize=False)
