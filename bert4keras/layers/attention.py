@@ -11,7 +11,8 @@ from keras import ops
 from bert4keras import backend as B
 from bert4keras.layers.core import Dense, fresh_initializer, register
 from bert4keras.layers.dropout import Dropout
-from bert4keras.layers.direct import _reshape, cached_ops, direct_call, fused_dense
+from bert4keras.layers.direct import (_reshape, cached_ops, direct_call, fused_dense,
+                                      torch_attention)
 from bert4keras.layers.quantization import QuantizableSublayers
 
 
@@ -325,7 +326,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
             for _ in range(4 - len(bias.shape)):
                 bias = bias[None]
         scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
-        o = ops.dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
+        o = torch_attention(qw, kw, vw, bias, scale)  # None off torch
+        if o is None:
+            o = ops.dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
         return self._output(o)
 
     def compute_mask(self, inputs, mask=None):

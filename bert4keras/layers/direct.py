@@ -33,7 +33,7 @@ from bert4keras.layers.quantization import is_keras_int8_quantizer
 
 __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
            "onednn_linear", "onednn_dense", "packed_weights", "int8_dense",
-           "dense_activation", "fused_dense", "onednn_table_product"]
+           "dense_activation", "fused_dense", "onednn_table_product", "torch_attention"]
 
 # A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
 # its transposed view) from this many rows on; for one row oneDNN's
@@ -675,3 +675,21 @@ class _TorchOps:
         values = values.view(b, beams, slots // beams, d)[:, :, :length]
         return self.torch.matmul(weights.permute(0, 2, 1, 3), values).sum(1)
 
+
+def torch_attention(q, k, v, bias, scale):
+    """``softmax(q k^T * scale + bias) v`` for ``(batch, len, heads, size)``
+    torch tensors by ``scaled_dot_product_attention`` on their head-major
+    views as they are (``keras.ops.dot_product_attention`` copies q, k and v
+    to contiguous first; torch's CPU flash kernel reads the strided views and
+    then writes its output so that the transpose back is contiguous too: four
+    copies fewer per layer, same kernel, same values). ``bias`` float32
+    broadcastable to ``(batch, heads, q_len, k_len)`` or None. Returns
+    ``(batch, q_len, heads, size)``, or None when the inputs are not torch
+    tensors (only called on the torch backend)."""
+    import torch
+
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        return None
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias, scale=scale)
+    return out.transpose(1, 2)
