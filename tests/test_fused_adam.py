@@ -163,3 +163,24 @@ def test_adamw_saves_with_its_class():
     assert type(again) is AdamW
     assert again.weight_decay == pytest.approx(0.02) and again.epsilon == pytest.approx(1e-6)
     assert isinstance(again, keras.optimizers.AdamW)
+
+
+def test_tensorflow_users_never_load_torch():
+    """The fused path imports torch only on the torch backend: a TensorFlow
+    process that imports the optimizers and builds/uses AdamW has no torch
+    (it would cost the import's memory and seconds)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, keras, numpy as np\n"
+            "from bert4keras.optimizers import AdamW, Adam\n"
+            "v = keras.Variable(np.ones(3, 'float32'))\n"
+            "AdamW(1e-3).apply([keras.ops.ones(3)], [v])\n"
+            "Adam(1e-3, weight_decay=0.1).apply([keras.ops.ones(3)], [v])\n"
+            "print('torch' in sys.modules)\n")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -1,8 +1,8 @@
 """Adam and AdamW whose update runs as one fused kernel on the torch backend.
 
 Keras' Adam on torch is a chain of ``torch._foreach_*`` calls, each a full
-pass over the weights or moments with temporaries in between (about 0.45 s of
-a BERT-base training step on a 2-core server, the optimizer alone). torch
+pass over the weights or moments with temporaries in between (what that costs
+a BERT-base training step: README, Benchmarks, Zen 5 section). torch
 ships the whole Adam/AdamW update as one kernel per tensor,
 ``torch._fused_adam_`` / ``torch._fused_adamw_`` (what
 ``torch.optim.AdamW(fused=True)`` calls; CPU and CUDA): the moments, the
@@ -24,7 +24,7 @@ the update there and keeps Keras' arithmetic:
   raw moments) rescales the learning rate exactly as its ``update_step`` does.
 
 Results equal Keras' own update to float32 rounding (the moments are updated
-with ``lerp`` instead of ``m + (g - m) * (1 - b1)``; tests/test_optimizers.py
+with ``lerp`` instead of ``m + (g - m) * (1 - b1)``; tests/test_fused_adam.py
 compares them after several steps).
 
 When it applies: the torch backend, not inside ``torch.compile``, the class'
@@ -43,20 +43,14 @@ scaling are Keras' and wrap the call as before.
 import math
 
 import keras
-from keras.src.optimizers.adam import Adam as _KerasAdam
 
 from bert4keras.optimizers.base import _PACKAGE, _ExtensionBase
-
-try:  # the torch backend's no_grad wrapper is only needed there
-    import torch
-except ImportError:  # pragma: no cover - torch is a dependency of the torch backend only
-    torch = None
 
 __all__ = ["FusedAdamMixin", "AdamW", "fused_plan", "reproduces"]
 
 #: ``update_step`` functions whose arithmetic the fused kernel reproduces,
 #: mapped to a flag: does the class rescale the learning rate (bias_correction)?
-_ADAM_UPDATES = {_KerasAdam.update_step: False}
+_ADAM_UPDATES = {keras.optimizers.Adam.update_step: False}
 
 #: Set to False to run Keras' own update everywhere (for comparisons).
 ENABLED = True
@@ -105,8 +99,11 @@ class FusedAdamMixin:
     """
 
     def _fused_setup(self):
-        if not ENABLED or keras.backend.backend() != "torch" or torch is None:
+        # torch is imported here only: on TensorFlow and JAX it is never loaded
+        if not ENABLED or keras.backend.backend() != "torch":
             return None
+        import torch
+
         if torch.compiler.is_compiling():
             return None
         return fused_plan(self)
@@ -126,6 +123,8 @@ class FusedAdamMixin:
         object.__setattr__(self, "_b4k_decay_ids", None)
         plan = self._fused_setup()
         if plan is not None and self._fused_applies(grads, trainable_variables):
+            import torch
+
             with torch.no_grad():
                 self._fused_update(plan, grads, trainable_variables, learning_rate,
                                    decay_ids)
@@ -136,6 +135,8 @@ class FusedAdamMixin:
 
     @staticmethod
     def _fused_applies(grads, variables):
+        import torch
+
         for grad, variable in zip(grads, variables):
             value = variable.value
             if (not isinstance(grad, torch.Tensor) or grad.layout != torch.strided
@@ -146,6 +147,8 @@ class FusedAdamMixin:
         return True
 
     def _fused_update(self, plan, grads, variables, learning_rate, decay_ids):
+        import torch
+
         decay_in_update, rescales_lr = plan
         iterations = self.iterations  # a tensor, not the variable, with accumulation
         t = int(getattr(iterations, "value", iterations)) + 1
