@@ -148,6 +148,22 @@ def test_other_updates_fall_back_to_keras(monkeypatch):
     assert not optimizer._fused_applies([keras.ops.ones((4,), "bfloat16")], [low])
 
 
+@on_torch
+@pytest.mark.parametrize("release", [True, False])
+def test_gradients_released_after_a_fused_update(release, monkeypatch):
+    """``.grad`` set to None after the update (torch.optim's set_to_none): one
+    step's gradients no longer live through the next forward pass."""
+    monkeypatch.setattr(fused, "RELEASE_GRADIENTS", release)
+    variable = keras.Variable(np.ones((4, 3), "float32"))
+    (variable.value * 2.0).sum().backward()
+    optimizer = AdamW(LR, weight_decay=0.01)
+    optimizer.apply([variable.value.grad], [variable])
+    assert (variable.value.grad is None) == release
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable),
+                               reference([np.full((4, 3), 2.0)], np.ones((4, 3)), 1e-7,
+                                         weight_decay=0.01), rtol=2e-6)
+
+
 def test_tensorflow_and_jax_run_keras_adamw_unchanged(monkeypatch):
     if keras.backend.backend() == "torch":
         pytest.skip("the torch path is the tests above")

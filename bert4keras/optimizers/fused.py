@@ -37,7 +37,8 @@ dense tensor of its weight's dtype, shape and device. Anything else
 weights -- torch's kernel computes those in float32 and rounds once, Keras
 rounds after every operation, so the two would differ) runs Keras' update
 unchanged. Gradient accumulation, EMA, clipping and loss
-scaling are Keras' and wrap the call as before.
+scaling are Keras' and wrap the call as before. After a fused update the
+weights' ``.grad`` are released (:data:`RELEASE_GRADIENTS`).
 """
 
 import math
@@ -54,6 +55,15 @@ _ADAM_UPDATES = {keras.optimizers.Adam.update_step: False}
 
 #: Set to False to run Keras' own update everywhere (for comparisons).
 ENABLED = True
+
+#: After a fused update, the updated weights' ``.grad`` are set to None (what
+#: ``torch.optim``'s ``zero_grad(set_to_none=True)`` does). Keras' torch
+#: ``train_step`` clears them itself, but only after the next forward pass, so
+#: one step's gradients (a float per weight) stayed alive through it: releasing
+#: them lowered a BERT-base step's peak RSS by 0.3-0.6 GB in a one-off probe.
+#: Set to False if a training loop of your own reads ``.grad`` after
+#: ``optimizer.apply``.
+RELEASE_GRADIENTS = True
 
 
 def reproduces(update_step, rescales_lr=False):
@@ -128,6 +138,10 @@ class FusedAdamMixin:
             with torch.no_grad():
                 self._fused_update(plan, grads, trainable_variables, learning_rate,
                                    decay_ids)
+            if RELEASE_GRADIENTS:
+                del grads
+                for variable in trainable_variables:
+                    variable.value.grad = None
             return None
         if decay_ids:
             super()._apply_weight_decay([v for v in trainable_variables if id(v) in decay_ids])
