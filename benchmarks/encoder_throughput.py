@@ -38,10 +38,10 @@ attention probabilities (``--dropout``), as BERT's fine-tuning recipe.
 * ours: ``model.train_on_batch(x, y)`` of the ``keras.Model`` compiled with
   ``bert4keras.optimizers.AdamW`` (``keras.optimizers.AdamW`` on TensorFlow
   and JAX; on torch the update is torch's fused AdamW kernel) and
-  ``SparseCategoricalCrossentropy(from_logits=True)``; ``jit_compile`` as
-  Keras resolves ``"auto"`` per backend (XLA on TensorFlow and JAX, eager on
-  torch); ``--tf-modes graph,xla`` adds the TF
-  graph (no XLA) row.
+  ``SparseCategoricalCrossentropy(from_logits=True)``; ``jit_compile``:
+  the TF row is XLA (``jit_compile=True``; Keras' ``"auto"`` picks graph
+  mode on a machine without a GPU, which ``--tf-modes graph,xla`` adds as a
+  second TF row), JAX ``"auto"`` (XLA), torch eager.
 * ``ours torch Keras AdamW`` (``--keras-adamw``): the torch row compiled
   with ``keras.optimizers.AdamW`` (Keras' chain of ``_foreach`` passes), to
   show what the fused update changes in the same run.
