@@ -77,9 +77,10 @@ class Dense(keras.layers.Dense):
     few-row and encoder-sized products (README, Benchmarks: "PyTorch
     backend"). With gradients (training), float32 CPU tensors of at least
     64 rows go through the same op wrapped with a backward
-    (:func:`~bert4keras.layers.torch_train.dense_call`; 2x torch's matmul on
-    the Zen 5 machine). With LoRA, a quantized or non-float32 layer, and
-    on TensorFlow or JAX, ``call`` is Keras' own. Quantized ``'int8'``
+    (:func:`~bert4keras.layers.torch_train.dense_call`; what it changes in a
+    training step: README, Benchmarks, Zen 5 section). With LoRA, a
+    quantized or non-float32 layer, and on TensorFlow or JAX, ``call`` is
+    Keras' own. Quantized ``'int8'``
     (``model.quantize``), the integer product of its call likewise runs
     through ``torch._int_mm`` on the PyTorch backend (:meth:`_int8_call`).
 
