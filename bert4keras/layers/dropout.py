@@ -138,8 +138,8 @@ def _torch_dropout(inputs, rate, noise_shape, seed_generator):
     is below ``round((1 - rate) * 2**16) - 2**15``: one draw per four elements
     and no probability tensor (the training step this saved is in README,
     Benchmarks, Zen 5 section). The output is ``inputs * mask / (1 - rate)``
-    (:func:`_masked_scale`, the mask read as uint8: torch's ``where`` with a
-    scalar was ~4x slower), and so is the gradient.
+    (:func:`_masked_scale`, the mask read as uint8, in place of a slower
+    ``torch.where`` with a scalar), and so is the gradient.
     """
     import torch
 
@@ -168,9 +168,10 @@ def _masked_scale(inputs, mask, scale):
     ``inputs``: a product with the mask's uint8 view and an in-place scaling,
     forward and backward, the mask kept as that view (1 byte per element, as
     ``where`` keeps it). (``torch.addcmul`` does it in one pass, but raised the
-    peak RSS of a BERT-base training step by ~340 MiB in a one-off probe.) A NaN or
-    inf input stays NaN where it is dropped (as TensorFlow's dropout, a
-    product, does), where ``torch.where`` would write 0."""
+    peak RSS of a BERT-base training step in a probe; the figures are in the
+    issue note.) A NaN or inf input stays NaN where it is dropped (as
+    TensorFlow's dropout, a product, does), where ``torch.where`` would
+    write 0."""
     import torch
 
     if not _MASKED_SCALE:

@@ -59,8 +59,8 @@ ENABLED = True
 #: After a fused update, the updated weights' ``.grad`` are set to None (what
 #: ``torch.optim``'s ``zero_grad(set_to_none=True)`` does). Keras' torch
 #: ``train_step`` clears them itself, but only after the next forward pass, so
-#: one step's gradients (a float per weight) stayed alive through it: releasing
-#: them lowered a BERT-base step's peak RSS by 0.3-0.6 GB in a one-off probe.
+#: one step's gradients (a float per weight) stayed alive through it (what
+#: releasing them changes: README, Benchmarks, Zen 5 section, memory rows).
 #: Set to False if a training loop of your own reads ``.grad`` after
 #: ``optimizer.apply``.
 RELEASE_GRADIENTS = True
