@@ -50,9 +50,16 @@ attention probabilities (``--dropout``), as BERT's fine-tuning recipe.
   opt.zero_grad()`` with ``torch.optim.AdamW``, same hyper-parameters.
   The check column compares the logits in inference mode (no dropout).
 
-* ``ours JAX kept memory`` (``--keep-freed-memory``): the JAX row with
-  ``BERT4KERAS_KEEP_FREED_MEMORY=1`` (:mod:`bert4keras.allocator`: glibc keeps
-  freed memory, so XLA's per-step buffers are not faulted in afresh each call).
+* ``ours JAX glibc defaults`` (``--jax-glibc-defaults``; before the setting
+  became the default, ``--keep-freed-memory`` added the opposite row): the
+  JAX row with ``BERT4KERAS_KEEP_FREED_MEMORY=0``, glibc's own ``malloc``
+  settings, under which XLA's per-step buffers are faulted in afresh each call
+  (the ``ours JAX`` row runs bert4keras' default, :mod:`bert4keras.allocator`).
+* ``ours JAX huge pages`` (``--jax-hugetlb``): the JAX row started with
+  ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35 asks the kernel for
+  transparent huge pages on the blocks it maps, so XLA's per-step buffers
+  fault in 2 MiB at a time instead of 4 KiB); an environment setting of the
+  process, which no library can change once Python has started.
 
 Method: workers are built, compiled and warmed up (``--warmup`` untimed
 calls) before timing. Then in each of ``--rounds`` rounds every row runs
@@ -71,7 +78,7 @@ Usage::
 
     python benchmarks/encoder_throughput.py                       # forward, all backends
     python benchmarks/encoder_throughput.py --train               # training step
-    python benchmarks/encoder_throughput.py --train --backend tensorflow,jax --keep-freed-memory
+    python benchmarks/encoder_throughput.py --train --backend tensorflow,jax --jax-glibc-defaults
     python benchmarks/encoder_throughput.py --backend jax,torch --rounds 7
     python benchmarks/encoder_throughput.py --quick [--train]     # smoke run (< 1 min)
 """
@@ -111,9 +118,13 @@ def parse_args(argv=None):
                    help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
                         "forward; xla, Keras' default jit_compile, for --train)")
     p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
-    p.add_argument("--keep-freed-memory", action="store_true",
-                   help="add an 'ours JAX kept memory' row: the JAX worker with "
-                        "BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator)")
+    p.add_argument("--jax-glibc-defaults", "--keep-freed-memory", action="store_true",
+                   dest="jax_glibc_defaults",
+                   help="add an 'ours JAX glibc defaults' row: the JAX worker with "
+                        "BERT4KERAS_KEEP_FREED_MEMORY=0 (bert4keras.allocator off)")
+    p.add_argument("--jax-hugetlb", action="store_true",
+                   help="add an 'ours JAX huge pages' row: the JAX worker started with "
+                        "GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
     p.add_argument("--torch-plain", action="store_true",
                    help="add an 'ours torch plain' row: the torch worker with "
                         "bert4keras.layers.direct.USE_ONEDNN off (torch's own matmul)")
@@ -173,8 +184,10 @@ def row_specs(args):
                      for m in args.tf_mode_list]
         else:
             rows.append(("ours %s" % ("JAX" if backend == "jax" else "torch"), backend, "call"))
-        if backend == "jax" and args.keep_freed_memory:
-            rows.append(("ours JAX kept memory", "jax", "keep"))
+        if backend == "jax" and args.jax_glibc_defaults:
+            rows.append(("ours JAX glibc defaults", "jax", "glibc"))
+        if backend == "jax" and args.jax_hugetlb:
+            rows.append(("ours JAX huge pages", "jax", "hugetlb"))
         if backend == "torch" and args.torch_plain:
             rows.append(("ours torch plain", "torch", "plain"))
         if backend == "torch" and args.keras_adamw and args.train:
@@ -410,8 +423,11 @@ class Worker:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env["KERAS_BACKEND"] = kind if kind != "hf" else "torch"
         env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-        if mode == "keep":
-            env["BERT4KERAS_KEEP_FREED_MEMORY"] = "1"
+        if mode == "glibc":
+            env["BERT4KERAS_KEEP_FREED_MEMORY"] = "0"
+        if mode == "hugetlb":
+            tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+            env["GLIBC_TUNABLES"] = ":".join(tunables + ["glibc.malloc.hugetlb=1"])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=ROOT)
 

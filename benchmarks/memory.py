@@ -27,6 +27,10 @@ Rows ``torch-packed`` / ``torch-nojax-packed`` (``gpt2`` only, not run by
 default) decode with ``CachedDecoder(packed_weights=True)``: what its
 oneDNN-blocked kernel copies cost in memory.
 
+Row ``jax-glibc`` (not run by default) runs ours on JAX with
+``BERT4KERAS_KEEP_FREED_MEMORY=0``: glibc's own ``malloc`` settings instead
+of :mod:`bert4keras.allocator`'s (the JAX default), to show what they change.
+
 Rows ``tensorflow-nojax`` / ``torch-nojax`` run ours with ``import jax``
 failing, as on a machine where JAX is not installed (``pip install
 bert4keras`` does not install it): Keras 3 imports JAX on every backend when
@@ -80,6 +84,9 @@ import benchlib  # noqa: E402
 IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
 #: on request only (gpt2): the torch decoder with packed_weights=True
 PACKED = ("torch-packed", "torch-nojax-packed")
+#: ours on JAX with glibc's own malloc settings (BERT4KERAS_KEEP_FREED_MEMORY=0,
+#: bert4keras.allocator off): what the default setting changes (not run by default)
+GLIBC = ("jax-glibc",)
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -116,8 +123,8 @@ def parse_args(argv=None):
         if w not in WORKLOADS and w != "prepare":
             p.error("unknown workload %r (%s)" % (w, ", ".join(WORKLOADS)))
     for i in args.impl_list:
-        if i not in IMPLS + PACKED:
-            p.error("unknown implementation %r (%s)" % (i, ", ".join(IMPLS + PACKED)))
+        if i not in IMPLS + PACKED + GLIBC:
+            p.error("unknown implementation %r (%s)" % (i, ", ".join(IMPLS + PACKED + GLIBC)))
     if args.quick:
         args.new_tokens, args.batch, args.seq_len, args.steps = 8, 4, 32, 2
     return args
@@ -328,6 +335,8 @@ class _NoJax:
 
 
 def worker(args):
+    if (args.impl or "").endswith("-glibc"):  # the environment says it (run_worker)
+        args.impl = args.impl[:-len("-glibc")]
     args.packed = (args.impl or "").endswith("-packed")
     if args.packed:
         args.impl = args.impl[:-len("-packed")]
@@ -352,10 +361,13 @@ def run_worker(args, workload, impl):
            "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
     if args.quick:
         cmd.append("--quick")
-    backend = (impl or "").replace("-packed", "").replace("-nojax", "")
+    backend = (impl or "").replace("-packed", "").replace("-nojax", "").replace("-glibc", "")
     if backend not in ("tensorflow", "jax", "torch"):  # prepare: any installed backend
         backend = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
+    if impl in GLIBC:
+        env["BERT4KERAS_KEEP_FREED_MEMORY"] = "0"
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                 timeout=args.timeout)
@@ -429,7 +441,8 @@ def main(argv=None):
             row["(peak-import)/hf"] = own / hf_own if hf_own > 0 else None
         print("| %s | %s | %.0f | %.0f | %.0f | %.0f (%s) | %.0f | %s | %s | %s |" % (
             row["workload"], "HF torch" if row["impl"] == "hf" else "ours " + row["impl"].replace(
-                "-nojax", " (JAX not installed)").replace("-packed", ", packed weights"),
+                "-nojax", " (JAX not installed)").replace("-packed", ", packed weights").replace(
+                "-glibc", ", glibc malloc defaults"),
             row["import_mib"], row["loaded_mib"], row["first_mib"], row["peak_mib"],
             row["peak_phase"], own,
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",

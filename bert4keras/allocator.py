@@ -1,33 +1,58 @@
-"""Keep freed host memory in the process on the JAX backend (Linux, glibc): opt-in.
+"""Keep freed host memory in the process on the JAX backend (Linux, glibc):
+on by default there, ``BERT4KERAS_KEEP_FREED_MEMORY=0`` turns it off.
 
 XLA on a CPU allocates every buffer of a compiled step with the C library's
-``malloc`` and frees it when the step ends. glibc hands any block over 32 MiB
-(and, from the worker threads' own arenas, any block that outgrows a 64 MiB
-heap) straight to ``mmap`` and returns it to the kernel on ``free``, so a
-BERT-base training step (batch 16 x 128, ~2.1 GiB of intermediate buffers)
-touches fresh pages every step: ~480,000 page faults, 3.6 s of system time per
-step on a 2-core virtual machine while other large processes shared it
-(``benchmarks/encoder_throughput.py --train`` reports system time and page
-faults per call; about 0.9 s with nothing beside it, in a one-off probe).
-TensorFlow does not pay it: its BFC allocator keeps what it frees.
+``malloc`` (one block for all of a step's intermediates: ~1.8 GiB for a
+BERT-base training step at batch 16 x 128) and frees it when the step ends.
+Under glibc's defaults any block over 32 MiB (and, from the worker threads'
+own arenas, any block that outgrows a 64 MiB heap) is ``mmap``-ed and
+returned to the kernel on ``free``, so every step touches fresh pages:
+~480,000 page faults per BERT-base step, seconds of system time when other
+large processes share the machine (``benchmarks/encoder_throughput.py
+--train`` reports system time and page faults per call). TensorFlow does not
+pay it: its BFC allocator keeps what it frees.
 
-:func:`keep_freed_memory` sets three ``mallopt`` parameters so that glibc keeps
-the memory instead: one arena for all threads (``M_ARENA_MAX = 1``), no
-``mmap`` for large blocks (``M_MMAP_MAX = 0``), never trim the top of the
-heap (``M_TRIM_THRESHOLD`` = the largest ``size_t``). The next step then
-reuses the same pages: in one run of that benchmark the JAX training step went
-from 0.76x to 0.99x TensorFlow's speed, and its peak RSS from 4.49 to 4.09 GB
-(a randomly initialised BERT-base). The price is resident memory: it never
-falls back between steps, and for a model loaded from a checkpoint
-(``benchmarks/memory.py``) the step's peak grew from 3.7 GiB to 5.5 GiB, where
-it stayed over 8 steps (probably the heap growing past free blocks it does not
-reuse). That is why it is not the default.
+:func:`keep_freed_memory` makes glibc keep that memory instead:
 
-Turn it on with ``BERT4KERAS_KEEP_FREED_MEMORY=1`` in the environment (``import
-bert4keras`` then applies it on the JAX backend) or by calling
-:func:`keep_freed_memory` first thing. It only helps threads that had not
-allocated yet: it must run before the first JAX computation (a thread keeps
-the arena it first used).
+* at once (``import bert4keras``, before any JAX computation): one arena for
+  all threads (``M_ARENA_MAX = 1``; a thread keeps the arena it first used,
+  hence "before") and never trim the top of the heap (``M_TRIM_THRESHOLD`` =
+  the largest ``size_t``);
+* from the first XLA compilation of :data:`MIN_COMPILE_SECONDS` or more on
+  (a JAX monitoring listener; by then the model is built and its checkpoint
+  loaded): no ``mmap`` for large blocks (``M_MMAP_MAX = 0``,
+  :func:`hold_large_blocks`), and before each such executable's first run a
+  free block left below the top of the heap for small allocations
+  (:func:`reserve_for_small_blocks`), so that the step block comes back to
+  the same place every step.
+
+Each step then reuses the same pages: no page faults after the first. The
+price: memory a step freed stays resident until the process ends (as under
+TensorFlow), so the resident size between steps is the step's peak rather
+than the weights alone; the peak itself is not higher (README's memory rows,
+``benchmarks/memory.py``, JAX and ``jax-glibc`` rows). Without the two
+deferred parts (the opt-in of earlier versions set all three settings at
+import) a checkpoint's large temporaries stayed in the heap and the second
+training step's block did not fit into the first's (see
+:func:`reserve_for_small_blocks`), which grew a BERT-base step's peak from
+3.7 to 5.5 GiB.
+
+A limit of glibc before 2.38 (Debian 12 has 2.36): an aligned request
+(``posix_memalign``, what XLA uses) carves ``T`` plus the alignment plus a
+minimum chunk and gives the spare bytes at the end back to the allocating
+thread's cache of small blocks, which glibc counts as in use; while that
+spare piece is held, the freed ``T`` cannot join the top of the heap, and the
+next step's block is carved above it. So the first few calls of an
+executable on a thread whose cache is not yet full can each grow the heap by
+one step block (seen for a small function's first calls on fresh threads,
+then never again; not in the BERT-base and GPT-2 runs of ``benchmarks/``,
+whose threads have allocated plenty by then). ``tests/test_allocator.py``
+checks the steady state after six calls.
+
+``BERT4KERAS_KEEP_FREED_MEMORY=0`` (also ``false``, ``no``, ``off``) keeps
+glibc's defaults; ``1`` or unset applies it on the JAX backend. On TensorFlow
+and PyTorch nothing is changed. :func:`keep_freed_memory` can also be called
+directly, first thing.
 """
 
 import ctypes
@@ -35,11 +60,14 @@ import os
 import platform
 import sys
 
-__all__ = ["ENVIRONMENT", "applied", "apply_for_backend", "keep_freed_memory",
-           "release_free_memory", "trim_heap"]
+__all__ = ["ENVIRONMENT", "OFF_VALUES", "applied", "apply_for_backend", "hold_large_blocks",
+           "keep_freed_memory", "release_free_memory", "reserve_for_small_blocks",
+           "trim_heap"]
 
-#: environment variable: "1" applies :func:`keep_freed_memory` on the JAX backend
+#: environment variable: one of :data:`OFF_VALUES` keeps glibc's defaults on
+#: the JAX backend; "1" or unset applies :func:`keep_freed_memory` there
 ENVIRONMENT = "BERT4KERAS_KEEP_FREED_MEMORY"
+OFF_VALUES = ("0", "false", "no", "off")
 
 # mallopt parameter numbers, glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -47,6 +75,32 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 _applied = False
+
+#: size of the free block :func:`reserve_for_small_blocks` leaves in the heap
+RESERVE_BYTES = 64 << 20
+#: guard sizes tried, smallest first, until one lands above the reserve
+_GUARD_SIZES = (1 << 12, 1 << 16, 1 << 20, 1 << 24)
+_guards = []  # the live guards: kept for the life of the process
+_listening = False
+_holding = False
+
+
+class _MallInfo2(ctypes.Structure):
+    # glibc >= 2.33 <malloc.h> struct mallinfo2: ten size_t fields
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    return libc
 
 
 def applied():
@@ -57,8 +111,11 @@ def applied():
 
 def keep_freed_memory():
     """Make glibc's ``malloc`` keep freed memory for reuse (see the module
-    docstring): ``M_ARENA_MAX = 1``, ``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD``
-    = ``SIZE_MAX``.
+    docstring): ``M_ARENA_MAX = 1`` and ``M_TRIM_THRESHOLD = SIZE_MAX`` now,
+    ``M_MMAP_MAX = 0`` (:func:`hold_large_blocks`) from the first XLA
+    compilation of :data:`MIN_COMPILE_SECONDS` or more on, that is once the
+    model is built and its checkpoint loaded (at once where JAX is not
+    installed).
 
     Returns:
         bool: True when the settings are in place (now or from an earlier
@@ -70,24 +127,115 @@ def keep_freed_memory():
         return True
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _libc()
+    if libc is None:
         return False
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # mallopt's value is an int; glibc stores the trim threshold as a size_t,
     # so -1 becomes SIZE_MAX: never trim
     ok = [libc.mallopt(param, value) == 1 for param, value in (
-        (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))]
+        (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, -1))]
     _applied = all(ok)
+    if _applied and not _listen_to_jax_compiles():
+        hold_large_blocks()
     return _applied
 
 
+def hold_large_blocks():
+    """``M_MMAP_MAX = 0``: blocks of any size come from the heap, so a freed
+    step buffer stays in the process for the next step instead of going back
+    to the kernel. Part of :func:`keep_freed_memory`, deferred to the first
+    large compilation: while a checkpoint loads, its large temporaries (a
+    GPT-2 small embedding table, 147 MiB, read, transposed, copied) would
+    otherwise stay in the heap beside the weights and raise the loading peak.
+    Returns whether it is in effect; a no-op unless
+    :func:`keep_freed_memory` is."""
+    global _holding
+    if _applied and not _holding:
+        libc = _libc()
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        _holding = libc.mallopt(_M_MMAP_MAX, 0) == 1
+    return _holding
+
+
+def reserve_for_small_blocks():
+    """Leave a free block of :data:`RESERVE_BYTES` below the top of the heap,
+    held there by a small live guard block above it, so that small
+    allocations are served from it rather than from the top. A no-op (False)
+    unless :func:`hold_large_blocks` is in effect, and when the top of the
+    heap is already large (a step's freed buffer block sits there: a guard
+    put into it would split it).
+
+    Why: XLA's step buffer block (``T`` bytes, ``posix_memalign``) comes from
+    the top of the heap the first time, and a buffer the XLA runtime
+    allocates just after it (1.5 MiB, live for the rest of the process, seen
+    in a BERT-base training step) would take the space right above it. Freed,
+    the block is then exactly ``T`` bytes, while an aligned request for ``T``
+    bytes needs ``T`` plus the alignment plus a minimum chunk: the second
+    step's block no longer fits into the first's and the heap grows by ``T``
+    a second time. With a free block below the top, small buffers
+    land there, nothing lands above the step block, and every step reuses
+    the same pages. Run after each XLA compilation of
+    :data:`MIN_COMPILE_SECONDS` or more (a JAX monitoring listener), that is
+    just before a large executable's first run. Returns whether a reserve
+    was made."""
+    if not _holding:
+        return False
+    libc = _libc()
+    mallinfo2 = getattr(libc, "mallinfo2", None)
+    if mallinfo2 is None:  # glibc < 2.33: the top's size is not known
+        return False
+    mallinfo2.restype = _MallInfo2
+    if mallinfo2().keepcost >= RESERVE_BYTES:
+        return False
+    block = libc.malloc(RESERVE_BYTES)
+    if not block:
+        return False
+    guard = None
+    for size in _GUARD_SIZES:
+        guard = libc.malloc(size)
+        if guard and guard > block:
+            break
+        libc.free(guard)
+        guard = None
+    libc.free(block)
+    if guard is None:
+        return False
+    _guards.append(guard)
+    return True
+
+
+#: compilations shorter than this (seconds) are small executables (eager ops,
+#: the initializers of a model being built), whose buffers are small
+MIN_COMPILE_SECONDS = 0.1
+
+
+def _on_jax_event(event, duration_secs, **kwargs):
+    if (event == "/jax/core/compile/backend_compile_duration"
+            and duration_secs >= MIN_COMPILE_SECONDS):
+        hold_large_blocks()
+        reserve_for_small_blocks()
+
+
+def _listen_to_jax_compiles():
+    """Register :func:`_on_jax_event` with JAX's monitoring; False where JAX
+    is not installed."""
+    global _listening
+    if not _listening:
+        try:
+            import jax.monitoring
+        except ImportError:
+            return False
+        jax.monitoring.register_event_duration_secs_listener(_on_jax_event)
+        _listening = True
+    return True
+
+
 def apply_for_backend(backend):
-    """:func:`keep_freed_memory` on the JAX backend when the environment says
-    ``BERT4KERAS_KEEP_FREED_MEMORY=1``; what ``import bert4keras`` runs.
+    """:func:`keep_freed_memory` on the JAX backend unless the environment
+    says ``BERT4KERAS_KEEP_FREED_MEMORY=0``; what ``import bert4keras`` runs.
     Returns whether the settings are in place."""
-    if backend != "jax" or os.environ.get(ENVIRONMENT, "0").strip() != "1":
+    if backend != "jax" or os.environ.get(ENVIRONMENT, "1").strip().lower() in OFF_VALUES:
         return _applied
     return keep_freed_memory()
 

@@ -1,13 +1,17 @@
-"""bert4keras.allocator: with ``BERT4KERAS_KEEP_FREED_MEMORY=1`` on the JAX
-backend freed host memory stays in the process, so a compiled step's buffers
-do not page-fault again every call; without it glibc's defaults stay.
+"""bert4keras.allocator: on the JAX backend (by default, or with
+``BERT4KERAS_KEEP_FREED_MEMORY=1``) freed host memory stays in the process,
+so a compiled step's buffers do not page-fault again every call; with
+``BERT4KERAS_KEEP_FREED_MEMORY=0`` glibc's defaults stay.
 
 The check is the kernel's own count of minor page faults (``ru_minflt``)
 over six calls (after four) of a jitted function whose intermediate
 buffers hold 128 MiB: with glibc's defaults every call faults those pages in
-again (32,768 faults of 4 KiB each); with the setting they are reused (at
-most a call or two still grows the heap). Each case runs in a fresh process (the settings must come before the
-first JAX computation), with the variable set to 1 and unset.
+again (32,768 faults of 4 KiB each); with the setting they are reused; and
+the heap (``mallinfo2().arena``) does not grow after the first call. Each
+case runs in a fresh process (the settings must come before the first JAX
+computation), with the variable unset, 1 and 0. The function compiles in
+well under :data:`~bert4keras.allocator.MIN_COMPILE_SECONDS` (a model's step
+takes seconds), so the probe sets that threshold to 0 first.
 """
 
 import json
@@ -21,9 +25,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = r"""
-import json, resource, time
+import ctypes, json, resource, time
 import bert4keras, jax, jax.numpy as jnp
 from bert4keras import allocator
+
+holding_at_import = allocator._holding  # mmap stays on until a large compile
+allocator.MIN_COMPILE_SECONDS = 0.0  # this little function compiles in milliseconds
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = allocator._MallInfo2
 
 @jax.jit
 def f(x):
@@ -39,21 +48,24 @@ def call():
     time.sleep(0.2)  # XLA frees a call's buffers just after its output is ready
 
 
-for _ in range(4):
+for _ in range(6):  # a fresh thread's first calls may still grow the heap (module docstring)
     call()
+heap = libc.mallinfo2().arena
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(6):
     call()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"applied": allocator.applied(), "faults": faults}))
+print(json.dumps({"applied": allocator.applied(), "holding": allocator._holding,
+                  "holding_at_import": holding_at_import,
+                  "faults": faults, "heap_growth": libc.mallinfo2().arena - heap}))
 """
 
 
-def probe(keep):
+def probe(setting):
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-    if keep:
-        env["BERT4KERAS_KEEP_FREED_MEMORY"] = "1"
+    if setting is not None:
+        env["BERT4KERAS_KEEP_FREED_MEMORY"] = setting
     run = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -63,14 +75,16 @@ def probe(keep):
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                     reason="mallopt is glibc's")
 def test_jax_steps_reuse_freed_memory():
-    kept, default = probe(True), probe(False)
-    assert kept["applied"] is True and default["applied"] is False
+    default, kept, glibc = probe(None), probe("1"), probe("0")
     call = 32768  # 128 MiB of 4 KiB pages
-    assert default["faults"] > 5 * call, default  # fresh pages on each of the 6 calls
-    # kept: the heap may still grow once or twice on a loaded machine (the
-    # placement of a call's buffers depends on when the previous call's were
-    # freed), then the pages are reused
-    assert kept["faults"] < 2.5 * call, kept
+    for result in (default, kept):
+        assert result["applied"] is True and result["holding"] is True, result
+        assert result["holding_at_import"] is False, result
+        # the same pages every call: neither faults nor a growing heap
+        assert result["faults"] < 0.25 * call, result
+        assert result["heap_growth"] < 16 << 20, result
+    assert glibc["applied"] is False and glibc["holding"] is False
+    assert glibc["faults"] > 5 * call, glibc  # fresh pages on each of the 6 calls
 
 
 def test_not_applied_on_other_backends(monkeypatch):
