@@ -50,11 +50,12 @@ attention probabilities (``--dropout``), as BERT's fine-tuning recipe.
   opt.zero_grad()`` with ``torch.optim.AdamW``, same hyper-parameters.
   The check column compares the logits in inference mode (no dropout).
 
-* ``ours JAX glibc defaults`` (``--jax-glibc-defaults``; before the setting
-  became the default, ``--keep-freed-memory`` added the opposite row): the
-  JAX row with ``BERT4KERAS_KEEP_FREED_MEMORY=0``, glibc's own ``malloc``
-  settings, under which XLA's per-step buffers are faulted in afresh each call
-  (the ``ours JAX`` row runs bert4keras' default, :mod:`bert4keras.allocator`).
+* ``ours JAX kept memory`` (``--keep-freed-memory``): the JAX row with
+  ``BERT4KERAS_KEEP_FREED_MEMORY=1`` (:mod:`bert4keras.allocator`: glibc keeps
+  freed memory, so XLA's per-step buffers are not faulted in afresh each call).
+* ``ours JAX glibc defaults`` (``--jax-glibc-defaults``): the JAX row with
+  ``BERT4KERAS_KEEP_FREED_MEMORY=0`` (the same as the plain JAX row while the
+  setting is opt-in; it was the default for a few hours on 2026-12-07, from f574610).
 * ``ours JAX huge pages`` (``--jax-hugetlb``): the JAX row started with
   ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35 asks the kernel for
   transparent huge pages on the blocks it maps, so XLA's per-step buffers
@@ -78,7 +79,7 @@ Usage::
 
     python benchmarks/encoder_throughput.py                       # forward, all backends
     python benchmarks/encoder_throughput.py --train               # training step
-    python benchmarks/encoder_throughput.py --train --backend tensorflow,jax --jax-glibc-defaults
+    python benchmarks/encoder_throughput.py --train --backend tensorflow,jax --keep-freed-memory
     python benchmarks/encoder_throughput.py --backend jax,torch --rounds 7
     python benchmarks/encoder_throughput.py --quick [--train]     # smoke run (< 1 min)
 """
@@ -118,8 +119,10 @@ def parse_args(argv=None):
                    help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
                         "forward; xla, Keras' default jit_compile, for --train)")
     p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
-    p.add_argument("--jax-glibc-defaults", "--keep-freed-memory", action="store_true",
-                   dest="jax_glibc_defaults",
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="add an 'ours JAX kept memory' row: the JAX worker with "
+                        "BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator)")
+    p.add_argument("--jax-glibc-defaults", action="store_true",
                    help="add an 'ours JAX glibc defaults' row: the JAX worker with "
                         "BERT4KERAS_KEEP_FREED_MEMORY=0 (bert4keras.allocator off)")
     p.add_argument("--jax-hugetlb", action="store_true",
@@ -184,6 +187,8 @@ def row_specs(args):
                      for m in args.tf_mode_list]
         else:
             rows.append(("ours %s" % ("JAX" if backend == "jax" else "torch"), backend, "call"))
+        if backend == "jax" and args.keep_freed_memory:
+            rows.append(("ours JAX kept memory", "jax", "keep"))
         if backend == "jax" and args.jax_glibc_defaults:
             rows.append(("ours JAX glibc defaults", "jax", "glibc"))
         if backend == "jax" and args.jax_hugetlb:
@@ -423,6 +428,8 @@ class Worker:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env["KERAS_BACKEND"] = kind if kind != "hf" else "torch"
         env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
+        if mode == "keep":
+            env["BERT4KERAS_KEEP_FREED_MEMORY"] = "1"
         if mode == "glibc":
             env["BERT4KERAS_KEEP_FREED_MEMORY"] = "0"
         if mode == "hugetlb":

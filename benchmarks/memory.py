@@ -27,9 +27,10 @@ Rows ``torch-packed`` / ``torch-nojax-packed`` (``gpt2`` only, not run by
 default) decode with ``CachedDecoder(packed_weights=True)``: what its
 oneDNN-blocked kernel copies cost in memory.
 
-Row ``jax-glibc`` (not run by default) runs ours on JAX with
-``BERT4KERAS_KEEP_FREED_MEMORY=0``: glibc's own ``malloc`` settings instead
-of :mod:`bert4keras.allocator`'s (the JAX default), to show what they change.
+Rows ``jax-keep`` / ``jax-glibc`` (not run by default) run ours on JAX with
+``BERT4KERAS_KEEP_FREED_MEMORY=1`` (:mod:`bert4keras.allocator`: glibc keeps
+freed memory) / ``=0`` (glibc's own ``malloc`` settings, what the plain JAX
+row runs while the setting is opt-in).
 
 Rows ``tensorflow-nojax`` / ``torch-nojax`` run ours with ``import jax``
 failing, as on a machine where JAX is not installed (``pip install
@@ -84,9 +85,10 @@ import benchlib  # noqa: E402
 IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
 #: on request only (gpt2): the torch decoder with packed_weights=True
 PACKED = ("torch-packed", "torch-nojax-packed")
-#: ours on JAX with glibc's own malloc settings (BERT4KERAS_KEEP_FREED_MEMORY=0,
-#: bert4keras.allocator off): what the default setting changes (not run by default)
-GLIBC = ("jax-glibc",)
+#: ours on JAX with BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator) and =0
+#: (glibc's own malloc settings; the same as the plain JAX row while the setting
+#: is opt-in); not run by default
+GLIBC = ("jax-keep", "jax-glibc")
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -335,8 +337,9 @@ class _NoJax:
 
 
 def worker(args):
-    if (args.impl or "").endswith("-glibc"):  # the environment says it (run_worker)
-        args.impl = args.impl[:-len("-glibc")]
+    for suffix in ("-glibc", "-keep"):  # the environment says it (run_worker)
+        if (args.impl or "").endswith(suffix):
+            args.impl = args.impl[:-len(suffix)]
     args.packed = (args.impl or "").endswith("-packed")
     if args.packed:
         args.impl = args.impl[:-len("-packed")]
@@ -361,13 +364,14 @@ def run_worker(args, workload, impl):
            "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
     if args.quick:
         cmd.append("--quick")
-    backend = (impl or "").replace("-packed", "").replace("-nojax", "").replace("-glibc", "")
+    backend = (impl or "").replace("-packed", "").replace("-nojax", "").replace(
+        "-glibc", "").replace("-keep", "")
     if backend not in ("tensorflow", "jax", "torch"):  # prepare: any installed backend
         backend = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
     if impl in GLIBC:
-        env["BERT4KERAS_KEEP_FREED_MEMORY"] = "0"
+        env["BERT4KERAS_KEEP_FREED_MEMORY"] = "1" if impl.endswith("-keep") else "0"
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                 timeout=args.timeout)
@@ -442,7 +446,7 @@ def main(argv=None):
         print("| %s | %s | %.0f | %.0f | %.0f | %.0f (%s) | %.0f | %s | %s | %s |" % (
             row["workload"], "HF torch" if row["impl"] == "hf" else "ours " + row["impl"].replace(
                 "-nojax", " (JAX not installed)").replace("-packed", ", packed weights").replace(
-                "-glibc", ", glibc malloc defaults"),
+                "-glibc", ", glibc malloc defaults").replace("-keep", ", kept memory"),
             row["import_mib"], row["loaded_mib"], row["first_mib"], row["peak_mib"],
             row["peak_phase"], own,
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",

@@ -1,5 +1,5 @@
 """Keep freed host memory in the process on the JAX backend (Linux, glibc):
-on by default there, ``BERT4KERAS_KEEP_FREED_MEMORY=0`` turns it off.
+opt-in, ``BERT4KERAS_KEEP_FREED_MEMORY=1``.
 
 XLA on a CPU allocates every buffer of a compiled step with the C library's
 ``malloc`` (one block for all of a step's intermediates: ~1.8 GiB for a
@@ -21,16 +21,25 @@ pay it: its BFC allocator keeps what it frees.
 * from the first XLA compilation of :data:`MIN_COMPILE_SECONDS` or more on
   (a JAX monitoring listener; by then the model is built and its checkpoint
   loaded): no ``mmap`` for large blocks (``M_MMAP_MAX = 0``,
-  :func:`hold_large_blocks`), and before each such executable's first run a
-  free block left below the top of the heap for small allocations
-  (:func:`reserve_for_small_blocks`), so that the step block comes back to
-  the same place every step.
+  :func:`hold_large_blocks`), and after each such compilation, before the
+  executable's first run, the heap's free pages given back
+  (:func:`trim_heap`) and a free block left below the top of the heap for
+  small allocations (:func:`reserve_for_small_blocks`), so that the step
+  block comes back to the same place every step.
 
 Each step then reuses the same pages: no page faults after the first. The
 price: memory a step freed stays resident until the process ends (as under
 TensorFlow), so the resident size between steps is the step's peak rather
-than the weights alone; the peak itself is not higher (README's memory rows,
-``benchmarks/memory.py``, JAX and ``jax-glibc`` rows). Without the two
+than the weights alone. With one fixed step shape the peak itself is not
+higher (README's memory rows, ``benchmarks/memory.py``, ``jax-keep`` and
+``jax`` rows). With many shapes it is: a training loop that pads each batch
+to its own longest text (``examples/task_sentiment_classification.py``)
+compiles an executable per length, each with a step block of its own size,
+and the blocks do not fit into each other's holes, so the heap grows well
+past glibc's own peak (a one-off probe; after each large compilation the
+free pages of the heap are given back, :func:`trim_heap`, which only limits
+it). That is why it is opt-in: turn it on for fixed-shape training (batches
+padded to one length, pretraining). Without the two
 deferred parts (the opt-in of earlier versions set all three settings at
 import) a checkpoint's large temporaries stayed in the heap and the second
 training step's block did not fit into the first's (see
@@ -49,8 +58,8 @@ then never again; not in the BERT-base and GPT-2 runs of ``benchmarks/``,
 whose threads have allocated plenty by then). ``tests/test_allocator.py``
 checks the steady state after six calls.
 
-``BERT4KERAS_KEEP_FREED_MEMORY=0`` (also ``false``, ``no``, ``off``) keeps
-glibc's defaults; ``1`` or unset applies it on the JAX backend. On TensorFlow
+``BERT4KERAS_KEEP_FREED_MEMORY=1`` applies it on the JAX backend (``import
+bert4keras`` reads it); unset or ``0`` keeps glibc's defaults. On TensorFlow
 and PyTorch nothing is changed. :func:`keep_freed_memory` can also be called
 directly, first thing.
 """
@@ -60,14 +69,12 @@ import os
 import platform
 import sys
 
-__all__ = ["ENVIRONMENT", "OFF_VALUES", "applied", "apply_for_backend", "hold_large_blocks",
+__all__ = ["ENVIRONMENT", "applied", "apply_for_backend", "hold_large_blocks",
            "keep_freed_memory", "release_free_memory", "reserve_for_small_blocks",
            "trim_heap"]
 
-#: environment variable: one of :data:`OFF_VALUES` keeps glibc's defaults on
-#: the JAX backend; "1" or unset applies :func:`keep_freed_memory` there
+#: environment variable: "1" applies :func:`keep_freed_memory` on the JAX backend
 ENVIRONMENT = "BERT4KERAS_KEEP_FREED_MEMORY"
-OFF_VALUES = ("0", "false", "no", "off")
 
 # mallopt parameter numbers, glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -214,6 +221,8 @@ def _on_jax_event(event, duration_secs, **kwargs):
     if (event == "/jax/core/compile/backend_compile_duration"
             and duration_secs >= MIN_COMPILE_SECONDS):
         hold_large_blocks()
+        if _holding:
+            trim_heap()
         reserve_for_small_blocks()
 
 
@@ -232,10 +241,10 @@ def _listen_to_jax_compiles():
 
 
 def apply_for_backend(backend):
-    """:func:`keep_freed_memory` on the JAX backend unless the environment
-    says ``BERT4KERAS_KEEP_FREED_MEMORY=0``; what ``import bert4keras`` runs.
+    """:func:`keep_freed_memory` on the JAX backend when the environment says
+    ``BERT4KERAS_KEEP_FREED_MEMORY=1``; what ``import bert4keras`` runs.
     Returns whether the settings are in place."""
-    if backend != "jax" or os.environ.get(ENVIRONMENT, "1").strip().lower() in OFF_VALUES:
+    if backend != "jax" or os.environ.get(ENVIRONMENT, "0").strip() != "1":
         return _applied
     return keep_freed_memory()
 
