@@ -119,15 +119,9 @@ def parse_args(argv=None):
                    help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
                         "forward; xla, Keras' default jit_compile, for --train)")
     p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
-    p.add_argument("--keep-freed-memory", action="store_true",
-                   help="add an 'ours JAX kept memory' row: the JAX worker with "
-                        "BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator)")
-    p.add_argument("--jax-glibc-defaults", action="store_true",
-                   help="add an 'ours JAX glibc defaults' row: the JAX worker with "
-                        "BERT4KERAS_KEEP_FREED_MEMORY=0 (bert4keras.allocator off)")
-    p.add_argument("--jax-hugetlb", action="store_true",
-                   help="add an 'ours JAX huge pages' row: the JAX worker started with "
-                        "GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
+    for flag, row, setting in JAX_MEMORY_ROWS:
+        p.add_argument(flag, action="store_true",
+                       help="add an '%s' row: the JAX worker with %s" % (row, setting))
     p.add_argument("--torch-plain", action="store_true",
                    help="add an 'ours torch plain' row: the torch worker with "
                         "bert4keras.layers.direct.USE_ONEDNN off (torch's own matmul)")
@@ -176,6 +170,16 @@ def parse_args(argv=None):
     if set(args.tf_mode_list) - {"graph", "xla"}:
         p.error("--tf-modes: graph and/or xla, got %r" % modes)
     return args
+
+
+#: the optional JAX rows of host-memory settings: (flag, row name, what is set)
+JAX_MEMORY_ROWS = (
+    ("--keep-freed-memory", "ours JAX kept memory",
+     "BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator)"),
+    ("--jax-glibc-defaults", "ours JAX glibc defaults",
+     "BERT4KERAS_KEEP_FREED_MEMORY=0 (bert4keras.allocator off)"),
+    ("--jax-hugetlb", "ours JAX huge pages", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"),
+)
 
 
 def row_specs(args):
