@@ -65,6 +65,7 @@ directly, first thing.
 """
 
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -99,7 +100,10 @@ class _MallInfo2(ctypes.Structure):
         "uordblks", "fordblks", "keepcost")]
 
 
+@functools.lru_cache(maxsize=None)
 def _libc():
+    """glibc's ``libc.so.6`` with the signatures used here, or None where
+    there is no such library (macOS, musl, Windows)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -107,6 +111,7 @@ def _libc():
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return libc
 
 
@@ -137,7 +142,6 @@ def keep_freed_memory():
     libc = _libc()
     if libc is None:
         return False
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # mallopt's value is an int; glibc stores the trim threshold as a size_t,
     # so -1 becomes SIZE_MAX: never trim
     ok = [libc.mallopt(param, value) == 1 for param, value in (
@@ -159,9 +163,7 @@ def hold_large_blocks():
     :func:`keep_freed_memory` is."""
     global _holding
     if _applied and not _holding:
-        libc = _libc()
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        _holding = libc.mallopt(_M_MMAP_MAX, 0) == 1
+        _holding = _libc().mallopt(_M_MMAP_MAX, 0) == 1
     return _holding
 
 
@@ -220,10 +222,9 @@ MIN_COMPILE_SECONDS = 0.1
 def _on_jax_event(event, duration_secs, **kwargs):
     if (event == "/jax/core/compile/backend_compile_duration"
             and duration_secs >= MIN_COMPILE_SECONDS):
-        hold_large_blocks()
-        if _holding:
+        if hold_large_blocks():
             trim_heap()
-        reserve_for_small_blocks()
+            reserve_for_small_blocks()
 
 
 def _listen_to_jax_compiles():
@@ -270,10 +271,8 @@ def trim_heap():
     until trimmed.
     Returns whether it ran: False where the C library has no
     ``malloc_trim`` (not glibc: macOS, musl, Windows)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
         return False
     trim(0)
     return True
