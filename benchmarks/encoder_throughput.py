@@ -119,9 +119,9 @@ def parse_args(argv=None):
                    help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
                         "forward; xla, Keras' default jit_compile, for --train)")
     p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
-    for flag, row, setting in JAX_MEMORY_ROWS:
+    for flag, row, _, (variable, value) in JAX_MEMORY_ROWS:
         p.add_argument(flag, action="store_true",
-                       help="add an '%s' row: the JAX worker with %s" % (row, setting))
+                       help="add an '%s' row: the JAX worker with %s=%s" % (row, variable, value))
     p.add_argument("--torch-plain", action="store_true",
                    help="add an 'ours torch plain' row: the torch worker with "
                         "bert4keras.layers.direct.USE_ONEDNN off (torch's own matmul)")
@@ -172,13 +172,15 @@ def parse_args(argv=None):
     return args
 
 
-#: the optional JAX rows of host-memory settings: (flag, row name, what is set)
+#: the optional JAX rows of host-memory settings: (flag, row name, worker mode,
+#: (environment variable, value)); GLIBC_TUNABLES is appended to, not replaced
 JAX_MEMORY_ROWS = (
-    ("--keep-freed-memory", "ours JAX kept memory",
-     "BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator)"),
-    ("--jax-glibc-defaults", "ours JAX glibc defaults",
-     "BERT4KERAS_KEEP_FREED_MEMORY=0 (bert4keras.allocator off)"),
-    ("--jax-hugetlb", "ours JAX huge pages", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"),
+    ("--keep-freed-memory", "ours JAX kept memory", "keep",
+     ("BERT4KERAS_KEEP_FREED_MEMORY", "1")),
+    ("--jax-glibc-defaults", "ours JAX glibc defaults", "glibc",
+     ("BERT4KERAS_KEEP_FREED_MEMORY", "0")),
+    ("--jax-hugetlb", "ours JAX huge pages", "hugetlb",
+     ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")),
 )
 
 
@@ -191,12 +193,9 @@ def row_specs(args):
                      for m in args.tf_mode_list]
         else:
             rows.append(("ours %s" % ("JAX" if backend == "jax" else "torch"), backend, "call"))
-        if backend == "jax" and args.keep_freed_memory:
-            rows.append(("ours JAX kept memory", "jax", "keep"))
-        if backend == "jax" and args.jax_glibc_defaults:
-            rows.append(("ours JAX glibc defaults", "jax", "glibc"))
-        if backend == "jax" and args.jax_hugetlb:
-            rows.append(("ours JAX huge pages", "jax", "hugetlb"))
+        if backend == "jax":
+            rows += [(row, "jax", mode) for flag, row, mode, _ in JAX_MEMORY_ROWS
+                     if getattr(args, flag[2:].replace("-", "_"))]
         if backend == "torch" and args.torch_plain:
             rows.append(("ours torch plain", "torch", "plain"))
         if backend == "torch" and args.keras_adamw and args.train:
@@ -432,13 +431,11 @@ class Worker:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env["KERAS_BACKEND"] = kind if kind != "hf" else "torch"
         env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-        if mode == "keep":
-            env["BERT4KERAS_KEEP_FREED_MEMORY"] = "1"
-        if mode == "glibc":
-            env["BERT4KERAS_KEEP_FREED_MEMORY"] = "0"
-        if mode == "hugetlb":
-            tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
-            env["GLIBC_TUNABLES"] = ":".join(tunables + ["glibc.malloc.hugetlb=1"])
+        for _, _, row_mode, (variable, value) in JAX_MEMORY_ROWS:
+            if kind == "jax" and mode == row_mode:
+                if variable == "GLIBC_TUNABLES":
+                    value = ":".join([t for t in env.get(variable, "").split(":") if t] + [value])
+                env[variable] = value
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=ROOT)
 

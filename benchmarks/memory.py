@@ -87,8 +87,8 @@ IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
 PACKED = ("torch-packed", "torch-nojax-packed")
 #: ours on JAX with BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator) and =0
 #: (glibc's own malloc settings; the same as the plain JAX row while the setting
-#: is opt-in); not run by default
-GLIBC = ("jax-keep", "jax-glibc")
+#: is opt-in), mapped to the variable's value; not run by default
+MALLOC_ROWS = {"jax-keep": "1", "jax-glibc": "0"}
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -125,8 +125,9 @@ def parse_args(argv=None):
         if w not in WORKLOADS and w != "prepare":
             p.error("unknown workload %r (%s)" % (w, ", ".join(WORKLOADS)))
     for i in args.impl_list:
-        if i not in IMPLS + PACKED + GLIBC:
-            p.error("unknown implementation %r (%s)" % (i, ", ".join(IMPLS + PACKED + GLIBC)))
+        if i not in IMPLS + PACKED + tuple(MALLOC_ROWS):
+            p.error("unknown implementation %r (%s)"
+                    % (i, ", ".join(IMPLS + PACKED + tuple(MALLOC_ROWS))))
     if args.quick:
         args.new_tokens, args.batch, args.seq_len, args.steps = 8, 4, 32, 2
     return args
@@ -337,9 +338,8 @@ class _NoJax:
 
 
 def worker(args):
-    for suffix in ("-glibc", "-keep"):  # the environment says it (run_worker)
-        if (args.impl or "").endswith(suffix):
-            args.impl = args.impl[:-len(suffix)]
+    if args.impl in MALLOC_ROWS:  # the environment says it (run_worker)
+        args.impl = args.impl.split("-")[0]
     args.packed = (args.impl or "").endswith("-packed")
     if args.packed:
         args.impl = args.impl[:-len("-packed")]
@@ -364,14 +364,13 @@ def run_worker(args, workload, impl):
            "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
     if args.quick:
         cmd.append("--quick")
-    backend = (impl or "").replace("-packed", "").replace("-nojax", "").replace(
-        "-glibc", "").replace("-keep", "")
+    backend = (impl or "").split("-")[0]  # the backend is the first word of a row name
     if backend not in ("tensorflow", "jax", "torch"):  # prepare: any installed backend
         backend = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-    if impl in GLIBC:
-        env["BERT4KERAS_KEEP_FREED_MEMORY"] = "1" if impl.endswith("-keep") else "0"
+    if impl in MALLOC_ROWS:
+        env["BERT4KERAS_KEEP_FREED_MEMORY"] = MALLOC_ROWS[impl]
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                 timeout=args.timeout)
