@@ -312,10 +312,11 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                 and not (self.attention_dropout and training))
 
     def _attend_fused(self, qw, kw, vw, bias):
-        """``softmax(q k^T * scale + bias) v`` through ``keras.ops.
-        dot_product_attention`` (torch: ``scaled_dot_product_attention``, one
-        fused kernel; TensorFlow and JAX: the same einsum/softmax graph as
-        :meth:`_attend_with_scores`), then the output projection.
+        """``softmax(q k^T * scale + bias) v`` by torch's
+        ``scaled_dot_product_attention`` on the strided head-major views
+        (:func:`~bert4keras.layers.direct.torch_attention`; only torch calls
+        this, :meth:`_can_fuse`), ``keras.ops.dot_product_attention`` if the
+        inputs are not torch tensors, then the output projection.
 
         ``qw`` ``(batch, q_len, heads, size)``, ``kw``/``vw`` ``(batch, k_len,
         heads, size)``; ``bias`` as :meth:`_normalize` takes it, or None.
