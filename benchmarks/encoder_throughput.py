@@ -52,11 +52,17 @@ attention probabilities (``--dropout``), as BERT's fine-tuning recipe.
 
 * ``ours JAX kept memory`` (``--keep-freed-memory``): the JAX row with
   ``BERT4KERAS_KEEP_FREED_MEMORY=1`` (:mod:`bert4keras.allocator`: glibc keeps
-  freed memory, so XLA's per-step buffers are not faulted in afresh each call).
+  freed memory, so XLA's per-step buffers are not faulted in afresh each
+  call). Since 2026-12-07 (its second change) that is the default, so this
+  row runs what the plain JAX row runs.
 * ``ours JAX glibc defaults`` (``--jax-glibc-defaults``): the JAX row with
-  ``BERT4KERAS_KEEP_FREED_MEMORY=0`` (the same as the plain JAX row while the
-  setting is opt-in; it was the default for a few hours on 2026-12-07, from f574610).
-* ``ours JAX huge pages`` (``--jax-hugetlb``): the JAX row started with
+  ``BERT4KERAS_KEEP_FREED_MEMORY=0``: glibc's own ``malloc`` settings and
+  JAX's asynchronous dispatch (the plain JAX row's settings before 2026-12-07).
+* ``ours JAX kept memory async dispatch`` (``--jax-async-dispatch``): kept
+  memory with ``JAX_CPU_ENABLE_ASYNC_DISPATCH=1``, which the allocator leaves
+  as asked (it turns asynchronous dispatch off otherwise).
+* ``ours JAX huge pages`` (``--jax-hugetlb``): the JAX row with glibc's
+  defaults (``BERT4KERAS_KEEP_FREED_MEMORY=0``), started with
   ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35 asks the kernel for
   transparent huge pages on the blocks it maps, so XLA's per-step buffers
   fault in 2 MiB at a time instead of 4 KiB); an environment setting of the
@@ -119,9 +125,10 @@ def parse_args(argv=None):
                    help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
                         "forward; xla, Keras' default jit_compile, for --train)")
     p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
-    for flag, row, _, (variable, value) in JAX_MEMORY_ROWS:
+    for flag, row, _, settings in JAX_MEMORY_ROWS:
         p.add_argument(flag, action="store_true",
-                       help="add an '%s' row: the JAX worker with %s=%s" % (row, variable, value))
+                       help="add an '%s' row: the JAX worker with %s"
+                            % (row, " ".join("%s=%s" % pair for pair in settings)))
     p.add_argument("--torch-plain", action="store_true",
                    help="add an 'ours torch plain' row: the torch worker with "
                         "bert4keras.layers.direct.USE_ONEDNN off (torch's own matmul)")
@@ -173,14 +180,16 @@ def parse_args(argv=None):
 
 
 #: the optional JAX rows of host-memory settings: (flag, row name, worker mode,
-#: (environment variable, value)); GLIBC_TUNABLES is appended to, not replaced
+#: ((environment variable, value), ...)); GLIBC_TUNABLES is appended to, not replaced
 JAX_MEMORY_ROWS = (
     ("--keep-freed-memory", "ours JAX kept memory", "keep",
-     ("BERT4KERAS_KEEP_FREED_MEMORY", "1")),
+     (("BERT4KERAS_KEEP_FREED_MEMORY", "1"),)),
     ("--jax-glibc-defaults", "ours JAX glibc defaults", "glibc",
-     ("BERT4KERAS_KEEP_FREED_MEMORY", "0")),
+     (("BERT4KERAS_KEEP_FREED_MEMORY", "0"),)),
+    ("--jax-async-dispatch", "ours JAX kept memory async dispatch", "async",
+     (("BERT4KERAS_KEEP_FREED_MEMORY", "1"), ("JAX_CPU_ENABLE_ASYNC_DISPATCH", "1"))),
     ("--jax-hugetlb", "ours JAX huge pages", "hugetlb",
-     ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")),
+     (("BERT4KERAS_KEEP_FREED_MEMORY", "0"), ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"))),
 )
 
 
@@ -431,8 +440,9 @@ class Worker:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env["KERAS_BACKEND"] = kind if kind != "hf" else "torch"
         env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-        for _, _, row_mode, (variable, value) in JAX_MEMORY_ROWS:
-            if kind == "jax" and mode == row_mode:
+        env.pop("JAX_CPU_ENABLE_ASYNC_DISPATCH", None)
+        for _, _, row_mode, settings in JAX_MEMORY_ROWS:
+            for variable, value in settings if kind == "jax" and mode == row_mode else ():
                 if variable == "GLIBC_TUNABLES":
                     value = ":".join([t for t in env.get(variable, "").split(":") if t] + [value])
                 env[variable] = value

@@ -19,7 +19,10 @@ peak resident set size, ``ru_maxrss``, only ever goes up):
   tokens and labels. Ours: ``model.compile(bert4keras.optimizers.AdamW)``
   (``keras.optimizers.AdamW``; on torch its update is torch's fused kernel)
   + ``train_on_batch``
-  (TF graph mode, JAX ``jit``, torch eager). HF: ``BertForTokenClassification.
+  (TF graph mode, JAX ``jit``, torch eager); with ``--fit``, one
+  ``train_on_batch`` and then ``model.fit`` for the other steps (Keras' own
+  loop, which on JAX does not wait for a step's loss before it starts the
+  next step). HF: ``BertForTokenClassification.
   from_pretrained(dir, num_labels=8)`` + ``torch.optim.AdamW``,
   ``loss.backward(); step(); zero_grad()``.
 
@@ -27,10 +30,15 @@ Rows ``torch-packed`` / ``torch-nojax-packed`` (``gpt2`` only, not run by
 default) decode with ``CachedDecoder(packed_weights=True)``: what its
 oneDNN-blocked kernel copies cost in memory.
 
-Rows ``jax-keep`` / ``jax-glibc`` (not run by default) run ours on JAX with
-``BERT4KERAS_KEEP_FREED_MEMORY=1`` (:mod:`bert4keras.allocator`: glibc keeps
-freed memory) / ``=0`` (glibc's own ``malloc`` settings, what the plain JAX
-row runs while the setting is opt-in).
+Rows ``jax-keep-async`` / ``jax-glibc`` (not run by default) run ours on
+JAX with other host-memory settings than the plain ``jax`` row's (where
+:mod:`bert4keras.allocator` keeps freed memory and runs JAX's computations
+inline, the default since 2026-12-07): kept memory with
+``JAX_CPU_ENABLE_ASYNC_DISPATCH=1`` (asynchronous dispatch left on) /
+``BERT4KERAS_KEEP_FREED_MEMORY=0`` (glibc's own ``malloc`` settings and
+asynchronous dispatch, the plain row's settings before). Earlier result files
+have a ``jax-keep`` row: ``BERT4KERAS_KEEP_FREED_MEMORY=1`` while it was
+opt-in.
 
 Rows ``tensorflow-nojax`` / ``torch-nojax`` run ours with ``import jax``
 failing, as on a machine where JAX is not installed (``pip install
@@ -85,10 +93,14 @@ import benchlib  # noqa: E402
 IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
 #: on request only (gpt2): the torch decoder with packed_weights=True
 PACKED = ("torch-packed", "torch-nojax-packed")
-#: ours on JAX with BERT4KERAS_KEEP_FREED_MEMORY=1 (bert4keras.allocator) and =0
-#: (glibc's own malloc settings; the same as the plain JAX row while the setting
-#: is opt-in), mapped to the variable's value; not run by default
-MALLOC_ROWS = {"jax-keep": "1", "jax-glibc": "0"}
+#: ours on JAX with other host-memory settings (bert4keras.allocator), mapped to
+#: their environment: kept memory with JAX's asynchronous dispatch left on, and
+#: glibc's own malloc settings (what the plain JAX row ran before 2026-12-07);
+#: not run by default
+MALLOC_ROWS = {
+    "jax-keep-async": {"BERT4KERAS_KEEP_FREED_MEMORY": "1", "JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"},
+    "jax-glibc": {"BERT4KERAS_KEEP_FREED_MEMORY": "0"},
+}
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -109,6 +121,10 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=16, help="bert: batch size")
     p.add_argument("--seq-len", type=int, default=128, help="bert: sequence length")
     p.add_argument("--steps", type=int, default=3, help="bert: training steps")
+    p.add_argument("--fit", action="store_true",
+                   help="bert: ours runs the steps after the first in one model.fit (Keras' "
+                        "loop, which does not wait for a step's loss before the next step) "
+                        "instead of a train_on_batch each")
     p.add_argument("--workdir", default=None,
                    help="where the weight files are written (default: a temporary directory, "
                         "removed at the end); reused if it already holds them")
@@ -130,6 +146,8 @@ def parse_args(argv=None):
                     % (i, ", ".join(IMPLS + PACKED + tuple(MALLOC_ROWS))))
     if args.quick:
         args.new_tokens, args.batch, args.seq_len, args.steps = 8, 4, 32, 2
+    if args.fit and args.steps < 2:
+        p.error("--fit needs --steps 2 or more (one train_on_batch, then fit)")
     return args
 
 
@@ -314,6 +332,26 @@ def run_bert(args, impl, phases):
 
         def step():
             return float(np.asarray(model.train_on_batch(x, y)))
+
+        if args.fit:
+            def batches():
+                while True:
+                    yield x, y
+
+            def fit():
+                return model.fit(batches(), steps_per_epoch=args.steps - 1, epochs=1,
+                                 verbose=0).history["loss"][-1]
+    if args.fit and impl != "hf":  # one train_on_batch (compiles), then one fit for the rest
+        start = time.perf_counter()
+        step()
+        seconds = [time.perf_counter() - start]
+        phases.mark("first")
+        start = time.perf_counter()
+        loss = fit()
+        seconds += [(time.perf_counter() - start) / (args.steps - 1)] * (args.steps - 1)
+        phases.mark("steps")
+        phases.report(seconds=seconds, loss=loss)
+        return
     seconds = []
     for index in range(args.steps):
         start = time.perf_counter()
@@ -364,13 +402,15 @@ def run_worker(args, workload, impl):
            "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
     if args.quick:
         cmd.append("--quick")
+    if args.fit:
+        cmd.append("--fit")
     backend = (impl or "").split("-")[0]  # the backend is the first word of a row name
     if backend not in ("tensorflow", "jax", "torch"):  # prepare: any installed backend
         backend = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-    if impl in MALLOC_ROWS:
-        env["BERT4KERAS_KEEP_FREED_MEMORY"] = MALLOC_ROWS[impl]
+    env.pop("JAX_CPU_ENABLE_ASYNC_DISPATCH", None)
+    env.update(MALLOC_ROWS.get(impl, {}))
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                 timeout=args.timeout)
@@ -445,7 +485,8 @@ def main(argv=None):
         print("| %s | %s | %.0f | %.0f | %.0f | %.0f (%s) | %.0f | %s | %s | %s |" % (
             row["workload"], "HF torch" if row["impl"] == "hf" else "ours " + row["impl"].replace(
                 "-nojax", " (JAX not installed)").replace("-packed", ", packed weights").replace(
-                "-glibc", ", glibc malloc defaults").replace("-keep", ", kept memory"),
+                "-glibc", ", glibc malloc defaults").replace(
+                "-keep-async", ", kept memory, async dispatch").replace("-keep", ", kept memory"),
             row["import_mib"], row["loaded_mib"], row["first_mib"], row["peak_mib"],
             row["peak_phase"], own,
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",

@@ -1,5 +1,5 @@
 """Keep freed host memory in the process on the JAX backend (Linux, glibc):
-opt-in, ``BERT4KERAS_KEEP_FREED_MEMORY=1``.
+on by default, ``BERT4KERAS_KEEP_FREED_MEMORY=0`` turns it off.
 
 XLA on a CPU allocates every buffer of a compiled step with the C library's
 ``malloc`` (one block for all of a step's intermediates: ~1.8 GiB for a
@@ -16,8 +16,10 @@ pay it: its BFC allocator keeps what it frees.
 
 * at once (``import bert4keras``, before any JAX computation): one arena for
   all threads (``M_ARENA_MAX = 1``; a thread keeps the arena it first used,
-  hence "before") and never trim the top of the heap (``M_TRIM_THRESHOLD`` =
-  the largest ``size_t``);
+  hence "before"), never trim the top of the heap (``M_TRIM_THRESHOLD`` =
+  the largest ``size_t``), and JAX's asynchronous dispatch on the CPU off
+  (:func:`run_jax_inline`; the option is read when JAX makes its CPU
+  client, hence "before" again);
 * from the first XLA compilation of :data:`MIN_COMPILE_SECONDS` or more on
   (a JAX monitoring listener; by then the model is built and its checkpoint
   loaded): no ``mmap`` for large blocks (``M_MMAP_MAX = 0``,
@@ -30,21 +32,35 @@ pay it: its BFC allocator keeps what it frees.
 Each step then reuses the same pages: no page faults after the first. The
 price: memory a step freed stays resident until the process ends (as under
 TensorFlow), so the resident size between steps is the step's peak rather
-than the weights alone. With one fixed step shape the peak itself is not
-higher (README's memory rows, ``benchmarks/memory.py``, ``jax-keep`` and
-``jax`` rows). With many shapes it is: a training loop that pads each batch
-to its own longest text (``examples/task_sentiment_classification.py``)
-compiles an executable per length, each with a step block of its own size,
-and the blocks do not fit into each other's holes, so the heap grows well
-past glibc's own peak (a one-off probe; after each large compilation the
-free pages of the heap are given back, :func:`trim_heap`, which only limits
-it). That is why it is opt-in: turn it on for fixed-shape training (batches
-padded to one length, pretraining). Without the two
-deferred parts (the opt-in of earlier versions set all three settings at
-import) a checkpoint's large temporaries stayed in the heap and the second
-training step's block did not fit into the first's (see
-:func:`reserve_for_small_blocks`), which grew a BERT-base step's peak from
-3.7 to 5.5 GiB.
+than the weights alone; the peak itself is not higher (README's memory rows,
+``benchmarks/memory.py``, ``jax`` and ``jax-glibc`` rows).
+
+Why asynchronous dispatch goes: with it, ``model.fit`` does not wait for a
+step's result before it calls the next step, and XLA starts step ``n + 1``
+while step ``n``'s block has not been freed yet (XLA frees it just after the
+step's outputs are ready). The new block is then carved elsewhere, both stay
+in the heap, and the process keeps two or three step blocks for good. Under
+glibc's defaults the overlap costs nothing lasting (the ``mmap``-ed blocks go
+back to the kernel); kept, it did: the README's main example on JAX
+(``examples/task_sentiment_classification.py``, a 396 MiB step block)
+peaked at 2.8-3.2 GB against glibc's 1.6 GB in one-off probes, which is why
+this was opt-in until 2026-12-07. With computations run inline it peaks
+lower than glibc (1.5 GB) and trains faster. Leave
+``JAX_CPU_ENABLE_ASYNC_DISPATCH`` unset: set, it is left as asked.
+
+When it is applied: on the JAX backend, at ``import bert4keras``, if no
+JAX computation has run in the process yet (:func:`jax_backend_started`);
+``BERT4KERAS_KEEP_FREED_MEMORY=1`` applies it in any case (then one arena and
+inline dispatch may come too late to take effect); ``0`` keeps glibc's
+defaults and JAX's asynchronous dispatch. On TensorFlow and PyTorch nothing
+is changed. :func:`keep_freed_memory` can also be called directly, first
+thing.
+
+Without the two deferred parts (the opt-in of earlier versions set all three
+``mallopt`` settings at import) a checkpoint's large temporaries stayed in
+the heap and the second training step's block did not fit into the first's
+(see :func:`reserve_for_small_blocks`), which grew a BERT-base step's peak
+from 3.7 to 5.5 GiB.
 
 A limit of glibc before 2.38 (Debian 12 has 2.36): an aligned request
 (``posix_memalign``, what XLA uses) carves ``T`` plus the alignment plus a
@@ -57,11 +73,6 @@ one step block (seen for a small function's first calls on fresh threads,
 then never again; not in the BERT-base and GPT-2 runs of ``benchmarks/``,
 whose threads have allocated plenty by then). ``tests/test_allocator.py``
 checks the steady state after six calls.
-
-``BERT4KERAS_KEEP_FREED_MEMORY=1`` applies it on the JAX backend (``import
-bert4keras`` reads it); unset or ``0`` keeps glibc's defaults. On TensorFlow
-and PyTorch nothing is changed. :func:`keep_freed_memory` can also be called
-directly, first thing.
 """
 
 import ctypes
@@ -71,11 +82,13 @@ import platform
 import sys
 
 __all__ = ["ENVIRONMENT", "applied", "apply_for_backend", "hold_large_blocks",
-           "keep_freed_memory", "release_free_memory", "reserve_for_small_blocks",
-           "trim_heap"]
+           "jax_backend_started", "keep_freed_memory", "release_free_memory",
+           "reserve_for_small_blocks", "run_jax_inline", "trim_heap"]
 
-#: environment variable: "1" applies :func:`keep_freed_memory` on the JAX backend
+#: environment variable: "0" keeps glibc's defaults on the JAX backend, "1"
+#: applies :func:`keep_freed_memory` even after a JAX computation has run
 ENVIRONMENT = "BERT4KERAS_KEEP_FREED_MEMORY"
+_OFF = ("0", "false", "no", "off")
 
 # mallopt parameter numbers, glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -123,7 +136,8 @@ def applied():
 
 def keep_freed_memory():
     """Make glibc's ``malloc`` keep freed memory for reuse (see the module
-    docstring): ``M_ARENA_MAX = 1`` and ``M_TRIM_THRESHOLD = SIZE_MAX`` now,
+    docstring): ``M_ARENA_MAX = 1``, ``M_TRIM_THRESHOLD = SIZE_MAX`` and
+    JAX's dispatch inline (:func:`run_jax_inline`) now,
     ``M_MMAP_MAX = 0`` (:func:`hold_large_blocks`) from the first XLA
     compilation of :data:`MIN_COMPILE_SECONDS` or more on, that is once the
     model is built and its checkpoint loaded (at once where JAX is not
@@ -147,8 +161,10 @@ def keep_freed_memory():
     ok = [libc.mallopt(param, value) == 1 for param, value in (
         (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, -1))]
     _applied = all(ok)
-    if _applied and not _listen_to_jax_compiles():
-        hold_large_blocks()
+    if _applied:
+        run_jax_inline()
+        if not _listen_to_jax_compiles():
+            hold_large_blocks()
     return _applied
 
 
@@ -241,11 +257,57 @@ def _listen_to_jax_compiles():
     return True
 
 
+def jax_backend_started():
+    """Whether JAX's backends (its CPU client) exist in this process, that
+    is whether a JAX computation has run; True where it cannot be told (a
+    JAX without the private helper asked)."""
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):
+        return True
+
+
+def run_jax_inline():
+    """Turn JAX's asynchronous dispatch on the CPU off
+    (``jax_cpu_enable_async_dispatch = False``: a call of a compiled function
+    runs before it returns) if JAX's CPU client is not made yet (the option
+    is read once, when it is). Part of :func:`keep_freed_memory`: with
+    asynchronous dispatch a loop that does not wait for each step's result
+    (``model.fit``) starts step ``n + 1`` while step ``n``'s buffers are
+    still being given back, so two step blocks are live at once and the kept
+    heap holds both from then on (see the module docstring).
+
+    Returns:
+        bool: True when JAX runs computations inline (now, or already by the
+        user's choice); False where JAX is not installed, its CPU client
+        already exists, or ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the
+        environment asks for asynchronous dispatch (left as asked).
+    """
+    try:
+        import jax
+    except ImportError:
+        return False
+    if not jax.config.read("jax_cpu_enable_async_dispatch"):
+        return True
+    if "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ or jax_backend_started():
+        return False
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
+
+
 def apply_for_backend(backend):
-    """:func:`keep_freed_memory` on the JAX backend when the environment says
-    ``BERT4KERAS_KEEP_FREED_MEMORY=1``; what ``import bert4keras`` runs.
-    Returns whether the settings are in place."""
-    if backend != "jax" or os.environ.get(ENVIRONMENT, "0").strip() != "1":
+    """What ``import bert4keras`` runs: on the JAX backend
+    :func:`keep_freed_memory` unless the environment says
+    ``BERT4KERAS_KEEP_FREED_MEMORY=0``. Left unset, it applies only if no
+    JAX computation has run yet (its settings must come first);
+    ``BERT4KERAS_KEEP_FREED_MEMORY=1`` applies it in any case. Other backends:
+    nothing. Returns whether the settings are in place."""
+    setting = os.environ.get(ENVIRONMENT, "").strip().lower()
+    if backend != "jax" or setting in _OFF:
+        return _applied
+    if setting != "1" and jax_backend_started():
         return _applied
     return keep_freed_memory()
 

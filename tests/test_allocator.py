@@ -1,14 +1,19 @@
-"""bert4keras.allocator: with ``BERT4KERAS_KEEP_FREED_MEMORY=1`` on the JAX
-backend freed host memory stays in the process, so a compiled step's buffers
-do not page-fault again every call; unset or ``0``, glibc's defaults stay.
+"""bert4keras.allocator: on the JAX backend freed host memory stays in the
+process (by default, or with ``BERT4KERAS_KEEP_FREED_MEMORY=1``), so a
+compiled step's buffers do not page-fault again every call; with ``0``,
+glibc's defaults stay. Left unset, it applies only when no JAX computation has
+run before ``import bert4keras``; applied, JAX's asynchronous dispatch is off
+(unless ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` is set), so calls made without
+waiting for each result do not keep two step blocks in the heap.
 
 The check is the kernel's own count of minor page faults (``ru_minflt``)
 over six calls (after four) of a jitted function whose intermediate
 buffers hold 128 MiB: with glibc's defaults every call faults those pages in
 again (32,768 faults of 4 KiB each); with the setting they are reused; and
-the heap (``mallinfo2().arena``) does not grow after the first call. Each
-case runs in a fresh process (the settings must come before the first JAX
-computation), with the variable unset, 1 and 0. The function compiles in
+the heap (``mallinfo2().arena``) does not grow after the first call, also
+over twenty calls that do not wait for their results. Each case runs in a
+fresh process (the settings must come before the first JAX computation),
+with the variable unset, 1 and 0. The function compiles in
 well under :data:`~bert4keras.allocator.MIN_COMPILE_SECONDS` (a model's step
 takes seconds), so the probe sets that threshold to 0 first.
 """
@@ -24,8 +29,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = r"""
-import ctypes, json, resource, time
-import bert4keras, jax, jax.numpy as jnp
+import ctypes, functools, json, os, resource, time
+import jax, jax.numpy as jnp
+if os.environ.get("COMPUTE_FIRST"):  # a JAX computation before bert4keras
+    jnp.ones(3).block_until_ready()
+import bert4keras
 from bert4keras import allocator
 
 holding_at_import = allocator._holding  # mmap stays on until a large compile
@@ -54,15 +62,37 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(6):
     call()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+heap_growth = libc.mallinfo2().arena - heap
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def g(x):  # the same, as a state passed from call to call (donated, as Keras' steps do)
+    y = jnp.exp(x * 1e-3) * 2.0
+    return x + 1e-6 * (jnp.sin(y) + y)
+
+
+x = g(x)
+x.block_until_ready()
+time.sleep(0.2)
+heap = libc.mallinfo2().arena
+for _ in range(20):
+    x = g(x)  # not waiting: with async dispatch the next call starts before this one's end
+    junk = [bytearray(1000) for _ in range(200)]  # what a training loop allocates meanwhile
+x.block_until_ready()
+time.sleep(0.2)
 print(json.dumps({"applied": allocator.applied(), "holding": allocator._holding,
                   "holding_at_import": holding_at_import,
-                  "faults": faults, "heap_growth": libc.mallinfo2().arena - heap}))
+                  "async_dispatch": jax.config.read("jax_cpu_enable_async_dispatch"),
+                  "faults": faults, "heap_growth": heap_growth,
+                  "loop_heap_growth": libc.mallinfo2().arena - heap}))
 """
 
 
-def probe(setting):
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+def probe(setting, **environment):
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", **environment)
     env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
+    if "JAX_CPU_ENABLE_ASYNC_DISPATCH" not in environment:
+        env.pop("JAX_CPU_ENABLE_ASYNC_DISPATCH", None)
     if setting is not None:
         env["BERT4KERAS_KEEP_FREED_MEMORY"] = setting
     run = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env,
@@ -74,16 +104,34 @@ def probe(setting):
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                     reason="mallopt is glibc's")
 def test_jax_steps_reuse_freed_memory():
-    kept, default, off = probe("1"), probe(None), probe("0")
+    default, forced, off = probe(None), probe("1"), probe("0")
     call = 32768  # 128 MiB of 4 KiB pages
-    assert kept["applied"] is True and kept["holding"] is True, kept
-    assert kept["holding_at_import"] is False, kept
-    # the same pages every call: neither faults nor a growing heap
-    assert kept["faults"] < 0.25 * call, kept
-    assert kept["heap_growth"] < 16 << 20, kept
-    for result in (default, off):  # opt-in: glibc's defaults
-        assert result["applied"] is False and result["holding"] is False, result
-        assert result["faults"] > 5 * call, result  # fresh pages on each of the 6 calls
+    for kept in (default, forced):
+        assert kept["applied"] is True and kept["holding"] is True, kept
+        assert kept["holding_at_import"] is False, kept
+        assert kept["async_dispatch"] is False, kept
+        # the same pages every call: neither faults nor a growing heap
+        assert kept["faults"] < 0.25 * call, kept
+        assert kept["heap_growth"] < 16 << 20, kept
+        assert kept["loop_heap_growth"] < 16 << 20, kept
+    assert off["applied"] is False and off["holding"] is False, off
+    assert off["async_dispatch"] is True, off
+    assert off["faults"] > 5 * call, off  # fresh pages on each of the 6 calls
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="mallopt is glibc's")
+def test_jax_default_waits_for_no_computation_and_respects_async_dispatch():
+    """Unset, the setting stays off once a JAX computation has run before
+    ``import bert4keras`` (its settings would come too late); ``1`` applies
+    it anyway. ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the environment is left
+    as the user asked."""
+    late = probe(None, COMPUTE_FIRST="1")
+    assert late["applied"] is False and late["async_dispatch"] is True, late
+    forced = probe("1", COMPUTE_FIRST="1")
+    assert forced["applied"] is True and forced["async_dispatch"] is True, forced
+    asked = probe(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="1")
+    assert asked["applied"] is True and asked["async_dispatch"] is True, asked
 
 
 def test_not_applied_on_other_backends(monkeypatch):
