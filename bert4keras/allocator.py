@@ -281,15 +281,17 @@ def run_jax_inline():
 
     Returns:
         bool: True when JAX runs computations inline (now, or already by the
-        user's choice); False where JAX is not installed, its CPU client
-        already exists, or ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the
+        user's choice); False where JAX is not installed or has no such
+        option, its CPU client already exists, or ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the
         environment asks for asynchronous dispatch (left as asked).
     """
     try:
         import jax
-    except ImportError:
+
+        asynchronous = jax.config.read("jax_cpu_enable_async_dispatch")
+    except (ImportError, AttributeError):  # no JAX, or one without the option
         return False
-    if not jax.config.read("jax_cpu_enable_async_dispatch"):
+    if not asynchronous:
         return True
     if "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ or jax_backend_started():
         return False
