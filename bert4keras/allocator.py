@@ -41,12 +41,16 @@ while step ``n``'s block has not been freed yet (XLA frees it just after the
 step's outputs are ready). The new block is then carved elsewhere, both stay
 in the heap, and the process keeps two or three step blocks for good. Under
 glibc's defaults the overlap costs nothing lasting (the ``mmap``-ed blocks go
-back to the kernel); kept, it did: the README's main example on JAX
-(``examples/task_sentiment_classification.py``, a 396 MiB step block)
-peaked at 2.8-3.2 GB against glibc's 1.6 GB in one-off probes, which is why
-this was opt-in until 2026-12-07. With computations run inline it peaks
-lower than glibc (1.5 GB) and trains faster. Leave
-``JAX_CPU_ENABLE_ASYNC_DISPATCH`` unset: set, it is left as asked.
+back to the kernel); kept, it did: a BERT-base ``model.fit`` peaked at twice
+the memory (``benchmarks/memory.py --fit``, the ``jax-keep-async`` row), and
+the README's main example on JAX far above glibc's defaults, which is why
+this was opt-in until 2026-12-07. With computations run inline both peak
+lower than under glibc's defaults. The cost: Python's work between steps no
+longer overlaps a running step, and XLA runs a very small step on fewer
+threads (a toy step of 20 ms ran about 30 % slower; BERT-base steps did not
+slow). ``JAX_CPU_ENABLE_ASYNC_DISPATCH=1`` in the environment keeps
+asynchronous dispatch (:data:`ASYNC_ENVIRONMENT`, read here: JAX 0.10 does
+not read that variable for the option).
 
 When it is applied: on the JAX backend, at ``import bert4keras``, if no
 JAX computation has run in the process yet (:func:`jax_backend_started`);
@@ -81,7 +85,7 @@ import os
 import platform
 import sys
 
-__all__ = ["ENVIRONMENT", "applied", "apply_for_backend", "hold_large_blocks",
+__all__ = ["ASYNC_ENVIRONMENT", "ENVIRONMENT", "applied", "apply_for_backend", "hold_large_blocks",
            "jax_backend_started", "keep_freed_memory", "release_free_memory",
            "reserve_for_small_blocks", "run_jax_inline", "trim_heap"]
 
@@ -89,6 +93,9 @@ __all__ = ["ENVIRONMENT", "applied", "apply_for_backend", "hold_large_blocks",
 #: applies :func:`keep_freed_memory` even after a JAX computation has run
 ENVIRONMENT = "BERT4KERAS_KEEP_FREED_MEMORY"
 _OFF = ("0", "false", "no", "off")
+#: environment variable: "1" keeps JAX's asynchronous CPU dispatch on where
+#: :func:`keep_freed_memory` would turn it off (:func:`run_jax_inline`)
+ASYNC_ENVIRONMENT = "JAX_CPU_ENABLE_ASYNC_DISPATCH"
 
 # mallopt parameter numbers, glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -282,8 +289,10 @@ def run_jax_inline():
     Returns:
         bool: True when JAX runs computations inline (now, or already by the
         user's choice); False where JAX is not installed or has no such
-        option, its CPU client already exists, or ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the
-        environment asks for asynchronous dispatch (left as asked).
+        option, its CPU client already exists, or the environment asks for
+        asynchronous dispatch (:data:`ASYNC_ENVIRONMENT` set to anything but
+        ``0``/``false``/``no``/``off``; JAX 0.10 itself does not read that
+        variable for this option, bert4keras does).
     """
     try:
         import jax
@@ -293,7 +302,8 @@ def run_jax_inline():
         return False
     if not asynchronous:
         return True
-    if "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ or jax_backend_started():
+    asked = os.environ.get(ASYNC_ENVIRONMENT, "").strip().lower()
+    if (asked and asked not in _OFF) or jax_backend_started():
         return False
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     return True

@@ -3,7 +3,7 @@ process (by default, or with ``BERT4KERAS_KEEP_FREED_MEMORY=1``), so a
 compiled step's buffers do not page-fault again every call; with ``0``,
 glibc's defaults stay. Left unset, it applies only when no JAX computation has
 run before ``import bert4keras``; applied, JAX's asynchronous dispatch is off
-(unless ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` is set), so calls made without
+(unless ``JAX_CPU_ENABLE_ASYNC_DISPATCH=1``), so calls made without
 waiting for each result do not keep two step blocks in the heap.
 
 The check is the kernel's own count of minor page faults (``ru_minflt``)
@@ -124,14 +124,17 @@ def test_jax_steps_reuse_freed_memory():
 def test_jax_default_waits_for_no_computation_and_respects_async_dispatch():
     """Unset, the setting stays off once a JAX computation has run before
     ``import bert4keras`` (its settings would come too late); ``1`` applies
-    it anyway. ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the environment is left
-    as the user asked."""
+    it anyway. ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the environment decides
+    the dispatch: ``1`` keeps it asynchronous, ``0`` inline."""
     late = probe(None, COMPUTE_FIRST="1")
     assert late["applied"] is False and late["async_dispatch"] is True, late
     forced = probe("1", COMPUTE_FIRST="1")
     assert forced["applied"] is True and forced["async_dispatch"] is True, forced
     asked = probe(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="1")
     assert asked["applied"] is True and asked["async_dispatch"] is True, asked
+    # JAX 0.10 does not read this variable itself; bert4keras does, "0" included
+    declined = probe(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="0")
+    assert declined["applied"] is True and declined["async_dispatch"] is False, declined
 
 
 def test_not_applied_on_other_backends(monkeypatch):
