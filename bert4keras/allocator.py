@@ -46,9 +46,10 @@ the memory (``benchmarks/memory.py --fit``, the ``jax-keep-async`` row), and
 the README's main example on JAX far above glibc's defaults, which is why
 this was opt-in until 2026-12-07. With computations run inline both peak
 lower than under glibc's defaults. The cost: Python's work between steps no
-longer overlaps a running step, and XLA runs a very small step on fewer
-threads (a toy step of 20 ms ran about 30 % slower; BERT-base steps did not
-slow). ``JAX_CPU_ENABLE_ASYNC_DISPATCH=1`` in the environment keeps
+longer overlaps a running step, and the one arena that all threads share
+slows steps made of many small buffers (a toy training step of 20 ms ran
+about 30 % slower than under glibc's defaults, about half of it from each
+part; BERT-base steps did not slow). ``JAX_CPU_ENABLE_ASYNC_DISPATCH=1`` in the environment keeps
 asynchronous dispatch (:data:`ASYNC_ENVIRONMENT`, read here: JAX 0.10 does
 not read that variable for the option).
 
