@@ -85,6 +85,7 @@ import functools
 import os
 import platform
 import sys
+import warnings
 
 __all__ = ["ASYNC_ENVIRONMENT", "ENVIRONMENT", "applied", "apply_for_backend", "hold_large_blocks",
            "jax_backend_started", "keep_freed_memory", "release_free_memory",
@@ -314,13 +315,21 @@ def apply_for_backend(backend):
     """What ``import bert4keras`` runs: on the JAX backend
     :func:`keep_freed_memory` unless the environment says
     ``BERT4KERAS_KEEP_FREED_MEMORY=0``. Left unset, it applies only if no
-    JAX computation has run yet (its settings must come first);
+    JAX computation has run yet (its settings must come first), and warns
+    (``RuntimeWarning``) when one has;
     ``BERT4KERAS_KEEP_FREED_MEMORY=1`` applies it in any case. Other backends:
     nothing. Returns whether the settings are in place."""
     setting = os.environ.get(ENVIRONMENT, "").strip().lower()
     if backend != "jax" or setting in _OFF:
         return _applied
     if setting != "1" and jax_backend_started():
+        if not _applied:
+            warnings.warn(
+                "bert4keras: a JAX computation ran before `import bert4keras`, so freed host "
+                "memory is not kept for XLA's step buffers (every training step faults them in "
+                "afresh; see bert4keras.allocator). Import bert4keras before any JAX "
+                "computation, or set %s=0 to keep glibc's defaults without this warning."
+                % ENVIRONMENT, RuntimeWarning, stacklevel=2)
         return _applied
     return keep_freed_memory()
 

@@ -31,9 +31,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = r"""
 import ctypes, functools, json, os, resource, time
 import jax, jax.numpy as jnp
+import warnings
 if os.environ.get("COMPUTE_FIRST"):  # a JAX computation before bert4keras
     jnp.ones(3).block_until_ready()
-import bert4keras
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import bert4keras
+warned = any(issubclass(w.category, RuntimeWarning) and "import bert4keras" in str(w.message)
+             for w in caught)
 from bert4keras import allocator
 
 holding_at_import = allocator._holding  # mmap stays on until a large compile
@@ -83,6 +88,7 @@ time.sleep(0.2)
 print(json.dumps({"applied": allocator.applied(), "holding": allocator._holding,
                   "holding_at_import": holding_at_import,
                   "async_dispatch": jax.config.read("jax_cpu_enable_async_dispatch"),
+                  "warned": warned,
                   "faults": faults, "heap_growth": heap_growth,
                   "loop_heap_growth": libc.mallinfo2().arena - heap}))
 """
@@ -108,6 +114,7 @@ def test_jax_steps_reuse_freed_memory():
     call = 32768  # 128 MiB of 4 KiB pages
     for kept in (default, forced):
         assert kept["applied"] is True and kept["holding"] is True, kept
+        assert kept["warned"] is False, kept
         assert kept["holding_at_import"] is False, kept
         assert kept["async_dispatch"] is False, kept
         # the same pages every call: neither faults nor a growing heap
@@ -123,13 +130,18 @@ def test_jax_steps_reuse_freed_memory():
                     reason="mallopt is glibc's")
 def test_jax_default_waits_for_no_computation_and_respects_async_dispatch():
     """Unset, the setting stays off once a JAX computation has run before
-    ``import bert4keras`` (its settings would come too late); ``1`` applies
-    it anyway. ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the environment decides
+    ``import bert4keras`` (its settings would come too late), with a
+    ``RuntimeWarning`` that says so; ``1`` applies it anyway, ``0`` keeps
+    glibc's defaults without a warning. ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the environment decides
     the dispatch: ``1`` keeps it asynchronous, ``0`` inline."""
     late = probe(None, COMPUTE_FIRST="1")
     assert late["applied"] is False and late["async_dispatch"] is True, late
+    assert late["warned"] is True, late  # not silently slower
     forced = probe("1", COMPUTE_FIRST="1")
     assert forced["applied"] is True and forced["async_dispatch"] is True, forced
+    assert forced["warned"] is False, forced
+    declined_late = probe("0", COMPUTE_FIRST="1")
+    assert declined_late["applied"] is False and declined_late["warned"] is False, declined_late
     asked = probe(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="1")
     assert asked["applied"] is True and asked["async_dispatch"] is True, asked
     # JAX 0.10 does not read this variable itself; bert4keras does, "0" included
