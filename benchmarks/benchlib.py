@@ -12,7 +12,10 @@ importable as ``import benchlib`` (the script's folder is on ``sys.path``).
 * :func:`matmul_peak` -- this machine's measured fp32 matmul rate in GFLOP/s
   (TensorFlow, torch or NumPy), the yardstick for "fraction of peak";
 * :func:`encoder_flops` / :func:`decoder_step_flops` -- the multiply-add count
-  (x2, in FLOP) of a BERT-style forward pass and of one cached decoding step.
+  (x2, in FLOP) of a BERT-style forward pass and of one cached decoding step;
+* :data:`JAX_HOST_MEMORY` / :func:`host_memory_environment` -- the JAX
+  workers' host-memory settings (:mod:`bert4keras.allocator`) that
+  ``encoder_throughput.py`` and ``memory.py`` compare.
 """
 
 import os
@@ -180,3 +183,32 @@ def decoder_step_flops(batch, context, layers=12, hidden=768, intermediate=3072,
 def median(values):
     """The median of a non-empty iterable."""
     return statistics.median(list(values))
+
+
+#: the variables :mod:`bert4keras.allocator` reads; a worker starts without them
+#: unless its setting (below) says otherwise, so the caller's shell cannot leak in
+ALLOCATOR_VARIABLES = ("BERT4KERAS_KEEP_FREED_MEMORY", "JAX_CPU_ENABLE_ASYNC_DISPATCH")
+#: a JAX worker's host-memory setting -> its environment: ``keep`` the
+#: allocator's default said explicitly, ``glibc`` glibc's defaults and JAX's
+#: asynchronous dispatch, ``async`` kept memory with asynchronous dispatch,
+#: ``hugetlb`` glibc's defaults with transparent huge pages (GLIBC_TUNABLES is
+#: appended to, not replaced)
+JAX_HOST_MEMORY = {
+    "keep": {"BERT4KERAS_KEEP_FREED_MEMORY": "1"},
+    "glibc": {"BERT4KERAS_KEEP_FREED_MEMORY": "0"},
+    "async": {"BERT4KERAS_KEEP_FREED_MEMORY": "1", "JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"},
+    "hugetlb": {"BERT4KERAS_KEEP_FREED_MEMORY": "0", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+}
+
+
+def host_memory_environment(env, setting=None):
+    """``env`` (a dict, changed in place and returned) without
+    :data:`ALLOCATOR_VARIABLES`, then with :data:`JAX_HOST_MEMORY` ``[setting]``
+    (None: the allocator's default). Raises ``KeyError`` for an unknown setting."""
+    for variable in ALLOCATOR_VARIABLES:
+        env.pop(variable, None)
+    for variable, value in (JAX_HOST_MEMORY[setting] if setting else {}).items():
+        if variable == "GLIBC_TUNABLES":
+            value = ":".join([t for t in env.get(variable, "").split(":") if t] + [value])
+        env[variable] = value
+    return env

@@ -125,10 +125,10 @@ def parse_args(argv=None):
                    help="TF rows: graph, xla or graph,xla (default: graph,xla for the "
                         "forward; xla, Keras' default jit_compile, for --train)")
     p.add_argument("--predict", action="store_true", help="add a model.predict row per backend")
-    for flag, row, _, settings in JAX_MEMORY_ROWS:
+    for flag, row, mode in JAX_MEMORY_ROWS:
         p.add_argument(flag, action="store_true",
-                       help="add an '%s' row: the JAX worker with %s"
-                            % (row, " ".join("%s=%s" % pair for pair in settings)))
+                       help="add an '%s' row: the JAX worker with %s" % (row, " ".join(
+                           "%s=%s" % pair for pair in benchlib.JAX_HOST_MEMORY[mode].items())))
     p.add_argument("--torch-plain", action="store_true",
                    help="add an 'ours torch plain' row: the torch worker with "
                         "bert4keras.layers.direct.USE_ONEDNN off (torch's own matmul)")
@@ -179,17 +179,13 @@ def parse_args(argv=None):
     return args
 
 
-#: the optional JAX rows of host-memory settings: (flag, row name, worker mode,
-#: ((environment variable, value), ...)); GLIBC_TUNABLES is appended to, not replaced
+#: the optional JAX rows of host-memory settings: (flag, row name, worker mode =
+#: the benchlib.JAX_HOST_MEMORY setting it runs)
 JAX_MEMORY_ROWS = (
-    ("--keep-freed-memory", "ours JAX kept memory", "keep",
-     (("BERT4KERAS_KEEP_FREED_MEMORY", "1"),)),
-    ("--jax-glibc-defaults", "ours JAX glibc defaults", "glibc",
-     (("BERT4KERAS_KEEP_FREED_MEMORY", "0"),)),
-    ("--jax-async-dispatch", "ours JAX kept memory async dispatch", "async",
-     (("BERT4KERAS_KEEP_FREED_MEMORY", "1"), ("JAX_CPU_ENABLE_ASYNC_DISPATCH", "1"))),
-    ("--jax-hugetlb", "ours JAX huge pages", "hugetlb",
-     (("BERT4KERAS_KEEP_FREED_MEMORY", "0"), ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"))),
+    ("--keep-freed-memory", "ours JAX kept memory", "keep"),
+    ("--jax-glibc-defaults", "ours JAX glibc defaults", "glibc"),
+    ("--jax-async-dispatch", "ours JAX kept memory async dispatch", "async"),
+    ("--jax-hugetlb", "ours JAX huge pages", "hugetlb"),
 )
 
 
@@ -203,7 +199,7 @@ def row_specs(args):
         else:
             rows.append(("ours %s" % ("JAX" if backend == "jax" else "torch"), backend, "call"))
         if backend == "jax":
-            rows += [(row, "jax", mode) for flag, row, mode, _ in JAX_MEMORY_ROWS
+            rows += [(row, "jax", mode) for flag, row, mode in JAX_MEMORY_ROWS
                      if getattr(args, flag[2:].replace("-", "_"))]
         if backend == "torch" and args.torch_plain:
             rows.append(("ours torch plain", "torch", "plain"))
@@ -439,13 +435,8 @@ class Worker:
             cmd.append("--train")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env["KERAS_BACKEND"] = kind if kind != "hf" else "torch"
-        env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-        env.pop("JAX_CPU_ENABLE_ASYNC_DISPATCH", None)
-        for _, _, row_mode, settings in JAX_MEMORY_ROWS:
-            for variable, value in settings if kind == "jax" and mode == row_mode else ():
-                if variable == "GLIBC_TUNABLES":
-                    value = ":".join([t for t in env.get(variable, "").split(":") if t] + [value])
-                env[variable] = value
+        benchlib.host_memory_environment(
+            env, mode if kind == "jax" and mode in benchlib.JAX_HOST_MEMORY else None)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=ROOT)
 

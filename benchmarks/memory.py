@@ -94,13 +94,10 @@ IMPLS = ("tensorflow", "jax", "torch", "hf", "tensorflow-nojax", "torch-nojax")
 #: on request only (gpt2): the torch decoder with packed_weights=True
 PACKED = ("torch-packed", "torch-nojax-packed")
 #: ours on JAX with other host-memory settings (bert4keras.allocator), mapped to
-#: their environment: kept memory with JAX's asynchronous dispatch left on, and
-#: glibc's own malloc settings (what the plain JAX row ran before 2026-12-07);
-#: not run by default
-MALLOC_ROWS = {
-    "jax-keep-async": {"BERT4KERAS_KEEP_FREED_MEMORY": "1", "JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"},
-    "jax-glibc": {"BERT4KERAS_KEEP_FREED_MEMORY": "0"},
-}
+#: their benchlib.JAX_HOST_MEMORY setting: kept memory with JAX's asynchronous
+#: dispatch left on, and glibc's own malloc settings (what the plain JAX row ran
+#: before 2026-12-07); not run by default
+MALLOC_ROWS = {"jax-keep-async": "async", "jax-glibc": "glibc"}
 WORKLOADS = ("gpt2", "bert")
 MIB = float(1 << 20)
 
@@ -408,9 +405,7 @@ def run_worker(args, workload, impl):
     if backend not in ("tensorflow", "jax", "torch"):  # prepare: any installed backend
         backend = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("BERT4KERAS_KEEP_FREED_MEMORY", None)
-    env.pop("JAX_CPU_ENABLE_ASYNC_DISPATCH", None)
-    env.update(MALLOC_ROWS.get(impl, {}))
+    benchlib.host_memory_environment(env, MALLOC_ROWS.get(impl))
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                 timeout=args.timeout)

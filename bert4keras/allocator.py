@@ -49,9 +49,9 @@ lower than under glibc's defaults. The cost: Python's work between steps no
 longer overlaps a running step, and the one arena that all threads share
 slows steps made of many small buffers (a toy training step of 20 ms ran
 about 30 % slower than under glibc's defaults, about half of it from each
-part; BERT-base steps did not slow). ``JAX_CPU_ENABLE_ASYNC_DISPATCH=1`` in the environment keeps
-asynchronous dispatch (:data:`ASYNC_ENVIRONMENT`, read here: JAX 0.10 does
-not read that variable for the option).
+part; BERT-base steps did not slow). ``JAX_CPU_ENABLE_ASYNC_DISPATCH=1`` in
+the environment keeps asynchronous dispatch (:data:`ASYNC_ENVIRONMENT`, read
+here: JAX 0.10 does not read that variable for the option).
 
 When it is applied: on the JAX backend, at ``import bert4keras``, if no
 JAX computation has run in the process yet (:func:`jax_backend_started`);
@@ -87,14 +87,15 @@ import platform
 import sys
 import warnings
 
-__all__ = ["ASYNC_ENVIRONMENT", "ENVIRONMENT", "applied", "apply_for_backend", "hold_large_blocks",
-           "jax_backend_started", "keep_freed_memory", "release_free_memory",
+__all__ = ["ASYNC_ENVIRONMENT", "ENVIRONMENT", "OFF_VALUES", "applied", "apply_for_backend",
+           "hold_large_blocks", "jax_backend_started", "keep_freed_memory", "release_free_memory",
            "reserve_for_small_blocks", "run_jax_inline", "trim_heap"]
 
 #: environment variable: "0" keeps glibc's defaults on the JAX backend, "1"
 #: applies :func:`keep_freed_memory` even after a JAX computation has run
 ENVIRONMENT = "BERT4KERAS_KEEP_FREED_MEMORY"
-_OFF = ("0", "false", "no", "off")
+#: values of the variables below that mean "off"
+OFF_VALUES = ("0", "false", "no", "off")
 #: environment variable: "1" keeps JAX's asynchronous CPU dispatch on where
 #: :func:`keep_freed_memory` would turn it off (:func:`run_jax_inline`)
 ASYNC_ENVIRONMENT = "JAX_CPU_ENABLE_ASYNC_DISPATCH"
@@ -305,7 +306,7 @@ def run_jax_inline():
     if not asynchronous:
         return True
     asked = os.environ.get(ASYNC_ENVIRONMENT, "").strip().lower()
-    if (asked and asked not in _OFF) or jax_backend_started():
+    if (asked and asked not in OFF_VALUES) or jax_backend_started():
         return False
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     return True
@@ -320,7 +321,7 @@ def apply_for_backend(backend):
     ``BERT4KERAS_KEEP_FREED_MEMORY=1`` applies it in any case. Other backends:
     nothing. Returns whether the settings are in place."""
     setting = os.environ.get(ENVIRONMENT, "").strip().lower()
-    if backend != "jax" or setting in _OFF:
+    if backend != "jax" or setting in OFF_VALUES:
         return _applied
     if setting != "1" and jax_backend_started():
         if not _applied:
