@@ -24,7 +24,7 @@ peak resident set size, ``ru_maxrss``, only ever goes up):
   starts the next step): one call of one step (the compilation), then one
   for the other steps. The first step used to be a ``train_on_batch``; on
   JAX, ``fit`` then compiled a second step function (Keras passes it the
-  batch in another structure), whose compilation and executable (~90 MiB)
+  batch in another structure), whose compilation and executable
   ``memory_bert_fit_async_zen5.json`` includes. HF: ``BertForTokenClassification.
   from_pretrained(dir, num_labels=8)`` + ``torch.optim.AdamW``,
   ``loss.backward(); step(); zero_grad()``.
