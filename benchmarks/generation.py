@@ -41,6 +41,12 @@ row order rotates every round):
   cores and 1 -- on a loaded 2-core machine torch's OpenMP can run much
   faster with one thread than with two, so both are measured and ours is
   compared with the faster).
+* ``ours <backend> one cache`` (``--one-cache``; TensorFlow and JAX): the
+  same worker's decoder built with ``CachedDecoder(cache_segments=1)``, one
+  cache of the final length from the first step, as before segmented caches
+  (by default a long output with large caches decodes in up to four
+  segments, each reading caches only as long as itself); a group of its own,
+  and ``<backend> segments/one`` is the default row's speed over it.
 * ``ours uncached`` (the first backend's worker): ``CachedDecoder(use_cache=
   False)``, the whole sequence through the model at every step (padded to a
   multiple of 32 tokens), the way the original toolkit decoded. Slow, so it
@@ -130,6 +136,8 @@ def parse_args(argv=None):
                    help="also time a torch decoder built with packed_weights=True (first "
                         "--torch-threads setting): row and group 'ours torch Nt packed', "
                         "with its own /TF and /HF")
+    p.add_argument("--one-cache", action="store_true",
+                   help="also time CachedDecoder(cache_segments=1) on TF and JAX")
     p.add_argument("--no-peak", action="store_true",
                    help="skip the fp32 matmul peak measurement (no %%peak column)")
     p.add_argument("--seed", type=int, default=0)
@@ -182,6 +190,9 @@ class OursWorker:
             "uncached": CachedDecoder(ours, end_id=None, maxlen=args.new_tokens, bucket=32,
                                       use_cache=False),
         }
+        if self.torch is None:  # one cache of the final length (no segments)
+            self.decoders["one"] = CachedDecoder(ours, end_id=None, maxlen=args.new_tokens,
+                                                 bucket=32, cache_segments=1)
         if self.torch is not None:  # oneDNN-blocked kernels kept by the decoder
             self.decoders["packed"] = CachedDecoder(ours, end_id=None, maxlen=args.new_tokens,
                                                     bucket=32, packed_weights=True)
@@ -412,6 +423,9 @@ def run_table(args, backends, hf_threads, workers, peak):
                 else:
                     rows["ours " + b] = (workers["ours " + b], "cached")
                     groups["ours " + b] = ["ours " + b]
+                    if args.one_cache:
+                        rows["ours %s one cache" % b] = (workers["ours " + b], "one")
+                        groups["ours %s one cache" % b] = ["ours %s one cache" % b]
             for threads in hf_threads:
                 rows["HF %dt" % (threads or default_threads)] = (workers["HF"], str(threads))
             hf_rows = [name for name in rows if name.startswith("HF")]
@@ -462,6 +476,11 @@ def run_table(args, backends, hf_threads, workers, peak):
                 if "ours tensorflow" in best:
                     result[group + " /TF"] = statistics.median(
                         best["ours tensorflow"][i] / samples[i] for i in range(args.rounds))
+            for name in times:
+                if name.endswith(" one cache"):  # the default (segments) over one cache
+                    result[name[len("ours "):-len(" one cache")] + " segments/one"] = \
+                        statistics.median(times[name][i] / times[name[:-len(" one cache")]][i]
+                                          for i in range(args.rounds))
             plain = [n for n in times if n.endswith(" plain")]
             if plain:  # the oneDNN row's speed over the same thread setting without it
                 result["torch oneDNN/plain"] = statistics.median(
@@ -488,6 +507,8 @@ def run_table(args, backends, hf_threads, workers, peak):
 
 def print_table(args, backends, table, rss, peak):
     groups = ["ours " + b for b in backends]
+    if args.one_cache:
+        groups += ["ours %s one cache" % b for b in backends if b != "torch"]
     if args.torch_packed and "torch" in backends:
         groups.append("ours torch packed")
     print()
@@ -517,6 +538,12 @@ def print_table(args, backends, table, rss, peak):
                       r.get("uncached same", "-"),
                       "%.2f" % r["HF uncached"] if "HF uncached" in r else "-",
                       "%.1fx" % r["HF cached/uncached"] if "HF cached/uncached" in r else "-"))
+    for r in table:
+        ratios = ["%s %.2fx" % (k[:-len(" segments/one")], v) for k, v in r.items()
+                  if k.endswith(" segments/one")]
+        if ratios:
+            print("%s: default (cache segments) / one cache: %s" % (r["config"],
+                                                                     ", ".join(ratios)))
     for r in table:
         if "torch oneDNN/plain" in r:
             print("%s: torch with oneDNN / without (USE_ONEDNN off, same threads): %.2fx" % (

@@ -13,6 +13,12 @@
   (the original toolkit's pattern), greedy and beam (with beams that trade
   histories, so cache slots are read from ancestor beams); a ragged batch
   gives each row's unbatched result.
+* Segments (``cache_segments``): caches grown between compiled loops give the
+  same tokens as one cache, checked against ``transformers`` (GPT-2 greedy and
+  beam, T5) and in every family above; streaming across segments, seeded
+  sampling, a batch that stops before the last segment, ``warm_up``, and the
+  default rule (segments only for long outputs whose caches are large next to
+  the weights).
 * Beam attention: ``MultiHeadAttention.call_with_cache`` with ``beams`` ==
   the layer's uncached attention over each row's gathered history, for every
   ``p_bias`` (none, typical_relative, rotary, t5_relative), 1 and 2 new
@@ -120,9 +126,11 @@ def hf_generate(model, prompt, max_new_tokens, eos, **kwargs):
     return out.tolist()
 
 
-def test_gpt2_greedy_matches_transformers(gpt2):
+@pytest.mark.parametrize("segments", [1, 4])
+def test_gpt2_greedy_matches_transformers(gpt2, segments):
+    """With one cache and with caches grown over four segments."""
     ours, model = gpt2
-    decoder = CachedDecoder(ours, end_id=GPT2_EOS, maxlen=20)
+    decoder = CachedDecoder(ours, end_id=GPT2_EOS, maxlen=20, cache_segments=segments)
     batch = prompts()
     results = decoder.generate(batch)
     assert any(r[-1] == GPT2_EOS for r in results)  # the stop rule is exercised
@@ -152,10 +160,11 @@ def test_gpt2_repetition_penalty_matches_transformers(gpt2):
                                               repetition_penalty=1.6)
 
 
-@pytest.mark.parametrize("early_stopping,length_penalty", [(True, 0.0), (False, 1.0)])
-def test_gpt2_beam_search_matches_transformers(gpt2, early_stopping, length_penalty):
+@pytest.mark.parametrize("early_stopping,length_penalty,segments",
+                         [(True, 0.0, 1), (False, 1.0, 1), (True, 0.0, 3)])
+def test_gpt2_beam_search_matches_transformers(gpt2, early_stopping, length_penalty, segments):
     ours, model = gpt2
-    decoder = CachedDecoder(ours, end_id=GPT2_EOS, maxlen=20)
+    decoder = CachedDecoder(ours, end_id=GPT2_EOS, maxlen=20, cache_segments=segments)
     batch = prompts()
     results, scores = decoder.generate(batch, method="beam", num_beams=4,
                                        early_stopping=early_stopping,
@@ -168,9 +177,13 @@ def test_gpt2_beam_search_matches_transformers(gpt2, early_stopping, length_pena
         assert np.isfinite(score) and score < 0
 
 
-def test_t5_greedy_and_beam_match_transformers(t5):
+@pytest.mark.parametrize("segments", [1, 3])
+def test_t5_greedy_and_beam_match_transformers(t5, segments):
+    """Segments grow the decoder's self-attention caches, never the
+    cross-attention's projected context."""
     ours, model = t5
-    decoder = CachedDecoder(ours, end_id=T5_EOS, maxlen=16)  # start_id 0 by default
+    decoder = CachedDecoder(ours, end_id=T5_EOS, maxlen=16,  # start_id 0 by default
+                            cache_segments=segments)
     batch = prompts(low=2)
     greedy = decoder.generate(batch)
     beam = decoder.generate(batch, method="beam", num_beams=4, early_stopping=True)
@@ -251,14 +264,16 @@ FAMILIES = ["gpt", "gpt2", "gpt2_ml", "bert_unilm", "roformer_unilm", "nezha_uni
 
 @pytest.mark.parametrize("key", FAMILIES)
 def test_cached_equals_uncached(key):
-    """A ragged batch with the cache == without (``use_cache=False``) == each
-    prompt alone through a user ``predict`` on the Keras model."""
+    """A ragged batch with the cache (one cache, and caches grown over three
+    segments) == without (``use_cache=False``) == each prompt alone through a
+    user ``predict`` on the Keras model."""
     transformer, kind = family(key)
     batch = prompts((6, 3, 8), low=8, seed=1)
     if kind == "unilm":  # [CLS] source [SEP] as a UniLM source
         batch = [[2] + p + [3] for p in batch]
     options = dict(end_id=7, maxlen=10)
-    cached = CachedDecoder(transformer, **options)
+    cached = CachedDecoder(transformer, cache_segments=1, **options)
+    grown = CachedDecoder(transformer, cache_segments=3, **options)
     rerun = CachedDecoder(transformer, use_cache=False, jit_compile=False, **options)
     plain = PlainDecoder(transformer.model, kind, start_id=0 if kind == "t5" else None,
                          **options)
@@ -266,6 +281,9 @@ def test_cached_equals_uncached(key):
         ours = cached.generate(batch, method=method, **kwargs)
         assert len({tuple(r) for r in ours}) > 1, ours
         again = rerun.generate(batch, method=method, **kwargs)
+        segmented = grown.generate(batch, method=method, **kwargs)
+        for a, c in zip(ours, segmented):
+            assert a.tolist() == c.tolist(), (method, a, c)
         for prompt, a, b in zip(batch, ours, again):
             inputs = [prompt] + ([[0] * len(prompt)] if kind == "unilm" else [])
             if method == "beam":
@@ -539,6 +557,54 @@ def test_warm_up_compiles_what_generate_runs(gpt2_ml):
         assert len(compiled) == (2 if use_cache else 3)  # start + rerun lengths 16 and 20
         decoder.generate(batch)
         assert set(decoder._functions) == compiled
+    decoder = CachedDecoder(gpt2_ml, maxlen=12, bucket=8, cache_segments=3)
+    decoder.warm_up(batch, method="beam", num_beams=2)
+    compiled = set(decoder._functions)
+    assert len(compiled) == 4  # start + one decoding loop per segment
+    decoder.generate(batch, method="beam", num_beams=2)
+    assert set(decoder._functions) == compiled
+
+
+def test_cache_segments(gpt2_ml):
+    """Segments: a batch whose rows all stop before the last segment gives
+    what one cache gives, streaming crosses them one token at a time,
+    sampling with a seed is reproduced exactly; the default chooses segments
+    only for long outputs whose caches are large next to the weights; a bad
+    value is refused."""
+    batch = prompts((4, 6, 2), seed=3)
+    transformer, _ = family("gpt2")
+    one = CachedDecoder(transformer, end_id=13, maxlen=40, cache_segments=1)
+    four = CachedDecoder(transformer, end_id=13, maxlen=40, cache_segments=4)
+    results = one.generate(batch)  # every row stops in the third segment (slots 21-30)
+    assert max(len(r) for r in results) <= 30 and all(r[-1] == 13 for r in results)
+    for a, b in zip(results, four.generate(batch)):
+        assert a.tolist() == b.tolist()
+    streamed = np.stack(list(four.stream(batch)), 1)
+    for row, result in zip(streamed, results):
+        assert row[row >= 0].tolist() == result.tolist()
+    sample = dict(method="sample", n=3, topk=4, seed=11)
+    for a, b in zip(one.generate(batch, **sample), four.generate(batch, **sample)):
+        assert [x.tolist() for x in a] == [x.tolist() for x in b]
+    # the default: segments for a long output of a tiny model (caches outweigh weights)
+    tiny = build_transformer_model(None, None, model="gpt2", return_keras_model=False,
+                                   **dict(SMALL, max_position=256))
+    default = CachedDecoder(tiny, maxlen=200)
+
+    def lengths(max_new):
+        opt, _ = default._generate_options("greedy", max_new)
+        _, static = default._setup(batch, opt, 0)
+        return default._cache_lengths(static), static[2]
+
+    found, prompt_len = lengths(200)
+    if keras.backend.backend() == "torch":  # eager steps read the written slots only
+        assert found == [prompt_len + 200]
+    else:
+        assert found == [prompt_len + 67, prompt_len + 134, prompt_len + 200]
+    assert lengths(63)[0] == [prompt_len + 63]  # few new tokens: one cache
+    default._weight_bytes *= 10 ** 6  # weights far larger than the caches: one cache
+    assert lengths(200)[0] == [prompt_len + 200]
+    with pytest.raises(ValueError, match="cache_segments"):
+        CachedDecoder(gpt2_ml, cache_segments=0)
 
 
 def test_errors():

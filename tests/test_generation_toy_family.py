@@ -15,7 +15,9 @@ a cached decoding step (``call_cached``):
 
 Reference: the same Keras model rerun over the whole right-padded sequence at
 every step through a plain ``AutoRegressiveDecoder.predict`` (no cache, no
-``call_cached``), greedy and beam search, on a ragged batch.
+``call_cached``), greedy and beam search, on a ragged batch; and with the
+caches grown over three segments (``cache_segments=3``: the position layers
+read the segment's ``step.cache_len``).
 """
 
 import keras
@@ -138,12 +140,15 @@ def test_toy_family_decodes_the_same_with_the_cache():
     batch = [list(rng.randint(5, VOCAB, size=n)) for n in (6, 3, 8)]
     options = dict(end_id=3, maxlen=10)
     cached = CachedDecoder(toy, **options)
+    grown = CachedDecoder(toy, cache_segments=3, **options)  # its caches grow twice
     uncached = CachedDecoder(toy, use_cache=False, jit_compile=False, **options)
     plain = Rerun(toy.model, start_id=None, **options)
     for method, kwargs in (("greedy", {}), ("beam", dict(num_beams=3))):
         ours = cached.generate(batch, method=method, **kwargs)
         assert len({tuple(r) for r in ours}) > 1, ours  # not one repeated answer
         again = uncached.generate(batch, method=method, **kwargs)
+        for a, c in zip(ours, grown.generate(batch, method=method, **kwargs)):
+            assert a.tolist() == c.tolist(), (method, a, c)
         for prompt, a, b in zip(batch, ours, again):
             reference = plain.beam_search([prompt], topk=3) if method == "beam" \
                 else plain.greedy_search([prompt])

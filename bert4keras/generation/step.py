@@ -65,7 +65,9 @@ class DecodingStep:
             decoding run: :meth:`constant` stores there what a layer derives
             from its weights once per run (None: made again each pass).
 
-    After the pass: :attr:`new_caches` (the caches for the next pass) and
+    After the pass: :attr:`new_caches` (the caches for the next pass),
+    :attr:`slot_caches` (one bool per cache: whether it holds one entry per
+    slot, so that a decoder may grow it, see :meth:`keep`) and
     :attr:`new_visible` (``visible`` with the keys a mask hid removed).
     """
 
@@ -88,6 +90,7 @@ class DecodingStep:
         self.call = direct_call if direct else _plain_call
         self.constants = {} if constants is None else constants
         self.new_caches = []
+        self.slot_caches = []
 
     # -- the hook ---------------------------------------------------------------
     def __call__(self, layer, inputs, arguments):
@@ -121,11 +124,19 @@ class DecodingStep:
             self.constants[key] = make()
         return self.constants[key]
 
-    def keep(self, cache, expand):
+    def keep(self, cache, expand, slots=False):
         """Keep ``cache`` (any structure of tensors) for the next pass;
         ``expand(cache, copies)`` gives each input's ``copies`` rows of it
-        (called on a first pass with ``copies > 1`` only)."""
+        (called on a first pass with ``copies > 1`` only).
+
+        ``slots``: ``cache`` is a tuple of self-attention caches in the layout
+        of ``MultiHeadAttention.call_with_cache`` (``(rows, k * cache_len,
+        size)``, one entry per slot of each of ``k`` beams), which a decoder
+        may grow to more slots between passes (``cache_segments`` of
+        :class:`~bert4keras.generation.CachedDecoder`);
+        any other cache (a projected context, a bias) is kept as it is."""
         self.new_caches.append(expand(cache, self.copies) if self.copies > 1 else cache)
+        self.slot_caches.append(bool(slots))
 
     def attention_bias(self, hide=None, bidirectional_prompt=False):
         """The self-attention bias ``(rows, 1, q_len, cache_len)``: a new

@@ -380,7 +380,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
             ops.zeros((self.heads * rows, step.cache_len, self.head_size), dtype)))
         output, cache = self.call_with_cache(inputs, cache, index=step.index, beams=step.beams,
                                              training=training, in_place=True)
-        step.keep(cache, _tile_cache if step.beam_copies else self._repeat_cache)
+        step.keep(cache, _tile_cache if step.beam_copies else self._repeat_cache, slots=True)
         return output
 
     def _repeat_cache(self, cache, copies):
