@@ -59,7 +59,8 @@ row order rotates every round):
 Before timing, ours is compiled for the exact shape with
 ``CachedDecoder.warm_up`` (the compile time is printed) and HF runs a
 4-token ``generate``. The tokens of every row in the first round are compared
-with HF's (``same``: identical token ids). A sample is one ``generate`` call;
+with HF's (``same``: identical token ids) and ours with each other (``ours
+agree``). A sample is one ``generate`` call;
 ``tok/s = batch * new_tokens / time`` (beam search counts the tokens of the
 returned sequences, not of every beam). The reported time is the median
 sample; ratios are medians over rounds of the per-round ratios: ``/TF`` is
@@ -476,6 +477,8 @@ def run_table(args, backends, hf_threads, workers, peak):
                 if "ours tensorflow" in best:
                     result[group + " /TF"] = statistics.median(
                         best["ours tensorflow"][i] / samples[i] for i in range(args.rounds))
+            ours_rows = [n for n in outputs if n.startswith("ours") and n != "ours uncached"]
+            result["ours agree"] = all(outputs[n] == outputs[ours_rows[0]] for n in ours_rows)
             for name in times:
                 if name.endswith(" one cache"):  # the default (segments) over one cache
                     result[name[len("ours "):-len(" one cache")] + " segments/one"] = \
@@ -529,6 +532,11 @@ def print_table(args, backends, table, rss, peak):
             ["yes" if all(r[g + " same"] for g in groups) else
              "NO (%s)" % ", ".join(g for g in groups if not r[g + " same"])]
         print("| " + " | ".join(cells) + " |")
+    for r in table:
+        if not r["ours agree"]:
+            print("%s: our cached rows do NOT all return the same tokens" % r["config"])
+        elif not all(r[g + " same"] for g in groups):
+            print("%s: our cached rows all return the same tokens (not HF's)" % r["config"])
     for r in table:
         if "cached/uncached" in r or "HF cached/uncached" in r:
             print("%s: ours uncached %s tok/s, cached/uncached %s (same tokens: %s); HF "
