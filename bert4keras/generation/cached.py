@@ -9,24 +9,20 @@ once, through ``Transformer.encode``). It runs the model's *own* graph code
 through a :class:`~bert4keras.generation.step.DecodingStep`, whose layers keep
 their key/value caches preallocated (to the end of the output, or of its
 segment, below), written with ``ops.slice_update`` at the step index, unused
-slots masked, and project a context once. The prompt goes through one compiled function; the
-decoding loop -- one token through the model plus the search update, until
-every row has stopped -- is a second one (a ``while`` loop inside
-``tf.function(jit_compile=True)`` on TensorFlow, ``jax.jit`` with donated
-buffers on JAX), so there is no host round trip per token and the caches are
-updated in place. A long output is decoded in a few segments
-(``cache_segments``), each with caches just long enough for it: every step
-reads every slot of its caches, so a step early in the output reads fewer of
-them; between segments the caches grow (one copy each). Beam search never
-moves a cache: each row records which beam wrote each of its slots and
-attention reads them there. Streaming (a
-``streamer``, :meth:`CachedDecoder.stream`, ``progress``) runs the loop one
-token per call. Many prompts decode at once (:meth:`CachedDecoder.generate`);
-they are left-padded internally, each row with its own position offsets, so
-a row decodes exactly as it would alone.
+slots masked, and project a context once. The prompt goes through one compiled
+function; the decoding loop -- one token through the model plus the search
+update, until every row has stopped -- is a second one (a ``while`` loop
+inside ``tf.function(jit_compile=True)`` on TensorFlow, ``jax.jit`` with
+donated buffers on JAX), so there is no host round trip per token and the
+caches are updated in place; a long output may be decoded in a few segments
+whose caches grow in between (``cache_segments``). Beam search never moves a
+cache: each row records which beam wrote each of its slots and attention reads
+them there. Streaming (a ``streamer``, :meth:`CachedDecoder.stream`,
+``progress``) runs the loop one token per call. Many prompts decode at once
+(:meth:`CachedDecoder.generate`); they are left-padded internally, each row
+with its own position offsets, so a row decodes exactly as it would alone.
 """
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -38,6 +34,7 @@ from bert4keras.generation.decoder import (
 )
 from bert4keras.generation.compiled import compile_step, take_rows
 from bert4keras.generation.search import Options, make_search
+from bert4keras.generation import segments as growth
 from bert4keras.generation.step import DecodingStep, positions, reads_masks
 from bert4keras.models.validation import check_array
 
@@ -52,16 +49,6 @@ def _yield_every(streamer, progress):
 
 def _round_up(n, multiple):
     return -(-n // multiple) * multiple
-
-
-def _itemsize(dtype):
-    return np.dtype(keras.backend.standardize_dtype(dtype)).itemsize
-
-
-def _with_cache_len(static, cache_len):
-    """A decoding shape (``CachedDecoder._setup``) with caches of ``cache_len``
-    slots."""
-    return static[:3] + (cache_len,) + static[4:]
 
 
 class CachedDecoder(AutoRegressiveDecoder):
@@ -86,19 +73,12 @@ class CachedDecoder(AutoRegressiveDecoder):
             the prompt is segment 0, else 0).
         cache_segments: with the cache, decode in this many segments of the
             output, each a compiled loop whose self-attention caches end
-            where the segment does (grown between segments): a compiled step
-            reads all the slots of its caches, so on TensorFlow and JAX the
-            early steps of a long output read fewer of them (for 256 new
-            tokens after 32 prompt tokens, four segments read on average
-            two thirds of the slots one full-length cache would). Each
-            segment is one more compiled function (compiled once per shape,
-            like the others; :meth:`warm_up` compiles them all). None
-            (default): one per 64 new tokens, at most 4, where the
-            full-length self-attention caches of all rows would hold at least
-            a quarter of the model's weight bytes (a step reads both once:
-            below that, segments save little and cost compiles, as for one
-            greedy row of a 124M-parameter decoder); 1 on PyTorch (its eager
-            steps read only the slots written so far) or without the cache.
+            where the segment does, grown in between, so that early steps
+            read fewer cache slots (:mod:`bert4keras.generation.segments`;
+            :meth:`warm_up` compiles every segment). None (default): one per
+            64 new tokens, at most 4, where the full-length caches would hold
+            a quarter of the weight bytes or more
+            (:func:`~bert4keras.generation.segments.cache_lengths`), else 1.
             1: one cache of the final length from the start.
         packed_weights: PyTorch on a CPU only (ignored elsewhere): keep a
             oneDNN-blocked copy of every ``Dense`` kernel of 2**17 weights or
@@ -171,8 +151,7 @@ class CachedDecoder(AutoRegressiveDecoder):
         # no layer of a pass reads a Keras mask: the steps call the layers directly
         self._direct = not reads_masks(transformer.layers.values())
         self._variables = list(transformer.model.variables)
-        self._weight_bytes = sum(int(np.prod(v.shape)) * _itemsize(v.dtype)
-                                 for v in self._variables)
+        self._weight_bytes = growth.weight_bytes(self._variables)
         self._functions = {}
         self._slot_caches = None  # DecodingStep.slot_caches of the model's first pass
         self._constants = {}  # DecodingStep.constant's store, emptied after each run
@@ -229,14 +208,13 @@ class CachedDecoder(AutoRegressiveDecoder):
         opt, seed = self._generate_options(method, max_new_tokens, **options)
         batch, static = self._setup(self._prompts(inputs, mask), opt, seed)
         lengths = self._cache_lengths(static)
-        state = self._compiled("start", _with_cache_len(static, lengths[0]))(batch)
-        if self.use_cache:
-            if opt.max_new > 1:  # one token through the decoding loop of each segment
-                for i, length in enumerate(lengths[:opt.max_new - 1]):
-                    if i:
-                        self._grow(state, length, opt)
-                    run = self._compiled("run", _with_cache_len(static, length))
-                    state = run(state, ops.convert_to_tensor(i + 2, "int32"))
+        state = self._compiled("start", growth.with_cache_len(static, lengths[0]))(batch)
+        if self.use_cache:  # one token through the decoding loop of each segment
+            for i, length in enumerate(lengths[:opt.max_new - 1]):
+                if i:
+                    growth.grow(state, length, opt, self._slot_caches)
+                run = self._compiled("run", growth.with_cache_len(static, length))
+                state = run(state, ops.convert_to_tensor(i + 2, "int32"))
         else:
             for length in sorted({self._rerun_length(static, t) for t in range(1, opt.max_new)}):
                 state = self._compiled(("rerun", length), static)(state)
@@ -351,46 +329,10 @@ class CachedDecoder(AutoRegressiveDecoder):
         return {k: ops.convert_to_tensor(v) for k, v in batch.items()}, static
 
     def _cache_lengths(self, static):
-        """The cache lengths of the segments of a decoding shape, ascending,
-        the last the full ``cache_len`` (see ``cache_segments``)."""
-        inputs, opt, prompt_len, cache_len, _ = static
-        segments = self.cache_segments
-        if segments is None:
-            t = self.transformer
-            slot_bytes = (getattr(t, "num_decoder_layers", t.num_hidden_layers)
-                          * t.num_attention_heads * (t.attention_key_size + t.attention_head_size)
-                          * _itemsize(t.model.compute_dtype))
-            cache_bytes = slot_bytes * cache_len * inputs * opt.rows
-            small = 4 * cache_bytes < self._weight_bytes
-            torch = keras.backend.backend() == "torch"
-            segments = 1 if torch or small else min(4, max(1, opt.max_new // 64))
-        if not self.use_cache or segments == 1:
-            return [cache_len]
-        # equal shares of the new slots (the step t writes slot prompt_len + t - 1)
-        ends = {prompt_len + -(-i * opt.max_new // segments) for i in range(1, segments)}
-        return sorted(ends | {cache_len})
-
-    def _grow(self, state, length, opt):
-        """Grow the decoding state's slot caches, ``visible`` and
-        ``ancestors`` to ``length`` slots, in place (one cache at a time, so
-        the old and new copies of only one coexist). Unwritten slots are
-        zeros and not visible."""
-        old = state["visible"].shape[1]
-        extra, beams = length - old, opt.num_beams if opt.method == "beam" else 1
-        for key in ("visible", "ancestors"):
-            if key in state:
-                x = state[key]
-                state[key] = ops.concatenate([x, ops.zeros((x.shape[0], extra), x.dtype)], 1)
-        caches = state["caches"]
-        for i, slots in enumerate(self._slot_caches):
-            if slots:
-                grown = list(caches[i])
-                for j, x in enumerate(grown):  # (rows, beams * old, size)
-                    rows, size = x.shape[0], x.shape[2]
-                    x = ops.reshape(x, (rows, beams, old, size))
-                    x = ops.concatenate([x, ops.zeros((rows, beams, extra, size), x.dtype)], 2)
-                    grown[j] = ops.reshape(x, (rows, beams * length, size))
-                caches[i] = tuple(grown)
+        """The cache lengths of the segments of a decoding shape
+        (:func:`~bert4keras.generation.segments.cache_lengths`)."""
+        count = 1 if not self.use_cache else self.cache_segments
+        return growth.cache_lengths(self.transformer, static, count, self._weight_bytes)
 
     def _rerun_length(self, static, t):
         """Slots the uncached step ``t`` runs over (bucketed)."""
@@ -420,9 +362,8 @@ class CachedDecoder(AutoRegressiveDecoder):
         trip per token, and the caches are updated in place."""
         batch, static = self._setup(prompts, opt, seed)
         lengths = self._cache_lengths(static)
-        prompt_len = static[2]
         try:
-            state = self._compiled("start", _with_cache_len(static, lengths[0]))(batch)
+            state = self._compiled("start", growth.with_cache_len(static, lengths[0]))(batch)
             yield state
             t = 1
             while t < opt.max_new:
@@ -430,16 +371,9 @@ class CachedDecoder(AutoRegressiveDecoder):
                     return
                 if self.use_cache:
                     stop = opt.max_new if every is None else min(t + every, opt.max_new)
-                    while t < stop:  # the segments this stretch reaches
-                        length = state["visible"].shape[1]
-                        if prompt_len + t - 1 >= length:  # the slot of step t is past the cache
-                            length = min(n for n in lengths if n > prompt_len + t - 1)
-                            self._grow(state, length, opt)
-                        end = min(stop, length - prompt_len + 1)
-                        run = self._compiled("run", _with_cache_len(static, length))
-                        state, t = run(state, ops.convert_to_tensor(end, "int32")), end
-                        if t < stop and bool(ops.convert_to_numpy(state["done"])):
-                            break  # yielded below, then the loop ends
+                    state, t = growth.run_segments(  # stopped rows: yielded, then the loop ends
+                        state, t, stop, static, lengths, self._slot_caches,
+                        lambda n: self._compiled("run", growth.with_cache_len(static, n)))
                 else:
                     rerun = self._compiled(("rerun", self._rerun_length(static, t)), static)
                     state, t = rerun(state), t + 1
