@@ -521,6 +521,10 @@ def test_streaming_progress_and_wraps(gpt2_ml, capsys):
         == results[0].tolist()
     assert [int(s[0]) for s in seen] == results[0].tolist()
     assert "decoding" in capsys.readouterr().err  # the tqdm bar
+    # a bar alone: the compiled loop runs 8 tokens per call, the bar follows the tokens
+    assert [r.tolist() for r in decoder.generate(batch, progress=True)] == \
+        [r.tolist() for r in results]
+    assert "%d/9" % max(len(r) for r in results) in capsys.readouterr().err
     with pytest.raises(ValueError, match="stream"):
         decoder.generate(batch, method="beam", streamer=print)
 

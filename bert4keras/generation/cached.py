@@ -42,9 +42,9 @@ __all__ = ["CachedDecoder"]
 
 
 def _yield_every(streamer, progress):
-    """``_iterate``'s ``every``: each token when someone watches (a streaming
-    callback or a progress bar), else once at the end (one compiled loop)."""
-    return 1 if streamer is not None or progress else None
+    """``_iterate``'s ``every``: 1 for a streaming callback, 8 for a progress
+    bar (on TensorFlow each call copies the caches), else None (one loop)."""
+    return 1 if streamer is not None else (8 if progress else None)
 
 
 def _round_up(n, multiple):
@@ -176,7 +176,7 @@ class CachedDecoder(AutoRegressiveDecoder):
             temperature, repetition_penalty, min_ends: see the module docstring.
             streamer: called after every step with the new token of each row
                 ``(rows,)`` (``-1`` for rows already ended); greedy/sampling.
-            progress: show a tqdm bar.
+            progress: show a tqdm bar (it moves every 8 tokens).
             return_scores: beam search: also return the best hypotheses' scores.
 
         Returns:

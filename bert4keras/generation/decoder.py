@@ -255,9 +255,10 @@ def _progress(enabled, total):
 
 
 def _emit(streamer, state, bar):
-    """Stream the new token of each row (-1 where the row had ended) and tick."""
+    """Stream the new token of each row (-1 where the row had ended) and move
+    the bar to the tokens decoded so far (``state['t']``)."""
     if bar is not None:
-        bar.update(1)
+        bar.update(int(ops.convert_to_numpy(state["t"])) - bar.n)
     if streamer is None:
         return
     token = ops.convert_to_numpy(state["token"]).astype("int64")
