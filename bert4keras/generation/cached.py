@@ -17,8 +17,8 @@ donated buffers on JAX), so there is no host round trip per token and the
 caches are updated in place; a long output may be decoded in a few segments
 whose caches grow in between (``cache_segments``). Beam search never moves a
 cache: each row records which beam wrote each of its slots and attention reads
-them there. Streaming (a ``streamer``, :meth:`CachedDecoder.stream`,
-``progress``) runs the loop one token per call. Many prompts decode at once
+them there. Streaming (a ``streamer``, :meth:`CachedDecoder.stream`) runs the
+loop one token per call, a progress bar 8. Many prompts decode at once
 (:meth:`CachedDecoder.generate`); they are left-padded internally, each row
 with its own position offsets, so a row decodes exactly as it would alone.
 """
