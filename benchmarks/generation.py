@@ -194,7 +194,7 @@ class OursWorker:
         if self.torch is None:  # one cache of the final length (no segments)
             self.decoders["one"] = CachedDecoder(ours, end_id=None, maxlen=args.new_tokens,
                                                  bucket=32, cache_segments=1)
-        if self.torch is not None:  # oneDNN-blocked kernels kept by the decoder
+        else:  # oneDNN-blocked kernels kept by the decoder
             self.decoders["packed"] = CachedDecoder(ours, end_id=None, maxlen=args.new_tokens,
                                                     bucket=32, packed_weights=True)
 

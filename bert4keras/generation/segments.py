@@ -24,11 +24,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras.loading import numpy_dtype
+
 __all__ = ["cache_lengths", "grow", "run_segments", "weight_bytes", "with_cache_len"]
 
 
 def _itemsize(dtype):
-    return np.dtype(keras.backend.standardize_dtype(dtype)).itemsize
+    return numpy_dtype(keras.backend.standardize_dtype(dtype)).itemsize
 
 
 def weight_bytes(variables):
