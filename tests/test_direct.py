@@ -84,7 +84,8 @@ def test_direct_dense_in_a_decoding_run_equals_the_layer(shape, bias, min_weight
     """Without gradients (a decoding run), on torch a Dense over
     ``ONEDNN_DENSE_ROWS`` or more rows and at least ``ONEDNN_MIN_WEIGHTS``
     weights is one oneDNN call reading the kernel's transposed view in place;
-    one row or a smaller kernel (here 8 x 6 = 48) stays ``torch.addmm``."""
+    a smaller kernel (here 8 x 6 = 48), or fewer rows where that constant is
+    raised, stays ``torch.addmm``."""
     dense = keras.layers.Dense(6, use_bias=bias, activation="gelu")
     x = tensor(*shape)
     expected = numpy(dense(x))
@@ -95,6 +96,22 @@ def test_direct_dense_in_a_decoding_run_equals_the_layer(shape, bias, min_weight
     rows = int(np.prod(shape[:-1]))
     assert len(calls) == (1 if onednn_available() and rows >= direct.ONEDNN_DENSE_ROWS
                           and min_weights <= 48 else 0)
+
+
+def test_direct_dense_below_the_row_threshold_stays_addmm(monkeypatch):
+    """With ``ONEDNN_DENSE_ROWS`` raised to 2 (the choice on the Zen 4
+    machine) a one-row call is torch's own product, a two-row call oneDNN's;
+    both equal the layer."""
+    monkeypatch.setattr(direct, "ONEDNN_DENSE_ROWS", 2)
+    dense = keras.layers.Dense(6, activation="gelu")
+    for shape, onednn in (((1, 8), 0), ((2, 8), 1)):
+        x = tensor(*shape)
+        expected = numpy(dense(x))
+        calls = count_onednn_calls(monkeypatch, 1)
+        with decoding_mode():
+            got = numpy(direct_call(dense, x))
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=ONEDNN_ATOL)
+        assert len(calls) == (onednn if onednn_available() else 0)
 
 
 def test_onednn_linear_applies_only_without_gradients_in_float32(monkeypatch):
@@ -283,7 +300,7 @@ def test_our_dense_equals_keras_dense(shape, activation, contiguous, monkeypatch
     """``bert4keras.layers.Dense`` == ``keras.layers.Dense`` with the same
     weights, with and without gradients. On torch without gradients a call of
     ``ONEDNN_DENSE_ROWS`` or more rows is one oneDNN call (also on a
-    non-contiguous input); one row, or with gradients, is Keras' own call."""
+    non-contiguous input); fewer rows, or with gradients, is Keras' own call."""
     from bert4keras.layers import Dense
 
     ours, plain = Dense(6, activation=activation), keras.layers.Dense(6, activation=activation)

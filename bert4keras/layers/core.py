@@ -70,7 +70,7 @@ class Dense(keras.layers.Dense):
 
     The one difference is speed on the PyTorch backend: called without
     gradients (``model.predict``, ``torch.no_grad``, ``torch.inference_mode``)
-    on float32 CPU tensors of at least 2 rows, with a kernel of at least
+    on float32 CPU tensors (any number of rows), with a kernel of at least
     ``2**17`` weights, it multiplies through oneDNN's inner product
     (:func:`~bert4keras.layers.direct.onednn_dense`) instead of torch's
     matmul, which runs MKL and was slower on the AMD Zen 4 machine for both

@@ -36,10 +36,11 @@ __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
            "dense_activation", "fused_dense", "onednn_table_product", "torch_attention"]
 
 # A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
-# its transposed view) from this many rows on; for one row oneDNN's
-# matrix-vector product of a transposed weight is no faster than
-# ``torch.addmm`` (README, Benchmarks: "PyTorch backend decoding").
-ONEDNN_DENSE_ROWS = 2
+# its transposed view) from this many rows on. One row included: on the AMD
+# Zen 5 machine oneDNN read a one-row product's kernels 1.43x as fast as
+# ``torch.addmm`` (benchmarks/torch_linear.py), on Zen 4 0.95x (README,
+# Benchmarks: "PyTorch backend decoding"); 2 restores the Zen 4 choice.
+ONEDNN_DENSE_ROWS = 1
 # ... and of at least this many weights: below, oneDNN's fixed cost per call
 # is more than it saves (a 64 x 64 kernel ran slower than with torch.addmm).
 ONEDNN_MIN_WEIGHTS = 1 << 17
