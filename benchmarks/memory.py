@@ -27,7 +27,14 @@ peak resident set size, ``ru_maxrss``, only ever goes up):
   batch in another structure), whose compilation and executable
   ``memory_bert_fit_async_zen5.json`` includes. HF: ``BertForTokenClassification.
   from_pretrained(dir, num_labels=8)`` + ``torch.optim.AdamW``,
-  ``loss.backward(); step(); zero_grad()``.
+  ``loss.backward(); step(); zero_grad()``. Both sides are the same function:
+  dropout :data:`DROPOUT` on the hidden states, the attention probabilities
+  and the encoder output before the head (HF's token classifier has that last
+  one; ours adds a ``Dropout`` layer). Before 2026-12-07 11:20 UTC the HF row
+  read the directory's ``config.json``, whose dropout is 0 (the exported
+  model was built without), so HF trained without any dropout while ours
+  had 0.1 and drew its masks: every earlier ``bert`` result file compares
+  unlike steps (README, Benchmarks, Zen 5: "The memory benchmark's dropout").
 
 Rows ``torch-packed`` / ``torch-nojax-packed`` (``gpt2`` only, not run by
 default) decode with ``CachedDecoder(packed_weights=True)``: what its
@@ -102,6 +109,8 @@ PACKED = ("torch-packed", "torch-nojax-packed")
 #: before 2026-12-07); not run by default
 MALLOC_ROWS = {"jax-keep-async": "async", "jax-glibc": "glibc"}
 WORKLOADS = ("gpt2", "bert")
+#: bert: dropout on both sides (hidden states, attention probabilities, before the head)
+DROPOUT = 0.1
 MIB = float(1 << 20)
 
 
@@ -295,7 +304,12 @@ def run_bert(args, impl, phases):
 
         torch.manual_seed(0)
         phases.mark("import")
-        model = BertForTokenClassification.from_pretrained(directory, num_labels=8)
+        # the directory's config.json has dropout 0 (exported from a model built without)
+        model = BertForTokenClassification.from_pretrained(
+            directory, num_labels=8, hidden_dropout_prob=DROPOUT,
+            attention_probs_dropout_prob=DROPOUT)
+        if model.config.hidden_dropout_prob != DROPOUT:
+            raise RuntimeError("HF BERT did not take dropout %g" % DROPOUT)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         phases.mark("loaded")
@@ -317,8 +331,9 @@ def run_bert(args, impl, phases):
         # (+450 MiB on JAX/torch); the weights come from the checkpoint anyway
         phases.mark("import")
         encoder = build_transformer_model(os.path.join(directory, "config.json"), directory,
-                                          dropout_rate=0.1, attention_dropout_rate=0.1)
-        logits = keras.layers.Dense(8, name="Tagger")(encoder.output)
+                                          dropout_rate=DROPOUT, attention_dropout_rate=DROPOUT)
+        features = keras.layers.Dropout(DROPOUT, name="Tagger-Dropout")(encoder.output)
+        logits = keras.layers.Dense(8, name="Tagger")(features)
         model = keras.Model(encoder.inputs, logits)
         from bert4keras.optimizers import AdamW  # Keras' class; torch: the fused update
 

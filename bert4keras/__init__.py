@@ -14,10 +14,12 @@ It imports Keras and the modules that define those objects, nothing heavier
 
 import keras
 
-from bert4keras import allocator
+from bert4keras import allocator, graph_memory
 
 # before any JAX computation runs (see bert4keras.allocator)
 allocator.apply_for_backend(keras.backend.backend())
+# eager functional calls release intermediate tensors after their last use
+graph_memory.apply_from_environment()
 
 # Imported for their side effect: registration with keras.saving.
 from bert4keras import layers, models, optimizers  # noqa: E402
@@ -30,6 +32,7 @@ __all__ = [
     "checkpoints",
     "datasets",
     "generation",
+    "graph_memory",
     "layers",
     "models",
     "optimizers",
