@@ -50,6 +50,11 @@ asynchronous dispatch, the plain row's settings before). Earlier result files
 have a ``jax-keep`` row: ``BERT4KERAS_KEEP_FREED_MEMORY=1`` while it was
 opt-in.
 
+Rows ``tensorflow-interop1`` / ``tensorflow-nojax-interop1`` (not run by
+default) run ours on TensorFlow with ``TF_NUM_INTEROP_THREADS=1``: TF's executor
+then runs one op at a time (each op still uses every core), so fewer
+intermediates are alive at once in a graph-mode step.
+
 Rows ``tensorflow-nojax`` / ``torch-nojax`` run ours with ``import jax``
 failing, as on a machine where JAX is not installed (``pip install
 bert4keras`` does not install it): Keras 3 imports JAX on every backend when
@@ -108,6 +113,9 @@ PACKED = ("torch-packed", "torch-nojax-packed")
 #: dispatch left on, and glibc's own malloc settings (what the plain JAX row ran
 #: before 2026-12-07); not run by default
 MALLOC_ROWS = {"jax-keep-async": "async", "jax-glibc": "glibc"}
+#: ours on TensorFlow started with TF_NUM_INTEROP_THREADS=1 (TF's executor runs
+#: one op at a time; intra-op threads unchanged); not run by default
+INTEROP_ROWS = ("tensorflow-interop1", "tensorflow-nojax-interop1")
 WORKLOADS = ("gpt2", "bert")
 #: bert: dropout on both sides (hidden states, attention probabilities, before the head)
 DROPOUT = 0.1
@@ -125,7 +133,8 @@ def parse_args(argv=None):
                         "hf (transformers + torch), tensorflow-nojax, torch-nojax (ours with "
                         "'import jax' failing, as where JAX is not installed); default all six "
                         "(--quick: jax,hf); also torch-packed, torch-nojax-packed (gpt2: "
-                        "CachedDecoder(packed_weights=True))")
+                        "CachedDecoder(packed_weights=True)), tensorflow-interop1, "
+                        "tensorflow-nojax-interop1 (TF_NUM_INTEROP_THREADS=1)")
     p.add_argument("--new-tokens", type=int, default=128, help="gpt2: new tokens per generate")
     p.add_argument("--batch", type=int, default=16, help="bert: batch size")
     p.add_argument("--seq-len", type=int, default=128, help="bert: sequence length")
@@ -150,9 +159,9 @@ def parse_args(argv=None):
         if w not in WORKLOADS and w != "prepare":
             p.error("unknown workload %r (%s)" % (w, ", ".join(WORKLOADS)))
     for i in args.impl_list:
-        if i not in IMPLS + PACKED + tuple(MALLOC_ROWS):
+        if i not in IMPLS + PACKED + tuple(MALLOC_ROWS) + INTEROP_ROWS:
             p.error("unknown implementation %r (%s)"
-                    % (i, ", ".join(IMPLS + PACKED + tuple(MALLOC_ROWS))))
+                    % (i, ", ".join(IMPLS + PACKED + tuple(MALLOC_ROWS) + INTEROP_ROWS)))
     if args.quick:
         args.new_tokens, args.batch, args.seq_len, args.steps = 8, 4, 32, 2
     if args.fit and args.steps < 2:
@@ -396,6 +405,8 @@ class _NoJax:
 def worker(args):
     if args.impl in MALLOC_ROWS:  # the environment says it (run_worker)
         args.impl = args.impl.split("-")[0]
+    if (args.impl or "").endswith("-interop1"):  # the environment says it (run_worker)
+        args.impl = args.impl[:-len("-interop1")]
     args.packed = (args.impl or "").endswith("-packed")
     if args.packed:
         args.impl = args.impl[:-len("-packed")]
@@ -427,6 +438,8 @@ def run_worker(args, workload, impl):
         backend = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     benchlib.host_memory_environment(env, MALLOC_ROWS.get(impl))
+    if impl in INTEROP_ROWS:
+        env["TF_NUM_INTEROP_THREADS"] = "1"
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                 timeout=args.timeout)
@@ -502,7 +515,8 @@ def main(argv=None):
             row["workload"], "HF torch" if row["impl"] == "hf" else "ours " + row["impl"].replace(
                 "-nojax", " (JAX not installed)").replace("-packed", ", packed weights").replace(
                 "-glibc", ", glibc malloc defaults").replace(
-                "-keep-async", ", kept memory, async dispatch").replace("-keep", ", kept memory"),
+                "-keep-async", ", kept memory, async dispatch").replace("-keep", ", kept memory").replace(
+                "-interop1", ", TF_NUM_INTEROP_THREADS=1"),
             row["import_mib"], row["loaded_mib"], row["first_mib"], row["peak_mib"],
             row["peak_phase"], own,
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",
