@@ -30,7 +30,7 @@ says which).
 import collections
 import os
 
-__all__ = ["apply", "applied", "restore", "run_through_graph", "ENV"]
+__all__ = ["apply", "applied", "restore", "run_through_graph", "apply_from_environment", "ENV"]
 
 #: ``0`` turns the release off at ``import bert4keras`` (Keras' own method runs)
 ENV = "BERT4KERAS_RELEASE_GRAPH_TENSORS"
