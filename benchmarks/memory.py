@@ -515,8 +515,8 @@ def main(argv=None):
             row["workload"], "HF torch" if row["impl"] == "hf" else "ours " + row["impl"].replace(
                 "-nojax", " (JAX not installed)").replace("-packed", ", packed weights").replace(
                 "-glibc", ", glibc malloc defaults").replace(
-                "-keep-async", ", kept memory, async dispatch").replace("-keep", ", kept memory").replace(
-                "-interop1", ", TF_NUM_INTEROP_THREADS=1"),
+                "-keep-async", ", kept memory, async dispatch").replace(
+                "-keep", ", kept memory").replace("-interop1", ", TF_NUM_INTEROP_THREADS=1"),
             row["import_mib"], row["loaded_mib"], row["first_mib"], row["peak_mib"],
             row["peak_phase"], own,
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",
