@@ -73,9 +73,10 @@ class Dense(keras.layers.Dense):
     on float32 CPU tensors (any number of rows), with a kernel of at least
     ``2**17`` weights, it multiplies through oneDNN's inner product
     (:func:`~bert4keras.layers.direct.onednn_dense`) instead of torch's
-    matmul, which runs MKL and was slower on the AMD Zen 4 machine for both
-    few-row and encoder-sized products (README, Benchmarks: "PyTorch
-    backend"). With gradients (training), float32 CPU tensors of at least
+    matmul, which runs MKL and was slower on the AMD Zen 4 machine for 2-8-row
+    and encoder-sized products, and on the Zen 5 machine for one row too
+    (:data:`~bert4keras.layers.direct.ONEDNN_DENSE_ROWS`; README, Benchmarks:
+    "PyTorch backend"). With gradients (training), float32 CPU tensors of at least
     64 rows go through the same op wrapped with a backward
     (:func:`~bert4keras.layers.torch_train.dense_call`; what it changes in a
     training step: README, Benchmarks, Zen 5 section). With LoRA, a
