@@ -317,7 +317,8 @@ def run_bert(args, impl, phases):
         model = BertForTokenClassification.from_pretrained(
             directory, num_labels=8, hidden_dropout_prob=DROPOUT,
             attention_probs_dropout_prob=DROPOUT)
-        if model.config.hidden_dropout_prob != DROPOUT:
+        if (model.config.hidden_dropout_prob, model.config.attention_probs_dropout_prob) \
+                != (DROPOUT, DROPOUT):
             raise RuntimeError("HF BERT did not take dropout %g" % DROPOUT)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
