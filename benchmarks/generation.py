@@ -35,6 +35,11 @@ row order rotates every round):
   built with ``CachedDecoder(packed_weights=True)`` (oneDNN-blocked copies of
   the kernels, made in the first call and kept by the decoder), a group of
   its own with its own ``/TF`` and ``/HF``.
+* ``ours torch Nt compiled`` / ``ours torch Nt compiled packed``
+  (``--torch-compile``): the same worker's decoders built with
+  ``CachedDecoder(jit_compile=True)``, without and with ``packed_weights``:
+  each cached step compiled by ``torch.compile`` (the warm-up compiles every
+  cache segment), groups of their own with their own ``/TF`` and ``/HF``.
 * ``HF Nt``: ``GPT2LMHeadModel.generate(use_cache=True)`` holding the same
   weights, ``eval()``, ``torch.inference_mode()``, default attention
   implementation, with ``N`` torch threads (``--hf-threads``, default: all
@@ -137,6 +142,10 @@ def parse_args(argv=None):
                    help="also time a torch decoder built with packed_weights=True (first "
                         "--torch-threads setting): row and group 'ours torch Nt packed', "
                         "with its own /TF and /HF")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="also the torch worker's decoders with jit_compile=True "
+                        "(torch.compile), with and without packed_weights: rows 'ours torch "
+                        "Nt compiled' and 'ours torch Nt compiled packed', groups of their own")
     p.add_argument("--one-cache", action="store_true",
                    help="also time CachedDecoder(cache_segments=1) on TF and JAX")
     p.add_argument("--no-peak", action="store_true",
@@ -197,11 +206,17 @@ class OursWorker:
         else:  # oneDNN-blocked kernels kept by the decoder
             self.decoders["packed"] = CachedDecoder(ours, end_id=None, maxlen=args.new_tokens,
                                                     bucket=32, packed_weights=True)
+            if args.torch_compile:  # steps compiled by torch.compile
+                for name, packed in (("compiled", False), ("compiledpacked", True)):
+                    self.decoders[name] = CachedDecoder(
+                        ours, end_id=None, maxlen=args.new_tokens, bucket=32, jit_compile=True,
+                        packed_weights=packed)
 
     def run(self, prompts, method, row="cached", warm=False):
         options = dict(method=method, num_beams=self.args.beams) if method == "beam" else {}
-        # 'cached:N[:plain]' / 'packed:N': N torch threads (0: default), oneDNN off with
-        # 'plain', the packed_weights decoder with 'packed'
+        # 'cached:N[:plain]' / 'packed:N' / 'compiled:N' / 'compiledpacked:N': N torch
+        # threads (0: default), oneDNN off with 'plain', the packed_weights decoder with
+        # 'packed', the jit_compile=True decoders with 'compiled[packed]'
         row, *torch_options = row.split(":")
         if self.torch is not None and torch_options:
             from bert4keras.layers import direct
@@ -421,6 +436,13 @@ def run_table(args, backends, hf_threads, workers, peak):
                         packed = "ours torch %dt packed" % (torch_threads[0] or default_threads)
                         rows[packed] = (workers["ours torch"], "packed:%d" % torch_threads[0])
                         groups["ours torch packed"] = [packed]
+                    if args.torch_compile:  # groups of their own, the first thread setting
+                        n = torch_threads[0] or default_threads
+                        for kind, suffix in (("compiled", "compiled"),
+                                             ("compiledpacked", "compiled packed")):
+                            name = "ours torch %dt %s" % (n, suffix)
+                            rows[name] = (workers["ours torch"], "%s:%d" % (kind, torch_threads[0]))
+                            groups["ours torch " + suffix] = [name]
                 else:
                     rows["ours " + b] = (workers["ours " + b], "cached")
                     groups["ours " + b] = ["ours " + b]
@@ -514,6 +536,8 @@ def print_table(args, backends, table, rss, peak):
         groups += ["ours %s one cache" % b for b in backends if b != "torch"]
     if args.torch_packed and "torch" in backends:
         groups.append("ours torch packed")
+    if args.torch_compile and "torch" in backends:
+        groups += ["ours torch compiled", "ours torch compiled packed"]
     print()
     for r in table:
         print("%s: %s tok/s (warm-up s: %s)" % (r["config"], ", ".join(

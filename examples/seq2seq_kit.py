@@ -264,8 +264,10 @@ class Seq2seqDecoder:
         transformer: from :func:`build_unilm`.
         end_id: the stop token (``[SEP]``).
         maxlen: most generated tokens (the stop token counted).
-        jit_compile: compile the decoding steps with XLA (faster decoding;
-            False starts sooner, for tiny runs).
+        jit_compile: as :class:`~bert4keras.generation.CachedDecoder`'s:
+            ``'auto'`` compiles the decoding steps with XLA on TensorFlow and
+            JAX (faster decoding), eager on PyTorch; True also compiles them
+            with ``torch.compile`` there; False starts sooner, for tiny runs.
 
     :meth:`generate` takes source id lists (``[CLS] ... [SEP]``, segment 0)
     and returns the generated ids of each, without the stop token. It runs
@@ -273,7 +275,7 @@ class Seq2seqDecoder:
     steps) on ``batch_size`` sources at a time.
     """
 
-    def __init__(self, transformer, end_id, maxlen, jit_compile=True):
+    def __init__(self, transformer, end_id, maxlen, jit_compile="auto"):
         self.end_id = int(end_id)
         self.maxlen = int(maxlen)
         self.cached = CachedDecoder(transformer, end_id=self.end_id, maxlen=self.maxlen,

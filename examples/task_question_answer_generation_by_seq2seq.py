@@ -104,7 +104,7 @@ class QAGenerator:
     def __init__(self, transformer, tokenizer, args):
         end = tokenizer.token_to_id("[SEP]")
         self.tokenizer, self.args = tokenizer, args
-        jit = not args.eager
+        jit = False if args.eager else "auto"
         self.answers = Seq2seqDecoder(transformer, end, args.max_answer, jit_compile=jit)
         self.questions = Seq2seqDecoder(transformer, end, args.max_target, jit_compile=jit)
 

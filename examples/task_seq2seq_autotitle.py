@@ -202,7 +202,7 @@ def main(argv=None):
              for text, title in splits["train"]]
     transformer, train = build_for_training(args, config, checkpoint, pairs)
     decoder = Seq2seqDecoder(transformer, tokenizer.token_to_id("[SEP]"), args.max_target,
-                             jit_compile=not args.eager)
+                             jit_compile=False if args.eager else "auto")
     dev = splits["dev"][:args.eval_limit or None]
     evaluator, train_seconds = fit_best(
         args, transformer.model, train, lambda: evaluate(decoder, tokenizer, dev, args)[0],

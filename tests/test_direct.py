@@ -557,7 +557,8 @@ def test_int8_dense_equals_keras_int8_call(shape, bias, activation, monkeypatch)
 
         x = x.clone().requires_grad_(True)
         y = layer(x)
-        np.testing.assert_allclose(numpy(y.detach()), expected, rtol=1e-6, atol=1e-6)
+        # the same GELU tail as above (a 1.01e-6 difference seen once, 2026-12-07)
+        np.testing.assert_allclose(numpy(y.detach()), expected, rtol=1e-6, atol=ONEDNN_ATOL)
         y.sum().backward()
         assert x.grad is not None and x.grad.abs().sum() > 0
         assert len(calls) == (2 if int_mm_available() else 0)

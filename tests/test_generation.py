@@ -708,3 +708,91 @@ def test_unilm_example_smoke(tmp_path):
                             "--results", str(tmp_path / "unilm.json")])
     assert results["clauses"]["test"] == 4
     assert 0.0 <= results["test"]["f1"] <= 1.0 and 0.0 <= results["test"]["rouge_l"] <= 1.0
+
+
+# -- jit_compile=True on every backend (torch.compile on PyTorch) -------------------
+@pytest.mark.parametrize("key", ["gpt2", "roformer_unilm", "t5"])
+def test_compiled_steps_equal_eager_steps(key):
+    """``jit_compile=True`` (XLA on TensorFlow, ``jax.jit``, ``torch.compile``
+    on PyTorch, whose steps then read whole caches in segments) gives the
+    tokens of eager steps (``jit_compile=False``): greedy, beam search and
+    (not on TensorFlow, whose stateless uniforms use another algorithm under
+    XLA than eagerly) seeded sampling of a ragged batch, decoded in two cache
+    segments. (On
+    PyTorch the CI reruns GPT-2 only: each family compiles six steps there,
+    80-150 s of TorchInductor on the 2-core machine.)"""
+    transformer, kind = family(key)
+    batch = prompts((6, 3, 8), low=8, seed=1)
+    if kind == "unilm":
+        batch = [[2] + p + [3] for p in batch]
+    options = dict(end_id=7, maxlen=10)
+    compiled = CachedDecoder(transformer, jit_compile=True, cache_segments=2, **options)
+    eager = CachedDecoder(transformer, jit_compile=False, cache_segments=1, **options)
+    methods = [("greedy", {}), ("beam", dict(num_beams=3))]
+    if keras.backend.backend() != "tensorflow":  # TF's seeded uniforms: Philox eager,
+        methods.append(("sample", dict(n=2, topk=5, seed=3)))  # ThreeFry under XLA
+    for method, kwargs in methods:
+        ours, reference = (d.generate(batch, method=method, **kwargs) for d in (compiled, eager))
+        assert len({str(r) for r in reference}) > 1, reference
+        for a, b in zip(ours, reference):
+            a, b = (np.asarray([np.asarray(x).tolist() for x in r], dtype=object)
+                    if method == "sample" else r for r in (a, b))
+            assert a.tolist() == b.tolist(), (method, a, b)
+    with pytest.raises(ValueError, match="jit_compile"):
+        CachedDecoder(transformer, jit_compile="xla")
+
+
+def _wide_gpt2():
+    """A one-layer GPT-2 wide enough (384 x 384 kernels) for the oneDNN path
+    of PyTorch's cached steps (``direct.ONEDNN_MIN_WEIGHTS``)."""
+    keras.utils.set_random_seed(5)
+    transformer = build_transformer_model(
+        None, None, model="gpt2", vocab_size=400, hidden_size=384, num_hidden_layers=1,
+        num_attention_heads=6, intermediate_size=768, max_position=64, return_keras_model=False)
+    return randomize(transformer)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile: PyTorch only")
+def test_torch_compiled_decoding_packed_weights_and_recompiles():
+    """PyTorch, ``jit_compile=True``: with and without ``packed_weights`` the
+    compiled steps (oneDNN through ``bert4keras::onednn_linear``, blocked
+    kernel copies) give the eager tokens; after :meth:`warm_up` a
+    ``generate`` of that shape compiles nothing; weights changed in place
+    between two runs are read by the next one (the eager prompt pass
+    refreshes the blocked copies the compiled steps use)."""
+    from torch._dynamo.utils import counters
+
+    from bert4keras.layers import direct
+
+    transformer = _wide_gpt2()
+    batch = prompts((5, 9), low=8, seed=2)
+    batch = [[t % 400 for t in p] for p in batch]
+    options = dict(end_id=None, maxlen=12)
+    eager = CachedDecoder(transformer, jit_compile=False, **options)
+    packed = CachedDecoder(transformer, jit_compile=True, packed_weights=True, **options)
+    plain = CachedDecoder(transformer, jit_compile=True, **options)
+    assert direct.ONEDNN_MIN_WEIGHTS <= 384 * 384
+    for method, kwargs in (("greedy", {}), ("beam", dict(num_beams=2))):
+        packed.warm_up(batch, method=method, **kwargs)
+        graphs = counters["stats"]["unique_graphs"]
+        reference = eager.generate(batch, method=method, **kwargs)
+        for decoder in (packed, plain):
+            ours = decoder.generate(batch, method=method, **kwargs)
+            assert [a.tolist() for a in ours] == [b.tolist() for b in reference], method
+        # the packed decoder was warmed up: only the plain one compiled here
+        assert counters["stats"]["unique_graphs"] - graphs == 1, method
+        again = counters["stats"]["unique_graphs"]
+        packed.generate(batch, method=method, **kwargs)
+        assert counters["stats"]["unique_graphs"] == again
+    assert packed._packed, "the blocked copies were not made"
+    # new weights, assigned as load_weights or an optimizer would: the next run reads them
+    before = packed.generate(batch)
+    rng = np.random.RandomState(9)
+    for weight in transformer.model.weights:  # the kernels and the (tied) token table
+        shape = tuple(weight.shape)
+        if len(shape) == 2 and shape[1] == 384 or "Embedding-Token" in weight.path:
+            weight.assign(rng.randn(*shape).astype("float32") / np.sqrt(shape[0] / 4))
+    after = packed.generate(batch)
+    fresh = CachedDecoder(transformer, jit_compile=False, **options).generate(batch)
+    assert [a.tolist() for a in after] == [b.tolist() for b in fresh]
+    assert [a.tolist() for a in after] != [b.tolist() for b in before]

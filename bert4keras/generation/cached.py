@@ -23,6 +23,7 @@ loop one token per call, a progress bar 8. Many prompts decode at once
 with its own position offsets, so a row decodes exactly as it would alone.
 """
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -32,7 +33,7 @@ from bert4keras.generation.decoder import (
     _progress,
     _resolve_seed,
 )
-from bert4keras.generation.compiled import compile_step, take_rows
+from bert4keras.generation.compiled import compile_step, compile_torch_loop, take_rows
 from bert4keras.generation.search import Options, make_search
 from bert4keras.generation import segments as growth
 from bert4keras.generation.step import DecodingStep, positions, reads_masks
@@ -66,7 +67,18 @@ class CachedDecoder(AutoRegressiveDecoder):
         use_cache: False reruns the model over the whole sequence every step
             (the sequence padded up to a multiple of ``bucket``), for
             comparison.
-        jit_compile: compile the steps (XLA / ``jax.jit``).
+        jit_compile: ``'auto'`` (default): compile the steps by XLA on
+            TensorFlow and by ``jax.jit`` on JAX; run them eagerly on
+            PyTorch (as Keras' ``model.compile(jit_compile='auto')`` does
+            there). True: the same on TensorFlow and JAX, and on PyTorch each
+            cached decoding step compiled by ``torch.compile`` (the prompt
+            pass and the uncached steps stay eager;
+            :func:`~bert4keras.generation.compiled.compile_torch_loop`): a
+            faster step (no Python between the kernels; README, Benchmarks:
+            "Compiled PyTorch decoding"), for a compilation of tens of seconds
+            per decoding shape and cache segment, made by the first call of
+            that shape (:meth:`warm_up` makes them all). False: eager
+            everywhere.
         bucket: prompts are padded to a multiple of this length, so that a
             few compiled shapes serve all prompts.
         segment_id: segment of generated tokens (default 1 for UniLM, where
@@ -78,8 +90,9 @@ class CachedDecoder(AutoRegressiveDecoder):
             :meth:`warm_up` compiles every segment). None (default): one per
             64 new tokens, at most 4, where the full-length caches would hold
             a quarter of the weight bytes or more
-            (:func:`~bert4keras.generation.segments.cache_lengths`), else 1.
-            1: one cache of the final length from the start.
+            (:func:`~bert4keras.generation.segments.cache_lengths`), else 1;
+            always 1 for eager PyTorch steps (they read the written slots
+            only). 1: one cache of the final length from the start.
         packed_weights: PyTorch on a CPU only (ignored elsewhere): keep a
             oneDNN-blocked copy of every ``Dense`` kernel of 2**17 weights or
             more for as long as the decoder lives, made on first use and
@@ -104,7 +117,8 @@ class CachedDecoder(AutoRegressiveDecoder):
 
     Raises:
         TypeError: ``transformer`` is not a :class:`~bert4keras.models.Transformer`.
-        ValueError: it is not built, or is a bidirectional encoder; at
+        ValueError: it is not built, or is a bidirectional encoder;
+            ``jit_compile`` is not ``'auto'``, True or False; at
             decoding time, a prompt plus ``max_new_tokens`` longer than a
             position table of the model (a layer's ``max_positions``).
         InputRangeError: (a ValueError) at decoding time, a prompt id or the
@@ -113,7 +127,7 @@ class CachedDecoder(AutoRegressiveDecoder):
     """
 
     def __init__(self, transformer, start_id=None, end_id=None, maxlen=64, minlen=1,
-                 use_cache=True, jit_compile=True, bucket=16, segment_id=None,
+                 use_cache=True, jit_compile="auto", bucket=16, segment_id=None,
                  packed_weights=False, cache_segments=None):
         from bert4keras.models.base import Transformer
 
@@ -132,7 +146,10 @@ class CachedDecoder(AutoRegressiveDecoder):
         self.transformer = transformer
         self.vocab_size = transformer.vocab_size
         self.use_cache = bool(use_cache)
-        self.jit_compile = bool(jit_compile)
+        if jit_compile not in ("auto", True, False):
+            raise ValueError("jit_compile must be 'auto', True or False, got %r" % (jit_compile,))
+        self.jit_compile = jit_compile
+        self._torch_compile = jit_compile is True and keras.backend.backend() == "torch"
         self.bucket = max(1, int(bucket))
         if cache_segments is not None and int(cache_segments) < 1:
             raise ValueError("cache_segments must be a positive int or None, got %r"
@@ -332,7 +349,8 @@ class CachedDecoder(AutoRegressiveDecoder):
         """The cache lengths of the segments of a decoding shape
         (:func:`~bert4keras.generation.segments.cache_lengths`)."""
         count = 1 if not self.use_cache else self.cache_segments
-        return growth.cache_lengths(self.transformer, static, count, self._weight_bytes)
+        return growth.cache_lengths(self.transformer, static, count, self._weight_bytes,
+                                    whole_caches=True if self._torch_compile else None)
 
     def _rerun_length(self, static, t):
         """Slots the uncached step ``t`` runs over (bucketed)."""
@@ -351,8 +369,12 @@ class CachedDecoder(AutoRegressiveDecoder):
                 fn = self._run_fn(*args)
             else:
                 fn = self._rerun_fn(*args, name[1])
-            self._functions[key] = compile_step(fn, self._variables, self.jit_compile,
-                                                donate=name != "start", packed=self._packed)
+            if name == "run" and self._torch_compile:  # a loop of compiled steps
+                self._functions[key] = compile_torch_loop(self._step_fn(*args), self._packed)
+            else:
+                self._functions[key] = compile_step(fn, self._variables, bool(self.jit_compile),
+                                                    donate=name != "start",
+                                                    packed=self._packed)
         return self._functions[key]
 
     def _iterate(self, prompts, opt, seed, every=1):

@@ -3,14 +3,21 @@
 How a step function runs on each Keras backend: compiled by XLA on
 TensorFlow (``tf.function(jit_compile=True)``) and JAX (``jax.jit`` with the
 weights as arguments and the decoding state donated), eager under
-``torch.inference_mode`` on PyTorch; and the one gather whose fast form
-differs by backend.
+``torch.inference_mode`` on PyTorch, or there, with ``jit_compile=True``, a
+Python loop of steps compiled by ``torch.compile`` (:func:`compile_torch_loop`);
+and the one gather whose fast form differs by backend.
 """
 
 import keras
 from keras import ops
 
-__all__ = ["compile_step", "take_rows"]
+__all__ = ["compile_step", "compile_torch_loop", "take_rows", "TORCH_RECOMPILE_LIMIT"]
+
+# Compiled versions torch.compile may keep of one decoding step: every
+# decoding shape (batch, prompt bucket, cache length, method) is one, and they
+# all share the step's code object, whose default limit (8) would send the
+# ninth shape back to eager execution. In effect only while a step runs.
+TORCH_RECOMPILE_LIMIT = 64
 
 
 def take_rows(x, rows):
@@ -57,3 +64,43 @@ def compile_step(fn, variables, jit, donate=False, packed=None):
 
         return inference
     return fn
+
+
+def _contiguous(x):
+    return x.contiguous() if hasattr(x, "contiguous") else x
+
+
+def compile_torch_loop(step, packed=None):
+    """The cached decoding loop of PyTorch with ``jit_compile=True``:
+    ``run(state, stop)`` calls ``step`` (one token, the state dict in and
+    out) until ``state['t']`` reaches ``stop`` (an int or scalar tensor) or
+    ``state['done']``, as ``keras.ops.while_loop`` does eagerly, but each step
+    is compiled by ``torch.compile`` (TorchInductor; ``dynamic=False``: one
+    compiled version per decoding shape, made by the first call) under
+    ``torch.inference_mode`` and, with ``packed``, :func:`packed_weights`.
+
+    What changes inside the compiled step (:mod:`bert4keras.layers.direct`):
+    attention reads the whole preallocated cache (a static shape) instead of
+    the slots written so far, oneDNN's linear is called through the opaque
+    ``bert4keras::onednn_linear`` op, and the blocked kernel copies are the
+    ones the run's eager prompt pass made or refreshed. The state's tensors
+    are made contiguous before each call so that the first step (whose inputs
+    come from the eager prompt pass, some of them broadcast views) and the
+    next ones match the same compiled version.
+    """
+    import torch
+
+    from bert4keras.layers.direct import packed_weights, traced_onednn_op
+
+    traced_onednn_op()  # registered before tracing: a registration inside one breaks the graph
+    compiled = torch.compile(step, dynamic=False)
+
+    def run(state, stop):
+        stop = int(stop)
+        with (torch.inference_mode(), packed_weights(packed),
+              torch._dynamo.config.patch(recompile_limit=TORCH_RECOMPILE_LIMIT)):
+            while not bool(state["done"]) and int(state["t"]) < stop:
+                state = compiled(keras.tree.map_structure(_contiguous, state))
+        return state
+
+    return run

@@ -95,8 +95,12 @@ def _stop_mask(tokens, stop_ids):
     """Bool tensor of ``tokens``' shape: the token is a stop token."""
     if not stop_ids:
         return ops.zeros(ops.shape(tokens), "bool")
-    stops = ops.convert_to_tensor(np.asarray(stop_ids, "int32"))
-    return ops.any(ops.equal(ops.expand_dims(tokens, -1), stops), axis=-1)
+    # one comparison per stop id (a NumPy constant here would break
+    # torch.compile's graph under torch.inference_mode)
+    mask = ops.equal(tokens, int(stop_ids[0]))
+    for stop in stop_ids[1:]:
+        mask = ops.logical_or(mask, ops.equal(tokens, int(stop)))
+    return mask
 
 
 def _process_logits(logits, state, opt):
@@ -108,10 +112,8 @@ def _process_logits(logits, state, opt):
         logits = ops.where(state["seen"], penalized, logits)
     if opt.minlen > 1 and opt.stop_ids:
         vocab = ops.shape(logits)[-1]
-        columns = np.zeros((vocab,), bool)
-        columns[list(opt.stop_ids)] = True
-        forbid = ops.logical_and(ops.convert_to_tensor(columns)[None],
-                                 state["t"] + 1 < opt.minlen)
+        columns = _stop_mask(ops.arange(vocab, dtype="int32"), opt.stop_ids)
+        forbid = ops.logical_and(columns[None], state["t"] + 1 < opt.minlen)
         logits = ops.where(forbid, FORBIDDEN, logits)
     if opt.temperature != 1.0:
         logits = logits / opt.temperature
@@ -313,7 +315,9 @@ class BeamSearch:
 
         # can a running beam still beat the worst finished hypothesis?
         best_running = scores[:, :1] / ops.power(length, opt.length_penalty)
-        worst = ops.where(fin_flag, ops.min(fin_scores, axis=1, keepdims=True), NEG)
+        # top_k sorts: the last kept score is the smallest (ops.min would break
+        # torch.compile's graph on PyTorch)
+        worst = ops.where(fin_flag, fin_scores[:, -1:], NEG)
         improvable = ops.logical_and(state["improvable"], ops.any(best_running > worst, axis=1))
         still_open = ops.any(improvable)
         if opt.early_stopping:

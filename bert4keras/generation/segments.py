@@ -44,7 +44,7 @@ def with_cache_len(static, cache_len):
     return static[:3] + (cache_len,) + static[4:]
 
 
-def cache_lengths(transformer, static, segments, weights):
+def cache_lengths(transformer, static, segments, weights, whole_caches=None):
     """The cache lengths of the segments of a decoding shape, ascending, the
     last the full ``cache_len``.
 
@@ -57,9 +57,12 @@ def cache_lengths(transformer, static, segments, weights):
             full-length self-attention caches of all rows would hold at least
             a quarter of ``weights`` (a step reads both once: below that,
             segments save little and cost compiles, as for one greedy row of
-            a 124M-parameter decoder); 1 on PyTorch, whose eager steps read
-            only the slots written so far.
+            a 124M-parameter decoder); 1 where the steps read only the slots
+            written so far (``whole_caches`` false).
         weights: the model's weight bytes (:func:`weight_bytes`).
+        whole_caches: whether a step reads every slot of its caches (compiled
+            steps: XLA, ``jax.jit``, ``torch.compile``); None: on every
+            backend but PyTorch, whose eager steps read the written slots.
 
     Returns:
         A list of ints; ``[cache_len]`` for one segment.
@@ -71,8 +74,9 @@ def cache_lengths(transformer, static, segments, weights):
                       * t.num_attention_heads * (t.attention_key_size + t.attention_head_size)
                       * _itemsize(t.model.compute_dtype))
         small = 4 * slot_bytes * cache_len * inputs * opt.rows < weights
-        torch = keras.backend.backend() == "torch"
-        segments = 1 if torch or small else min(4, max(1, opt.max_new // 64))
+        if whole_caches is None:
+            whole_caches = keras.backend.backend() != "torch"
+        segments = 1 if small or not whole_caches else min(4, max(1, opt.max_new // 64))
     if segments == 1:
         return [cache_len]
     # equal shares of the new slots (the step t writes slot prompt_len + t - 1)

@@ -12,7 +12,7 @@ from bert4keras import backend as B
 from bert4keras.layers.core import Dense, fresh_initializer, register
 from bert4keras.layers.dropout import Dropout
 from bert4keras.layers.direct import (_reshape, cached_ops, direct_call, fused_dense,
-                                      torch_attention)
+                                      torch_attention, torch_compiling)
 from bert4keras.layers.quantization import QuantizableSublayers
 
 
@@ -480,7 +480,9 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
             keys, values = updated
         qh = fops.transpose(qw, (2, 0, 1, 3))  # (heads, batch, q_len, key_size)
         # eager (torch): attend over the slots written so far only, not the whole cache
-        filled = None if index is None or fops is ops else int(index) + q_len
+        # (torch.compile: over the whole cache, a static shape)
+        filled = (None if index is None or fops is ops or torch_compiling()
+                  else int(index) + q_len)
         output = self._attend_cache(qh, keys, values, bias, position, beams, training, filled)
         return output, (keys, values)
 

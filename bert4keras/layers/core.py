@@ -16,7 +16,6 @@ whose output is not a sequence of the same positions (``TokenSlice``,
 ``CausalMask``, ``ContextMask``) give no mask.
 """
 
-import math
 
 import keras
 from keras import ops
@@ -188,7 +187,9 @@ class Embedding(keras.layers.Layer):
         transposed table as a strided view (README, Benchmarks: "PyTorch
         backend decoding")."""
         if mode == "dense" and getattr(step, "direct", False) and calls_directly(self):
-            rows = math.prod(int(n) for n in inputs.shape[:-1])
+            rows = 1
+            for n in inputs.shape[:-1]:
+                rows *= int(n)
             if keras.backend.backend() == "torch":
                 import torch
 

@@ -33,7 +33,8 @@ from bert4keras.layers.quantization import is_keras_int8_quantizer
 
 __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
            "onednn_linear", "onednn_dense", "packed_weights", "int8_dense",
-           "dense_activation", "fused_dense", "onednn_table_product", "torch_attention"]
+           "dense_activation", "fused_dense", "onednn_table_product", "torch_attention",
+           "torch_compiling", "traced_onednn_op"]
 
 # A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
 # its transposed view) from this many rows on. One row included: on the AMD
@@ -53,6 +54,27 @@ USE_ONEDNN = True
 PACK_ROWS = 8
 # the store of packed_weights in effect (None: kernels are read as stored)
 _PACKED = contextvars.ContextVar("bert4keras_packed_weights", default=None)
+# the same store where torch.compile traces (Dynamo cannot read a ContextVar):
+# set by packed_weights for the duration of its block
+_TRACED_STORE = [None]
+
+
+def torch_compiling():
+    """True while ``torch.compile`` (Dynamo) traces the calling code (a
+    :class:`~bert4keras.generation.CachedDecoder` step with
+    ``jit_compile=True`` on PyTorch); False on other backends and in eager
+    torch. The cached path then keeps its shapes static (no reads of tensor
+    values into Python ints) and calls oneDNN through a registered op."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return bool(torch.compiler.is_compiling())
+
+
+def _packed_store():
+    """The :func:`packed_weights` store in effect (None outside one)."""
+    return _TRACED_STORE[0] if torch_compiling() else _PACKED.get()
 
 # type -> fn(layer, *args, **kwargs) -> output or None (None: not applicable)
 _TORCH_CALLS = {}
@@ -156,7 +178,7 @@ def onednn_dense(layer, inputs, activation=None):
     variable = _float_kernel(layer, inputs)
     if variable is None:
         return None
-    store = _PACKED.get()
+    store = _packed_store()
     if store is None and inputs.numel() < ONEDNN_DENSE_ROWS * max(1, inputs.shape[-1]):
         return None
     kernel = variable.value
@@ -224,11 +246,13 @@ def packed_weights(store):
     packed``), at the price of a second copy of every kernel that is used,
     kept as long as ``store`` is. ``CachedDecoder(packed_weights=True)``
     keeps one per decoder."""
-    token = _PACKED.set(store)
+    token, traced = _PACKED.set(store), _TRACED_STORE[0]
+    _TRACED_STORE[0] = store
     try:
         yield
     finally:
         _PACKED.reset(token)
+        _TRACED_STORE[0] = traced
 
 
 def _packed(store, variable, kernel, transposed=True):
@@ -239,6 +263,8 @@ def _packed(store, variable, kernel, transposed=True):
     import torch
 
     entry = store.get(id(variable))
+    if torch_compiling():  # the copy the run's eager prompt pass made, as it is
+        return (kernel.t() if transposed else kernel) if entry is None else entry[2]
     if entry is None or entry[0] is not kernel or entry[1] != kernel._version:
         with torch.no_grad():
             weight = kernel.detach().t() if transposed else kernel.detach()
@@ -271,7 +297,7 @@ def fused_dense(layers, inputs):
         any refusal of :func:`onednn_linear` (gradients enabled, not float32
         on the CPU, ...); callers then call the layers one by one.
     """
-    store = _PACKED.get()
+    store = _packed_store()
     if store is None or keras.backend.backend() != "torch":
         return None
     import torch
@@ -288,18 +314,22 @@ def fused_dense(layers, inputs):
         return None
     key = ("fused",) + tuple(id(layer) for layer in layers)
     made = tuple(kernels + biases)
-    versions = tuple(-1 if t is None else t._version for t in made)
     entry = store.get(key)
-    if (entry is None or len(entry[0]) != len(made)
-            or any(a is not b for a, b in zip(entry[0], made)) or entry[1] != versions):
-        with torch.no_grad():
-            joined = torch.cat([k.detach().t() for k in kernels], dim=0)
-            blocked = torch.ops.mkldnn._reorder_linear_weight(joined, PACK_ROWS)
-            bias = None
-            if any(b is not None for b in biases):
-                bias = torch.cat([kernels[i].new_zeros(n) if b is None else b.detach()
-                                  for i, (b, n) in enumerate(zip(biases, units))])
-        entry = store[key] = (made, versions, blocked, bias)
+    if torch_compiling():  # the copy the run's eager prompt pass made, as it is
+        if entry is None:
+            return None
+    else:
+        versions = tuple(-1 if t is None else t._version for t in made)
+        if (entry is None or len(entry[0]) != len(made)
+                or any(a is not b for a, b in zip(entry[0], made)) or entry[1] != versions):
+            with torch.no_grad():
+                joined = torch.cat([k.detach().t() for k in kernels], dim=0)
+                blocked = torch.ops.mkldnn._reorder_linear_weight(joined, PACK_ROWS)
+                bias = None
+                if any(b is not None for b in biases):
+                    bias = torch.cat([kernels[i].new_zeros(n) if b is None else b.detach()
+                                      for i, (b, n) in enumerate(zip(biases, units))])
+            entry = store[key] = (made, versions, blocked, bias)
     lead = tuple(inputs.shape[:-1])
     y = _onednn_op()(inputs.reshape(-1, inputs.shape[-1]), entry[2], entry[3], "none", [], "")
     return [part.reshape(lead + (n,)) for part, n in zip(torch.split(y, units, dim=-1), units)]
@@ -355,7 +385,11 @@ _ONEDNN_OP = []  # [op or None], looked up on first use
 
 
 def _onednn_op():
-    """torch's oneDNN linear op, or None in a build without it (looked up once)."""
+    """torch's oneDNN linear op, or None in a build without it (looked up
+    once); where ``torch.compile`` traces, the same op registered as
+    ``bert4keras::onednn_linear`` (:func:`traced_onednn_op`)."""
+    if torch_compiling():
+        return traced_onednn_op()
     if not _ONEDNN_OP:
         import torch
 
@@ -367,6 +401,40 @@ def _onednn_op():
                 op = None
         _ONEDNN_OP.append(op)
     return _ONEDNN_OP[0]
+
+
+_TRACED_OP = []  # [function calling bert4keras::onednn_linear], registered on first use
+
+
+def traced_onednn_op():
+    """oneDNN's linear op as a custom torch op (``bert4keras::onednn_linear``)
+    that ``torch.compile`` keeps as one opaque call: its compiler would
+    otherwise lower ``torch.ops.mkldnn._linear_pointwise`` itself, which
+    expects a weight it blocked itself and fails on the transposed view of a
+    Keras kernel. Same arguments and result as the op it calls."""
+    if not _TRACED_OP:
+        from typing import Optional
+
+        import torch
+
+        @torch.library.custom_op("bert4keras::onednn_linear", mutates_args=())
+        def onednn_linear_op(inputs: torch.Tensor, weight: torch.Tensor,
+                             bias: Optional[torch.Tensor], attr: str,
+                             algorithm: str) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, attr, [],
+                                                      algorithm)
+
+        @onednn_linear_op.register_fake
+        def _(inputs, weight, bias, attr, algorithm):
+            return inputs.new_empty(tuple(inputs.shape[:-1]) + (weight.shape[0],))
+
+        def call(inputs, weight, bias, attr, scalars, algorithm):
+            if scalars:
+                raise ValueError("post-op scalars are not passed to the traced oneDNN op")
+            return onednn_linear_op(inputs, weight, bias, attr, algorithm)
+
+        _TRACED_OP.append(call)
+    return _TRACED_OP[0]
 
 
 def onednn_linear(inputs, weight, bias=None):
@@ -409,7 +477,7 @@ def onednn_table_product(inputs, variable):
     op = _applicable_op(inputs, table)
     if op is None:
         return None
-    store = _PACKED.get()
+    store = _packed_store()
     weight = table if store is None else _packed(store, variable, table, transposed=False)
     return op(inputs, weight, None, "none", [], "")
 
