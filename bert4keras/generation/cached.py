@@ -146,8 +146,11 @@ class CachedDecoder(AutoRegressiveDecoder):
         self.transformer = transformer
         self.vocab_size = transformer.vocab_size
         self.use_cache = bool(use_cache)
-        if jit_compile not in ("auto", True, False):
-            raise ValueError("jit_compile must be 'auto', True or False, got %r" % (jit_compile,))
+        if jit_compile != "auto":
+            if jit_compile not in (True, False):
+                raise ValueError("jit_compile must be 'auto', True or False, got %r"
+                                 % (jit_compile,))
+            jit_compile = bool(jit_compile)
         self.jit_compile = jit_compile
         self._torch_compile = jit_compile is True and keras.backend.backend() == "torch"
         self.bucket = max(1, int(bucket))

@@ -86,7 +86,10 @@ def compile_torch_loop(step, packed=None):
     ones the run's eager prompt pass made or refreshed. The state's tensors
     are made contiguous before each call so that the first step (whose inputs
     come from the eager prompt pass, some of them broadcast views) and the
-    next ones match the same compiled version.
+    next ones match the same compiled version. The compiled steps find the
+    blocked copies through one process-wide slot (Dynamo cannot read the
+    context variable the eager path uses): two decoders with
+    ``packed_weights`` decoding at once in two threads are not supported.
     """
     import torch
 
