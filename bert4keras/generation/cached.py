@@ -1,29 +1,18 @@
 """Cached, compiled, batched decoding: :class:`CachedDecoder`.
 
-Built from a :class:`~bert4keras.models.Transformer`
-(``build_transformer_model(..., return_keras_model=False)``) that can
-generate: a causal or UniLM model (``application='lm'`` or ``'unilm'``) with
-an LM head, or an encoder-decoder (``is_encoder_decoder``: the encoder runs
-once, through ``Transformer.encode``). It runs the model's *own* graph code
-(the same layers and weights, ``Transformer.apply_decoder``) on real tensors
-through a :class:`~bert4keras.generation.step.DecodingStep`, whose layers keep
-their key/value caches preallocated (to the end of the output, or of its
-segment, below), written with ``ops.slice_update`` at the step index, unused
-slots masked, and project a context once. The prompt goes through one compiled
-function; the decoding loop -- one token through the model plus the search
-update, until every row has stopped -- is a second one (a ``while`` loop
-inside ``tf.function(jit_compile=True)`` on TensorFlow, ``jax.jit`` with
-donated buffers on JAX), so there is no host round trip per token and the
-caches are updated in place; a long output may be decoded in a few segments
-whose caches grow in between (``cache_segments``). Beam search never moves a
-cache: each row records which beam wrote each of its slots and attention reads
-them there. Streaming (a ``streamer``, :meth:`CachedDecoder.stream`) runs the
-loop one token per call, a progress bar 8. Many prompts decode at once
-(:meth:`CachedDecoder.generate`); they are left-padded internally, each row
-with its own position offsets, so a row decodes exactly as it would alone.
+It runs a generating :class:`~bert4keras.models.Transformer`'s *own* layers
+(``Transformer.apply_decoder``) through a
+:class:`~bert4keras.generation.step.DecodingStep`, whose layers keep
+preallocated key/value caches. The prompt goes through one compiled function
+and the decoding loop (one token plus the search update, until every row
+stops) through a second: a ``while`` loop under XLA on TensorFlow, ``jax.jit``
+with donated buffers on JAX, eager steps or steps compiled by
+``torch.compile`` on PyTorch (:mod:`bert4keras.generation.compiled`). Long
+outputs may decode in segments whose caches grow (``cache_segments``); beam
+search never moves a cache (rows record which beam wrote each slot); many
+prompts decode at once, left-padded, each row as it would alone.
 """
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -33,7 +22,7 @@ from bert4keras.generation.decoder import (
     _progress,
     _resolve_seed,
 )
-from bert4keras.generation.compiled import compile_step, compile_torch_loop, take_rows
+from bert4keras.generation.compiled import compile_step, compile_torch_loop, jit_mode, take_rows
 from bert4keras.generation.search import Options, make_search
 from bert4keras.generation import segments as growth
 from bert4keras.generation.step import DecodingStep, positions, reads_masks
@@ -67,18 +56,14 @@ class CachedDecoder(AutoRegressiveDecoder):
         use_cache: False reruns the model over the whole sequence every step
             (the sequence padded up to a multiple of ``bucket``), for
             comparison.
-        jit_compile: ``'auto'`` (default): compile the steps by XLA on
-            TensorFlow and by ``jax.jit`` on JAX; run them eagerly on
-            PyTorch (as Keras' ``model.compile(jit_compile='auto')`` does
-            there). True: the same on TensorFlow and JAX, and on PyTorch each
-            cached decoding step compiled by ``torch.compile`` (the prompt
-            pass and the uncached steps stay eager;
-            :func:`~bert4keras.generation.compiled.compile_torch_loop`): a
-            faster step (no Python between the kernels; README, Benchmarks:
-            "Compiled PyTorch decoding"), for a compilation of tens of seconds
-            per decoding shape and cache segment, made by the first call of
-            that shape (:meth:`warm_up` makes them all). False: eager
-            everywhere.
+        jit_compile: ``'auto'`` (default): the steps compiled by XLA on
+            TensorFlow and ``jax.jit`` on JAX, eager on PyTorch (as Keras'
+            ``'auto'``). True: on PyTorch too, each cached step compiled by
+            ``torch.compile``
+            (:func:`~bert4keras.generation.compiled.compile_torch_loop`; README,
+            Benchmarks: "Compiled PyTorch decoding"): faster steps, for tens of
+            seconds of compilation per decoding shape and cache segment
+            (:meth:`warm_up` makes them). False: eager everywhere.
         bucket: prompts are padded to a multiple of this length, so that a
             few compiled shapes serve all prompts.
         segment_id: segment of generated tokens (default 1 for UniLM, where
@@ -110,10 +95,9 @@ class CachedDecoder(AutoRegressiveDecoder):
     :meth:`stream` take many prompts at once.
 
     Any model decodes here whose forward pass is ``Transformer.apply_decoder``
-    (``apply_layers`` for a decoder-only model) and whose layers that behave
-    differently in a cached step have a ``call_cached`` method (see
-    :class:`~bert4keras.generation.step.DecodingStep`): nothing here depends
-    on the family.
+    and whose layers that differ in a cached step have a ``call_cached``
+    method (:class:`~bert4keras.generation.step.DecodingStep`): nothing here
+    depends on the family.
 
     Raises:
         TypeError: ``transformer`` is not a :class:`~bert4keras.models.Transformer`.
@@ -146,13 +130,7 @@ class CachedDecoder(AutoRegressiveDecoder):
         self.transformer = transformer
         self.vocab_size = transformer.vocab_size
         self.use_cache = bool(use_cache)
-        if jit_compile != "auto":
-            if jit_compile not in (True, False):
-                raise ValueError("jit_compile must be 'auto', True or False, got %r"
-                                 % (jit_compile,))
-            jit_compile = bool(jit_compile)
-        self.jit_compile = jit_compile
-        self._torch_compile = jit_compile is True and keras.backend.backend() == "torch"
+        self.jit_compile, self._torch_compile = jit_mode(jit_compile)
         self.bucket = max(1, int(bucket))
         if cache_segments is not None and int(cache_segments) < 1:
             raise ValueError("cache_segments must be a positive int or None, got %r"
@@ -349,8 +327,7 @@ class CachedDecoder(AutoRegressiveDecoder):
         return {k: ops.convert_to_tensor(v) for k, v in batch.items()}, static
 
     def _cache_lengths(self, static):
-        """The cache lengths of the segments of a decoding shape
-        (:func:`~bert4keras.generation.segments.cache_lengths`)."""
+        """The cache lengths of a decoding shape's segments (``segments.cache_lengths``)."""
         count = 1 if not self.use_cache else self.cache_segments
         return growth.cache_lengths(self.transformer, static, count, self._weight_bytes,
                                     whole_caches=True if self._torch_compile else None)
@@ -372,12 +349,8 @@ class CachedDecoder(AutoRegressiveDecoder):
                 fn = self._run_fn(*args)
             else:
                 fn = self._rerun_fn(*args, name[1])
-            if name == "run" and self._torch_compile:  # a loop of compiled steps
-                self._functions[key] = compile_torch_loop(self._step_fn(*args), self._packed)
-            else:
-                self._functions[key] = compile_step(fn, self._variables, bool(self.jit_compile),
-                                                    donate=name != "start",
-                                                    packed=self._packed)
+            self._functions[key] = compile_step(fn, self._variables, bool(self.jit_compile),
+                                                donate=name != "start", packed=self._packed)
         return self._functions[key]
 
     def _iterate(self, prompts, opt, seed, every=1):
@@ -493,6 +466,8 @@ class CachedDecoder(AutoRegressiveDecoder):
         """Cached steps in one compiled loop, until ``t`` reaches ``stop``
         (a scalar int32 argument) or the search is done."""
         step = self._step_fn(opt, prompt_len, cache_len, prompt_end)
+        if self._torch_compile:  # a Python loop of steps compiled by torch.compile
+            return compile_torch_loop(step, self._packed)
 
         def run(state, stop):
             def running(state):

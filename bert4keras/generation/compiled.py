@@ -11,13 +11,25 @@ and the one gather whose fast form differs by backend.
 import keras
 from keras import ops
 
-__all__ = ["compile_step", "compile_torch_loop", "take_rows", "TORCH_RECOMPILE_LIMIT"]
+__all__ = ["compile_step", "compile_torch_loop", "jit_mode", "take_rows", "TORCH_RECOMPILE_LIMIT"]
 
 # Compiled versions torch.compile may keep of one decoding step: every
 # decoding shape (batch, prompt bucket, cache length, method) is one, and they
 # all share the step's code object, whose default limit (8) would send the
 # ninth shape back to eager execution. In effect only while a step runs.
 TORCH_RECOMPILE_LIMIT = 64
+
+
+def jit_mode(jit_compile):
+    """``CachedDecoder``'s ``jit_compile`` checked -- ``'auto'`` or a bool (1
+    and NumPy bools included; ValueError for anything else) -- and whether it
+    means steps compiled by ``torch.compile``: ``(value, torch_compile)``."""
+    if jit_compile != "auto":
+        if jit_compile not in (True, False):
+            raise ValueError("jit_compile must be 'auto', True or False, got %r"
+                             % (jit_compile,))
+        jit_compile = bool(jit_compile)
+    return jit_compile, jit_compile is True and keras.backend.backend() == "torch"
 
 
 def take_rows(x, rows):

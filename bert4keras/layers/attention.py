@@ -479,10 +479,8 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
                                             in_place))
             keys, values = updated
         qh = fops.transpose(qw, (2, 0, 1, 3))  # (heads, batch, q_len, key_size)
-        # eager (torch): attend over the slots written so far only, not the whole cache
-        # (torch.compile: over the whole cache, a static shape)
-        filled = (None if index is None or fops is ops or torch_compiling()
-                  else int(index) + q_len)
+        # eager torch: attend over the slots written so far only (torch.compile: all of them)
+        filled = None if index is None or fops is ops or torch_compiling() else int(index) + q_len
         output = self._attend_cache(qh, keys, values, bias, position, beams, training, filled)
         return output, (keys, values)
 
@@ -604,7 +602,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         broadcastable to ``scores``, or ``(batch, q_len, k_len)``; a bool bias
         is a visibility), the key ``mask`` ``(batch, k_len)``, the
         normalization (softmax in float32), dropout. ``fops``: the ops
-        namespace (:func:`~bert4keras.layers.direct.cached_ops` on the cached
+        namespace (:func:`~bert4keras.layers.torch_ops.cached_ops` on the cached
         path, where no dropout runs outside training)."""
         if bias is not None:
             # dtype fix: a float16 policy autocasts the -1e12 bias to -inf on the way in; clamp
