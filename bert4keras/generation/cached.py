@@ -466,8 +466,8 @@ class CachedDecoder(AutoRegressiveDecoder):
         """Cached steps in one compiled loop, until ``t`` reaches ``stop``
         (a scalar int32 argument) or the search is done."""
         step = self._step_fn(opt, prompt_len, cache_len, prompt_end)
-        if self._torch_compile:  # a Python loop of steps compiled by torch.compile
-            return compile_torch_loop(step, self._packed)
+        if self._torch_compile:  # steps compiled by torch.compile (compile_step wraps the loop)
+            return compile_torch_loop(step)
 
         def run(state, stop):
             def running(state):

@@ -82,14 +82,16 @@ def _contiguous(x):
     return x.contiguous() if hasattr(x, "contiguous") else x
 
 
-def compile_torch_loop(step, packed=None):
+def compile_torch_loop(step):
     """The cached decoding loop of PyTorch with ``jit_compile=True``:
     ``run(state, stop)`` calls ``step`` (one token, the state dict in and
     out) until ``state['t']`` reaches ``stop`` (an int or scalar tensor) or
     ``state['done']``, as ``keras.ops.while_loop`` does eagerly, but each step
     is compiled by ``torch.compile`` (TorchInductor; ``dynamic=False``: one
-    compiled version per decoding shape, made by the first call) under
-    ``torch.inference_mode`` and, with ``packed``, :func:`packed_weights`.
+    compiled version per decoding shape, made by the first call). Called as
+    :func:`compile_step`'s PyTorch functions are, under
+    ``torch.inference_mode`` and the decoder's
+    :func:`~bert4keras.layers.direct.packed_weights`.
 
     What changes inside the compiled step (:mod:`bert4keras.layers.direct`):
     attention reads the whole preallocated cache (a static shape) instead of
@@ -105,15 +107,14 @@ def compile_torch_loop(step, packed=None):
     """
     import torch
 
-    from bert4keras.layers.direct import packed_weights, traced_onednn_op
+    from bert4keras.layers.direct import traced_onednn_op
 
     traced_onednn_op()  # registered before tracing: a registration inside one breaks the graph
     compiled = torch.compile(step, dynamic=False)
 
     def run(state, stop):
         stop = int(stop)
-        with (torch.inference_mode(), packed_weights(packed),
-              torch._dynamo.config.patch(recompile_limit=TORCH_RECOMPILE_LIMIT)):
+        with torch._dynamo.config.patch(recompile_limit=TORCH_RECOMPILE_LIMIT):
             while not bool(state["done"]) and int(state["t"]) < stop:
                 state = compiled(keras.tree.map_structure(_contiguous, state))
         return state
