@@ -64,7 +64,8 @@ RERUNS = {
         ("test_torch_train.py", None),
         ("test_dropout.py", "not jax_hash"),
         # bert4keras' AdamW / Adam: torch's fused kernel, Keras' arithmetic
-        ("test_fused_adam.py", None),
+        # (the TensorFlow process of its torch-free check is the same on every backend)
+        ("test_fused_adam.py", "not tensorflow_users_never_load_torch"),
         # ... and its moments and iterations reload in a new process (.keras round trip)
         ("test_optimizer_serialization.py", "bert4keras_adamw or weight_decay"),
         # every call is eager here: functional models release tensors, Keras' results
