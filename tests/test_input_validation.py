@@ -137,13 +137,9 @@ print("ok")
 """
 
 
-def test_jax_rejected_input_does_not_poison_the_model():
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax")
-    out = subprocess.run([sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True,
-                         timeout=300, env=env, cwd=HERE)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert out.stdout.count("refused: Input-Token") == 6 and out.stdout.endswith("ok\n")
+def test_jax_rejected_input_does_not_poison_the_model(jax_scripts):
+    out = jax_scripts["inputs"]
+    assert out.count("refused: Input-Token") == 6 and out.endswith("ok\n"), out[-3000:]
 
 
 def tf_batches(token_ids, segment_ids, labels, as_dict=False, batch_size=2):
@@ -233,16 +229,41 @@ print("ok")
 """
 
 
-def test_jax_refused_tf_data_or_generator_batch_does_not_poison_the_model():
+#: Both JAX scripts in one fresh ``KERAS_BACKEND=jax`` process (one start-up of
+#: JAX and TensorFlow), each in its own namespace; a script that fails or exits
+#: is reported in its own section and the next one still runs.
+JAX_DRIVER = """
+import sys, traceback
+for name, code in SCRIPTS:
+    print("=== " + name, flush=True)
+    try:
+        exec(compile(code, name, "exec"), {"__name__": "__main__"})
+    except BaseException:
+        print("FAILED", traceback.format_exc(), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def jax_scripts():
+    """``{name: stdout}`` of :data:`JAX_SCRIPT` ('inputs') and
+    :data:`JAX_DATA_SCRIPT` ('data'), run by :data:`JAX_DRIVER`."""
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    scripts = [("inputs", JAX_SCRIPT), ("data", JAX_DATA_SCRIPT)]
+    code = "SCRIPTS = %r\n%s" % (scripts, JAX_DRIVER)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=HERE)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    sections = out.stdout.split("=== ")[1:]
+    return {section.split("\n", 1)[0]: section.split("\n", 1)[1] for section in sections}
+
+
+def test_jax_refused_tf_data_or_generator_batch_does_not_poison_the_model(jax_scripts):
     # Keras/JAX empties the variables while it loops over batches and skips
     # putting them back when the data raises (predict/evaluate also leave the
     # last batch's state detached)
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax")
-    out = subprocess.run([sys.executable, "-c", JAX_DATA_SCRIPT], capture_output=True,
-                         text=True, timeout=300, env=env, cwd=HERE)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert out.stdout.count("refused: Input-Token") == 6 and out.stdout.endswith("ok\n")
+    out = jax_scripts["data"]
+    assert out.count("refused: Input-Token") == 6 and out.endswith("ok\n"), out[-3000:]
 
 
 # -- decoders -------------------------------------------------------------------------
