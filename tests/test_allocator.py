@@ -146,19 +146,19 @@ def test_jax_default_waits_for_no_computation_and_respects_async_dispatch():
     glibc's defaults without a warning. ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the environment decides
     the dispatch: ``1`` keeps it asynchronous, ``0`` inline. (The settings
     only: the probes skip the counted calls, which the test above makes.)"""
-    probe = functools.partial(globals()["probe"], FLAGS_ONLY="1")
-    late = probe(None, COMPUTE_FIRST="1")
+    settings = functools.partial(probe, FLAGS_ONLY="1")
+    late = settings(None, COMPUTE_FIRST="1")
     assert late["applied"] is False and late["async_dispatch"] is True, late
     assert late["warned"] is True, late  # not silently slower
-    forced = probe("1", COMPUTE_FIRST="1")
+    forced = settings("1", COMPUTE_FIRST="1")
     assert forced["applied"] is True and forced["async_dispatch"] is True, forced
     assert forced["warned"] is False, forced
-    declined_late = probe("0", COMPUTE_FIRST="1")
+    declined_late = settings("0", COMPUTE_FIRST="1")
     assert declined_late["applied"] is False and declined_late["warned"] is False, declined_late
-    asked = probe(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="1")
+    asked = settings(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="1")
     assert asked["applied"] is True and asked["async_dispatch"] is True, asked
     # JAX 0.10 does not read this variable itself; bert4keras does, "0" included
-    declined = probe(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="0")
+    declined = settings(None, JAX_CPU_ENABLE_ASYNC_DISPATCH="0")
     assert declined["applied"] is True and declined["async_dispatch"] is False, declined
 
 
