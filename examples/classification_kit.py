@@ -43,7 +43,7 @@ import keras
 import numpy as np
 
 from bert4keras.backend import search_layer
-from bert4keras.snippets import DataGenerator
+from bert4keras.snippets import DataGenerator, build_for_fit
 
 from common import BestEpoch, DataFormatError, adamw, pad_batch, save_and_check, write_json
 from task_sentiment_classification import accuracy, build_classifier
@@ -554,7 +554,9 @@ def fit_and_test(args, model, train, valid, test, config, checkpoint, **extra):
     evaluator = BestEpoch(lambda _: (accuracy(classifier, valid), None),
                           report=lambda acc, best: "val_acc=%.4f (best %.4f)" % (acc, best))
     start = time.time()
-    history = trainer.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
+    batches = train.forfit()
+    build_for_fit(trainer, batches)  # one trace of the training step on TensorFlow
+    history = trainer.fit(batches, steps_per_epoch=len(train), epochs=args.epochs,
                         shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     classifier.set_weights(evaluator.best_weights)

@@ -76,7 +76,7 @@ import numpy as np
 
 from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator
+from bert4keras.snippets import DataGenerator, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 
 from common import (HERE, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
@@ -933,13 +933,18 @@ def main(argv=None):
     history, best, best_epoch, best_weights = [], None, None, None
     start = time.time()
     for epoch in range(args.epochs):
-        mention_model.fit(mention_gen.forfit(), steps_per_epoch=len(mention_gen),
+        # build_for_fit: one trace of each training step on TensorFlow (no-op after epoch 1)
+        mention_batches = mention_gen.forfit()
+        build_for_fit(mention_model, mention_batches)
+        mention_model.fit(mention_batches, steps_per_epoch=len(mention_gen),
                           epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                           **common.fit_progress(args))
         pairs = ranking_pairs(data["train"], index, args.negatives, args.max_candidates, rng,
                               ranker_stats)
         pair_gen = PairGenerator(pairs, encoder, kb, args.batch_size, args.maxlen)
-        ranker.fit(pair_gen.forfit(), steps_per_epoch=len(pair_gen), epochs=epoch + 1,
+        pair_batches = pair_gen.forfit()
+        build_for_fit(ranker, pair_batches)
+        ranker.fit(pair_batches, steps_per_epoch=len(pair_gen), epochs=epoch + 1,
                    initial_epoch=epoch, shuffle=False, **common.fit_progress(args))
         if data["valid"]:
             scores, _ = evaluate(linker, data["valid"])

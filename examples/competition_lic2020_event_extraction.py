@@ -53,7 +53,7 @@ import numpy as np
 
 from bert4keras.layers import ConditionalRandomField
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, ViterbiDecoder
+from bert4keras.snippets import DataGenerator, ViterbiDecoder, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
                     pad_batch, read_json_lines, read_texts, require, resolve_paths, save_and_check,
@@ -534,6 +534,7 @@ def main(argv=None):
     dataset = train.to_dataset(types=(("int32", "int32"), "int32"),
                                shapes=(((None, None), (None, None)), (None, None)))
     start = time.time()
+    build_for_fit(model, dataset)  # one trace of the training step on TensorFlow
     model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs, shuffle=False,
               **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start

@@ -56,7 +56,7 @@ import numpy as np
 
 from bert4keras.layers import DropMask
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator
+from bert4keras.snippets import DataGenerator, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
                     pad_batch, resolve_paths, save_and_check, write_json)
@@ -700,7 +700,9 @@ def main(argv=None):
             callbacks.append(evaluator)
         start = time.time()
         if args.epochs:
-            model.fit(generator.forfit(), steps_per_epoch=len(generator), epochs=args.epochs,
+            batches = generator.forfit()
+            build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+            model.fit(batches, steps_per_epoch=len(generator), epochs=args.epochs,
                       shuffle=False, **common.fit_progress(args, callbacks))
         results["train_seconds"] = round(time.time() - start, 1)
         if dev is not None and evaluator.best_weights is not None:

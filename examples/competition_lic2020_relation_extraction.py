@@ -67,7 +67,7 @@ from keras import ops
 
 from bert4keras.layers import DropMask, LayerNormalization
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator
+from bert4keras.snippets import DataGenerator, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
                     pad_batch, read_json_lines, read_texts, require, resolve_paths, save_and_check,
@@ -770,6 +770,7 @@ def main(argv=None):
         shapes=(((None, None), (None, None), (None, 2)),
                 ((None, None, 2), (None, None, len(relations), 2))))
     start = time.time()
+    build_for_fit(train_model, dataset)  # one trace of the training step on TensorFlow
     train_model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs,
                     shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start

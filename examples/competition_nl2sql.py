@@ -65,7 +65,7 @@ import numpy as np
 
 from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator, sequence_padding, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 from common import (BestEpoch, DataFormatError, adamw, add_model_args, add_run_args, describe_model,
                     read_json_lines, resolve_paths, save_and_check, write_json, write_json_lines)
@@ -892,7 +892,9 @@ def main(argv=None):
         key=lambda scores: scores["score"],
         report=lambda scores, best: "valid %s (best score %.4f)" % (format_scores(scores), best))
     start = time.time()
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
+    batches = train.forfit()
+    build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+    model.fit(batches, steps_per_epoch=len(train), epochs=args.epochs,
               shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)

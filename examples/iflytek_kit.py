@@ -29,6 +29,8 @@ import time
 import common  # first: it loads TensorFlow without the C++ start-up log
 import numpy as np
 
+from bert4keras.snippets import build_for_fit
+
 from classification_kit import limited_reviews
 from common import BestEpoch, DataFormatError, adamw, read_json_lines, require
 from task_sentiment_classification import ReviewGenerator, accuracy
@@ -199,7 +201,9 @@ def train_phase(args, model, train, valid, epochs, name, lr=None):
                           % (name, acc, best))
     start = time.time()
     # shuffle=False: forfit() reshuffles every epoch itself
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=epochs, shuffle=False,
+    batches = train.forfit()
+    build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+    model.fit(batches, steps_per_epoch=len(train), epochs=epochs, shuffle=False,
               **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)

@@ -31,7 +31,7 @@ import numpy as np
 
 from bert4keras.generation import AutoRegressiveDecoder
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator
+from bert4keras.snippets import DataGenerator, build_for_fit
 
 from common import adamw, pad_batch
 
@@ -141,7 +141,9 @@ def fit_lm(model, items, args):
     batches = LMGenerator(items, batch_size=args.batch_size)
     compile_lm(model, args.lr, len(batches) * args.epochs)
     start = time.time()
-    history = model.fit(batches.forfit(), steps_per_epoch=len(batches), epochs=args.epochs,
+    data = batches.forfit()
+    build_for_fit(model, data)  # one trace of the training step on TensorFlow
+    history = model.fit(data, steps_per_epoch=len(batches), epochs=args.epochs,
                         shuffle=False, **common.fit_progress(args))
     return [float(x) for x in history.history["loss"]], time.time() - start
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from bert4keras.generation import CachedDecoder
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, text_segmentate
+from bert4keras.snippets import DataGenerator, text_segmentate, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 from common import (BestEpoch, adamw, add_model_args, add_run_args, describe_model, fit_progress,
                     pad_batch, resolve_paths)
@@ -202,7 +202,9 @@ def fit_best(args, model, train, evaluate, key, report):
     """
     evaluator = BestEpoch(lambda _: (evaluate(), None), key=key, report=report)
     start = time.time()
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs, shuffle=False,
+    batches = train.forfit()
+    build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+    model.fit(batches, steps_per_epoch=len(train), epochs=args.epochs, shuffle=False,
               **fit_progress(args, [evaluator]))
     seconds = time.time() - start
     if evaluator.best_weights is not None:

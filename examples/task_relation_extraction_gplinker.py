@@ -47,7 +47,7 @@ from keras import ops
 from bert4keras.backend import sparse_multilabel_categorical_crossentropy
 from bert4keras.layers import EfficientGlobalPointer
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator
+from bert4keras.snippets import DataGenerator, build_for_fit
 from common import (BestEpoch, adamw, add_model_args, add_run_args, pad_batch, save_and_check,
                     write_json)
 from competition_lic2020_relation_extraction import (BUCKET, PRIOR_BIAS, Encoded, add_duie_args,
@@ -264,6 +264,7 @@ def main(argv=None):
         types=(("int32", "int32"), ("int32", "int32", "int32")),
         shapes=(((None, None), (None, None)), ((None, 2, None, 2), pairs, pairs)))
     start = time.time()
+    build_for_fit(model, dataset)  # one trace of the training step on TensorFlow
     history = model.fit(dataset, steps_per_epoch=len(train), epochs=args.epochs, shuffle=False,
                         **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start

@@ -37,7 +37,7 @@ import numpy as np
 from bert4keras.datasets import load_sentiment_reviews
 from bert4keras.layers import TokenSlice
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator
+from bert4keras.snippets import DataGenerator, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 
 from common import (BestEpoch, adamw, add_model_args, add_run_args, describe_model, pad_batch,
@@ -176,7 +176,9 @@ def main(argv=None):
                           report=lambda acc, best: "val_acc=%.4f (best %.4f)" % (acc, best))
     start = time.time()
     # shuffle=False: forfit() reshuffles every epoch itself; Keras cannot shuffle a dataset
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
+    batches = train.forfit()
+    build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+    model.fit(batches, steps_per_epoch=len(train), epochs=args.epochs,
               shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)

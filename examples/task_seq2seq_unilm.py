@@ -35,6 +35,7 @@ import numpy as np
 
 from bert4keras.datasets import load_peoples_daily_words
 from bert4keras.generation import CachedDecoder
+from bert4keras.snippets import build_for_fit
 from bert4keras.tokenizers import Tokenizer
 
 from common import (BestEpoch, CharEncoder, add_model_args, add_run_args, describe_model,
@@ -240,7 +241,9 @@ def main(argv=None):
         lambda _: evaluate(decoder, codec, split["valid"], args.batch_size, args.beams),
         key=lambda scores: scores["f1"], report=report)
     start = time.time()
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
+    batches = train.forfit()
+    build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+    model.fit(batches, steps_per_epoch=len(train), epochs=args.epochs,
               shuffle=False, **common.fit_progress(args, [evaluator]))
     train_seconds = time.time() - start
     model.set_weights(evaluator.best_weights)

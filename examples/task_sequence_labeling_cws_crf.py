@@ -39,7 +39,7 @@ import numpy as np
 from bert4keras.datasets import load_peoples_daily_words
 from bert4keras.layers import ConditionalRandomField
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, ViterbiDecoder, text_segmentate
+from bert4keras.snippets import DataGenerator, ViterbiDecoder, text_segmentate, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 
 from common import (BestEpoch, CharEncoder, adamw, add_model_args, add_run_args, describe_model,
@@ -271,7 +271,9 @@ def main(argv=None):
         report=lambda scores, best: "valid P=%.4f R=%.4f F1=%.4f (best %.4f)" % (
             scores["precision"], scores["recall"], scores["f1"], best))
     start = time.time()
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
+    batches = train.forfit()
+    build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+    model.fit(batches, steps_per_epoch=len(train), epochs=args.epochs,
               shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)

@@ -44,7 +44,7 @@ from bert4keras.layers import (
 )
 from bert4keras.models import build_transformer_model
 from bert4keras.optimizers import extend_with_parameter_wise_lr
-from bert4keras.snippets import DataGenerator, ViterbiDecoder
+from bert4keras.snippets import DataGenerator, ViterbiDecoder, build_for_fit
 from bert4keras.tokenizers import Tokenizer
 
 from common import (BestEpoch, CharEncoder, adamw, add_model_args, add_run_args, describe_model,
@@ -301,7 +301,9 @@ def main(argv=None):
         key=lambda scores: scores["overall"]["f1"],
         report=lambda scores, best: "valid %s (best F1 %.4f)" % (format_scores(scores), best))
     start = time.time()
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs,
+    batches = train.forfit()
+    build_for_fit(model, batches)  # one trace of the training step on TensorFlow
+    model.fit(batches, steps_per_epoch=len(train), epochs=args.epochs,
               shuffle=False, **common.fit_progress(args, [evaluator]))
     seconds = time.time() - start
     model.set_weights(evaluator.best_weights)

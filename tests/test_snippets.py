@@ -286,6 +286,65 @@ def test_forfit_batches_of_new_lengths_after_the_first_two(tiny_model):
     assert predictions.shape == (8, 2)
 
 
+
+def fresh_model(seed=0):
+    """tiny_model's graph, compiled with AdamW and a metric, weights from ``seed``."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    tokens = keras.Input(shape=(None,), dtype="int32")
+    segments = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(tokens) + keras.layers.Embedding(2, 8)(segments)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model([tokens, segments], out)
+    model.compile(optimizer=keras.optimizers.AdamW(0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    traces = []
+    step = model.train_step
+
+    def counting_step(data):  # Python runs this once per trace of the training step
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counting_step
+    return model, traces
+
+
+@pytest.mark.parametrize("given", ["dataset", "batch"])
+def test_build_for_fit_traces_the_training_step_once_same_weights(given):
+    """Without it Keras creates the Adam slots and the accuracy counters in the
+    first trace and TensorFlow traces the step again; with it, one trace, and
+    fit ends on the same weights."""
+    import keras
+
+    from bert4keras.snippets import build_for_fit
+
+    gen = LengthGenerator([5, 5, 5, 5, 9, 9, 3, 3], batch_size=2)
+    results = []
+    for prebuild in (False, True):
+        model, traces = fresh_model()
+        data = gen.forfit(random=False)
+        if prebuild:
+            assert build_for_fit(model, data if given == "dataset" else next(iter(data))) is model
+        model.fit(data, steps_per_epoch=len(gen), epochs=2, verbose=0, shuffle=False)
+        results.append((len(traces), [w.numpy() for w in model.weights]))
+    if keras.backend.backend() == "tensorflow":
+        assert (results[0][0], results[1][0]) == (2, 1)
+    for ours, keras_own in zip(results[1][1], results[0][1]):
+        np.testing.assert_array_equal(ours, keras_own)
+
+
+def test_build_for_fit_refuses_an_uncompiled_model_and_an_iterator(tiny_model):
+    import keras
+
+    from bert4keras.snippets import build_for_fit
+
+    with pytest.raises(ValueError, match="compile the model"):
+        build_for_fit(keras.Sequential([keras.layers.Dense(1)]), (np.zeros((1, 2)),))
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(TypeError, match="not a generator"):
+            build_for_fit(tiny_model, (b for b in [((np.zeros((1, 2)),), np.zeros(1))]))
+
 def test_to_dataset_batched_with_names(tiny_model):
     gen = PairGenerator(make_data(12), batch_size=4)
     dataset = gen.to_dataset(

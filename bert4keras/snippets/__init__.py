@@ -16,7 +16,8 @@ module             names
 ``pyutils``        ``is_py2``, ``is_string``, ``is_one_of``,
                    ``insert_arguments``, ``delete_arguments``
 ``files``          ``open`` (with ``indexable`` line offsets)
-``data``           ``DataGenerator``
+``data``           ``DataGenerator``; ``build_for_fit`` (new: one trace
+                   of the first training step on TensorFlow)
 ``parallel``       ``parallel_apply``, ``parallel_apply_generator``
 ``viterbi``        ``ViterbiDecoder``
 ``serving``        ``WebServing`` (Flask, optional extra ``serve``);
@@ -37,7 +38,7 @@ from bert4keras.snippets.arrays import (
     to_array,
     truncate_sequences,
 )
-from bert4keras.snippets.data import DataGenerator
+from bert4keras.snippets.data import DataGenerator, build_for_fit
 from bert4keras.snippets.files import open  # 0.11.5 shadows the built-in here too
 from bert4keras.snippets.parallel import (
     WorkerDiedError,
@@ -69,6 +70,7 @@ __all__ = [
     "DataGenerator",
     "ViterbiDecoder",
     "WebServing",
+    "build_for_fit",
     "RequestBatcher",
     "convert_to_str",
     "convert_to_unicode",

@@ -258,6 +258,57 @@ class DataGenerator:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def build_for_fit(model, data):
+    """Create a compiled model's optimizer and metric variables before ``fit``.
+
+    Keras 3 on TensorFlow, outside a ``tf.distribute`` strategy, creates the
+    optimizer's slots (Adam's moments, ...) and the compiled metrics'
+    counters during the first trace of the training step.  A ``tf.function``
+    that creates variables in its first trace is traced a second time
+    without them (tensorflow/tensorflow#48851), so the first ``fit`` pays
+    for two traces of forward, backward and update.  This builds those
+    variables first, from the shapes of ``data`` (what Keras itself does
+    under a strategy, and always on JAX and PyTorch): one trace, the same
+    trained weights.
+
+    Usage: ``build_for_fit(model, dataset)`` between ``model.compile(...)``
+    and ``model.fit(dataset, ...)``.  A no-op on JAX and PyTorch, for a
+    model made under a strategy (Keras builds it first there), and for what
+    is built already.
+
+    Args:
+        model: a compiled ``keras.Model``.
+        data: what ``fit`` will read: a ``tf.data.Dataset`` (only its
+            ``element_spec`` is read: no batch is drawn), or one batch
+            ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)`` of arrays,
+            as a dataset would yield it (a bare list ``[a, b]`` reads as
+            ``(x, y)``, as in ``fit``).
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: ``model`` has not been compiled.
+        TypeError: ``data`` is a Python iterator (it would have to be
+            consumed): pass its first batch, or a ``tf.data.Dataset``.
+    """
+    import keras
+
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError("build_for_fit: compile the model before building it for fit")
+    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", None):
+        return model
+    batch = getattr(data, "element_spec", None)
+    if batch is None:
+        if hasattr(data, "__next__"):
+            raise TypeError("build_for_fit reads shapes without drawing a batch: give it "
+                            "one batch or a tf.data.Dataset, not a %s" % type(data).__name__)
+        batch = _as_arrays(_drop_none_targets(_tuple_structure(data)))
+    # What Keras's own fit runs first under a strategy (and on JAX/PyTorch).
+    model._symbolic_build(data_batch=batch)
+    return model
+
+
 def _is_structural(x):
     """Is ``x`` an array, a dict, or a list/tuple made only of such things?
 
