@@ -234,20 +234,43 @@ def reload_in_new_process(tmp_path, cases, timeout=600):
     return json.loads(lines[-1][len("REPORT "):])
 
 
+class tf_op_by_op:
+    """Context: ``tf.function`` bodies run op by op (``run_functions_eagerly``)
+    on TensorFlow, a no-op elsewhere. For references decoded by tiny models in
+    a few steps, where tracing each step function (~0.3-0.7 s) costs more
+    than running its ops eagerly; ``jit_compile=False`` in graph mode stays
+    checked where a test says so."""
+
+    def __enter__(self):
+        import keras
+
+        self.tf = None
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            self.tf, self.before = tf, tf.config.functions_run_eagerly()
+            tf.config.run_functions_eagerly(True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.tf is not None:
+            self.tf.config.run_functions_eagerly(self.before)
+
+
 def rerun_under_jax(test_file, selection=None, timeout=900):
     """Run the tests of ``test_file`` (``-k selection`` if given) again under
     JAX: :func:`rerun_on_backend`."""
     rerun_on_backend("jax", [test_file], selection, timeout)
 
 
-def rerun_on_backend(backend, test_files, selection=None, timeout=900):
+def rerun_on_backend(backend, test_files, selection=None, timeout=900, env=None):
     """Run the tests of ``test_files`` (``-k selection`` if given) in a
-    subprocess with ``KERAS_BACKEND=backend``, one process (no nested xdist
-    workers: the suite already runs two), and assert that they passed (exit
-    0, a ``passed`` count, no ``failed``)."""
+    subprocess with ``KERAS_BACKEND=backend`` (and the variables of ``env``),
+    one process (no nested xdist workers: the suite already runs two), and
+    assert that they passed (exit 0, a ``passed`` count, no ``failed``)."""
     import subprocess
 
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
                "no:xdist", "-o", "addopts=", *map(os.path.abspath, test_files)]
     if selection:
