@@ -40,7 +40,7 @@ import pytest
 
 from bert4keras.generation import AutoRegressiveDecoder, CachedDecoder
 from bert4keras.models import build_transformer_model
-from conftest import load_example
+from conftest import load_example, tf_op_by_op
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = 97
@@ -267,10 +267,12 @@ FAMILIES = ["gpt", "gpt2", "gpt2_ml", "bert_unilm", "roformer_unilm", "nezha_uni
 def test_cached_equals_uncached(key):
     """A ragged batch with the cache (one cache, and caches grown over three
     segments) == without (``use_cache=False``) == each prompt alone through a
-    user ``predict`` on the Keras model. The grown caches are decoded in eager
-    steps (three more compiled loops per method cost ~10 s of XLA per family;
-    segments under ``jit_compile`` are test_compiled_steps_equal_eager_steps's
-    and test_cache_segments')."""
+    user ``predict`` on the Keras model. The grown caches and the uncached
+    reruns are decoded op by op (:class:`conftest.tf_op_by_op`: three more
+    compiled loops per method cost ~10 s of XLA per family, and tracing their
+    graphs ~4 s; segments under ``jit_compile`` are
+    test_compiled_steps_equal_eager_steps's and test_cache_segments', and
+    ``jit_compile=False`` in graph mode is the reference there)."""
     transformer, kind = family(key)
     batch = prompts((6, 3, 8), low=8, seed=1)
     if kind == "unilm":  # [CLS] source [SEP] as a UniLM source
@@ -284,8 +286,9 @@ def test_cached_equals_uncached(key):
     for method, kwargs in (("greedy", {}), ("beam", dict(num_beams=3))):
         ours = cached.generate(batch, method=method, **kwargs)
         assert len({tuple(r) for r in ours}) > 1, ours
-        again = rerun.generate(batch, method=method, **kwargs)
-        segmented = grown.generate(batch, method=method, **kwargs)
+        with tf_op_by_op():
+            again = rerun.generate(batch, method=method, **kwargs)
+            segmented = grown.generate(batch, method=method, **kwargs)
         for a, c in zip(ours, segmented):
             assert a.tolist() == c.tolist(), (method, a, c)
         for prompt, a, b in zip(batch, ours, again):
@@ -719,7 +722,8 @@ def test_unilm_example_smoke(tmp_path):
 def test_compiled_steps_equal_eager_steps(key):
     """``jit_compile=True`` (XLA on TensorFlow, ``jax.jit``, ``torch.compile``
     on PyTorch, whose steps then read whole caches in segments) gives the
-    tokens of eager steps (``jit_compile=False``): greedy, beam search and
+    tokens of eager steps (``jit_compile=False``: ``tf.function`` graphs
+    without XLA on TensorFlow, as users get them): greedy, beam search and
     (not on TensorFlow, whose stateless uniforms use another algorithm under
     XLA than eagerly) seeded sampling of a ragged batch, decoded in two cache
     segments. (On PyTorch the CI reruns GPT-2's sampling only: every method and
