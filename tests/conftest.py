@@ -257,12 +257,6 @@ class tf_op_by_op:
             self.tf.config.run_functions_eagerly(self.before)
 
 
-def rerun_under_jax(test_file, selection=None, timeout=900):
-    """Run the tests of ``test_file`` (``-k selection`` if given) again under
-    JAX: :func:`rerun_on_backend`."""
-    rerun_on_backend("jax", [test_file], selection, timeout)
-
-
 def rerun_on_backend(backend, test_files, selection=None, timeout=900, env=None):
     """Run the tests of ``test_files`` (``-k selection`` if given) in a
     subprocess with ``KERAS_BACKEND=backend`` (and the variables of ``env``),

@@ -4,22 +4,18 @@
 ``RecomputeBlock`` that runs the block's own layers under ``keras.remat``.
 Checked here: the outputs and the gradients of a compiled training step equal
 those of the same model without recompute (within 1e-5, with dropout on, so
-the dropout masks must be reproduced too) on TensorFlow, and in subprocesses
-on JAX and PyTorch; recompute is really active (TensorFlow traces each
+the dropout masks must be reproduced too) on TensorFlow, and on JAX and
+PyTorch (:func:`test_gradients_match_on_this_backend`, run in
+tests/test_backends.py's process of each); recompute is really active (TensorFlow traces each
 block's forward a second time for the gradient, PyTorch runs it once more
 per step than the same wrapper without ``keras.remat``, JAX's gradient
 jaxpr holds a ``remat`` region per block); layer names, checkpoint loading,
 ``.keras`` files, the ``RECOMPUTE`` environment variable and the pretraining
 script's ``--recompute``.
-
-Run as a script (``python tests/test_recompute.py --backend-check``) it is
-the check the JAX/PyTorch tests start with ``KERAS_BACKEND`` set.
 """
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -315,21 +311,16 @@ def test_pretraining_recompute_flag(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_gradients_match_on_other_backends(backend):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--backend-check"],
-                            cwd=os.path.dirname(HERE), env=env, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "backend check passed: %s" % backend in result.stdout, result.stdout[-2000:]
-
-
-def _backend_check():
-    """Gradient equality and evidence of rematerialisation on the current backend."""
+def test_gradients_match_on_this_backend():
+    """Gradient equality and evidence of rematerialisation on JAX and PyTorch
+    (tests/test_backends.py runs this file's test there; on TensorFlow the
+    tests above check it)."""
     import keras
 
     backend = keras.backend.backend()
+    if backend == "tensorflow":
+        pytest.skip("TensorFlow: the tests above; this one runs in test_backends' JAX and "
+                    "PyTorch processes")
     counter = count_forwards()
     cases = [("bert", 0.1)] + ([("t5.1.1", 0.0)] if backend == "torch" else [])
     for name, dropout in cases:
@@ -368,10 +359,3 @@ def _backend_check():
         text = str(jax.make_jaxpr(jax.grad(loss))(trainable))
         # one rematerialised region per block in the gradient's jaxpr
         assert text.count("remat") + text.count("checkpoint[") >= block_calls(model), text[:2000]
-    print("backend check passed: %s" % backend)
-
-
-if __name__ == "__main__":
-    if "--backend-check" in sys.argv:
-        sys.path.insert(0, os.path.dirname(HERE))
-        _backend_check()

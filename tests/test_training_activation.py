@@ -10,7 +10,6 @@ import pytest
 
 from bert4keras import backend as B
 from bert4keras.layers import FeedForward
-from conftest import rerun_under_jax
 
 
 def value_and_grad(fn, x):
@@ -61,7 +60,3 @@ def test_feed_forward_training_pass():
         np.testing.assert_array_equal(y_train, y)
         np.testing.assert_allclose(g_train, g, rtol=1e-5, atol=1e-6)
 
-
-def test_on_jax():
-    if keras.backend.backend() != "jax":  # the JAX branch: this whole file again on JAX
-        rerun_under_jax(__file__)
