@@ -6,10 +6,11 @@ Checked here: the outputs and the gradients of a compiled training step equal
 those of the same model without recompute (within 1e-5, with dropout on, so
 the dropout masks must be reproduced too) on TensorFlow, and on JAX and
 PyTorch (:func:`test_gradients_match_on_this_backend`, run in
-tests/test_backends.py's process of each); recompute is really active (TensorFlow traces each
-block's forward a second time for the gradient, PyTorch runs it once more
-per step than the same wrapper without ``keras.remat``, JAX's gradient
-jaxpr holds a ``remat`` region per block); layer names, checkpoint loading,
+tests/test_backends.py's process of each); recompute is really active
+(TensorFlow traces each block's forward a second time for the gradient,
+PyTorch runs it once more per step than the same wrapper without
+``keras.remat``, JAX's gradient jaxpr holds a ``remat`` region per block);
+layer names, checkpoint loading,
 ``.keras`` files, the ``RECOMPUTE`` environment variable and the pretraining
 script's ``--recompute``.
 """

@@ -246,8 +246,8 @@ def test_forfit_is_endless_and_rejects_empty():
         PairGenerator([], batch_size=2).forfit()
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
+def tiny_classifier(optimizer="adam", metrics=None):
+    """Token + segment embeddings, mean-pooled, a softmax over 2 labels; compiled."""
     import keras
 
     tokens = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
@@ -256,8 +256,13 @@ def tiny_model():
     x = keras.layers.GlobalAveragePooling1D()(x)
     out = keras.layers.Dense(2, activation="softmax", name="label")(x)
     model = keras.Model([tokens, segments], out)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=metrics)
     return model
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return tiny_classifier()
 
 
 def test_forfit_feeds_keras_fit(tiny_model):
@@ -286,25 +291,19 @@ def test_forfit_batches_of_new_lengths_after_the_first_two(tiny_model):
     assert predictions.shape == (8, 2)
 
 
-
 def fresh_model(seed=0):
-    """tiny_model's graph, compiled with AdamW and a metric, weights from ``seed``."""
+    """:func:`tiny_classifier` with AdamW and a metric, weights from ``seed``,
+    and a list that grows by one per trace of its training step."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    tokens = keras.Input(shape=(None,), dtype="int32")
-    segments = keras.Input(shape=(None,), dtype="int32")
-    x = keras.layers.Embedding(20, 8)(tokens) + keras.layers.Embedding(2, 8)(segments)
-    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x))
-    model = keras.Model([tokens, segments], out)
-    model.compile(optimizer=keras.optimizers.AdamW(0.05), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = tiny_classifier(keras.optimizers.AdamW(0.05), metrics=["accuracy"])
     traces = []
     step = model.train_step
 
-    def counting_step(data):  # Python runs this once per trace of the training step
+    def counting_step(*args):  # once per trace on TensorFlow ((state, data) on JAX)
         traces.append(1)
-        return step(data)
+        return step(*args)
 
     model.train_step = counting_step
     return model, traces
@@ -344,6 +343,7 @@ def test_build_for_fit_refuses_an_uncompiled_model_and_an_iterator(tiny_model):
     if keras.backend.backend() == "tensorflow":
         with pytest.raises(TypeError, match="not a generator"):
             build_for_fit(tiny_model, (b for b in [((np.zeros((1, 2)),), np.zeros(1))]))
+
 
 def test_to_dataset_batched_with_names(tiny_model):
     gen = PairGenerator(make_data(12), batch_size=4)
