@@ -323,8 +323,9 @@ def test_build_for_fit_traces_the_training_step_once_same_weights(given):
     for prebuild in (False, True):
         model, traces = fresh_model()
         data = gen.forfit(random=False)
-        if prebuild:
-            assert build_for_fit(model, data if given == "dataset" else next(iter(data))) is model
+        if prebuild:  # the batch from a pass of its own (on JAX forfit is a generator)
+            first = next(iter(gen.forfit(random=False)))
+            assert build_for_fit(model, data if given == "dataset" else first) is model
         model.fit(data, steps_per_epoch=len(gen), epochs=2, verbose=0, shuffle=False)
         results.append((len(traces), [w.numpy() for w in model.weights]))
     if keras.backend.backend() == "tensorflow":
