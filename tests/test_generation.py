@@ -768,9 +768,12 @@ def test_torch_compiled_decoding_packed_weights_and_recompiles():
     """PyTorch, ``jit_compile=True``: with and without ``packed_weights`` the
     compiled steps (oneDNN through ``bert4keras::onednn_linear``, blocked
     kernel copies) give the eager tokens; after :meth:`warm_up` a
-    ``generate`` of that shape compiles nothing; weights changed in place
-    between two runs are read by the next one (the eager prompt pass
-    refreshes the blocked copies the compiled steps use)."""
+    ``generate`` of that shape compiles nothing, also where the caches grow
+    between segments (the packed decoder decodes in two: the grown state's
+    tensors once matched another compiled version than the later steps', so
+    each grown segment compiled again in the first ``generate``); weights
+    changed in place between two runs are read by the next one (the eager
+    prompt pass refreshes the blocked copies the compiled steps use)."""
     from torch._dynamo.utils import counters
 
     from bert4keras.layers import direct
@@ -780,7 +783,8 @@ def test_torch_compiled_decoding_packed_weights_and_recompiles():
     batch = [[t % 400 for t in p] for p in batch]
     options = dict(end_id=None, maxlen=12)
     eager = CachedDecoder(transformer, jit_compile=False, **options)
-    packed = CachedDecoder(transformer, jit_compile=True, packed_weights=True, **options)
+    packed = CachedDecoder(transformer, jit_compile=True, packed_weights=True,
+                           cache_segments=2, **options)
     plain = CachedDecoder(transformer, jit_compile=True, **options)
     assert direct.ONEDNN_MIN_WEIGHTS <= 384 * 384
     for method, kwargs in (("greedy", {}), ("beam", dict(num_beams=2))):

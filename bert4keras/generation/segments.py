@@ -20,6 +20,8 @@ a cache preallocated to the full length, so the tokens are the same either
 way (tests/test_generation.py).
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -95,7 +97,28 @@ def grow(state, length, opt, slot_caches):
             side by side).
         slot_caches: ``DecodingStep.slot_caches`` of the model's first pass:
             which of ``state['caches']`` grow.
+
+    On PyTorch the new tensors are made under ``torch.inference_mode``, as
+    the steps' own outputs are: ``torch.compile`` guards on that property,
+    and a grown state of ordinary tensors matched another compiled version
+    of the step than the segment's later steps, so :meth:`CachedDecoder.warm_up
+    <bert4keras.generation.CachedDecoder.warm_up>` (one step per segment)
+    left one compilation per grown segment to the first ``generate``.
     """
+    with _inference_mode():
+        _grow(state, length, opt, slot_caches)
+
+
+def _inference_mode():
+    """``torch.inference_mode()`` on the PyTorch backend, else nothing."""
+    if keras.backend.backend() != "torch":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode()
+
+
+def _grow(state, length, opt, slot_caches):
     old = state["visible"].shape[1]
     extra, beams = length - old, opt.num_beams if opt.method == "beam" else 1
     for key in ("visible", "ancestors"):
