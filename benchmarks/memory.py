@@ -34,7 +34,16 @@ peak resident set size, ``ru_maxrss``, only ever goes up):
   read the directory's ``config.json``, whose dropout is 0 (the exported
   model was built without), so HF trained without any dropout while ours
   had 0.1 and drew its masks: every earlier ``bert`` result file compares
-  unlike steps (README, Benchmarks, Zen 5: "The memory benchmark's dropout").
+  unlike steps (benchmarks/HISTORY.md, Zen 5: "The memory benchmark's dropout").
+
+``--prompt-lengths 64,96,128`` (``gpt2``): after the two timed runs, one
+more ``generate`` per listed prompt length, each a decoding shape the process
+has not run yet (ours pads prompts to a multiple of 32 here, and TF and JAX
+compile each padded shape once; HF and ours on torch run eagerly). The
+resident memory after each is reported with what each new shape kept on
+average (``MiB per new shape``): the cost of compiling for another shape (the
+"graph retracing" a server with many prompt lengths pays), which stays with
+the process. These phases are not part of the ``peak`` column.
 
 Rows ``torch-packed`` / ``torch-nojax-packed`` (``gpt2`` only, not run by
 default) decode with ``CachedDecoder(packed_weights=True)``: what its
@@ -84,6 +93,7 @@ Usage::
     python benchmarks/memory.py                      # full size, ~8 workers, ~6 min
     python benchmarks/memory.py --quick              # tiny shapes, ours on JAX + HF, ~1 min
     python benchmarks/memory.py --workloads gpt2 --impls tensorflow,hf
+    python benchmarks/memory.py --workloads gpt2 --prompt-lengths 64,96,128   # per-shape cost
     python benchmarks/memory.py --results mem.json
 """
 
@@ -136,6 +146,9 @@ def parse_args(argv=None):
                         "CachedDecoder(packed_weights=True)), tensorflow-interop1, "
                         "tensorflow-nojax-interop1 (TF_NUM_INTEROP_THREADS=1)")
     p.add_argument("--new-tokens", type=int, default=128, help="gpt2: new tokens per generate")
+    p.add_argument("--prompt-lengths", default="",
+                   help="gpt2: comma-separated prompt lengths decoded once each after the timed "
+                        "runs (new decoding shapes): the memory each new shape keeps")
     p.add_argument("--batch", type=int, default=16, help="bert: batch size")
     p.add_argument("--seq-len", type=int, default=128, help="bert: sequence length")
     p.add_argument("--steps", type=int, default=3, help="bert: training steps")
@@ -155,6 +168,7 @@ def parse_args(argv=None):
     if args.impls is None:
         args.impls = "jax,hf" if args.quick else ",".join(IMPLS)
     args.impl_list = [i for i in args.impls.split(",") if i]
+    args.prompt_length_list = [int(n) for n in args.prompt_lengths.split(",") if n]
     for w in args.workload_list:
         if w not in WORKLOADS and w != "prepare":
             p.error("unknown workload %r (%s)" % (w, ", ".join(WORKLOADS)))
@@ -220,11 +234,14 @@ class Phases:
         self._reset()
 
     def report(self, **extra):
-        peaks = [r["phase_peak"] for r in self.rows if r["phase_peak"] is not None]
+        """Print the phases as one JSON line; the peak is over the phases
+        not marked ``extra_shape`` (``--prompt-lengths``' own)."""
+        rows = [r for r in self.rows if not r.get("extra_shape")]
+        peaks = [r["phase_peak"] for r in rows if r["phase_peak"] is not None]
         peak = max(peaks) if peaks and self.resettable else benchlib.peak_rss()
         where = None
         if peaks and self.resettable:
-            where = max(self.rows, key=lambda r: r["phase_peak"] or 0)["phase"]
+            where = max(rows, key=lambda r: r["phase_peak"] or 0)["phase"]
         print(json.dumps(dict(phases=self.rows, peak=peak, peak_phase=where, **extra)),
               flush=True)
 
@@ -265,9 +282,9 @@ def run_gpt2(args, impl, phases):
         model.generation_config.eos_token_id = None
         model.generation_config.pad_token_id = 0
         phases.mark("loaded")
-        ids = torch.from_numpy(prompt)
 
-        def generate():
+        def generate(prompt):
+            ids = torch.from_numpy(prompt)
             with torch.inference_mode():
                 out = model.generate(ids, attention_mask=torch.ones_like(ids),
                                      max_new_tokens=args.new_tokens, min_new_tokens=0,
@@ -288,14 +305,17 @@ def run_gpt2(args, impl, phases):
         decoder = CachedDecoder(model, end_id=None, maxlen=args.new_tokens, bucket=32,
                                 packed_weights=args.packed)
 
-        def generate():
+        def generate(prompt):
             return np.asarray(decoder.generate(list(prompt), max_new_tokens=args.new_tokens)[0])
     seconds = []
     for name in ("first", "second"):
         start = time.perf_counter()
-        tokens = generate()
+        tokens = generate(prompt)
         seconds.append(time.perf_counter() - start)
         phases.mark(name)
+    for length in args.prompt_length_list:  # new decoding shapes, one each
+        generate(np.random.RandomState(length).randint(1, vocab, (1, length)))
+        phases.mark("prompt%d" % length, extra_shape=True)
     phases.report(seconds=seconds, tokens=[int(t) for t in tokens[:8]])
 
 
@@ -429,7 +449,8 @@ def run_worker(args, workload, impl):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", workload,
            "--impl", impl or "", "--workdir", args.workdir,
            "--new-tokens", str(args.new_tokens), "--batch", str(args.batch),
-           "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
+           "--seq-len", str(args.seq_len), "--steps", str(args.steps),
+           "--prompt-lengths", args.prompt_lengths]
     if args.quick:
         cmd.append("--quick")
     if args.fit:
@@ -462,7 +483,10 @@ def summarize(record):
                 peak_phase=record["peak_phase"],
                 phase_peaks_mib={p["phase"]: (p["phase_peak"] or 0) / MIB
                                  for p in record["phases"]},
-                seconds=record.get("seconds"))
+                seconds=record.get("seconds"),
+                second_mib=phases["second"]["rss"] / MIB if "second" in phases else None,
+                shapes_mib={p["phase"]: p["rss"] / MIB for p in record["phases"]
+                            if p.get("extra_shape")})
 
 
 def main(argv=None):
@@ -523,6 +547,21 @@ def main(argv=None):
             "%.2f" % row["peak/hf"] if "peak/hf" in row else "-",
             "%.2f" % row["(peak-import)/hf"] if row.get("(peak-import)/hf") else "-",
             "%.2f" % row["seconds"][-1] if row.get("seconds") else "-"))
+    shaped = [r for r in rows if r["shapes_mib"]]
+    if shaped:
+        names = list(shaped[0]["shapes_mib"])
+        print("\nNew decoding shapes (gpt2, one generate per prompt length after the timed runs; "
+              "resident MiB after each):")
+        print("| impl | after second | %s | MiB per new shape |" % " | ".join(
+            "prompt " + n[len("prompt"):] for n in names))
+        print("|---|---|%s---|" % ("---|" * len(names)))
+        for row in shaped:
+            second = row["second_mib"]
+            last = list(row["shapes_mib"].values())[-1]
+            row["per_new_shape_mib"] = (last - second) / len(row["shapes_mib"])
+            print("| %s | %.0f | %s | %.1f |" % (
+                row["impl"], second, " | ".join("%.0f" % v for v in row["shapes_mib"].values()),
+                row["per_new_shape_mib"]))
     print("\n(MiB = 2**20 bytes; resident memory is not disturbed by other jobs, the seconds "
           "are; total run %.1f min)" % ((time.perf_counter() - began) / 60))
     if args.results:
