@@ -5,7 +5,7 @@ against oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``, what
 in interleaved rounds.
 
 Why: on an AMD Zen 4 the PyTorch backend's cached decoding ran at 0.41-0.65x
-our TensorFlow path; this is the probe that showed where (README, Benchmarks:
+our TensorFlow path; this is the probe that showed where (benchmarks/HISTORY.md:
 "Cached decoding"). It times what one GPT-2-small decoding step multiplies:
 
 * ``ffn``: 24 distinct feed-forward kernels stored as Keras keeps them,

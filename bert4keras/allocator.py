@@ -32,7 +32,7 @@ pay it: its BFC allocator keeps what it frees.
 Each step then reuses the same pages: no page faults after the first. The
 price: memory a step freed stays resident until the process ends (as under
 TensorFlow), so the resident size between steps is the step's peak rather
-than the weights alone; the peak itself is not higher (README's memory rows,
+than the weights alone; the peak itself is not higher (benchmarks/HISTORY.md's memory rows,
 ``benchmarks/memory.py``, ``jax`` and ``jax-glibc`` rows).
 
 Why asynchronous dispatch goes: with it, ``model.fit`` does not wait for a

@@ -12,9 +12,8 @@ more. In a BERT-base training step on PyTorch (batch 16 x 128, dropout 0.1)
 those are four ``(batch, seq_len, hidden)`` tensors per block that autograd
 does not save (the attention and feed-forward outputs before their dropout,
 the dropout outputs before the residual sum): 24 MiB a block, 288 MiB at the
-end of the forward pass, which is where the step's peak was (README,
-Benchmarks, Zen 5 section: "Releasing a functional model's intermediate
-tensors").
+end of the forward pass, which is where the step's peak was (benchmarks/HISTORY.md,
+Zen 5 section: "Releasing a functional model's intermediate tensors").
 
 :func:`apply` replaces that method with :func:`run_through_graph`, which runs
 the same nodes in the same order with the same arguments and differs only in

@@ -73,7 +73,7 @@ def block_writer(weight, axis=0):
     (eager or graph) ``ResourceStridedSliceAssign`` switches the variable to
     copy-on-read mode for good, after which every graph-mode read copies the
     whole tensor (a 147 MiB embedding: ~24 ms per read on this machine's
-    one-off measurement, README "Memory").
+    one-off measurement, benchmarks/HISTORY.md).
     """
     import keras
 

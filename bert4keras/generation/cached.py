@@ -60,8 +60,8 @@ class CachedDecoder(AutoRegressiveDecoder):
             TensorFlow and ``jax.jit`` on JAX, eager on PyTorch (as Keras'
             ``'auto'``). True: on PyTorch too, each cached step compiled by
             ``torch.compile``
-            (:func:`~bert4keras.generation.compiled.compile_torch_loop`; README,
-            Benchmarks: "Compiled PyTorch decoding"): faster steps, for tens of
+            (:func:`~bert4keras.generation.compiled.compile_torch_loop`;
+            benchmarks/HISTORY.md: "Compiled PyTorch decoding"): faster steps, for tens of
             seconds of compilation per decoding shape and cache segment
             (:meth:`warm_up` makes them). False: eager everywhere.
         bucket: prompts are padded to a multiple of this length, so that a
@@ -85,7 +85,7 @@ class CachedDecoder(AutoRegressiveDecoder):
             ``generate`` calls); the steps multiply by it
             (:func:`bert4keras.layers.direct.packed_weights`). Faster few-row
             products for one more copy of those kernels (+340 MB for 12
-            layers of hidden size 768); README, Benchmarks: "Packed weights".
+            layers of hidden size 768); benchmarks/HISTORY.md: "Packed weights".
 
     Inputs: for decoder-only models a prompt is its token ids (UniLM: the
     whole source, all segment 0); for an encoder-decoder the encoder's ids.

@@ -303,8 +303,7 @@ class MultiHeadAttention(QuantizableSublayers, keras.layers.Layer):
         already applied), no key mask, no position term in the scores, no
         scores returned, no dropout on the probabilities in this call. On
         JAX and TensorFlow the transposes and matmuls of
-        :meth:`_attend_with_scores` were the faster form (README,
-        Benchmarks: "JAX forward")."""
+        :meth:`_attend_with_scores` were the faster form (benchmarks/HISTORY.md: "JAX forward")."""
         return (keras.backend.backend() == "torch"
                 and mode in (None, "rotary") and mask is None and not self.return_attention_scores
                 and self.normalization == "softmax" and self.key_size == self.head_size

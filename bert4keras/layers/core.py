@@ -74,11 +74,11 @@ class Dense(keras.layers.Dense):
     (:func:`~bert4keras.layers.direct.onednn_dense`) instead of torch's
     matmul, which runs MKL and was slower on the AMD Zen 4 machine for 2-8-row
     and encoder-sized products, and on the Zen 5 machine for one row too
-    (:data:`~bert4keras.layers.direct.ONEDNN_DENSE_ROWS`; README, Benchmarks:
+    (:data:`~bert4keras.layers.direct.ONEDNN_DENSE_ROWS`; benchmarks/HISTORY.md:
     "PyTorch backend"). With gradients (training), float32 CPU tensors of at least
     64 rows go through the same op wrapped with a backward
     (:func:`~bert4keras.layers.torch_train.dense_call`; what it changes in a
-    training step: README, Benchmarks, Zen 5 section). With LoRA, a
+    training step: benchmarks/HISTORY.md, Zen 5 section). With LoRA, a
     quantized or non-float32 layer, and on TensorFlow or JAX, ``call`` is
     Keras' own. Quantized ``'int8'``
     (``model.quantize``), the integer product of its call likewise runs
@@ -184,7 +184,7 @@ class Embedding(keras.layers.Layer):
         copy of ``E^T`` ``(output_dim, input_dim)`` made once per decoding run
         (``step.constant``; ``input_dim * output_dim`` floats while the run
         lasts, 147 MiB for GPT-2): torch's matmul is slower with the
-        transposed table as a strided view (README, Benchmarks: "PyTorch
+        transposed table as a strided view (benchmarks/HISTORY.md: "PyTorch
         backend decoding")."""
         if mode == "dense" and getattr(step, "direct", False) and calls_directly(self):
             rows = 1

@@ -40,8 +40,8 @@ __all__ = ["direct_call", "calls_directly", "cached_ops", "register_torch_call",
 # A Dense kernel ``(in, out)`` goes through oneDNN (:func:`onednn_linear`, as
 # its transposed view) from this many rows on. One row included: on the AMD
 # Zen 5 machine oneDNN read a one-row product's kernels 1.43x as fast as
-# ``torch.addmm`` (benchmarks/torch_linear.py), on Zen 4 0.95x (README,
-# Benchmarks: "PyTorch backend decoding"); 2 restores the Zen 4 choice.
+# ``torch.addmm`` (benchmarks/torch_linear.py), on Zen 4 0.95x
+# (benchmarks/HISTORY.md: "PyTorch backend decoding"); 2 restores the Zen 4 choice.
 ONEDNN_DENSE_ROWS = 1
 # ... and of at least this many weights: below, oneDNN's fixed cost per call
 # is more than it saves (a 64 x 64 kernel ran slower than with torch.addmm).
@@ -414,7 +414,7 @@ def onednn_linear(inputs, weight, bias=None):
 
     Why: torch's float32 CPU matmul is MKL's, which on an AMD Zen 4 read a
     2-8-row product's weights at 7.9-11.2 GB/s where oneDNN read them at
-    17.5-20.4 (``benchmarks/torch_linear.py``; README's Benchmarks has the
+    17.5-20.4 (``benchmarks/torch_linear.py``; benchmarks/HISTORY.md has the
     run and the decoding figures).
     """
     op = _applicable_op(inputs, weight)

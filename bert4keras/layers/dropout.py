@@ -29,7 +29,7 @@ class Dropout(keras.layers.Dropout):
     to a slow elementwise loop; here the same seed draws uint32s
     (``tf.random.stateless_uniform`` with ``minval=maxval=None``): Threefry
     when traced for XLA, Philox (the only one TensorFlow's kernels have)
-    otherwise (the step times this saved are in README, Benchmarks). On JAX
+    otherwise (the step times this saved are in benchmarks/HISTORY.md). On JAX
     Keras calls
     ``jax.random.bernoulli``, whose Threefry becomes a loop of elementwise
     XLA ops; here XLA's native Threefry-2x32 (``lax.rng_bit_generator``)
@@ -92,7 +92,7 @@ def _jax_keep_mask(inputs, noise_shape, seed, threshold):
     Why not Threefry for every element: in a compiled BERT-base training
     step on this project's AMD EPYC (Zen 4) machine the per-element
     ``rng_bit_generator`` added 1.3 s to a 6.9 s step; the hash fuses into the
-    consumer and added ~0.1 s (README, Benchmarks). Masks of more than 2**32
+    consumer and added ~0.1 s (benchmarks/HISTORY.md). Masks of more than 2**32
     elements (where the index would wrap) fall back to per-element Threefry.
     """
     import jax.numpy as jnp
@@ -136,8 +136,8 @@ def _torch_dropout(inputs, rate, noise_shape, seed_generator):
     Keras' next seed (``seed_generator.next()``, combined as Keras' torch
     backend does), read as four int16 each; an element is kept when its int16
     is below ``round((1 - rate) * 2**16) - 2**15``: one draw per four elements
-    and no probability tensor (the training step this saved is in README,
-    Benchmarks, Zen 5 section). The output is ``inputs * mask / (1 - rate)``
+    and no probability tensor (the training step this saved is in
+    benchmarks/HISTORY.md, Zen 5 section). The output is ``inputs * mask / (1 - rate)``
     (:func:`_masked_scale`, the mask read as uint8, in place of a slower
     ``torch.where`` with a scalar), and so is the gradient.
     """

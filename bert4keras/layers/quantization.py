@@ -63,7 +63,7 @@ SUBLAYER_DTYPES = "sublayer_dtypes"
 #: graph mode against 1.2-1.5x under XLA, and the shipped small BERT (74K) at 1.05x / 1.40x
 #: at batch 1 / 8 against 1.90x / 1.59x under XLA (1.35x against 1.13x at batch 32), where
 #: the fixed costs per call of the oneDNN path (reordering the kernel, two XLA calls around
-#: it) outweigh its faster GEMM (README, Benchmarks).
+#: it) outweigh its faster GEMM (benchmarks/HISTORY.md).
 ONEDNN_MIN_MEAN_KERNEL = 1 << 19
 
 

@@ -9,7 +9,7 @@ at 0.38x TensorFlow's own float32 matmul speed, and under XLA it is 1.38x
 the float32 matmul on a CPU without AMX. TensorFlow also ships oneDNN's u8 x
 s8 -> s32 GEMM (``QuantizedMatMulWithBias``, AVX512-VNNI / AMX), which ran
 at 2.81-3.08x its float32 matmul (``benchmarks/quantized_inference.py``'s kernel
-probe, 4096 x 768 x 3072, AMD Zen 4 machine, README's Benchmarks). :func:`int8_dense`
+probe, 4096 x 768 x 3072, AMD Zen 4 machine, benchmarks/HISTORY.md). :func:`int8_dense`
 computes Keras' int8 ``Dense`` call with that GEMM, exactly (same integer
 product, same float arithmetic after it).
 

@@ -86,7 +86,7 @@ class _TorchOps:
         has been written."""
         b, slots, d = keys.shape
         keys = keys.view(b, beams, slots // beams, d)[:, :, :length]
-        if beams > 1:  # matmul broadcast over the beams was slower (README: "beam scores")
+        if beams > 1:  # matmul broadcast over the beams was slower (benchmarks/HISTORY.md)
             return self.torch.einsum("bjld,bmd->bjlm", keys, queries)
         return self.torch.matmul(keys, queries.transpose(1, 2)[:, None])
 

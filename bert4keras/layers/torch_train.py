@@ -9,7 +9,7 @@ already call oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``,
 :mod:`bert4keras.layers.direct`); the op has no backward, so a training
 step ran MKL. :func:`linear` wraps it in a ``torch.autograd.Function``
 whose backward is two more inner products (a BERT-base training step went
-from 0.48x to 0.80x of our TensorFlow step with it; README, Benchmarks,
+from 0.48x to 0.80x of our TensorFlow step with it; benchmarks/HISTORY.md,
 Zen 5 section):
 
 * ``dx = dy @ W`` -- ``W`` ``(out, in)`` read as the ``(in, out)`` weight of an

@@ -82,7 +82,7 @@ What Keras already has (use it, it is not rewritten here)
   use short names to be portable. ``bert4keras.optimizers.AdamW`` takes the
   same arguments and gives the same updates; on the torch backend it runs
   them as torch's fused kernel (what that changes in a BERT-base training
-  step: README, Benchmarks, the Zen 5 section's training rows).
+  step: benchmarks/HISTORY.md, the Zen 5 section's training rows).
 - ``keras.optimizers.Lion`` and ``keras.optimizers.Lamb``. Keras' Lamb keeps
   weight decay out of the trust ratio; ``extend_with_layer_adaptation(AdamW)``
   puts it inside, as the LAMB paper does.

@@ -2,7 +2,7 @@
 
 Keras' Adam on torch is a chain of ``torch._foreach_*`` calls, each a full
 pass over the weights or moments with temporaries in between (what that costs
-a BERT-base training step: README, Benchmarks, Zen 5 section). torch
+a BERT-base training step: benchmarks/HISTORY.md, Zen 5 section). torch
 ships the whole Adam/AdamW update as one kernel per tensor,
 ``torch._fused_adam_`` / ``torch._fused_adamw_`` (what
 ``torch.optim.AdamW(fused=True)`` calls; CPU and CUDA): the moments, the
@@ -60,7 +60,7 @@ ENABLED = True
 #: ``torch.optim``'s ``zero_grad(set_to_none=True)`` does). Keras' torch
 #: ``train_step`` clears them itself, but only after the next forward pass, so
 #: one step's gradients (a float per weight) stayed alive through it (what
-#: releasing them changes: README, Benchmarks, Zen 5 section, memory rows).
+#: releasing them changes: benchmarks/HISTORY.md, Zen 5 section, memory rows).
 #: Set to False if a training loop of your own reads ``.grad`` after
 #: ``optimizer.apply``.
 RELEASE_GRADIENTS = True
